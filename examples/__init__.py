@@ -1,0 +1,1 @@
+"""Example services and their workers (declared in the top-level ``services.yaml``)."""

@@ -1,0 +1,129 @@
+"""Response and request bodies of the OGC-API-Processes-style job API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.catalogue import ServiceSpec
+from gateway.store import JobRecord, JobStatus
+
+
+class Link(BaseModel):
+    href: str
+    rel: str
+    type: str | None = None
+    title: str | None = None
+
+
+class ProcessSummary(BaseModel):
+    """A service as a process."""
+
+    id: str
+    title: str
+    description: str
+    version: str
+    jobControlOptions: list[str] = Field(default_factory=lambda: ["async-execute", "sync-execute"])
+    links: list[Link] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, spec: ServiceSpec, base: str) -> ProcessSummary:
+        return cls(
+            id=spec.id,
+            title=spec.title,
+            description=spec.description,
+            version=spec.version,
+            links=[Link(href=f"{base}/processes/{spec.id}", rel="self", type="application/json")],
+        )
+
+
+class ProcessList(BaseModel):
+    processes: list[ProcessSummary]
+    links: list[Link] = Field(default_factory=list)
+
+
+class ProcessDescription(ProcessSummary):
+    """A process with its input schema and output description."""
+
+    inputs: dict[str, Any] = Field(description="JSON Schema of the execute request's inputs.")
+    outputs: dict[str, Any]
+    queueTtl: float
+    timeLimit: float | None
+
+    @classmethod
+    def describe(cls, spec: ServiceSpec, base: str) -> ProcessDescription:
+        summary = ProcessSummary.of(spec, base)
+        summary.links.append(
+            Link(
+                href=f"{base}/processes/{spec.id}/execution",
+                rel="http://www.opengis.net/def/rel/ogc/1.0/execute",
+                title="Execute",
+            )
+        )
+        return cls(
+            **summary.model_dump(),
+            inputs=dict(spec.inputs),
+            outputs=dict(spec.outputs),
+            queueTtl=spec.queue_ttl,
+            timeLimit=spec.time_limit,
+        )
+
+
+class ExecuteRequest(BaseModel):
+    """``POST /processes/{id}/execution`` body; ``inputs`` is validated against the schema."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class StatusInfo(BaseModel):
+    """OGC statusInfo, with the gateway's ``reason`` and ``attempt``."""
+
+    jobID: UUID
+    processID: str
+    type: str = "process"
+    status: JobStatus
+    reason: str | None = None
+    message: str | None = None
+    progress: int
+    attempt: int
+    created: datetime
+    started: datetime | None = None
+    finished: datetime | None = None
+    updated: datetime
+    links: list[Link] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, job: JobRecord, base: str) -> StatusInfo:
+        links = [Link(href=f"{base}/jobs/{job.id}", rel="self", type="application/json")]
+        if job.status is JobStatus.SUCCESSFUL:
+            links.append(
+                Link(
+                    href=f"{base}/jobs/{job.id}/results",
+                    rel="http://www.opengis.net/def/rel/ogc/1.0/results",
+                    type="application/json",
+                )
+            )
+        return cls(
+            jobID=job.id,
+            processID=job.service,
+            status=job.status,
+            reason=job.reason,
+            message=job.error.message if job.error is not None else job.message,
+            progress=job.progress,
+            attempt=job.attempt,
+            created=job.created,
+            started=job.started,
+            finished=job.finished,
+            updated=job.updated,
+            links=links,
+        )
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

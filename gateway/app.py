@@ -1,0 +1,104 @@
+"""The FastAPI application factory and the lifespan that owns every connection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI
+
+from gateway.api import jobs, ops, processes
+from gateway.applier import EventApplier
+from gateway.broker import Broker
+from gateway.catalogue import Catalogue, load_catalogue
+from gateway.errors import install_error_handlers
+from gateway.jobs import JobService
+from gateway.runtime import Runtime
+from gateway.settings import Settings
+from gateway.store import open_store
+from gateway.watch import JobWatch
+from worker_sdk import Topology
+
+log = logging.getLogger("gateway")
+
+TERMINAL_KEYS = ("*.succeeded", "*.failed", "*.cancelled")
+
+
+class State(TypedDict):
+    runtime: Runtime
+
+
+def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> FastAPI:
+    """Build the gateway. The catalogue is read now (a broken one fails here); the store and
+    the broker are opened by the lifespan and closed in reverse order, even after a failed
+    start."""
+    services = catalogue if catalogue is not None else load_catalogue(settings.catalogue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        async with AsyncExitStack() as stack:
+            store = open_store(settings.store_url)
+            stack.push_async_callback(store.close)
+            await store.open()
+            broker = Broker(
+                url=settings.amqp_url,
+                topology=Topology(settings.namespace),
+                catalogue=services,
+                publish_timeout=settings.publish_timeout,
+                connect_timeout=settings.broker_connect_timeout,
+                name=f"gateway@{socket.gethostname()}:{os.getpid()}",
+            )
+            stack.push_async_callback(broker.close)
+            await broker.connect()
+            watch = JobWatch()
+            applier = EventApplier(store, watch)
+            topology = broker.topology
+            await broker.consume(
+                topology.events_queue, applier.on_event, prefetch=settings.events_prefetch
+            )
+            await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
+            await broker.consume_private(
+                TERMINAL_KEYS, applier.on_watched_event, prefetch=settings.events_prefetch
+            )
+            jobs_service = JobService(store=store, broker=broker, catalogue=services, watch=watch)
+            log.info(
+                "gateway ready: %d service(s), namespace %r, store %s",
+                len(services),
+                settings.namespace,
+                settings.store_url,
+            )
+            yield {
+                "runtime": Runtime(
+                    settings=settings,
+                    catalogue=services,
+                    store=store,
+                    broker=broker,
+                    jobs=jobs_service,
+                )
+            }
+
+    app = FastAPI(
+        title="Service Gateway",
+        version="0.1.0",
+        summary="Queue CPU-heavy research jobs on RabbitMQ workers and follow them over HTTP.",
+        description=(
+            "An OGC API – Processes style job API in front of RabbitMQ workers. Every error is "
+            "an RFC 9457 problem document with a stable `code`."
+        ),
+        lifespan=lifespan,
+        max_body_size=settings.max_body_size,
+    )
+    install_error_handlers(app)
+    app.include_router(ops.router)
+    app.include_router(processes.router)
+    app.include_router(jobs.router)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for ``uvicorn --factory gateway.app:app_factory`` (reads ``SG_*``)."""
+    return create_app(Settings())

@@ -1,0 +1,209 @@
+"""Apply workers' events and dead-lettered tasks to the store (DESIGN §2 rule 4).
+
+Every application is idempotent: the store's conditional updates make terminal states sticky
+and progress monotonic within a run, so a duplicate, late or reordered event is a no-op. An
+event for an unknown or finished job is logged and acked, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from gateway.store import ACTIVE, JobRecord, JobStatus, JobStore, Reason, StoreError, WorkerInfo
+from gateway.watch import JobWatch
+from worker_sdk import (
+    Cancelled,
+    ErrorInfo,
+    Event,
+    Failed,
+    Heartbeat,
+    Progress,
+    Started,
+    Succeeded,
+    Task,
+    parse_event,
+)
+
+log = logging.getLogger("gateway.events")
+
+_REASONS = frozenset(r.value for r in Reason)
+STORE_RETRY_DELAY = 1.0
+
+
+def failure_reason(error: ErrorInfo) -> str:
+    """The job's ``reason`` for a worker-reported error code."""
+    return error.code if error.code in _REASONS else Reason.HANDLER_ERROR.value
+
+
+class EventApplier:
+    """Turns events into store updates and tells the watch about every change."""
+
+    def __init__(self, store: JobStore, watch: JobWatch) -> None:
+        self._store = store
+        self._watch = watch
+
+    async def apply(self, event: Event) -> JobRecord | None:
+        """Apply one event; the updated record, or ``None`` when it changed nothing."""
+        record: JobRecord | None
+        match event:
+            case Started():
+                worker = WorkerInfo(
+                    id=event.worker_id, host=event.host, version=event.worker_version
+                )
+                record = await self._store.start(
+                    event.job_id,
+                    attempt=event.attempt,
+                    run_id=event.run_id,
+                    worker=worker,
+                    at=event.emitted_at,
+                )
+            case Progress():
+                record = await self._store.progress(
+                    event.job_id,
+                    run_id=event.run_id,
+                    seq=event.seq,
+                    percent=event.percent,
+                    message=event.message,
+                    at=event.emitted_at,
+                )
+            case Succeeded():
+                record = await self._store.finish(
+                    event.job_id,
+                    status=JobStatus.SUCCESSFUL,
+                    at=event.emitted_at,
+                    result=event.result,
+                    attempt=event.attempt,
+                )
+            case Failed():
+                record = await self._store.finish(
+                    event.job_id,
+                    status=JobStatus.FAILED,
+                    at=event.emitted_at,
+                    reason=failure_reason(event.error),
+                    error=event.error,
+                    attempt=event.attempt,
+                )
+            case Cancelled():
+                record = await self._store.finish(
+                    event.job_id,
+                    status=JobStatus.DISMISSED,
+                    at=event.emitted_at,
+                    reason=Reason.CANCELLED,
+                    attempt=event.attempt,
+                )
+            case Heartbeat():
+                return None
+        if record is None:
+            log.debug("event %s for job %s changed nothing", event.kind, event.job_id)
+        else:
+            self._watch.notify(record)
+        return record
+
+    async def on_event(self, message: AbstractIncomingMessage) -> None:
+        """Consumer of ``{ns}.events``: apply, then ack; requeue only when the store fails."""
+        try:
+            event = parse_event(message.body)
+        except ValidationError as exc:
+            log.warning("dropping an unreadable event %s: %s", message.message_id, exc)
+            await message.ack()
+            return
+        try:
+            await self.apply(event)
+        except StoreError:
+            log.exception("store failed applying %s; the event goes back to the queue", event.kind)
+            await asyncio.sleep(STORE_RETRY_DELAY)  # back off before the broker redelivers
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    async def on_watched_event(self, message: AbstractIncomingMessage) -> None:
+        """Consumer of this process's private copy of terminal events (no-ack).
+
+        When a local request waits on the job, apply the event here (idempotently) so the
+        waiter is answered whichever gateway replica applies the shared copy.
+        """
+        try:
+            event = parse_event(message.body)
+        except ValidationError:
+            return
+        if isinstance(event, Heartbeat) or not self._watch.interested(event.job_id):
+            return
+        try:
+            if await self.apply(event) is None:
+                record = await self._store.get(event.job_id)
+                if record is not None:
+                    self._watch.notify(record)
+        except StoreError:
+            log.warning("store failed on a watched event for %s", event.job_id, exc_info=True)
+
+    async def on_dead_letter(self, message: AbstractIncomingMessage) -> None:
+        """Consumer of ``{ns}.dead``: a task the broker gave up on ends the job."""
+        death = str(message.headers.get("x-first-death-reason", ""))
+        try:
+            task = Task.model_validate_json(message.body)
+        except ValidationError:
+            log.error(  # noqa: TRY400 - a parse error's traceback says nothing more
+                "dead-lettered message %s (%s) is not a task", message.message_id, death
+            )
+            await message.ack()
+            return
+        try:
+            record = await self._finish_dead(task, death)
+        except StoreError:
+            log.exception("store failed on dead-lettered job %s", task.job_id)
+            await asyncio.sleep(STORE_RETRY_DELAY)  # back off before the broker redelivers
+            await message.nack(requeue=True)
+            return
+        if record is not None:
+            log.info("job %s ended %s/%s (%s)", task.job_id, record.status, record.reason, death)
+            self._watch.notify(record)
+        await message.ack()
+
+    async def _finish_dead(self, task: Task, death: str) -> JobRecord | None:
+        now = datetime.now(UTC)
+        if death == "expired":
+            record = await self._store.finish(
+                task.job_id,
+                status=JobStatus.DISMISSED,
+                at=now,
+                reason=Reason.EXPIRED,
+                only_from={JobStatus.ACCEPTED},
+            )
+            if record is not None:
+                return record
+            error = ErrorInfo(
+                code=Reason.WORKER_LOST,
+                type="Expired",
+                message="the job's worker was lost and no other worker took it before it expired",
+            )
+            return await self._store.finish(
+                task.job_id, status=JobStatus.FAILED, at=now, reason=Reason.WORKER_LOST, error=error
+            )
+        if death == "delivery_limit":
+            error = ErrorInfo(
+                code=Reason.WORKER_LOST,
+                type="DeliveryLimit",
+                message="the task was handed to workers repeatedly and never finished: "
+                "its worker died or gave it back each time",
+            )
+            return await self._store.finish(
+                task.job_id, status=JobStatus.FAILED, at=now, reason=Reason.WORKER_LOST, error=error
+            )
+        error = ErrorInfo(
+            code=Reason.INVALID_TASK,
+            type="Rejected",
+            message=f"a worker refused the task ({death or 'unknown reason'})",
+        )
+        return await self._store.finish(
+            task.job_id,
+            status=JobStatus.FAILED,
+            at=now,
+            reason=Reason.INVALID_TASK,
+            error=error,
+            only_from=ACTIVE,
+        )

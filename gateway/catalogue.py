@@ -1,0 +1,218 @@
+"""The services catalogue (``services.yaml``): parsed once at start into frozen models.
+
+A broken file fails with :class:`CatalogueError`, whose lines each name the service, the field
+and the line of the file that is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from worker_sdk import DEFAULT_DELIVERY_LIMIT, TaskQueueOptions
+
+SERVICE_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+class CatalogueError(ValueError):
+    """The catalogue cannot be used; ``problems`` holds one line per defect."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CanarieInfo(_Frozen):
+    """The CANARIE registry metadata of a service (served by the monitoring routes)."""
+
+    name: str | None = None
+    synopsis: str | None = None
+    institution: str | None = None
+    release_time: str | None = Field(default=None, alias="releaseTime")
+    support_email: str | None = Field(default=None, alias="supportEmail")
+    category: str | None = None
+    research_subject: str | None = Field(default=None, alias="researchSubject")
+    tags: tuple[str, ...] = ()
+    pages: Mapping[str, str] = Field(
+        default_factory=dict,
+        description="doc, releasenotes, support, source, tryme, licence, provenance: "
+        "a URL, a template path or 'text,status'.",
+    )
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _split_tags(cls, value: object) -> object:
+        # The old gateway kept tags as one comma-separated string.
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+
+class ServiceSpec(_Frozen):
+    """One service of the catalogue."""
+
+    id: str = Field(pattern=SERVICE_ID_PATTERN)
+    title: str
+    description: str = ""
+    version: str
+    inputs: Mapping[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        description="JSON Schema (2020-12) of the inputs object.",
+    )
+    outputs: Mapping[str, Any] = Field(
+        default_factory=dict, description="Description (or JSON Schema) of the result."
+    )
+    queue_ttl: float = Field(
+        default=7200, gt=0, description="Seconds a task may wait for a worker before it expires."
+    )
+    time_limit: float | None = Field(default=None, gt=0, description="Seconds a run may take.")
+    max_attempts: int = Field(default=1, ge=1, le=100, description="Retries included.")
+    delivery_limit: int = Field(
+        default=DEFAULT_DELIVERY_LIMIT,
+        ge=1,
+        le=1000,
+        description="Redeliveries (worker crashes) before the task is dead-lettered.",
+    )
+    max_queued: int | None = Field(
+        default=None, ge=1, description="Backlog bound: submissions past it get 429."
+    )
+    priority: int | None = Field(
+        default=None,
+        ge=0,
+        le=9,
+        description="AMQP priority set on this service's tasks (honoured by RabbitMQ 4 "
+        "quorum queues: 5 and above is high; ignored by 3.x).",
+    )
+    canarie: CanarieInfo = Field(default_factory=CanarieInfo)
+
+    @field_validator("inputs")
+    @classmethod
+    def _valid_schema(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        try:
+            Draft202012Validator.check_schema(dict(value))
+        except SchemaError as exc:
+            where = "/".join(str(p) for p in exc.path) or "(root)"
+            raise ValueError(f"not a valid JSON Schema at {where}: {exc.message}") from exc
+        if value.get("type", "object") != "object":
+            raise ValueError("the inputs schema must describe an object")
+        return value
+
+    @property
+    def queue_options(self) -> TaskQueueOptions:
+        return TaskQueueOptions(delivery_limit=self.delivery_limit, max_length=self.max_queued)
+
+    def validator(self) -> Draft202012Validator:
+        return Draft202012Validator(
+            dict(self.inputs), format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+
+
+class Catalogue:
+    """The frozen set of services, looked up by id."""
+
+    def __init__(self, services: list[ServiceSpec]) -> None:
+        self._services = {s.id: s for s in services}
+        self._validators = {s.id: s.validator() for s in services}
+
+    def __iter__(self) -> Iterator[ServiceSpec]:
+        return iter(self._services.values())
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def get(self, service_id: str) -> ServiceSpec | None:
+        return self._services.get(service_id)
+
+    def validator(self, service_id: str) -> Draft202012Validator:
+        return self._validators[service_id]
+
+
+class _Document(_Frozen):
+    services: Mapping[str, Mapping[str, Any]]
+
+
+def load_catalogue(path: Path) -> Catalogue:
+    """Read and validate ``path``; raise :class:`CatalogueError` naming every defect."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogueError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    return parse_catalogue(text, source=str(path))
+
+
+def parse_catalogue(text: str, *, source: str = "<catalogue>") -> Catalogue:
+    """Parse catalogue YAML text (see :func:`load_catalogue`)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogueError(source, [f"not valid YAML: {exc}"]) from exc
+    lines = _line_index(node) if node is not None else {}
+
+    def where(loc: tuple[str | int, ...]) -> str:
+        for cut in range(len(loc), -1, -1):
+            if loc[:cut] in lines:
+                return f"line {lines[loc[:cut]]}"
+        return "line ?"
+
+    try:
+        document = _Document.model_validate(raw)
+    except ValidationError as exc:
+        raise CatalogueError(source, _describe(exc, (), where)) from exc
+
+    problems: list[str] = []
+    services: list[ServiceSpec] = []
+    for key, body in document.services.items():
+        try:
+            services.append(ServiceSpec.model_validate({**body, "id": key}))
+        except ValidationError as exc:
+            problems.extend(
+                f"service {key!r}: {p}" for p in _describe(exc, ("services", key), where)
+            )
+    if not document.services:
+        problems.append("no services are declared under 'services'")
+    if problems:
+        raise CatalogueError(source, problems)
+    return Catalogue(services)
+
+
+def _describe(exc: ValidationError, prefix: tuple[str | int, ...], where: Any) -> list[str]:
+    out = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        out.append(f"{where(prefix + loc)}: field {field!r}: {error['msg']}")
+    return out
+
+
+def _line_index(node: yaml.Node) -> dict[tuple[str | int, ...], int]:
+    """Map every path of the YAML tree to the (1-based) line where its value starts."""
+    index: dict[tuple[str | int, ...], int] = {}
+
+    def walk(n: yaml.Node, path: tuple[str | int, ...]) -> None:
+        index[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for key_node, value_node in n.value:
+                key = key_node.value
+                index[(*path, key)] = key_node.start_mark.line + 1
+                walk(value_node, (*path, key))
+                index[(*path, key)] = key_node.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, (*path, i))
+
+    walk(node, ())
+    return index

@@ -1,0 +1,179 @@
+"""``sgw``: serve the gateway, check a configuration, run a worker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from gateway.catalogue import CatalogueError, load_catalogue
+from gateway.settings import Settings
+from worker_sdk import Worker
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def _settings(console: Console) -> Settings | None:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        console.print("[red]invalid settings[/red]")
+        for error in exc.errors():
+            name = "SG_" + "_".join(str(p) for p in error["loc"]).upper()
+            console.print(f"  {name}: {error['msg']}")
+        return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    console = Console(stderr=True)
+    settings = _settings(console)
+    if settings is None:
+        return 2
+    try:
+        load_catalogue(settings.catalogue)
+    except CatalogueError as exc:
+        _print_catalogue_error(console, exc)
+        return 2
+    uvicorn.run(
+        "gateway.app:app_factory",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+        log_level=settings.log_level.lower(),
+        access_log=args.access_log,
+    )
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    console = Console()
+    settings = _settings(console)
+    if settings is None:
+        return 1
+    path = args.catalogue or settings.catalogue
+    try:
+        catalogue = load_catalogue(path)
+    except CatalogueError as exc:
+        _print_catalogue_error(console, exc)
+        return 1
+    table = Table(title=f"{path}: {len(catalogue)} service(s)")
+    for column in (
+        "id",
+        "version",
+        "queue TTL (s)",
+        "time limit (s)",
+        "delivery limit",
+        "max queued",
+    ):
+        table.add_column(column)
+    for spec in catalogue:
+        table.add_row(
+            spec.id,
+            spec.version,
+            f"{spec.queue_ttl:g}",
+            f"{spec.time_limit:g}" if spec.time_limit else "-",
+            str(spec.delivery_limit),
+            str(spec.max_queued or "-"),
+        )
+    console.print(table)
+    console.print(
+        f"broker {settings.amqp_url.split('@')[-1]}, namespace {settings.namespace!r}, "
+        f"store {settings.store_url}"
+    )
+    console.print("[green]configuration OK[/green]")
+    return 0
+
+
+def _print_catalogue_error(console: Console, exc: CatalogueError) -> None:
+    console.print(f"[red]{exc.source}: the catalogue is invalid[/red]")
+    for problem in exc.problems:
+        console.print(f"  {problem}", markup=False)
+
+
+def load_worker(reference: str) -> Worker:
+    """Import ``module:attribute`` and return the :class:`Worker` it names."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{reference!r} is not module:attribute")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as uvicorn's --app-dir: workers live in the project
+    module = importlib.import_module(module_name)
+    worker = getattr(module, attribute, None)
+    if not isinstance(worker, Worker):
+        raise ValueError(f"{reference} is not a worker_sdk.Worker")
+    return worker
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    settings = _settings(console)
+    if settings is None:
+        return 2
+    try:
+        worker = load_worker(args.reference)
+    except (ImportError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        await worker.run(
+            amqp_url=settings.amqp_url,
+            namespace=settings.namespace,
+            concurrency=args.concurrency,
+            burst=args.burst,
+        )
+
+    asyncio.run(main())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sgw", description="Service Gateway: job gateway and workers (settings: SG_*)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP gateway")
+    serve.add_argument("--host", help="bind address (SG_HOST)")
+    serve.add_argument("--port", type=int, help="port (SG_PORT)")
+    serve.add_argument("--workers", type=int, help="gateway processes (SG_WORKERS)")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(func=cmd_serve)
+
+    check = commands.add_parser("check", help="validate settings and the catalogue, then exit")
+    check.add_argument("--catalogue", type=Path, help="catalogue file (SG_CATALOGUE)")
+    check.set_defaults(func=cmd_check)
+
+    worker = commands.add_parser("worker", help="run a worker: sgw worker module:attribute")
+    worker.add_argument("reference", help="e.g. examples.thumbnail:worker")
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (= prefetch)")
+    worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

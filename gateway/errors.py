@@ -1,0 +1,209 @@
+"""One error tree, one handler: every error knows its HTTP status and a stable machine code.
+
+::
+
+    GatewayError
+    ├── NotFound (404)
+    │   ├── UnknownProcess        no-such-process
+    │   ├── UnknownJob            no-such-job
+    │   ├── ResultNotReady        result-not-ready
+    │   └── JobDismissed          job-dismissed
+    ├── InvalidInput (422)        invalid-input
+    ├── JobFailed (422)           job-failed
+    ├── QueueFull (429)           queue-full
+    └── ServiceUnavailable (503)
+        ├── BrokerUnavailable     broker-unavailable
+        └── StoreUnavailable      store-unavailable
+
+Bodies are RFC 9457 problem details (``application/problem+json``); the ``type`` URIs are the
+OGC API – Processes exception types where one exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from worker_sdk import ErrorInfo
+
+OGC_EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
+PROBLEM_JSON = "application/problem+json"
+
+
+class FieldError(BaseModel):
+    """One failing part of a request: where (a JSON pointer or a parameter) and why."""
+
+    path: str
+    message: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, with a stable ``code`` to switch on."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    errors: list[FieldError] | None = Field(default=None, description="Each failing field.")
+    job_error: ErrorInfo | None = Field(default=None, description="Why the job failed.")
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with; subclasses set status and code."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+    ogc: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[FieldError] | None = None,
+        job_error: ErrorInfo | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.job_error = job_error
+        self.headers = headers or {}
+
+    def problem(self) -> Problem:
+        prefix = OGC_EXCEPTIONS if self.ogc else "urn:service-gateway:error:"
+        return Problem(
+            type=prefix + self.code,
+            title=self.title,
+            status=self.status,
+            code=self.code,
+            detail=self.detail,
+            errors=self.errors,
+            job_error=self.job_error,
+        )
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not-found"
+    title = "Not found"
+
+
+class UnknownProcess(NotFound):
+    code = "no-such-process"
+    title = "No such process"
+    ogc = True
+
+
+class UnknownJob(NotFound):
+    code = "no-such-job"
+    title = "No such job"
+    ogc = True
+
+
+class ResultNotReady(NotFound):
+    code = "result-not-ready"
+    title = "Result not ready"
+    ogc = True
+
+
+class JobDismissed(NotFound):
+    code = "job-dismissed"
+    title = "Job dismissed"
+
+
+class InvalidInput(GatewayError):
+    status = 422
+    code = "invalid-input"
+    title = "Invalid input"
+
+
+class JobFailed(GatewayError):
+    status = 422
+    code = "job-failed"
+    title = "Job failed"
+
+
+class QueueFull(GatewayError):
+    status = 429
+    code = "queue-full"
+    title = "Queue full"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    code = "service-unavailable"
+    title = "Service unavailable"
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    code = "broker-unavailable"
+    title = "Broker unavailable"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    code = "store-unavailable"
+    title = "Store unavailable"
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.model_dump(mode="json", exclude_none=True),
+        status_code=problem.status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def responses(*errors: type[GatewayError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries declaring that a route may answer these errors."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = out.setdefault(
+            error.status,
+            {"model": Problem, "description": "", "content": {PROBLEM_JSON: {}}},
+        )
+        entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error, ours and the framework's, as problem details."""
+
+    async def gateway_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        return problem_response(exc.problem(), exc.headers)
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            FieldError(path="/".join(str(p) for p in e["loc"]), message=e["msg"])
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
+        problem = InvalidInput(detail, errors=errors).problem()
+        return problem_response(problem.model_copy(update={"code": "invalid-request"}))
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(
+            exc.status_code, f"http-{exc.status_code}"
+        )
+        problem = Problem(
+            type=f"urn:service-gateway:error:{code}",
+            title=str(exc.detail),
+            status=exc.status_code,
+            code=code,
+            detail=str(exc.detail),
+        )
+        return problem_response(problem, dict(exc.headers or {}))
+
+    app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,0 +1,145 @@
+"""Submitting and reading jobs: persist first, publish second (DESIGN §2 rule 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gateway.broker import Broker, BrokerDown, PublishRefused
+from gateway.catalogue import Catalogue, ServiceSpec
+from gateway.errors import (
+    BrokerUnavailable,
+    FieldError,
+    InvalidInput,
+    QueueFull,
+    StoreUnavailable,
+    UnknownJob,
+    UnknownProcess,
+)
+from gateway.store import JobRecord, JobStatus, JobStore, Reason, StoreError
+from gateway.watch import JobWatch
+from worker_sdk import ErrorInfo, Task
+
+log = logging.getLogger("gateway.jobs")
+
+RETRY_AFTER = "5"
+
+
+class JobService:
+    """The collaborator behind the job routes."""
+
+    def __init__(
+        self, *, store: JobStore, broker: Broker, catalogue: Catalogue, watch: JobWatch
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._catalogue = catalogue
+        self._watch = watch
+
+    def service(self, service_id: str) -> ServiceSpec:
+        spec = self._catalogue.get(service_id)
+        if spec is None:
+            raise UnknownProcess(f"no process {service_id!r}; GET /processes lists them")
+        return spec
+
+    def validate_inputs(self, spec: ServiceSpec, inputs: dict[str, Any]) -> None:
+        """Raise :class:`InvalidInput` naming every path of ``inputs`` the schema refuses."""
+        problems = sorted(
+            self._catalogue.validator(spec.id).iter_errors(inputs), key=lambda e: list(e.path)
+        )
+        if problems:
+            errors = [
+                FieldError(path="/inputs/" + "/".join(str(p) for p in e.path), message=e.message)
+                for e in problems
+            ]
+            detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
+            raise InvalidInput(
+                f"the inputs do not match the process's schema: {detail}", errors=errors
+            )
+
+    async def submit(
+        self, spec: ServiceSpec, inputs: dict[str, Any], *, owner: str, wait: float | None = None
+    ) -> JobRecord:
+        """Record the job, publish its task and (with ``wait``) wait for its end.
+
+        Returns the record as it stands when the call ends: terminal if the job finished
+        within ``wait`` seconds, ``accepted`` otherwise. A task the broker did not confirm
+        leaves the job ``failed``/``publish_failed`` and raises a 429 or 503 error.
+        """
+        self.validate_inputs(spec, inputs)
+        now = datetime.now(UTC)
+        record = JobRecord(
+            id=uuid.uuid4(),
+            service=spec.id,
+            owner=owner,
+            inputs=inputs,
+            created=now,
+            updated=now,
+        )
+        task = Task(
+            job_id=record.id,
+            service=spec.id,
+            service_version=spec.version,
+            inputs=inputs,
+            submitted_at=now,
+            time_limit=spec.time_limit,
+            deadline=now + timedelta(seconds=spec.queue_ttl),
+        )
+        try:
+            await self._store.insert(record)
+        except StoreError as exc:
+            raise StoreUnavailable(f"the job could not be recorded: {exc}") from exc
+        with self._watch.waiting(record.id) as finished:
+            await self._publish(record, task, spec)
+            if wait:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(finished), timeout=wait)
+                except TimeoutError:
+                    pass
+        return record
+
+    async def _publish(self, record: JobRecord, task: Task, spec: ServiceSpec) -> None:
+        try:
+            await self._broker.publish_task(task, spec)
+        except PublishRefused as exc:
+            await self._fail_unpublished(record, exc)
+            if spec.max_queued is not None:
+                raise QueueFull(
+                    f"the {spec.id!r} queue holds its maximum of {spec.max_queued} jobs; "
+                    "retry later",
+                    headers={"Retry-After": RETRY_AFTER},
+                ) from exc
+            raise BrokerUnavailable(
+                f"the broker refused the task: {exc}", headers={"Retry-After": RETRY_AFTER}
+            ) from exc
+        except BrokerDown as exc:
+            await self._fail_unpublished(record, exc)
+            raise BrokerUnavailable(
+                f"the task could not be queued: {exc}", headers={"Retry-After": RETRY_AFTER}
+            ) from exc
+
+    async def _fail_unpublished(self, record: JobRecord, exc: Exception) -> None:
+        error = ErrorInfo(code=Reason.PUBLISH_FAILED, type=type(exc).__name__, message=str(exc))
+        log.warning("job %s not queued: %s", record.id, exc)
+        try:
+            await self._store.finish(
+                record.id,
+                status=JobStatus.FAILED,
+                at=datetime.now(UTC),
+                reason=Reason.PUBLISH_FAILED,
+                error=error,
+            )
+        except StoreError:
+            log.exception("job %s: could not record the failed publish", record.id)
+
+    async def get(self, job_id: uuid.UUID) -> JobRecord:
+        try:
+            record = await self._store.get(job_id)
+        except StoreError as exc:
+            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
+        if record is None:
+            raise UnknownJob(f"no job {job_id}")
+        return record

@@ -1,0 +1,71 @@
+"""The store interface every implementation honours (the contract suite tests it).
+
+Every state change is one atomic conditional update, so that any number of gateway replicas
+may apply any event in any order: terminal states are sticky, a run's progress only rises,
+and an update that does not apply returns ``None`` instead of raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from worker_sdk import ErrorInfo
+
+from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
+
+
+class StoreError(RuntimeError):
+    """The store could not be reached or refused an operation."""
+
+
+class JobStore(Protocol):
+    """Async persistence of job records."""
+
+    async def open(self) -> None:
+        """Connect and create the schema and indexes if missing."""
+
+    async def close(self) -> None:
+        """Release every resource; safe to call twice or after a failed open."""
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreError` when the store cannot answer."""
+
+    async def insert(self, record: JobRecord) -> None:
+        """Add a new job."""
+
+    async def get(self, job_id: UUID) -> JobRecord | None:
+        """The job, or ``None``."""
+
+    async def start(
+        self, job_id: UUID, *, attempt: int, run_id: UUID, worker: WorkerInfo, at: datetime
+    ) -> JobRecord | None:
+        """Mark the job running under a new run, unless it is finished or the run is older."""
+
+    async def progress(
+        self,
+        job_id: UUID,
+        *,
+        run_id: UUID,
+        seq: int,
+        percent: int,
+        message: str | None,
+        at: datetime,
+    ) -> JobRecord | None:
+        """Record progress of the current run if it is newer and not lower."""
+
+    async def finish(
+        self,
+        job_id: UUID,
+        *,
+        status: JobStatus,
+        at: datetime,
+        reason: str | None = None,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+        attempt: int | None = None,
+        only_from: Collection[JobStatus] = ACTIVE,
+    ) -> JobRecord | None:
+        """Move the job to a terminal state if its status is in ``only_from``."""

@@ -1,0 +1,81 @@
+"""The job record: one per job, the store's unit (DESIGN §4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker_sdk import ErrorInfo
+
+
+class JobStatus(StrEnum):
+    """OGC API – Processes status codes."""
+
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    DISMISSED = "dismissed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCESSFUL, JobStatus.FAILED, JobStatus.DISMISSED})
+ACTIVE = frozenset({JobStatus.ACCEPTED, JobStatus.RUNNING})
+
+
+class Reason(StrEnum):
+    """Why a job is dismissed or failed."""
+
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    WORKER_LOST = "worker_lost"
+    TIME_LIMIT = "time_limit"
+    INVALID_INPUT = "invalid_input"
+    INVALID_TASK = "invalid_task"
+    HANDLER_ERROR = "handler_error"
+    PUBLISH_FAILED = "publish_failed"
+
+
+class WorkerInfo(BaseModel):
+    """Which worker ran (or runs) the job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    host: str
+    version: str
+
+
+class JobRecord(BaseModel):
+    """Everything the gateway knows about one job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    service: str
+    owner: str
+    status: JobStatus = JobStatus.ACCEPTED
+    reason: str | None = None
+    progress: int = Field(default=0, ge=0, le=100)
+    message: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: ErrorInfo | None = None
+    attempt: int = 1
+    run_id: UUID | None = None
+    progress_seq: int = 0
+    worker: WorkerInfo | None = None
+    created: datetime
+    started: datetime | None = None
+    updated: datetime
+    finished: datetime | None = None
+    expires_at: datetime | None = None
+    idempotency_key: str | None = None
+    subscriber: dict[str, str] | None = None

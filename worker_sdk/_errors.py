@@ -1,0 +1,16 @@
+"""Exceptions a handler raises to choose how its job fails."""
+
+from __future__ import annotations
+
+
+class HandlerError(Exception):
+    """Fail the job with a stable machine ``code`` (default ``handler_error``).
+
+    Any other exception fails the job too, with code ``handler_error`` and the exception's
+    type and message; raise this one when the client should be able to tell failures apart.
+    """
+
+    def __init__(self, message: str, *, code: str = "handler_error", retryable: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable

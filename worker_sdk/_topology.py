@@ -1,0 +1,142 @@
+"""RabbitMQ names and queue arguments shared by the gateway and every worker.
+
+Both sides declare the topology idempotently at start, so either may come up first. Declaring
+a queue that already exists with different arguments is refused by the broker
+(``PRECONDITION_FAILED``); :class:`TopologyMismatch` turns that into a message that says which
+setting disagrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiormq.exceptions
+from aio_pika import ExchangeType
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from pamqp.common import FieldTable
+
+DEFAULT_NAMESPACE = "sg"
+DEFAULT_DELIVERY_LIMIT = 5
+
+
+class TopologyMismatch(RuntimeError):
+    """A queue exists on the broker with arguments other than the ones we declare."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """Every exchange and queue name under one namespace (``sg`` unless configured)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def tasks_exchange(self) -> str:
+        return f"{self.namespace}.tasks"
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def events_queue(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def control_exchange(self) -> str:
+        return f"{self.namespace}.control"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.namespace}.dead"
+
+    def task_queue(self, service: str) -> str:
+        return f"{self.namespace}.task.{service}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskQueueOptions:
+    """The arguments of one service's task queue.
+
+    ``delivery_limit`` bounds redeliveries (a task that kills its worker every time is
+    dead-lettered instead of looping); ``max_length`` bounds the backlog (publishes past it
+    are refused with a nack, so the client is told instead of the task being dropped).
+    """
+
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    max_length: int | None = None
+
+    def arguments(self, topology: Topology) -> FieldTable:
+        args: FieldTable = {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": topology.dead_letter_exchange,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+        if self.max_length is not None:
+            args["x-max-length"] = self.max_length
+        return args
+
+
+@dataclass(frozen=True, slots=True)
+class CoreExchanges:
+    tasks: AbstractExchange
+    events: AbstractExchange
+    control: AbstractExchange
+    dead_letter: AbstractExchange
+
+
+async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> CoreExchanges:
+    """Declare the four durable exchanges of the namespace."""
+    tasks = await channel.declare_exchange(
+        topology.tasks_exchange, ExchangeType.DIRECT, durable=True
+    )
+    events = await channel.declare_exchange(
+        topology.events_exchange, ExchangeType.TOPIC, durable=True
+    )
+    control = await channel.declare_exchange(
+        topology.control_exchange, ExchangeType.FANOUT, durable=True
+    )
+    dead_letter = await channel.declare_exchange(
+        topology.dead_letter_exchange, ExchangeType.TOPIC, durable=True
+    )
+    return CoreExchanges(tasks=tasks, events=events, control=control, dead_letter=dead_letter)
+
+
+async def declare_task_queue(
+    channel: AbstractChannel, topology: Topology, service: str, options: TaskQueueOptions
+) -> AbstractQueue:
+    """Declare ``{ns}.task.<service>`` and bind it to the tasks exchange."""
+    name = topology.task_queue(service)
+    try:
+        queue = await channel.declare_queue(
+            name, durable=True, arguments=options.arguments(topology)
+        )
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise TopologyMismatch(
+            f"queue {name!r} exists with other arguments than {options} "
+            f"(the broker said: {exc}); delete it or align the service's settings"
+        ) from exc
+    await queue.bind(topology.tasks_exchange, routing_key=service)
+    return queue
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> CoreExchanges:
+    """Declare the exchanges, the events queue and the dead-letter queue of the namespace.
+
+    Workers declare them too, so an event is never unroutable because no gateway has run yet.
+    """
+    exchanges = await declare_exchanges(channel, topology)
+    events = await channel.declare_queue(
+        topology.events_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await events.bind(exchanges.events, routing_key="#")
+    dead = await channel.declare_queue(
+        topology.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(exchanges.dead_letter, routing_key="#")
+    return exchanges

@@ -1,0 +1,484 @@
+"""The worker engine: consume a service's task queue, run the handler, report, then ack.
+
+Outcomes are explicit (STYLE §7): a task is acked only after its terminal event is confirmed
+by the broker; a task that cannot be parsed is rejected to the dead-letter exchange; a task
+the worker cannot finish (shutdown past its grace, a failed terminal publish) is handed back
+with a requeue, which the queue's delivery limit bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, get_type_hints, overload
+
+import aio_pika
+import pydantic_core
+from aio_pika import DeliveryMode, Message
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError, PublishError
+from pydantic import BaseModel, ValidationError
+
+from ._context import JobContext
+from ._errors import HandlerError
+from ._messages import (
+    ErrorInfo,
+    Failed,
+    Heartbeat,
+    JobEvent,
+    Progress,
+    Started,
+    Succeeded,
+    Task,
+    TerminalEvent,
+)
+from ._process import ChildDied, ChildFailed, ChildRunner
+from ._topology import (
+    DEFAULT_DELIVERY_LIMIT,
+    DEFAULT_NAMESPACE,
+    CoreExchanges,
+    TaskQueueOptions,
+    Topology,
+    declare_task_queue,
+    declare_topology,
+)
+
+log = logging.getLogger("worker_sdk")
+
+Isolation = Literal["async", "thread", "process"]
+F = TypeVar("F", bound=Callable[..., Any])
+
+PUBLISH_ERRORS = (AMQPError, PublishError, asyncio.TimeoutError, ConnectionError, RuntimeError)
+
+
+def to_json(value: Any) -> Any:
+    """Turn a handler's return value into JSON-compatible data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return pydantic_core.to_jsonable_python(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Handler:
+    fn: Callable[..., Any]
+    isolation: Isolation
+    inputs_model: type[BaseModel] | None
+
+
+def _inputs_model(fn: Callable[..., Any]) -> type[BaseModel] | None:
+    params = list(inspect.signature(fn).parameters.values())
+    if len(params) != 2:
+        raise TypeError(
+            f"handler {fn.__qualname__} must take (ctx, inputs), got {len(params)} args"
+        )
+    hints = get_type_hints(fn)
+    annotation = hints.get(params[1].name)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+class Worker:
+    """A service's worker: register one handler, then :meth:`run` it against the broker.
+
+    :param service: the catalogue id of the service this worker serves.
+    :param version: the worker's version, announced in ``started`` events and heartbeats.
+    :param delivery_limit: must equal the catalogue's ``delivery_limit`` for the service.
+    :param max_queued: must equal the catalogue's ``max_queued`` for the service.
+    :param heartbeat_interval: seconds between heartbeats.
+    :param progress_interval: shortest gap between two progress events of one job.
+    :param shutdown_grace: seconds in-flight jobs get to finish after :meth:`stop`; what is
+        still running then is handed back to the queue for another worker.
+    :param publish_timeout: seconds to wait for the broker to confirm an event.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        version: str,
+        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
+        max_queued: int | None = None,
+        heartbeat_interval: float = 5.0,
+        progress_interval: float = 0.25,
+        shutdown_grace: float = 30.0,
+        publish_timeout: float = 10.0,
+    ) -> None:
+        self.service = service
+        self.version = version
+        self.queue_options = TaskQueueOptions(delivery_limit=delivery_limit, max_length=max_queued)
+        self.heartbeat_interval = heartbeat_interval
+        self.progress_interval = progress_interval
+        self.shutdown_grace = shutdown_grace
+        self.publish_timeout = publish_timeout
+        self._handler: _Handler | None = None
+        self._sessions: set[_Session] = set()
+
+    @overload
+    def handler(self, fn: F, /) -> F: ...
+    @overload
+    def handler(self, *, isolation: Isolation = "async") -> Callable[[F], F]: ...
+
+    def handler(
+        self, fn: Callable[..., Any] | None = None, /, *, isolation: Isolation = "async"
+    ) -> Any:
+        """Register the function that runs each job: ``fn(ctx, inputs) -> result``.
+
+        ``isolation="async"`` (the default) awaits a coroutine function on the event loop;
+        ``"thread"`` runs a plain function on a thread; ``"process"`` runs it in a child
+        process per job, for CPU-heavy work. When ``inputs`` is annotated with a pydantic
+        model, the task's inputs are parsed into it (a mismatch fails the job with code
+        ``invalid_input``). The function is returned unchanged.
+        """
+
+        def register(f: Callable[..., Any]) -> Callable[..., Any]:
+            if self._handler is not None:
+                raise RuntimeError(f"worker {self.service!r} already has a handler")
+            is_coroutine = inspect.iscoroutinefunction(f)
+            if isolation == "async" and not is_coroutine:
+                raise TypeError("isolation='async' needs an async def handler")
+            if isolation != "async" and is_coroutine:
+                raise TypeError(f"isolation={isolation!r} needs a plain def handler")
+            self._handler = _Handler(f, isolation, _inputs_model(f))
+            return f
+
+        return register(fn) if fn is not None else register
+
+    async def run(
+        self,
+        *,
+        amqp_url: str,
+        namespace: str = DEFAULT_NAMESPACE,
+        concurrency: int = 1,
+        burst: bool = False,
+    ) -> None:
+        """Consume and run jobs until :meth:`stop` (or, with ``burst``, until the queue is empty).
+
+        ``concurrency`` is both the number of jobs run at once and the prefetch count.
+        """
+        if self._handler is None:
+            raise RuntimeError(f"worker {self.service!r} has no handler; decorate one first")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        session = _Session(self, self._handler, amqp_url, Topology(namespace), concurrency)
+        self._sessions.add(session)
+        try:
+            await session.run(burst=burst)
+        finally:
+            self._sessions.discard(session)
+
+    def stop(self) -> None:
+        """Stop consuming; in-flight jobs finish (within ``shutdown_grace``) before run returns."""
+        for session in self._sessions:
+            session.stop()
+
+
+class _ProgressPump:
+    """Coalesces a job's progress reports into at most one event per interval."""
+
+    def __init__(self, publish: Callable[[int, str | None, int], Awaitable[None]], interval: float):
+        self._publish = publish
+        self._interval = interval
+        self._latest: tuple[int, str | None] | None = None
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._task = asyncio.create_task(self._pump())
+
+    def offer(self, percent: int, message: str | None) -> None:
+        if threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self.offer, percent, message)
+            return
+        self._latest = (percent, message)
+        self._wake.set()
+
+    async def _send_latest(self) -> None:
+        latest, self._latest = self._latest, None
+        if latest is not None:
+            self._seq += 1
+            await self._publish(latest[0], latest[1], self._seq)
+
+    async def _pump(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._send_latest()
+            except PUBLISH_ERRORS:
+                log.warning("progress event not published", exc_info=True)
+            await asyncio.sleep(self._interval)  # the coalescing window, not a synchronisation
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self._send_latest()
+        except PUBLISH_ERRORS:
+            log.warning("last progress event not published", exc_info=True)
+
+
+class _Session:
+    """One :meth:`Worker.run`: a connection, its consumer and the jobs in flight."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        handler: _Handler,
+        amqp_url: str,
+        topology: Topology,
+        concurrency: int,
+    ) -> None:
+        self.worker = worker
+        self.handler = handler
+        self.amqp_url = amqp_url
+        self.topology = topology
+        self.concurrency = concurrency
+        self.host = socket.gethostname()
+        self.worker_id = f"{worker.service}@{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stop = asyncio.Event()
+        self._jobs: dict[asyncio.Task[None], uuid.UUID] = {}
+        self._exchanges: CoreExchanges | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._children: ChildRunner | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, burst: bool) -> None:
+        if self.handler.isolation == "thread":
+            self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="job")
+        elif self.handler.isolation == "process":
+            self._children = ChildRunner([self.handler.fn.__module__])
+        connection: AbstractRobustConnection = await aio_pika.connect_robust(
+            self.amqp_url, client_properties={"connection_name": self.worker_id}
+        )
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.set_qos(prefetch_count=self.concurrency)
+            self._exchanges = await declare_topology(channel, self.topology)
+            queue = await declare_task_queue(
+                channel, self.topology, self.worker.service, self.worker.queue_options
+            )
+            heartbeat = asyncio.create_task(self._heartbeats())
+            log.info("worker %s consuming %s", self.worker_id, queue.name)
+            if burst:
+                await self._drain(queue)
+            else:
+                tag = await queue.consume(self._on_message)
+                await self._stop.wait()
+                await queue.cancel(tag)
+                await self._finish_in_flight()
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
+            await connection.close()
+            if self._threads is not None:
+                self._threads.shutdown(wait=False, cancel_futures=True)
+            log.info("worker %s stopped", self.worker_id)
+
+    async def _finish_in_flight(self) -> None:
+        if not self._jobs:
+            return
+        log.info("waiting up to %.0fs for %d job(s)", self.worker.shutdown_grace, len(self._jobs))
+        _, pending = await asyncio.wait(list(self._jobs), timeout=self.worker.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _drain(self, queue: AbstractQueue) -> None:
+        """Burst mode: run what the queue holds, then return once it is empty and idle."""
+        slots = asyncio.Semaphore(self.concurrency)
+        while not self._stop.is_set():
+            await slots.acquire()
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                slots.release()
+                if not self._jobs:
+                    return
+                await asyncio.wait(list(self._jobs), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            task = asyncio.create_task(self._handle(message))
+            self._jobs[task] = uuid.UUID(int=0)
+
+            def done(t: asyncio.Task[None]) -> None:
+                self._jobs.pop(t, None)
+                slots.release()
+
+            task.add_done_callback(done)
+        await self._finish_in_flight()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._jobs[task] = uuid.UUID(int=0)
+        try:
+            await self._handle(message)
+        finally:
+            self._jobs.pop(task, None)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
+        try:
+            task = Task.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.error("rejecting an unreadable task %s: %s", message.message_id, exc)  # noqa: TRY400
+            await message.reject(requeue=False)
+            return
+        if task.service != self.worker.service:
+            log.error("rejecting task %s for service %r", task.job_id, task.service)
+            await message.reject(requeue=False)
+            return
+        current = asyncio.current_task()
+        if current is not None:
+            self._jobs[current] = task.job_id
+        try:
+            outcome = await self._execute(task)
+            await self._publish(outcome)
+        except asyncio.CancelledError:
+            log.warning("job %s handed back to the queue", task.job_id)
+            await asyncio.shield(self._hand_back(message))
+            raise
+        except PUBLISH_ERRORS:
+            log.exception(
+                "job %s: terminal event not confirmed; handing the task back", task.job_id
+            )
+            await self._hand_back(message)
+            return
+        await message.ack()
+
+    async def _hand_back(self, message: AbstractIncomingMessage) -> None:
+        try:
+            await message.reject(requeue=True)
+        except PUBLISH_ERRORS:
+            log.warning("could not hand back %s; the broker requeues it", message.message_id)
+
+    def _base(self, task: Task, run_id: uuid.UUID) -> dict[str, Any]:
+        return {
+            "job_id": task.job_id,
+            "service": task.service,
+            "attempt": task.attempt,
+            "run_id": run_id,
+            "worker_id": self.worker_id,
+        }
+
+    async def _execute(self, task: Task) -> TerminalEvent:
+        run_id = uuid.uuid4()
+        base = self._base(task, run_id)
+        await self._publish(Started(**base, host=self.host, worker_version=self.worker.version))
+
+        async def publish_progress(percent: int, message: str | None, seq: int) -> None:
+            await self._publish(Progress(**base, percent=percent, message=message, seq=seq))
+
+        pump = _ProgressPump(publish_progress, self.worker.progress_interval)
+        try:
+            result = await self._invoke(task, pump)
+        except ValidationError as exc:
+            error = ErrorInfo(code="invalid_input", type="ValidationError", message=str(exc))
+        except TimeoutError:
+            error = ErrorInfo(
+                code="time_limit",
+                type="TimeoutError",
+                message=f"the job ran past its time limit of {task.time_limit}s",
+            )
+        except ChildFailed as exc:
+            error = ErrorInfo(
+                code=exc.code, type=exc.type_name, message=str(exc), retryable=exc.retryable
+            )
+        except HandlerError as exc:
+            error = ErrorInfo(
+                code=exc.code, type=type(exc).__name__, message=str(exc), retryable=exc.retryable
+            )
+        except ChildDied as exc:
+            error = ErrorInfo(code="handler_crashed", type="ChildDied", message=str(exc))
+        except Exception as exc:
+            log.exception("job %s failed", task.job_id)
+            error = ErrorInfo(code="handler_error", type=type(exc).__name__, message=str(exc))
+        else:
+            return Succeeded(**base, result=result)
+        finally:
+            await pump.close()
+        return Failed(**base, error=error)
+
+    async def _invoke(self, task: Task, pump: _ProgressPump) -> Any:
+        handler = self.handler
+        inputs: Any = task.inputs
+        if handler.inputs_model is not None:
+            inputs = handler.inputs_model.model_validate(task.inputs)
+        if handler.isolation == "process":
+            assert self._children is not None
+            return await self._children.run(
+                handler.fn,
+                job_id=task.job_id,
+                service=task.service,
+                attempt=task.attempt,
+                worker_id=self.worker_id,
+                inputs=inputs,
+                to_json=to_json,
+                on_progress=pump.offer,
+                time_limit=task.time_limit,
+            )
+        ctx = JobContext(
+            job_id=task.job_id,
+            service=task.service,
+            attempt=task.attempt,
+            worker_id=self.worker_id,
+            sink=pump.offer,
+        )
+        try:
+            async with asyncio.timeout(task.time_limit):
+                if handler.isolation == "thread":
+                    loop = asyncio.get_running_loop()
+                    value = await loop.run_in_executor(self._threads, handler.fn, ctx, inputs)
+                else:
+                    value = await handler.fn(ctx, inputs)
+        except (TimeoutError, asyncio.CancelledError):
+            ctx._cancel()
+            raise
+        return to_json(value)
+
+    async def _publish(
+        self, event: JobEvent | Heartbeat, *, expiration: float | None = None
+    ) -> None:
+        assert self._exchanges is not None
+        message = Message(
+            event.to_bytes(),
+            content_type="application/json",
+            delivery_mode=DeliveryMode.PERSISTENT,
+            message_id=uuid.uuid4().hex,
+            correlation_id=str(event.job_id) if not isinstance(event, Heartbeat) else None,
+            type=event.kind,
+            expiration=expiration,
+        )
+        await self._exchanges.events.publish(
+            message,
+            routing_key=f"{event.service}.{event.kind}",
+            mandatory=True,
+            timeout=self.worker.publish_timeout,
+        )
+
+    async def _heartbeats(self) -> None:
+        interval = self.worker.heartbeat_interval
+        while True:
+            beat = Heartbeat(
+                worker_id=self.worker_id,
+                service=self.worker.service,
+                version=self.worker.version,
+                host=self.host,
+                concurrency=self.concurrency,
+                running=[j for j in self._jobs.values() if j.int],
+            )
+            try:
+                await self._publish(beat, expiration=interval * 3)
+            except PUBLISH_ERRORS:
+                log.warning("heartbeat not published", exc_info=True)
+            await asyncio.sleep(interval)  # the heartbeat period
