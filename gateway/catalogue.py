@@ -29,6 +29,14 @@ class CatalogueError(ValueError):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
+class _SchemaProblem(ValueError):
+    """An invalid input schema, with the path of the defect inside the schema."""
+
+    def __init__(self, message: str, path: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -105,7 +113,9 @@ class ServiceSpec(_Frozen):
             Draft202012Validator.check_schema(dict(value))
         except SchemaError as exc:
             where = "/".join(str(p) for p in exc.path) or "(root)"
-            raise ValueError(f"not a valid JSON Schema at {where}: {exc.message}") from exc
+            raise _SchemaProblem(
+                f"not a valid JSON Schema at {where}: {exc.message}", tuple(exc.path)
+            ) from exc
         if value.get("type", "object") != "object":
             raise ValueError("the inputs schema must describe an object")
         return value
@@ -194,7 +204,9 @@ def _describe(exc: ValidationError, prefix: tuple[str | int, ...], where: Any) -
     for error in exc.errors():
         loc = tuple(error["loc"])
         field = ".".join(str(p) for p in loc) or "(top level)"
-        out.append(f"{where(prefix + loc)}: field {field!r}: {error['msg']}")
+        cause = error.get("ctx", {}).get("error")
+        inner = cause.path if isinstance(cause, _SchemaProblem) else ()
+        out.append(f"{where(prefix + loc + inner)}: field {field!r}: {error['msg']}")
     return out
 
 

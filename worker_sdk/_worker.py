@@ -125,7 +125,9 @@ class Worker:
     @overload
     def handler(self, fn: F, /) -> F: ...
     @overload
-    def handler(self, *, isolation: Isolation = "async") -> Callable[[F], F]: ...
+    def handler(
+        self, fn: None = None, /, *, isolation: Isolation = "async"
+    ) -> Callable[[F], F]: ...
 
     def handler(
         self, fn: Callable[..., Any] | None = None, /, *, isolation: Isolation = "async"

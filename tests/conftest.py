@@ -1,0 +1,154 @@
+"""Fixtures: a RabbitMQ namespace per test, gateways and workers against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+
+from gateway import Settings, create_app
+from gateway.catalogue import Catalogue, parse_catalogue
+from tests.support import TEST_CATALOGUE
+from worker_sdk import Topology, Worker
+
+AMQP_URL = os.environ.get("SG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    return AMQP_URL
+
+
+@pytest.fixture
+def catalogue() -> Catalogue:
+    return parse_catalogue(TEST_CATALOGUE, source="tests")
+
+
+@pytest.fixture
+async def namespace(catalogue: Catalogue) -> AsyncIterator[str]:
+    """A fresh namespace; every queue and exchange it made is deleted afterwards."""
+    ns = f"test-{uuid.uuid4().hex[:12]}"
+    yield ns
+    topology = Topology(ns)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queues = [topology.events_queue, topology.dead_letter_queue]
+        queues += [topology.task_queue(spec.id) for spec in catalogue]
+        for name in queues:
+            await channel.queue_delete(name, if_unused=False, if_empty=False)
+        for name in (
+            topology.tasks_exchange,
+            topology.events_exchange,
+            topology.control_exchange,
+            topology.dead_letter_exchange,
+        ):
+            await channel.exchange_delete(name)
+
+
+@pytest.fixture
+def settings_for(namespace: str, tmp_path: Path) -> Callable[..., Settings]:
+    def build(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "amqp_url": AMQP_URL,
+            "namespace": namespace,
+            "store_url": f"sqlite:///{tmp_path / 'jobs.db'}",
+            "catalogue": ROOT / "services.yaml",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return build
+
+
+GatewayFactory = Callable[..., Awaitable[tuple[FastAPI, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+async def gateway_factory(
+    settings_for: Callable[..., Settings], catalogue: Catalogue
+) -> AsyncIterator[GatewayFactory]:
+    """Start gateways (lifespan included) with an HTTP client each; all stop at teardown."""
+    async with AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> tuple[FastAPI, httpx.AsyncClient]:
+            app = create_app(settings_for(**overrides), catalogue=catalogue)
+            manager = await stack.enter_async_context(LifespanManager(app, startup_timeout=30))
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=manager.app), base_url="http://gw.test"
+                )
+            )
+            return app, client
+
+        yield start
+
+
+@pytest.fixture
+async def client(gateway_factory: GatewayFactory) -> httpx.AsyncClient:
+    _, client = await gateway_factory()
+    return client
+
+
+@pytest.fixture
+async def run_worker(namespace: str) -> AsyncIterator[Callable[..., asyncio.Task[None]]]:
+    """Run SDK workers in this process as tasks; each is stopped and awaited at teardown."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    def start(worker: Worker, *, concurrency: int = 1) -> asyncio.Task[None]:
+        task = asyncio.create_task(
+            worker.run(amqp_url=AMQP_URL, namespace=namespace, concurrency=concurrency)
+        )
+        running.append((worker, task))
+        return task
+
+    yield start
+    for worker, _ in running:
+        worker.stop()
+    for _, task in running:
+        await asyncio.wait_for(task, timeout=30)
+
+
+@pytest.fixture
+def spawn_worker(namespace: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Run ``sgw worker`` in child processes; any still alive at teardown is killed."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(reference: str, *, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "SG_AMQP_URL": AMQP_URL, "SG_NAMESPACE": namespace}
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "worker",
+                reference,
+                "--concurrency",
+                str(concurrency),
+            ],
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)

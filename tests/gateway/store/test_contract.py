@@ -1,0 +1,217 @@
+"""The store contract: every JobStore implementation runs these very tests.
+
+Add an implementation by adding a parameter to the ``store`` fixture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.store import JobRecord, JobStatus, JobStore, SQLiteStore, StoreError, WorkerInfo
+from worker_sdk import ErrorInfo
+
+T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+WORKER = WorkerInfo(id="w1", host="h1", version="1.0")
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    implementation: JobStore = SQLiteStore(tmp_path / "jobs.db")
+    await implementation.open()
+    yield implementation
+    await implementation.close()
+
+
+def _record(**overrides: object) -> JobRecord:
+    values: dict[str, object] = {
+        "id": uuid.uuid4(),
+        "service": "echo",
+        "owner": "alice",
+        "inputs": {"n": 1, "nested": {"x": [1, 2]}},
+        "created": T0,
+        "updated": T0,
+    }
+    values.update(overrides)
+    return JobRecord.model_validate(values)
+
+
+async def test_insert_then_get_returns_the_same_record(store: JobStore) -> None:
+    record = _record(idempotency_key="k1", subscriber={"successUri": "https://x/y"})
+    await store.insert(record)
+    assert await store.get(record.id) == record
+
+
+async def test_get_unknown_is_none(store: JobStore) -> None:
+    assert await store.get(uuid.uuid4()) is None
+
+
+async def test_start_marks_running_once_per_run(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    run = uuid.uuid4()
+    started = await store.start(record.id, attempt=1, run_id=run, worker=WORKER, at=T0)
+    assert started is not None
+    assert started.status is JobStatus.RUNNING
+    assert started.worker == WORKER
+    assert started.started == T0
+    again = await store.start(record.id, attempt=1, run_id=run, worker=WORKER, at=T0)
+    assert again is None
+
+
+async def test_a_new_run_restarts_progress_but_keeps_the_first_start_time(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await store.start(record.id, attempt=1, run_id=first, worker=WORKER, at=T0)
+    await store.progress(record.id, run_id=first, seq=1, percent=60, message="m", at=T0)
+    later = T0 + timedelta(seconds=5)
+    redelivered = await store.start(record.id, attempt=1, run_id=second, worker=WORKER, at=later)
+    assert redelivered is not None
+    assert redelivered.progress == 0
+    assert redelivered.run_id == second
+    assert redelivered.started == T0
+    stale = await store.progress(record.id, run_id=first, seq=2, percent=70, message=None, at=later)
+    assert stale is None
+
+
+async def test_progress_only_rises_within_a_run(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    run = uuid.uuid4()
+    await store.start(record.id, attempt=1, run_id=run, worker=WORKER, at=T0)
+    p = await store.progress(record.id, run_id=run, seq=2, percent=50, message="half", at=T0)
+    assert p is not None
+    assert (p.progress, p.message) == (50, "half")
+    assert (
+        await store.progress(record.id, run_id=run, seq=1, percent=40, message=None, at=T0) is None
+    )
+    assert (
+        await store.progress(record.id, run_id=run, seq=3, percent=30, message=None, at=T0) is None
+    )
+    assert (
+        await store.progress(record.id, run_id=run, seq=2, percent=90, message=None, at=T0) is None
+    )
+    current = await store.get(record.id)
+    assert current is not None
+    assert current.progress == 50
+
+
+async def test_progress_before_start_is_ignored(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    result = await store.progress(
+        record.id, run_id=uuid.uuid4(), seq=1, percent=10, message=None, at=T0
+    )
+    assert result is None
+
+
+async def test_terminal_states_are_sticky(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    done = await store.finish(record.id, status=JobStatus.SUCCESSFUL, at=T0, result={"ok": 1})
+    assert done is not None
+    assert (done.status, done.result, done.progress, done.finished) == (
+        JobStatus.SUCCESSFUL,
+        {"ok": 1},
+        100,
+        T0,
+    )
+    error = ErrorInfo(code="x", type="E", message="late")
+    assert await store.finish(record.id, status=JobStatus.FAILED, at=T0, error=error) is None
+    run = uuid.uuid4()
+    assert await store.start(record.id, attempt=2, run_id=run, worker=WORKER, at=T0) is None
+    assert (
+        await store.progress(record.id, run_id=run, seq=9, percent=1, message=None, at=T0) is None
+    )
+    final = await store.get(record.id)
+    assert final == done
+
+
+async def test_a_successful_null_result_is_kept_as_null(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    await store.finish(record.id, status=JobStatus.SUCCESSFUL, at=T0, result=None)
+    final = await store.get(record.id)
+    assert final is not None
+    assert final.status is JobStatus.SUCCESSFUL
+    assert final.result is None
+
+
+async def test_failure_keeps_the_error_and_reason(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    error = ErrorInfo(code="time_limit", type="TimeoutError", message="too slow", retryable=False)
+    failed = await store.finish(
+        record.id, status=JobStatus.FAILED, at=T0, reason="time_limit", error=error, attempt=3
+    )
+    assert failed is not None
+    assert (failed.status, failed.reason, failed.error, failed.attempt) == (
+        JobStatus.FAILED,
+        "time_limit",
+        error,
+        3,
+    )
+
+
+async def test_finish_only_from_given_states(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    await store.start(record.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    expired = await store.finish(
+        record.id,
+        status=JobStatus.DISMISSED,
+        at=T0,
+        reason="expired",
+        only_from={JobStatus.ACCEPTED},
+    )
+    assert expired is None
+    current = await store.get(record.id)
+    assert current is not None
+    assert current.status is JobStatus.RUNNING
+
+
+async def test_concurrent_terminal_updates_apply_exactly_once(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    outcomes = await asyncio.gather(
+        *(
+            store.finish(record.id, status=JobStatus.SUCCESSFUL, at=T0, result={"i": i})
+            for i in range(20)
+        )
+    )
+    applied = [o for o in outcomes if o is not None]
+    assert len(applied) == 1
+    assert await store.get(record.id) == applied[0]
+
+
+async def test_unknown_jobs_are_not_created_by_updates(store: JobStore) -> None:
+    ghost = uuid.uuid4()
+    assert await store.finish(ghost, status=JobStatus.SUCCESSFUL, at=T0) is None
+    assert await store.start(ghost, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0) is None
+    assert await store.get(ghost) is None
+
+
+async def test_ping_answers_when_open_and_fails_when_closed(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "x.db")
+    with pytest.raises(StoreError):
+        await store.ping()
+    await store.open()
+    await store.ping()
+    await store.close()
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.ping()
+
+
+async def test_sqlite_open_fails_clearly_on_an_unusable_path(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    store = SQLiteStore(blocker / "jobs.db")
+    with pytest.raises((StoreError, OSError)):
+        await store.open()

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.catalogue import CatalogueError, load_catalogue, parse_catalogue
+from gateway.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_shipped_catalogue_is_valid() -> None:
+    catalogue = load_catalogue(ROOT / "services.yaml")
+    assert {s.id for s in catalogue} == {"echo", "textstats"}
+    textstats = catalogue.get("textstats")
+    assert textstats is not None
+    assert textstats.queue_ttl == 7200
+    assert textstats.canarie.tags == ("text", "statistics")  # the old comma-separated form
+    assert textstats.canarie.release_time == "2026-11-30T00:00:00Z"
+
+
+def test_defaults_follow_the_old_gateway() -> None:
+    catalogue = parse_catalogue("services:\n  a:\n    title: A\n    version: '1'\n")
+    spec = catalogue.get("a")
+    assert spec is not None
+    assert spec.queue_ttl == 7200
+    assert spec.inputs == {"type": "object"}
+    assert spec.delivery_limit == 5
+
+
+def test_an_error_names_the_service_the_field_and_the_line() -> None:
+    text = (
+        "services:\n"
+        "  good:\n"
+        "    title: Good\n"
+        "    version: '1'\n"
+        "  broken:\n"
+        "    title: Broken\n"
+        "    version: '1'\n"
+        "    queue_ttl: -5\n"
+        "    colour: blue\n"
+    )
+    with pytest.raises(CatalogueError) as caught:
+        parse_catalogue(text, source="services.yaml")
+    problems = caught.value.problems
+    assert any("'broken'" in p and "line 8" in p and "queue_ttl" in p for p in problems), problems
+    assert any("'broken'" in p and "line 9" in p and "colour" in p for p in problems), problems
+    assert all("'good'" not in p for p in problems)
+
+
+def test_an_invalid_input_schema_is_refused_with_its_location() -> None:
+    text = (
+        "services:\n"
+        "  s:\n"
+        "    title: S\n"
+        "    version: '1'\n"
+        "    inputs:\n"
+        "      type: object\n"
+        "      properties:\n"
+        "        n: {type: numbr}\n"
+    )
+    with pytest.raises(CatalogueError) as caught:
+        parse_catalogue(text)
+    (problem,) = caught.value.problems
+    assert "'s'" in problem
+    assert "line 8" in problem
+    assert "properties/n/type" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("services: [", "not valid YAML"),
+        ("services: {}\n", "no services"),
+        ("other: 1\n", "services"),
+        ("services:\n  Bad Id:\n    title: x\n    version: '1'\n", "id"),
+        ("services:\n  s:\n    title: x\n", "version"),
+        ("services:\n  s:\n    title: x\n    version: '1'\n    inputs: {type: array}\n", "object"),
+    ],
+)
+def test_broken_catalogues_fail(text: str, fragment: str) -> None:
+    with pytest.raises(CatalogueError) as caught:
+        parse_catalogue(text)
+    assert fragment in str(caught.value)
+
+
+def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--catalogue", str(ROOT / "services.yaml")]) == 0
+    assert "configuration OK" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services:\n  s:\n    title: x\n    version: '1'\n    time_limit: zero\n")
+    assert main(["check", "--catalogue", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "time_limit" in out
+    assert "line 5" in out
+    assert main(["check", "--catalogue", str(tmp_path / "missing.yaml")]) == 1
+    assert "cannot read" in capsys.readouterr().out
+
+
+def test_check_command_reports_bad_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SG_AMQP_URL", "http://not-a-broker")
+    assert main(["check"]) == 1
+    assert "SG_AMQP_URL" in capsys.readouterr().out

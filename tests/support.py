@@ -1,0 +1,93 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+
+TEST_CATALOGUE = """
+services:
+  echo:
+    title: Echo
+    version: "1.0.0"
+    inputs:
+      type: object
+      properties:
+        delay: {type: number, minimum: 0}
+        fail: {type: string}
+        text: {type: string, maxLength: 100}
+  crunch:
+    title: Crunch
+    version: "2.0.0"
+    inputs:
+      type: object
+      properties:
+        gate: {type: string}
+        progress: {type: integer, minimum: 0, maximum: 100}
+        spin: {type: number}
+  spin:
+    title: Spin
+    version: "1.0.0"
+  slow:
+    title: Slow
+    version: "1.0.0"
+  suicide:
+    title: Suicide
+    version: "1.0.0"
+    delivery_limit: 1
+  ephemeral:
+    title: Expires fast
+    version: "1.0.0"
+    queue_ttl: 0.3
+  bounded:
+    title: Bounded queue
+    version: "1.0.0"
+    max_queued: 1
+"""
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 15.0, what: str = "condition"
+) -> T:
+    """Await ``probe()`` until it returns a value other than None/False, or fail after timeout.
+
+    The probe reads real state (an HTTP status, a store record); the short pause between
+    probes only paces the polling.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value is not None and value is not False:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def job_state(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    response = await client.get(f"/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def wait_status(
+    client: httpx.AsyncClient, job_id: str, *statuses: str, timeout: float = 15.0
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        body = await job_state(client, job_id)
+        return body if body["status"] in statuses else None
+
+    return await eventually(probe, timeout=timeout, what=f"job {job_id} to be {statuses}")
+
+
+async def submit(
+    client: httpx.AsyncClient, service: str, inputs: dict[str, Any], **kwargs: Any
+) -> httpx.Response:
+    return await client.post(f"/processes/{service}/execution", json={"inputs": inputs}, **kwargs)

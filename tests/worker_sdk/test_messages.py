@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from worker_sdk import ErrorInfo, Failed, Heartbeat, Progress, Task, parse_event
+
+
+def _base() -> dict[str, object]:
+    return {
+        "job_id": uuid.uuid4(),
+        "service": "echo",
+        "run_id": uuid.uuid4(),
+        "worker_id": "w1",
+    }
+
+
+def test_events_round_trip_through_json() -> None:
+    failed = Failed(**_base(), error=ErrorInfo(code="x", type="ValueError", message="bad"))
+    parsed = parse_event(failed.to_bytes())
+    assert parsed == failed
+    beat = Heartbeat(worker_id="w", service="echo", version="1", host="h", concurrency=2)
+    assert parse_event(beat.to_bytes()) == beat
+
+
+def test_readers_ignore_fields_they_do_not_know() -> None:
+    body = Progress(**_base(), percent=5, seq=1).model_dump(mode="json")
+    body["added_in_a_later_version"] = {"x": 1}
+    parsed = parse_event(__import__("json").dumps(body).encode())
+    assert isinstance(parsed, Progress)
+    assert parsed.percent == 5
+
+
+@pytest.mark.parametrize("percent", [-1, 101])
+def test_progress_is_bounded(percent: int) -> None:
+    with pytest.raises(ValidationError):
+        Progress(**_base(), percent=percent, seq=1)
+
+
+def test_unknown_kinds_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        parse_event(b'{"kind": "exploded", "job_id": "x"}')
+
+
+def test_task_defaults() -> None:
+    task = Task(job_id=uuid.uuid4(), service="echo")
+    assert task.attempt == 1
+    assert task.schema_version == 1
+    assert Task.model_validate_json(task.to_bytes()) == task

@@ -1,0 +1,80 @@
+"""Workers used by the tests (importable, so that child processes can unpickle them)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from worker_sdk import JobContext, Worker
+
+
+class GateInputs(BaseModel):
+    gate: str | None = None
+    progress: int = 40
+    spin: float = 0.0
+
+
+def _wait_for(path: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {path} never opened")
+        time.sleep(0.01)
+
+
+# A CPU-bound handler in a child process: reports progress, then waits for a gate file.
+crunch = Worker("crunch", version="2.0.0", heartbeat_interval=0.2, progress_interval=0.01)
+
+
+@crunch.handler(isolation="process")
+def crunch_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
+    ctx.progress(inputs.progress, "crunching")
+    end = time.monotonic() + inputs.spin
+    spins = 0
+    while time.monotonic() < end:  # burn CPU
+        spins += 1
+    if inputs.gate:
+        _wait_for(inputs.gate)
+    return {"pid": os.getpid(), "spins": spins, "worker": ctx.worker_id}
+
+
+# A thread handler that burns CPU holding the GIL.
+spin = Worker("spin", version="1.0.0", heartbeat_interval=0.1)
+
+
+@spin.handler(isolation="thread")
+def spin_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
+    end = time.monotonic() + inputs.spin
+    spins = 0
+    while time.monotonic() < end:
+        spins += 1
+        if spins % 100_000 == 0:
+            ctx.progress(min(99, int(100 * (1 - (end - time.monotonic()) / inputs.spin))))
+    return {"spins": spins}
+
+
+# An async handler that waits on a gate file, reporting which worker ran it.
+slow = Worker("slow", version="1.0.0", shutdown_grace=30)
+
+
+@slow.handler
+async def slow_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
+    ctx.progress(inputs.progress, "waiting for the gate")
+    if inputs.gate:
+        await asyncio.to_thread(_wait_for, inputs.gate)
+    return {"worker": ctx.worker_id, "pid": os.getpid()}
+
+
+# A handler that kills its own worker process every time: a crash loop.
+suicide = Worker("suicide", version="1.0.0", delivery_limit=1)
+
+
+@suicide.handler
+async def suicide_handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
