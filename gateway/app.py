@@ -90,12 +90,12 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
             "an RFC 9457 problem document with a stable `code`."
         ),
         lifespan=lifespan,
+        # FastAPI's own limit: bodies past it are answered 413 (plain text) before any parsing.
         max_body_size=settings.max_body_size,
     )
     install_error_handlers(app)
-    app.include_router(ops.router)
-    app.include_router(processes.router)
-    app.include_router(jobs.router)
+    for router in (ops.router, processes.router, jobs.router):
+        app.include_router(router)
     return app
 
 

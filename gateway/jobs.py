@@ -108,17 +108,18 @@ class JobService:
             await self._fail_unpublished(record, exc)
             if spec.max_queued is not None:
                 raise QueueFull(
-                    f"the {spec.id!r} queue holds its maximum of {spec.max_queued} jobs; "
-                    "retry later",
+                    f"job {record.id} not queued: the {spec.id!r} queue holds its maximum of "
+                    f"{spec.max_queued} jobs; retry later",
                     headers={"Retry-After": RETRY_AFTER},
                 ) from exc
             raise BrokerUnavailable(
-                f"the broker refused the task: {exc}", headers={"Retry-After": RETRY_AFTER}
+                f"job {record.id} not queued: the broker refused its task: {exc}",
+                headers={"Retry-After": RETRY_AFTER},
             ) from exc
         except BrokerDown as exc:
             await self._fail_unpublished(record, exc)
             raise BrokerUnavailable(
-                f"the task could not be queued: {exc}", headers={"Retry-After": RETRY_AFTER}
+                f"job {record.id} not queued: {exc}", headers={"Retry-After": RETRY_AFTER}
             ) from exc
 
     async def _fail_unpublished(self, record: JobRecord, exc: Exception) -> None:

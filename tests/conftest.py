@@ -10,17 +10,19 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from gateway import Settings, create_app
 from gateway.catalogue import Catalogue, parse_catalogue
+from gateway.runtime import Runtime
 from tests.support import TEST_CATALOGUE
 from worker_sdk import Topology, Worker
 
@@ -75,7 +77,14 @@ def settings_for(namespace: str, tmp_path: Path) -> Callable[..., Settings]:
     return build
 
 
-GatewayFactory = Callable[..., Awaitable[tuple[FastAPI, httpx.AsyncClient]]]
+@dataclass(frozen=True)
+class Gateway:
+    app: FastAPI
+    client: httpx.AsyncClient
+    runtime: Runtime
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
 @pytest.fixture
@@ -85,23 +94,33 @@ async def gateway_factory(
     """Start gateways (lifespan included) with an HTTP client each; all stop at teardown."""
     async with AsyncExitStack() as stack:
 
-        async def start(**overrides: Any) -> tuple[FastAPI, httpx.AsyncClient]:
+        async def start(**overrides: Any) -> Gateway:
             app = create_app(settings_for(**overrides), catalogue=catalogue)
-            manager = await stack.enter_async_context(LifespanManager(app, startup_timeout=30))
+            state = await stack.enter_async_context(app.router.lifespan_context(app))
+            assert state is not None
+
+            async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+                # What an ASGI server does with the lifespan's state.
+                await app({**scope, "state": dict(state)}, receive, send)
+
             client = await stack.enter_async_context(
                 httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=manager.app), base_url="http://gw.test"
+                    transport=httpx.ASGITransport(app=with_state), base_url="http://gw.test"
                 )
             )
-            return app, client
+            return Gateway(app=app, client=client, runtime=state["runtime"])
 
         yield start
 
 
 @pytest.fixture
-async def client(gateway_factory: GatewayFactory) -> httpx.AsyncClient:
-    _, client = await gateway_factory()
-    return client
+async def gateway(gateway_factory: GatewayFactory) -> Gateway:
+    return await gateway_factory()
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> httpx.AsyncClient:
+    return gateway.client
 
 
 @pytest.fixture

@@ -53,20 +53,20 @@ services:
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 15.0, what: str = "condition"
+    probe: Callable[[], Awaitable[T | None]], *, within: float = 15.0, what: str = "condition"
 ) -> T:
     """Await ``probe()`` until it returns a value other than None/False, or fail after timeout.
 
     The probe reads real state (an HTTP status, a store record); the short pause between
     probes only paces the polling.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = await probe()
         if value is not None and value is not False:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.01)
 
 
@@ -78,13 +78,13 @@ async def job_state(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
 
 
 async def wait_status(
-    client: httpx.AsyncClient, job_id: str, *statuses: str, timeout: float = 15.0
+    client: httpx.AsyncClient, job_id: str, *statuses: str, within: float = 15.0
 ) -> dict[str, Any]:
     async def probe() -> dict[str, Any] | None:
         body = await job_state(client, job_id)
         return body if body["status"] in statuses else None
 
-    return await eventually(probe, timeout=timeout, what=f"job {job_id} to be {statuses}")
+    return await eventually(probe, within=within, what=f"job {job_id} to be {statuses}")
 
 
 async def submit(

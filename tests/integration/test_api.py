@@ -1,0 +1,214 @@
+"""The job API against the real broker, without workers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+import uuid
+
+import aio_pika
+import httpx
+import pytest
+
+from gateway.api.processes import _prefer_wait
+from tests.conftest import AMQP_URL, Gateway, GatewayFactory
+from tests.support import job_state, submit
+from worker_sdk import Task, Topology
+
+pytestmark = pytest.mark.integration
+
+
+async def _queued_tasks(namespace: str, service: str) -> list[Task]:
+    """Drain (and requeue) what the service's queue holds."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(Topology(namespace).task_queue(service), ensure=True)
+        tasks = []
+        while (message := await queue.get(fail=False, no_ack=False)) is not None:
+            tasks.append(Task.model_validate_json(message.body))
+            assert message.properties.delivery_mode == 2
+            assert message.properties.correlation_id == str(tasks[-1].job_id)
+            assert message.properties.message_id
+        return tasks
+
+
+async def test_processes_are_listed_and_described(client: httpx.AsyncClient) -> None:
+    listing = await client.get("/processes")
+    assert listing.status_code == 200
+    ids = {p["id"] for p in listing.json()["processes"]}
+    assert {"echo", "crunch", "ephemeral"} <= ids
+    described = await client.get("/processes/echo")
+    assert described.status_code == 200
+    body = described.json()
+    assert body["inputs"]["properties"]["text"] == {"type": "string", "maxLength": 100}
+    assert body["queueTtl"] == 7200
+
+
+async def test_unknown_process_is_404_problem(client: httpx.AsyncClient) -> None:
+    for response in (await client.get("/processes/nope"), await submit(client, "nope", {})):
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "no-such-process"
+
+
+async def test_submit_records_then_queues_a_durable_task(
+    client: httpx.AsyncClient, namespace: str
+) -> None:
+    response = await submit(client, "echo", {"text": "hi"})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "accepted"
+    assert response.headers["location"] == f"http://gw.test/jobs/{body['jobID']}"
+    (task,) = await _queued_tasks(namespace, "echo")
+    assert str(task.job_id) == body["jobID"]
+    assert task.inputs == {"text": "hi"}
+    assert task.service_version == "1.0.0"
+    state = await job_state(client, body["jobID"])
+    assert state["status"] == "accepted"
+    assert state["processID"] == "echo"
+
+
+async def test_inputs_failing_the_schema_are_422_naming_each_path(
+    client: httpx.AsyncClient, namespace: str
+) -> None:
+    response = await submit(client, "echo", {"delay": -1, "text": "x" * 101})
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["code"] == "invalid-input"
+    assert {e["path"] for e in problem["errors"]} == {"/inputs/delay", "/inputs/text"}
+    assert await _queued_tasks(namespace, "echo") == []
+
+
+@pytest.mark.parametrize(
+    ("content", "headers"),
+    [
+        (b"{not json", {"content-type": "application/json"}),
+        (b'{"inputs": [1, 2]}', {"content-type": "application/json"}),
+        (b'"just a string"', {"content-type": "application/json"}),
+    ],
+)
+async def test_malformed_bodies_are_422(
+    client: httpx.AsyncClient, content: bytes, headers: dict[str, str]
+) -> None:
+    response = await client.post("/processes/echo/execution", content=content, headers=headers)
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid-request"
+
+
+async def test_an_oversized_body_is_413(gateway_factory: GatewayFactory) -> None:
+    gateway = await gateway_factory(max_body_size=2048)
+    response = await submit(gateway.client, "echo", {"text": "x" * 4000})
+    assert response.status_code == 413
+    assert response.text == "Content Too Large"
+
+    async def stream() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"x" * 1024
+
+    chunked = await gateway.client.post(
+        "/processes/echo/execution",
+        content=stream(),
+        headers={"content-type": "application/json"},
+    )
+    assert chunked.status_code == 413
+
+
+async def test_unknown_and_malformed_job_ids(client: httpx.AsyncClient) -> None:
+    missing = await client.get(f"/jobs/{uuid.uuid4()}")
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "no-such-job"
+    malformed = await client.get("/jobs/not-a-uuid")
+    assert malformed.status_code == 422
+    assert (await client.get(f"/jobs/{uuid.uuid4()}/results")).status_code == 404
+
+
+async def test_results_are_not_ready_while_queued(client: httpx.AsyncClient) -> None:
+    job = (await submit(client, "echo", {})).json()
+    response = await client.get(f"/jobs/{job['jobID']}/results")
+    assert response.status_code == 404
+    assert response.json()["code"] == "result-not-ready"
+    assert response.json()["type"].endswith("/result-not-ready")
+
+
+def _job_in(problem: dict[str, str]) -> str:
+    match = re.search(r"job ([0-9a-f-]{36}) not queued", problem["detail"])
+    assert match, problem
+    return match.group(1)
+
+
+async def test_a_returned_publish_is_503_and_the_job_failed(
+    client: httpx.AsyncClient, namespace: str
+) -> None:
+    topology = Topology(namespace)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(topology.task_queue("echo"), ensure=True)
+        await queue.unbind(topology.tasks_exchange, routing_key="echo")
+    response = await submit(client, "echo", {})
+    assert response.status_code == 503, response.text
+    problem = response.json()
+    assert problem["code"] == "broker-unavailable"
+    assert "NO_ROUTE" in problem["detail"]
+    assert response.headers["retry-after"]
+    # The job was recorded first, and is failed: never left accepted.
+    state = await job_state(client, _job_in(problem))
+    assert (state["status"], state["reason"]) == ("failed", "publish_failed")
+
+
+async def test_a_nacked_publish_to_a_full_queue_is_429_and_the_job_failed(
+    client: httpx.AsyncClient, namespace: str
+) -> None:
+    responses = [await submit(client, "bounded", {}) for _ in range(4)]
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {201, 429}, statuses
+    refused = responses[statuses.index(429)]
+    assert refused.json()["code"] == "queue-full"
+    assert refused.headers["retry-after"]
+    state = await job_state(client, _job_in(refused.json()))
+    assert (state["status"], state["reason"]) == ("failed", "publish_failed")
+    queued = await _queued_tasks(namespace, "bounded")
+    assert sorted(str(t.job_id) for t in queued) == sorted(
+        r.json()["jobID"] for r in responses if r.status_code == 201
+    )
+
+
+async def test_broker_unreachable_is_503_and_nothing_is_accepted(gateway: Gateway) -> None:
+    assert (await gateway.client.get("/readyz")).status_code == 200
+    await gateway.runtime.broker.close()  # as a broker outage would
+    response = await submit(gateway.client, "echo", {})
+    assert response.status_code == 503
+    assert response.json()["code"] == "broker-unavailable"
+    state = await job_state(gateway.client, _job_in(response.json()))
+    assert (state["status"], state["reason"]) == ("failed", "publish_failed")
+    ready = await gateway.client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["store"] == "ok"
+    assert ready.json()["checks"]["broker"] != "ok"
+
+
+async def test_health_probes(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    ready = await client.get("/readyz")
+    assert ready.json() == {"status": "ok", "checks": {"broker": "ok", "store": "ok"}}
+
+
+async def test_landing_conformance_and_openapi(client: httpx.AsyncClient) -> None:
+    landing = (await client.get("/")).json()
+    assert {link["rel"] for link in landing["links"]} >= {"service-desc", "service-doc"}
+    conformance = (await client.get("/conformance")).json()["conformsTo"]
+    assert any(c.endswith("/conf/core") for c in conformance)
+    spec = (await client.get("/openapi.json")).json()
+    execute = spec["paths"]["/processes/{process_id}/execution"]["post"]
+    assert {"201", "404", "422", "429", "503"} <= set(execute["responses"])
+    assert (await client.get("/docs")).status_code == 200
+
+
+def test_prefer_header_parsing() -> None:
+    assert _prefer_wait(None, 60) is None
+    assert _prefer_wait("respond-async", 60) is None
+    assert _prefer_wait("respond-async, wait=10", 60) is None
+    assert _prefer_wait("wait=10", 60) == 10
+    assert _prefer_wait("handling=lenient; wait=100", 60) == 60
+    assert _prefer_wait("wait=abc", 60) is None
