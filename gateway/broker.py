@@ -151,6 +151,14 @@ class Broker:
         except (TimeoutError, AMQPError, OSError, RuntimeError) as exc:
             raise BrokerDown(f"RabbitMQ does not answer: {exc!r}") from exc
 
+    async def queue_depth(self, queue: str) -> int:
+        """Messages ready (not yet delivered) in one of the namespace's queues."""
+        if self._channel is None or self._channel.is_closed:
+            raise BrokerDown("not connected to RabbitMQ")
+        declared = await self._channel.declare_queue(queue, passive=True)
+        count: int = declared.declaration_result.message_count or 0
+        return count
+
     async def close(self) -> None:
         for queue, tag in reversed(self._consumers):
             try:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 import uuid
+from collections.abc import AsyncIterator
 
 import aio_pika
 import httpx

@@ -1,0 +1,274 @@
+"""Submit → RabbitMQ → worker → events → store → status, end to end on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+
+from examples.echo import worker as echo_worker
+from tests import workers
+from tests.conftest import AMQP_URL, Gateway
+from tests.support import eventually, job_state, submit, wait_status
+from worker_sdk import Event, Heartbeat, Progress, Started, Succeeded, Topology, parse_event
+
+pytestmark = pytest.mark.integration
+
+RunWorker = Callable[..., asyncio.Task[None]]
+SpawnWorker = Callable[..., subprocess.Popen[bytes]]
+
+
+@asynccontextmanager
+async def observe_events(namespace: str) -> AsyncIterator[list[Event]]:
+    """Collect a copy of every event published in the namespace."""
+    seen: list[Event] = []
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(Topology(namespace).events_exchange, routing_key="#")
+
+        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            seen.append(parse_event(message.body))
+
+        await queue.consume(collect, no_ack=True)
+        yield seen
+
+
+async def test_a_job_runs_to_success_with_its_result(
+    client: httpx.AsyncClient, run_worker: RunWorker
+) -> None:
+    run_worker(echo_worker)
+    job = (await submit(client, "echo", {"text": "hello"})).json()
+    state = await wait_status(client, job["jobID"], "successful")
+    assert state["progress"] == 100
+    assert state["started"] is not None
+    assert state["finished"] is not None
+    results = await client.get(f"/jobs/{job['jobID']}/results")
+    assert results.status_code == 200
+    assert results.json() == {"text": "hello"}
+
+
+async def test_prefer_wait_answers_200_with_the_finished_job(
+    client: httpx.AsyncClient, run_worker: RunWorker
+) -> None:
+    run_worker(echo_worker)
+    response = await submit(client, "echo", {"text": "sync"}, headers={"Prefer": "wait=10"})
+    assert response.status_code == 200, response.text
+    assert response.headers["preference-applied"] == "wait=10"
+    assert response.json()["status"] == "successful"
+    assert response.headers["location"].endswith(response.json()["jobID"])
+
+
+async def test_prefer_wait_times_out_into_an_async_201(client: httpx.AsyncClient) -> None:
+    response = await submit(client, "echo", {}, headers={"Prefer": "wait=1"})
+    assert response.status_code == 201
+    assert response.json()["status"] == "accepted"
+
+
+async def test_a_handler_exception_fails_the_job_with_its_message(
+    client: httpx.AsyncClient, run_worker: RunWorker
+) -> None:
+    run_worker(echo_worker)
+    job = (await submit(client, "echo", {"fail": "disk on fire"})).json()
+    state = await wait_status(client, job["jobID"], "failed")
+    assert state["reason"] == "handler_error"
+    assert state["message"] == "disk on fire"
+    results = await client.get(f"/jobs/{job['jobID']}/results")
+    assert results.status_code == 422
+    assert results.json()["job_error"] == {
+        "code": "echo_failure",
+        "type": "HandlerError",
+        "message": "disk on fire",
+        "retryable": False,
+    }
+
+
+async def test_inputs_that_do_not_fit_the_handler_model_fail_as_invalid_input(
+    client: httpx.AsyncClient, run_worker: RunWorker
+) -> None:
+    run_worker(workers.spin)
+    job = (await submit(client, "spin", {"spin": "fast"})).json()  # no schema in the catalogue
+    state = await wait_status(client, job["jobID"], "failed")
+    assert state["reason"] == "invalid_input"
+
+
+async def test_progress_from_a_child_process_handler_reaches_the_job(
+    client: httpx.AsyncClient, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    run_worker(workers.crunch)
+    gate = tmp_path / "gate"
+    job = (await submit(client, "crunch", {"gate": str(gate), "progress": 42})).json()
+
+    async def progressed() -> dict[str, Any] | None:
+        state = await job_state(client, job["jobID"])
+        return state if state["progress"] == 42 else None
+
+    state = await eventually(progressed, what="progress 42")
+    assert state["status"] == "running"
+    assert state["message"] == "crunching"
+    gate.touch()
+    await wait_status(client, job["jobID"], "successful")
+    result = (await client.get(f"/jobs/{job['jobID']}/results")).json()
+    assert result["pid"] != os.getpid()
+
+
+async def test_a_job_whose_queue_ttl_passes_with_no_worker_ends_dismissed_expired(
+    client: httpx.AsyncClient,
+) -> None:
+    job = (await submit(client, "ephemeral", {})).json()
+    state = await wait_status(client, job["jobID"], "dismissed")
+    assert state["reason"] == "expired"
+    assert (await client.get(f"/jobs/{job['jobID']}/results")).json()["code"] == "job-dismissed"
+
+
+async def test_a_worker_killed_mid_job_leaves_the_job_to_finish_once_on_another(
+    client: httpx.AsyncClient,
+    namespace: str,
+    spawn_worker: SpawnWorker,
+    run_worker: RunWorker,
+    tmp_path: Path,
+) -> None:
+    gate = tmp_path / "gate"
+    async with observe_events(namespace) as events:
+        doomed = spawn_worker("tests.workers:slow")
+        job = (await submit(client, "slow", {"gate": str(gate)})).json()
+        first = await wait_status(client, job["jobID"], "running", within=30)
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=10)
+        gate.touch()
+        run_worker(workers.slow)
+        state = await wait_status(client, job["jobID"], "successful")
+        assert state["attempt"] == 1
+        result = (await client.get(f"/jobs/{job['jobID']}/results")).json()
+        assert result["pid"] == os.getpid()  # the survivor, not the killed worker
+
+        async def both_seen() -> bool:
+            return any(isinstance(e, Succeeded) for e in events)
+
+        await eventually(both_seen, what="the succeeded event")
+    job_id = uuid.UUID(job["jobID"])
+    runs = {e.run_id for e in events if isinstance(e, Started) and e.job_id == job_id}
+    wins = [e for e in events if isinstance(e, Succeeded) and e.job_id == job_id]
+    assert len(runs) == 2  # started on the killed worker, then on the survivor
+    assert len(wins) == 1  # and succeeded exactly once
+    assert first["started"] == state["started"]
+
+
+async def test_a_task_that_kills_every_worker_ends_failed_worker_lost(
+    client: httpx.AsyncClient, spawn_worker: SpawnWorker
+) -> None:
+    job = (await submit(client, "suicide", {})).json()
+    for _ in range(2):  # delivery_limit 1: the first delivery and one redelivery
+        crashed = spawn_worker("tests.workers:suicide")
+        crashed.wait(timeout=30)
+        assert crashed.returncode == -signal.SIGKILL
+    state = await wait_status(client, job["jobID"], "failed")
+    assert state["reason"] == "worker_lost"
+    problem = (await client.get(f"/jobs/{job['jobID']}/results")).json()
+    assert problem["job_error"]["type"] == "DeliveryLimit"
+
+
+async def test_heartbeats_keep_flowing_while_handlers_burn_cpu(
+    client: httpx.AsyncClient, namespace: str, run_worker: RunWorker
+) -> None:
+    async with observe_events(namespace) as events:
+        run_worker(workers.spin)
+        job = (await submit(client, "spin", {"spin": 1.5})).json()
+        await wait_status(client, job["jobID"], "running")
+        await wait_status(client, job["jobID"], "successful")
+    job_id = uuid.UUID(job["jobID"])
+    busy = [e for e in events if isinstance(e, Heartbeat) and job_id in e.running]
+    assert len(busy) >= 5  # every 0.1 s for 1.5 s of a GIL-holding thread
+    assert busy[0].version == "1.0.0"
+    assert any(isinstance(e, Progress) and e.job_id == job_id for e in events)
+
+
+async def test_progress_is_coalesced(
+    client: httpx.AsyncClient, namespace: str, run_worker: RunWorker
+) -> None:
+    async with observe_events(namespace) as events:
+        run_worker(workers.spin)
+        job = (await submit(client, "spin", {"spin": 0.6})).json()
+        await wait_status(client, job["jobID"], "successful")
+    progress = [e for e in events if isinstance(e, Progress)]
+    # The handler reports on every 100,000 spins (thousands of calls); the worker publishes
+    # at most one event per 0.25 s window.
+    assert 1 <= len(progress) <= 6
+    assert [p.seq for p in progress] == sorted({p.seq for p in progress})
+
+
+async def test_sigterm_lets_the_running_job_finish_then_exits(
+    client: httpx.AsyncClient, spawn_worker: SpawnWorker, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    worker = spawn_worker("tests.workers:slow")
+    job = (await submit(client, "slow", {"gate": str(gate)})).json()
+    await wait_status(client, job["jobID"], "running", within=30)
+    worker.send_signal(signal.SIGTERM)
+    queued = (await submit(client, "slow", {})).json()  # must not be taken any more
+    gate.touch()
+    await wait_status(client, job["jobID"], "successful")
+    assert await asyncio.to_thread(worker.wait, 30) == 0
+    assert (await job_state(client, queued["jobID"]))["status"] == "accepted"
+
+
+async def test_burst_mode_drains_the_queue_then_returns(
+    client: httpx.AsyncClient, namespace: str
+) -> None:
+    jobs = [(await submit(client, "echo", {"text": str(i)})).json() for i in range(5)]
+    await asyncio.wait_for(
+        echo_worker.run(amqp_url=AMQP_URL, namespace=namespace, concurrency=2, burst=True),
+        timeout=30,
+    )
+    for job in jobs:
+        await wait_status(client, job["jobID"], "successful")
+
+
+async def test_events_apply_idempotently_whatever_their_order(
+    gateway: Gateway, namespace: str
+) -> None:
+    client = gateway.client
+    job = (await submit(client, "echo", {})).json()
+    job_id = uuid.UUID(job["jobID"])
+    run = uuid.uuid4()
+    base = {"job_id": job_id, "service": "echo", "run_id": run, "worker_id": "w"}
+    script = [
+        Progress(**base, percent=30, seq=2),  # before its run started: dropped
+        Started(**base, host="h", worker_version="1"),
+        Progress(**base, percent=50, seq=2),
+        Progress(**base, percent=20, seq=1),  # late: dropped
+        Started(**base, host="h", worker_version="1"),  # duplicate: no-op
+        Succeeded(**base, result={"n": 1}),
+        Succeeded(**base, result={"n": 2}),  # duplicate terminal: dropped
+    ]
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(Topology(namespace).events_exchange)
+        for event in script:
+            await exchange.publish(
+                aio_pika.Message(event.to_bytes()), routing_key=f"echo.{event.kind}"
+            )
+        await exchange.publish(aio_pika.Message(b"not json"), routing_key="echo.progress")
+        ghost = Succeeded(**{**base, "job_id": uuid.uuid4()})
+        await exchange.publish(aio_pika.Message(ghost.to_bytes()), routing_key="echo.succeeded")
+    state = await wait_status(client, job["jobID"], "successful")
+    assert (await client.get(f"/jobs/{job['jobID']}/results")).json() == {"n": 1}
+
+    async def drained() -> bool:
+        queue = await gateway.runtime.broker.queue_depth(Topology(namespace).events_queue)
+        return queue == 0
+
+    await eventually(drained, what="the events queue to drain")
+    assert state["progress"] == 100
