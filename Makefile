@@ -1,0 +1,38 @@
+# The project's commands. `make run` and `make test` are the README quick start.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install broker run test lint check bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+broker:
+	scripts/ensure-rabbitmq
+
+run: install broker
+	scripts/run-local
+
+test: install broker
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+check: install
+	$(VENV)/bin/sgw check
+
+bench: install broker
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache servicegateway.db*
