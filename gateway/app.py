@@ -55,16 +55,25 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
             stack.push_async_callback(broker.close)
             await broker.connect()
             watch = JobWatch()
+            stack.push_async_callback(watch.close)
             applier = EventApplier(store, watch)
             topology = broker.topology
+            watch.use_tap(
+                await broker.tap(
+                    TERMINAL_KEYS, applier.on_watched_event, prefetch=settings.events_prefetch
+                )
+            )
             await broker.consume(
                 topology.events_queue, applier.on_event, prefetch=settings.events_prefetch
             )
             await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
-            await broker.consume_private(
-                TERMINAL_KEYS, applier.on_watched_event, prefetch=settings.events_prefetch
+            jobs_service = JobService(
+                store=store,
+                broker=broker,
+                catalogue=services,
+                watch=watch,
+                max_wait=settings.max_wait,
             )
-            jobs_service = JobService(store=store, broker=broker, catalogue=services, watch=watch)
             log.info(
                 "gateway ready: %d service(s), namespace %r, store %s",
                 len(services),

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
@@ -26,6 +28,7 @@ from worker_sdk import (
     Started,
     Succeeded,
     Task,
+    TerminalEvent,
     parse_event,
 )
 
@@ -38,6 +41,17 @@ STORE_RETRY_DELAY = 1.0
 def failure_reason(error: ErrorInfo) -> str:
     """The job's ``reason`` for a worker-reported error code."""
     return error.code if error.code in _REASONS else Reason.HANDLER_ERROR.value
+
+
+def _run_fields(event: TerminalEvent) -> dict[str, Any]:
+    """The attempt, and the run's start when no ``started`` event announced it."""
+    fields: dict[str, Any] = {"attempt": event.attempt}
+    if event.start is not None:
+        fields["started"] = event.start.started_at
+        fields["worker"] = WorkerInfo(
+            id=event.worker_id, host=event.start.host, version=event.start.worker_version
+        )
+    return fields
 
 
 class EventApplier:
@@ -77,7 +91,7 @@ class EventApplier:
                     status=JobStatus.SUCCESSFUL,
                     at=event.emitted_at,
                     result=event.result,
-                    attempt=event.attempt,
+                    **_run_fields(event),
                 )
             case Failed():
                 record = await self._store.finish(
@@ -86,7 +100,7 @@ class EventApplier:
                     at=event.emitted_at,
                     reason=failure_reason(event.error),
                     error=event.error,
-                    attempt=event.attempt,
+                    **_run_fields(event),
                 )
             case Cancelled():
                 record = await self._store.finish(
@@ -94,7 +108,7 @@ class EventApplier:
                     status=JobStatus.DISMISSED,
                     at=event.emitted_at,
                     reason=Reason.CANCELLED,
-                    attempt=event.attempt,
+                    **_run_fields(event),
                 )
             case Heartbeat():
                 return None
@@ -125,13 +139,16 @@ class EventApplier:
         """Consumer of this process's private copy of terminal events (no-ack).
 
         When a local request waits on the job, apply the event here (idempotently) so the
-        waiter is answered whichever gateway replica applies the shared copy.
+        waiter is answered whichever gateway replica applies the shared copy. Events nobody
+        here waits on are skipped on their ``correlation_id`` without parsing the body.
         """
         try:
+            if not self._watch.interested(uuid.UUID(message.correlation_id or "")):
+                return
             event = parse_event(message.body)
-        except ValidationError:
+        except (ValueError, ValidationError):
             return
-        if isinstance(event, Heartbeat) or not self._watch.interested(event.job_id):
+        if isinstance(event, Heartbeat):
             return
         try:
             if await self.apply(event) is None:

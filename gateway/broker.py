@@ -38,6 +38,23 @@ class PublishRefused(RuntimeError):
     """The broker answered a publish with a nack (queue full) or returned it (unroutable)."""
 
 
+class EventTap:
+    """Binds and unbinds a private queue to the events exchange."""
+
+    def __init__(self, queue: AbstractQueue, exchange: str, routing_keys: Sequence[str]) -> None:
+        self._queue = queue
+        self._exchange = exchange
+        self._keys = tuple(routing_keys)
+
+    async def attach(self) -> None:
+        for key in self._keys:
+            await self._queue.bind(self._exchange, routing_key=key)
+
+    async def detach(self) -> None:
+        for key in self._keys:
+            await self._queue.unbind(self._exchange, routing_key=key)
+
+
 class Broker:
     """Owns the gateway's AMQP connection; built and closed by the application lifespan."""
 
@@ -125,19 +142,21 @@ class Broker:
         tag = await declared.consume(callback, no_ack=no_ack)
         self._consumers.append((declared, tag))
 
-    async def consume_private(
+    async def tap(
         self, routing_keys: Sequence[str], callback: Callback, *, prefetch: int
-    ) -> None:
-        """Consume copies of events on an exclusive queue that lives as long as this process."""
+    ) -> EventTap:
+        """Consume copies of events on an exclusive queue that lives as long as this process.
+
+        The queue starts unbound; :meth:`EventTap.attach` binds it to ``routing_keys``.
+        """
         channel = await self._require_connection().channel()
         await channel.set_qos(prefetch_count=prefetch)
         queue = await channel.declare_queue(
             f"{self.topology.namespace}.watch.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
         )
-        for key in routing_keys:
-            await queue.bind(self.topology.events_exchange, routing_key=key)
         tag = await queue.consume(callback, no_ack=True)
         self._consumers.append((queue, tag))
+        return EventTap(queue, self.topology.events_exchange, routing_keys)
 
     async def check(self) -> None:
         """Raise :class:`BrokerDown` unless the broker answers now."""

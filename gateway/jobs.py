@@ -32,8 +32,15 @@ class JobService:
     """The collaborator behind the job routes."""
 
     def __init__(
-        self, *, store: JobStore, broker: Broker, catalogue: Catalogue, watch: JobWatch
+        self,
+        *,
+        store: JobStore,
+        broker: Broker,
+        catalogue: Catalogue,
+        watch: JobWatch,
+        max_wait: float,
     ) -> None:
+        self.max_wait = max_wait
         self._store = store
         self._broker = broker
         self._catalogue = catalogue
@@ -92,14 +99,15 @@ class JobService:
             await self._store.insert(record)
         except StoreError as exc:
             raise StoreUnavailable(f"the job could not be recorded: {exc}") from exc
-        with self._watch.waiting(record.id) as finished:
+        if not wait:
             await self._publish(record, task, spec)
-            if wait:
-                try:
-                    return await asyncio.wait_for(asyncio.shield(finished), timeout=wait)
-                except TimeoutError:
-                    pass
-        return record
+            return record
+        async with self._watch.waiting(record.id) as finished:
+            await self._publish(record, task, spec)
+            try:
+                return await asyncio.wait_for(asyncio.shield(finished), timeout=wait)
+            except TimeoutError:
+                return record
 
     async def _publish(self, record: JobRecord, task: Task, spec: ServiceSpec) -> None:
         try:

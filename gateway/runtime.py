@@ -23,16 +23,19 @@ class Runtime:
     jobs: JobService
 
 
-def _runtime(request: Request) -> Runtime:
+# Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies on its
+# thread pool, a thread hop per request for a field read.
+async def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.state.runtime
     return runtime
 
 
-def _jobs(request: Request) -> JobService:
-    return _runtime(request).jobs
+async def _jobs(request: Request) -> JobService:
+    runtime: Runtime = request.state.runtime
+    return runtime.jobs
 
 
-def base_url(request: Request) -> str:
+async def base_url(request: Request) -> str:
     """The gateway's public root, for links and ``Location`` headers."""
     return str(request.base_url).rstrip("/")
 

@@ -1,20 +1,47 @@
-"""In-process fan-out of job changes to whoever waits on them (synchronous execution)."""
+"""In-process fan-out of finished jobs to the requests that wait on them (``Prefer: wait``).
+
+Terminal events reach this process through its private queue, a *tap* on the events exchange.
+The tap is bound only while some request here waits, so the asynchronous common case costs the
+broker no copies: it is attached before the waiting request publishes its task (no event can
+slip past) and detached once nobody has waited for ``linger`` seconds.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
 from uuid import UUID
 
 from gateway.store import JobRecord
+
+log = logging.getLogger("gateway.watch")
+
+
+class Tap(Protocol):
+    """A copy of the terminal events, switched on and off."""
+
+    async def attach(self) -> None: ...
+
+    async def detach(self) -> None: ...
 
 
 class JobWatch:
     """Futures keyed by job id, resolved when the job reaches a terminal state."""
 
-    def __init__(self) -> None:
+    def __init__(self, tap: Tap | None = None, *, linger: float = 5.0) -> None:
         self._waiters: dict[UUID, set[asyncio.Future[JobRecord]]] = {}
+        self._tap = tap
+        self._linger = linger
+        self._attached = False
+        self._lock = asyncio.Lock()
+        self._detacher: asyncio.Task[None] | None = None
+
+    def use_tap(self, tap: Tap) -> None:
+        """Switch this tap on while requests wait (set once, at start-up)."""
+        self._tap = tap
 
     def interested(self, job_id: UUID) -> bool:
         return job_id in self._waiters
@@ -26,12 +53,13 @@ class JobWatch:
             if not future.done():
                 future.set_result(record)
 
-    @contextmanager
-    def waiting(self, job_id: UUID) -> Iterator[asyncio.Future[JobRecord]]:
-        """Register before publishing, so that no terminal event can slip past the waiter."""
+    @asynccontextmanager
+    async def waiting(self, job_id: UUID) -> AsyncIterator[asyncio.Future[JobRecord]]:
+        """Register a waiter; enter it before publishing, so no terminal event slips past."""
         future: asyncio.Future[JobRecord] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job_id, set()).add(future)
         try:
+            await self._attach()
             yield future
         finally:
             waiters = self._waiters.get(job_id)
@@ -40,3 +68,31 @@ class JobWatch:
                 if not waiters:
                     del self._waiters[job_id]
             future.cancel()
+            if not self._waiters and self._tap is not None and self._detacher is None:
+                self._detacher = asyncio.create_task(self._detach_when_idle())
+
+    async def _attach(self) -> None:
+        if self._tap is None or self._attached:
+            return
+        async with self._lock:
+            if not self._attached:
+                await self._tap.attach()
+                self._attached = True
+
+    async def _detach_when_idle(self) -> None:
+        try:
+            await asyncio.sleep(self._linger)  # the linger period
+            async with self._lock:
+                if not self._waiters and self._attached and self._tap is not None:
+                    await self._tap.detach()
+                    self._attached = False
+        except Exception:
+            log.warning("could not detach the terminal-event tap", exc_info=True)
+        finally:
+            self._detacher = None
+
+    async def close(self) -> None:
+        """Stop the pending detach (the tap's queue dies with the connection)."""
+        if self._detacher is not None:
+            self._detacher.cancel()
+            await asyncio.gather(self._detacher, return_exceptions=True)

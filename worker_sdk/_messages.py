@@ -98,21 +98,38 @@ class Progress(_JobEvent):
     seq: int = Field(ge=1)
 
 
-class Succeeded(_JobEvent):
+class RunStart(BaseModel):
+    """Where and when a run started, carried by a terminal event that no ``started`` preceded."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    host: str
+    worker_version: str
+    started_at: datetime
+
+
+class _Terminal(_JobEvent):
+    start: RunStart | None = Field(
+        default=None,
+        description="Set when the run ended before its ``started`` event was announced.",
+    )
+
+
+class Succeeded(_Terminal):
     """The handler returned; ``result`` is its JSON value."""
 
     kind: Literal["succeeded"] = "succeeded"
     result: Any = None
 
 
-class Failed(_JobEvent):
+class Failed(_Terminal):
     """The handler (or the SDK around it) failed the job."""
 
     kind: Literal["failed"] = "failed"
     error: ErrorInfo
 
 
-class Cancelled(_JobEvent):
+class Cancelled(_Terminal):
     """The run stopped because the job was cancelled."""
 
     kind: Literal["cancelled"] = "cancelled"

@@ -15,9 +15,10 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 import aio_pika
@@ -35,6 +36,7 @@ from ._messages import (
     Heartbeat,
     JobEvent,
     Progress,
+    RunStart,
     Started,
     Succeeded,
     Task,
@@ -95,6 +97,9 @@ class Worker:
     :param max_queued: must equal the catalogue's ``max_queued`` for the service.
     :param heartbeat_interval: seconds between heartbeats.
     :param progress_interval: shortest gap between two progress events of one job.
+    :param started_delay: seconds a run may go before its ``started`` event is announced
+        (at once when it reports progress). A run that ends sooner sends only its terminal
+        event, which then carries the start: half the messages for short jobs.
     :param shutdown_grace: seconds in-flight jobs get to finish after :meth:`stop`; what is
         still running then is handed back to the queue for another worker.
     :param publish_timeout: seconds to wait for the broker to confirm an event.
@@ -109,6 +114,7 @@ class Worker:
         max_queued: int | None = None,
         heartbeat_interval: float = 5.0,
         progress_interval: float = 0.25,
+        started_delay: float = 0.1,
         shutdown_grace: float = 30.0,
         publish_timeout: float = 10.0,
     ) -> None:
@@ -117,6 +123,7 @@ class Worker:
         self.queue_options = TaskQueueOptions(delivery_limit=delivery_limit, max_length=max_queued)
         self.heartbeat_interval = heartbeat_interval
         self.progress_interval = progress_interval
+        self.started_delay = started_delay
         self.shutdown_grace = shutdown_grace
         self.publish_timeout = publish_timeout
         self._handler: _Handler | None = None
@@ -184,7 +191,11 @@ class Worker:
 
 
 class _ProgressPump:
-    """Coalesces a job's progress reports into at most one event per interval."""
+    """Coalesces a job's progress reports into at most one event per interval.
+
+    Its publishing task starts with the first report, so a job that reports nothing costs
+    nothing.
+    """
 
     def __init__(self, publish: Callable[[int, str | None, int], Awaitable[None]], interval: float):
         self._publish = publish
@@ -194,7 +205,7 @@ class _ProgressPump:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._task = asyncio.create_task(self._pump())
+        self._task: asyncio.Task[None] | None = None
 
     def offer(self, percent: int, message: str | None) -> None:
         if threading.get_ident() != self._loop_thread:
@@ -202,6 +213,8 @@ class _ProgressPump:
             return
         self._latest = (percent, message)
         self._wake.set()
+        if self._task is None:
+            self._task = self._loop.create_task(self._pump())
 
     async def _send_latest(self) -> None:
         latest, self._latest = self._latest, None
@@ -220,12 +233,37 @@ class _ProgressPump:
             await asyncio.sleep(self._interval)  # the coalescing window, not a synchronisation
 
     async def close(self) -> None:
+        if self._task is None:
+            return
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         try:
             await self._send_latest()
         except PUBLISH_ERRORS:
             log.warning("last progress event not published", exc_info=True)
+
+
+class _Announcer:
+    """Publishes a run's ``started`` event late: after a delay, or before its first progress."""
+
+    def __init__(self, publish: Callable[[], Coroutine[Any, Any, None]], delay: float) -> None:
+        self._publish = publish
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(delay, self.now)
+
+    def now(self) -> asyncio.Task[None]:
+        if self._task is None:
+            self._timer.cancel()
+            self._task = asyncio.create_task(self._publish())
+        return self._task
+
+    async def settle(self) -> bool:
+        """Stop the timer and finish an announcement in flight; True if one was made."""
+        self._timer.cancel()
+        if self._task is None:
+            return False
+        await self._task
+        return True
 
 
 class _Session:
@@ -376,12 +414,25 @@ class _Session:
     async def _execute(self, task: Task) -> TerminalEvent:
         run_id = uuid.uuid4()
         base = self._base(task, run_id)
-        await self._publish(Started(**base, host=self.host, worker_version=self.worker.version))
+        start = RunStart(
+            host=self.host, worker_version=self.worker.version, started_at=datetime.now(UTC)
+        )
+        started = Started(
+            **base,
+            host=start.host,
+            worker_version=start.worker_version,
+            emitted_at=start.started_at,
+        )
+        announcer = _Announcer(lambda: self._publish(started), self.worker.started_delay)
 
         async def publish_progress(percent: int, message: str | None, seq: int) -> None:
+            # Shielded: cancelling the pump at the end of the job must not cancel the start.
+            await asyncio.shield(announcer.now())
             await self._publish(Progress(**base, percent=percent, message=message, seq=seq))
 
         pump = _ProgressPump(publish_progress, self.worker.progress_interval)
+        result: Any = None
+        error: ErrorInfo | None = None
         try:
             result = await self._invoke(task, pump)
         except ValidationError as exc:
@@ -405,11 +456,13 @@ class _Session:
         except Exception as exc:
             log.exception("job %s failed", task.job_id)
             error = ErrorInfo(code="handler_error", type=type(exc).__name__, message=str(exc))
-        else:
-            return Succeeded(**base, result=result)
         finally:
             await pump.close()
-        return Failed(**base, error=error)
+            announced = await announcer.settle()
+        unannounced = None if announced else start
+        if error is not None:
+            return Failed(**base, error=error, start=unannounced)
+        return Succeeded(**base, result=result, start=unannounced)
 
     async def _invoke(self, task: Task, pump: _ProgressPump) -> Any:
         handler = self.handler

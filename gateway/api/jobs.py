@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from gateway.api.schemas import StatusInfo
 from gateway.errors import (
@@ -29,9 +29,9 @@ router = APIRouter(tags=["jobs"])
     response_model_exclude_none=True,
     responses=responses(UnknownJob, StoreUnavailable),
 )
-async def job_status(job_id: UUID, jobs: JobsDep, base: BaseUrlDep) -> StatusInfo:
+async def job_status(job_id: UUID, jobs: JobsDep, base: BaseUrlDep) -> Response:
     """Status, progress and timestamps of one job."""
-    return StatusInfo.of(await jobs.get(job_id), base)
+    return StatusInfo.of(await jobs.get(job_id), base).response()
 
 
 @router.get(

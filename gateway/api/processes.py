@@ -84,9 +84,7 @@ async def execute(
     process_id: ProcessId,
     body: ExecuteRequest,
     jobs: JobsDep,
-    runtime: RuntimeDep,
     base: BaseUrlDep,
-    response: Response,
     prefer: Annotated[
         str | None,
         Header(
@@ -94,7 +92,7 @@ async def execute(
             "to N seconds for the job to end and answers 200 if it did."
         ),
     ] = None,
-) -> StatusInfo:
+) -> Response:
     """Validate the inputs, record the job and queue it; 201 with ``Location`` once queued.
 
     The job exists before its task: a task the broker does not confirm leaves the job
@@ -102,11 +100,10 @@ async def execute(
     full) — never 201 for a job that is not durably queued.
     """
     spec = jobs.service(process_id)
-    wait = _prefer_wait(prefer, runtime.settings.max_wait)
+    wait = _prefer_wait(prefer, jobs.max_wait)
     record = await jobs.submit(spec, body.inputs, owner="anonymous", wait=wait)
-    response.headers["Location"] = f"{base}/jobs/{record.id}"
+    headers = {"Location": f"{base}/jobs/{record.id}"}
     if wait is not None:
-        response.headers["Preference-Applied"] = f"wait={int(wait)}"
-        if record.status.terminal:
-            response.status_code = 200
-    return StatusInfo.of(record, base)
+        headers["Preference-Applied"] = f"wait={int(wait)}"
+    status = 200 if record.status.terminal else 201
+    return StatusInfo.of(record, base).response(status_code=status, headers=headers)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.catalogue import ServiceSpec
@@ -121,6 +122,17 @@ class StatusInfo(BaseModel):
             finished=job.finished,
             updated=job.updated,
             links=links,
+        )
+
+    def response(
+        self, *, status_code: int = 200, headers: dict[str, str] | None = None
+    ) -> Response:
+        """The serialised response, skipping FastAPI's re-validation of a model built here."""
+        return Response(
+            self.model_dump_json(exclude_none=True),
+            status_code=status_code,
+            headers=headers,
+            media_type="application/json",
         )
 
 

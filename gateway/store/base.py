@@ -66,6 +66,12 @@ class JobStore(Protocol):
         result: Any = None,
         error: ErrorInfo | None = None,
         attempt: int | None = None,
+        started: datetime | None = None,
+        worker: WorkerInfo | None = None,
         only_from: Collection[JobStatus] = ACTIVE,
     ) -> JobRecord | None:
-        """Move the job to a terminal state if its status is in ``only_from``."""
+        """Move the job to a terminal state if its status is in ``only_from``.
+
+        ``started`` and ``worker`` fill those fields when no ``started`` event set them (a
+        run short enough to end before it was announced).
+        """

@@ -46,17 +46,28 @@ async def observe_events(namespace: str) -> AsyncIterator[list[Event]]:
 
 
 async def test_a_job_runs_to_success_with_its_result(
-    client: httpx.AsyncClient, run_worker: RunWorker
+    client: httpx.AsyncClient, namespace: str, run_worker: RunWorker
 ) -> None:
-    run_worker(echo_worker)
-    job = (await submit(client, "echo", {"text": "hello"})).json()
-    state = await wait_status(client, job["jobID"], "successful")
+    async with observe_events(namespace) as events:
+        run_worker(echo_worker)
+        job = (await submit(client, "echo", {"text": "hello"})).json()
+        state = await wait_status(client, job["jobID"], "successful")
+
+        async def seen() -> bool:
+            return any(isinstance(e, Succeeded) for e in events)
+
+        await eventually(seen, what="the observer's copy of the succeeded event")
     assert state["progress"] == 100
     assert state["started"] is not None
     assert state["finished"] is not None
     results = await client.get(f"/jobs/{job['jobID']}/results")
     assert results.status_code == 200
     assert results.json() == {"text": "hello"}
+    # A run shorter than the worker's started_delay sends one event, which carries its start.
+    (only,) = [e for e in events if not isinstance(e, Heartbeat)]
+    assert isinstance(only, Succeeded)
+    assert only.start is not None
+    assert only.start.worker_version == "1.0.0"
 
 
 async def test_prefer_wait_answers_200_with_the_finished_job(

@@ -215,3 +215,24 @@ async def test_sqlite_open_fails_clearly_on_an_unusable_path(tmp_path: Path) -> 
     store = SQLiteStore(blocker / "jobs.db")
     with pytest.raises((StoreError, OSError)):
         await store.open()
+
+
+async def test_finish_fills_an_unannounced_start_and_keeps_an_announced_one(
+    store: JobStore,
+) -> None:
+    quick, slow = _record(), _record()
+    await store.insert(quick)
+    await store.insert(slow)
+    other = WorkerInfo(id="w2", host="h2", version="2.0")
+    later = T0 + timedelta(seconds=3)
+    done = await store.finish(
+        quick.id, status=JobStatus.SUCCESSFUL, at=later, started=T0, worker=other
+    )
+    assert done is not None
+    assert (done.started, done.worker) == (T0, other)
+    await store.start(slow.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    done = await store.finish(
+        slow.id, status=JobStatus.SUCCESSFUL, at=later, started=later, worker=other
+    )
+    assert done is not None
+    assert (done.started, done.worker) == (T0, WORKER)
