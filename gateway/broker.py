@@ -27,6 +27,8 @@ from worker_sdk import CoreExchanges, Task, Topology, declare_task_queue, declar
 
 log = logging.getLogger("gateway.broker")
 
+CONNECT_RETRY_DELAY = 1.0
+
 Callback = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
@@ -80,15 +82,26 @@ class Broker:
         self._consumers: list[tuple[AbstractQueue, str]] = []
 
     async def connect(self) -> None:
-        """Connect, then declare the namespace's topology and every service's task queue."""
-        try:
-            self._connection = await aio_pika.connect_robust(
-                self._url,
-                timeout=self._connect_timeout,
-                client_properties={"connection_name": self._name},
-            )
-        except (TimeoutError, OSError, AMQPError) as exc:
-            raise BrokerDown(f"cannot connect to RabbitMQ: {exc}") from exc
+        """Connect, then declare the namespace's topology and every service's task queue.
+
+        A broker that is still starting is retried every second until ``connect_timeout``
+        has passed; then :class:`BrokerDown` says why.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout
+        while True:
+            try:
+                self._connection = await aio_pika.connect_robust(
+                    self._url,
+                    timeout=max(1.0, deadline - loop.time()),
+                    client_properties={"connection_name": self._name},
+                )
+                break
+            except (OSError, AMQPError, TimeoutError) as exc:
+                if loop.time() + CONNECT_RETRY_DELAY >= deadline:
+                    raise BrokerDown(f"cannot connect to RabbitMQ: {exc!r}") from exc
+                log.warning("RabbitMQ not reachable yet (%r); retrying", exc)
+                await asyncio.sleep(CONNECT_RETRY_DELAY)  # the retry back-off
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )

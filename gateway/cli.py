@@ -25,13 +25,15 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def _settings(console: Console) -> Settings | None:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         console.print("[red]invalid settings[/red]")
         for error in exc.errors():
             name = "SG_" + "_".join(str(p) for p in error["loc"]).upper()
             console.print(f"  {name}: {error['msg']}")
         return None
+    logging.getLogger().setLevel(settings.log_level)
+    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -40,16 +40,22 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="Seconds to wait for the broker to confirm a task."
     )
     broker_connect_timeout: float = Field(
-        default=10.0, gt=0, description="Seconds to wait for the broker at start-up."
+        default=30.0,
+        gt=0,
+        description="Seconds the gateway retries an unreachable broker at start-up.",
     )
-    max_body_size: int = Field(default=1_048_576, ge=1024, description="Largest request body.")
+    max_body_size: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body in bytes (413 past it)."
+    )
     max_wait: float = Field(
         default=60.0, ge=0, description="Upper bound of the Prefer: wait=N synchronous wait."
     )
     events_prefetch: int = Field(default=128, ge=1, description="Events applied concurrently.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level of the gateway and of workers started by `sgw`."
+    )
+    host: str = Field(default="127.0.0.1", description="Address `sgw serve` binds.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `sgw serve` listens on.")
     workers: int = Field(default=1, ge=1, description="Gateway processes started by `sgw serve`.")
 
     @field_validator("amqp_url")

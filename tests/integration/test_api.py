@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aio_pika
 import httpx
 import pytest
 
+from gateway import Settings, create_app
 from gateway.api.processes import _prefer_wait
+from gateway.broker import BrokerDown
+from gateway.catalogue import Catalogue
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import job_state, submit
 from worker_sdk import Task, Topology
@@ -212,3 +216,15 @@ def test_prefer_header_parsing() -> None:
     assert _prefer_wait("wait=10", 60) == 10
     assert _prefer_wait("handling=lenient; wait=100", 60) == 60
     assert _prefer_wait("wait=abc", 60) is None
+
+
+async def test_an_unreachable_broker_fails_start_up_within_its_bound(
+    settings_for: Callable[..., Settings], catalogue: Catalogue
+) -> None:
+    settings = settings_for(amqp_url="amqp://guest:guest@127.0.0.1:1/", broker_connect_timeout=1.5)
+    app = create_app(settings, catalogue=catalogue)
+    started = time.monotonic()
+    with pytest.raises(BrokerDown, match="cannot connect"):
+        async with app.router.lifespan_context(app):
+            pass
+    assert time.monotonic() - started < 10
