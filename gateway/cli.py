@@ -134,12 +134,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
-        await worker.run(
-            amqp_url=settings.amqp_url,
-            namespace=settings.namespace,
-            concurrency=args.concurrency,
-            burst=args.burst,
-        )
+        try:
+            await worker.run(
+                amqp_url=settings.amqp_url,
+                namespace=settings.namespace,
+                concurrency=args.concurrency,
+                burst=args.burst,
+            )
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
     asyncio.run(main())
     return 0
