@@ -43,7 +43,7 @@ from worker_sdk import TaskQueueOptions, Topology, declare_task_queue, declare_t
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = os.environ.get("SG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BODY = b'{"inputs": {"text": "x"}}'
-console = Console()
+console = Console(width=130)
 
 
 @dataclass
