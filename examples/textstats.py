@@ -2,7 +2,8 @@
 
 The handler runs in a child process per job (``isolation="process"``), so the worker's event
 loop keeps its heartbeats flowing while the statistics are computed, and progress is reported
-as the text is processed.
+as the document downloads and as the text is processed. The download goes through
+``ctx.fetch``: the worker's URL policy, a size cap and a time cap apply.
 
 Run: ``sgw worker examples.textstats:worker --concurrency 2``
 """
@@ -12,10 +13,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-import httpx
 from pydantic import BaseModel, Field, HttpUrl
 
-from worker_sdk import HandlerError, JobContext, Worker
+from worker_sdk import FetchError, HandlerError, JobContext, UrlRefused, Worker
 
 MAX_BYTES = 20 * 1024 * 1024
 FETCH_TIMEOUT = 30.0
@@ -46,38 +46,16 @@ class TextStats(BaseModel):
 worker = Worker("textstats", version="1.0.0")
 
 
-def fetch(ctx: JobContext, url: str) -> str:
-    """Download the document with a size and a time cap, reporting progress up to 30%."""
-    chunks: list[bytes] = []
-    size = 0
-    with (
-        httpx.Client(timeout=FETCH_TIMEOUT, follow_redirects=False) as client,
-        client.stream("GET", url) as response,
-    ):
-        if response.status_code != 200:
-            raise HandlerError(
-                f"fetching {url} answered HTTP {response.status_code}", code="download_failed"
-            )
-        total = int(response.headers.get("content-length") or 0)
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > MAX_BYTES:
-                raise HandlerError(
-                    f"the document is larger than {MAX_BYTES} bytes", code="too_large"
-                )
-            chunks.append(chunk)
-            if total:
-                ctx.progress(min(30, 30 * size // total), "downloading")
-    return b"".join(chunks).decode("utf-8", errors="replace")
-
-
 @worker.handler(isolation="process")
 def text_stats(ctx: JobContext, inputs: TextStatsInputs) -> TextStats:
     ctx.progress(0, "downloading")
     try:
-        text = fetch(ctx, str(inputs.url))
-    except httpx.HTTPError as exc:
-        raise HandlerError(f"cannot fetch {inputs.url}: {exc}", code="download_failed") from exc
+        body = ctx.fetch(
+            str(inputs.url), max_bytes=MAX_BYTES, timeout=FETCH_TIMEOUT, progress=(0, 30)
+        )
+    except (FetchError, UrlRefused) as exc:
+        raise HandlerError(str(exc), code="download_failed") from exc
+    text = body.decode("utf-8", errors="replace")
     lines = text.splitlines()
     counts: Counter[str] = Counter()
     letters = 0
@@ -89,7 +67,7 @@ def text_stats(ctx: JobContext, inputs: TextStatsInputs) -> TextStats:
             ctx.progress(30 + 69 * number // len(lines), "counting words")
     total_words = sum(counts.values())
     return TextStats(
-        bytes=len(text.encode()),
+        bytes=len(body),
         lines=len(lines),
         words=total_words,
         unique_words=len(counts),

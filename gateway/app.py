@@ -13,15 +13,18 @@ from fastapi import FastAPI
 
 from gateway.api import jobs, ops, processes
 from gateway.applier import EventApplier
+from gateway.auth import Authenticator
 from gateway.broker import Broker
 from gateway.catalogue import Catalogue, load_catalogue
 from gateway.errors import install_error_handlers
+from gateway.inputs import InputChecker
 from gateway.jobs import JobService
+from gateway.limits import SubmitLimiter
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.watch import JobWatch
-from worker_sdk import Topology
+from worker_sdk import Topology, UrlPolicy
 
 log = logging.getLogger("gateway")
 
@@ -37,10 +40,16 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
     the broker are opened by the lifespan and closed in reverse order, even after a failed
     start."""
     services = catalogue if catalogue is not None else load_catalogue(settings.catalogue)
+    auth = Authenticator(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         async with AsyncExitStack() as stack:
+            if settings.auth_disabled:
+                log.warning(
+                    "AUTHENTICATION IS DISABLED (SG_AUTH_DISABLED=true): every caller is an "
+                    "anonymous admin who sees and cancels every job. Never run this in production."
+                )
             store = open_store(settings.store_url)
             stack.push_async_callback(store.close)
             await store.open()
@@ -67,11 +76,19 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
                 topology.events_queue, applier.on_event, prefetch=settings.events_prefetch
             )
             await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
+            policy = UrlPolicy(
+                schemes=settings.url_schemes,
+                allow_hosts=settings.url_allow_hosts,
+                allow_networks=settings.url_allow_networks,
+            )
             jobs_service = JobService(
                 store=store,
                 broker=broker,
                 catalogue=services,
                 watch=watch,
+                inputs=InputChecker(services, policy),
+                limiter=SubmitLimiter(settings.submit_rate, settings.submit_burst),
+                max_active_jobs=settings.max_active_jobs,
                 max_wait=settings.max_wait,
             )
             log.info(
@@ -87,6 +104,7 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
                     store=store,
                     broker=broker,
                     jobs=jobs_service,
+                    auth=auth,
                 )
             }
 

@@ -104,6 +104,9 @@ class ServiceSpec(_Frozen):
         description="AMQP priority set on this service's tasks (honoured by RabbitMQ 4 "
         "quorum queues: 5 and above is high; ignored by 3.x).",
     )
+    scopes: tuple[str, ...] = Field(
+        default=(), description="Token scopes a caller needs to submit to this service."
+    )
     canarie: CanarieInfo = Field(default_factory=CanarieInfo)
 
     @field_validator("inputs")
@@ -124,18 +127,12 @@ class ServiceSpec(_Frozen):
     def queue_options(self) -> TaskQueueOptions:
         return TaskQueueOptions(delivery_limit=self.delivery_limit, max_length=self.max_queued)
 
-    def validator(self) -> Draft202012Validator:
-        return Draft202012Validator(
-            dict(self.inputs), format_checker=Draft202012Validator.FORMAT_CHECKER
-        )
-
 
 class Catalogue:
     """The frozen set of services, looked up by id."""
 
     def __init__(self, services: list[ServiceSpec]) -> None:
         self._services = {s.id: s for s in services}
-        self._validators = {s.id: s.validator() for s in services}
 
     def __iter__(self) -> Iterator[ServiceSpec]:
         return iter(self._services.values())
@@ -145,9 +142,6 @@ class Catalogue:
 
     def get(self, service_id: str) -> ServiceSpec | None:
         return self._services.get(service_id)
-
-    def validator(self, service_id: str) -> Draft202012Validator:
-        return self._validators[service_id]
 
 
 class _Document(_Frozen):

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from gateway.auth import AuthConfigError, check_auth_settings, mint_token
 from gateway.catalogue import CatalogueError, load_catalogue
 from gateway.settings import Settings
 from worker_sdk import Worker
@@ -29,8 +30,9 @@ def _settings(console: Console) -> Settings | None:
     except ValidationError as exc:
         console.print("[red]invalid settings[/red]")
         for error in exc.errors():
-            name = "SG_" + "_".join(str(p) for p in error["loc"]).upper()
-            console.print(f"  {name}: {error['msg']}")
+            loc = error["loc"]
+            name = "SG_" + "_".join(str(p) for p in loc).upper() if loc else "settings"
+            console.print(f"  {name}: {error['msg']}", markup=False)
         return None
     logging.getLogger().setLevel(settings.log_level)
     return settings
@@ -44,7 +46,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     try:
+        check_auth_settings(settings)
         load_catalogue(settings.catalogue)
+    except AuthConfigError as exc:
+        console.print(f"[red]invalid settings: {exc}[/red]", markup=True)
+        return 2
     except CatalogueError as exc:
         _print_catalogue_error(console, exc)
         return 2
@@ -64,6 +70,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     console = Console()
     settings = _settings(console)
     if settings is None:
+        return 1
+    try:
+        check_auth_settings(settings)
+    except AuthConfigError as exc:
+        console.print("[red]invalid settings[/red]")
+        console.print(f"  {exc}", markup=False)
         return 1
     path = args.catalogue or settings.catalogue
     try:
@@ -149,6 +161,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    settings = _settings(console)
+    if settings is None:
+        return 2
+    private_key = args.private_key.read_text() if args.private_key else None
+    try:
+        token = mint_token(
+            settings,
+            subject=None if args.legacy else args.sub,
+            scopes=args.scope,
+            lifetime=args.lifetime,
+            private_key=private_key,
+            algorithm=args.algorithm,
+        )
+    except (ValueError, TypeError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        return 2
+    print(token)  # noqa: T201 - the command's output
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sgw", description="Service Gateway: job gateway and workers (settings: SG_*)."
@@ -171,6 +205,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (= prefetch)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     worker.set_defaults(func=cmd_worker)
+    token = commands.add_parser("token", help="mint a JWT the gateway accepts (development)")
+    token.add_argument("--sub", default="dev", help="the owner of the caller's jobs")
+    token.add_argument("--scope", action="append", default=[], help="a scope (repeatable)")
+    token.add_argument("--lifetime", type=float, default=3600, help="seconds until it expires")
+    token.add_argument("--algorithm", help="default: the first of SG_JWT_ALGORITHMS")
+    token.add_argument("--private-key", type=Path, help="PEM private key for RS*/PS*/ES*/EdDSA")
+    token.add_argument(
+        "--legacy", action="store_true", help="no sub, as the old gateway minted (aud + exp)"
+    )
+    token.set_defaults(func=cmd_token)
     return parser
 
 

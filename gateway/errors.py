@@ -8,9 +8,13 @@
     │   ├── UnknownJob            no-such-job
     │   ├── ResultNotReady        result-not-ready
     │   └── JobDismissed          job-dismissed
+    ├── Unauthorized (401)        unauthorized
+    ├── Forbidden (403)           forbidden
     ├── InvalidInput (422)        invalid-input
     ├── JobFailed (422)           job-failed
     ├── QueueFull (429)           queue-full
+    ├── RateLimited (429)         rate-limited
+    ├── QuotaExceeded (429)       quota-exceeded
     └── ServiceUnavailable (503)
         ├── BrokerUnavailable     broker-unavailable
         └── StoreUnavailable      store-unavailable
@@ -118,6 +122,27 @@ class JobDismissed(NotFound):
     title = "Job dismissed"
 
 
+class Unauthorized(GatewayError):
+    """No valid token: answered with ``WWW-Authenticate`` (RFC 6750)."""
+
+    status = 401
+    code = "unauthorized"
+    title = "Unauthorized"
+
+    def __init__(self, detail: str, *, error: str | None = None) -> None:
+        challenge = 'Bearer realm="service-gateway"'
+        if error is not None:
+            safe = detail.replace("\\", "").replace('"', "'")
+            challenge += f', error="{error}", error_description="{safe}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
 class InvalidInput(GatewayError):
     status = 422
     code = "invalid-input"
@@ -134,6 +159,18 @@ class QueueFull(GatewayError):
     status = 429
     code = "queue-full"
     title = "Queue full"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    code = "rate-limited"
+    title = "Too many submissions"
+
+
+class QuotaExceeded(GatewayError):
+    status = 429
+    code = "quota-exceeded"
+    title = "Too many active jobs"
 
 
 class ServiceUnavailable(GatewayError):

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gateway.auth import Principal
 from gateway.broker import Broker, BrokerDown, PublishRefused
 from gateway.catalogue import Catalogue, ServiceSpec
 from gateway.errors import (
     BrokerUnavailable,
-    FieldError,
-    InvalidInput,
     QueueFull,
+    QuotaExceeded,
+    RateLimited,
     StoreUnavailable,
     UnknownJob,
     UnknownProcess,
 )
+from gateway.inputs import InputChecker
+from gateway.limits import SubmitLimiter
 from gateway.store import JobRecord, JobStatus, JobStore, Reason, StoreError
 from gateway.watch import JobWatch
 from worker_sdk import ErrorInfo, Task
@@ -29,7 +34,7 @@ RETRY_AFTER = "5"
 
 
 class JobService:
-    """The collaborator behind the job routes."""
+    """The collaborator behind the job routes: every call is made on behalf of a principal."""
 
     def __init__(
         self,
@@ -38,13 +43,19 @@ class JobService:
         broker: Broker,
         catalogue: Catalogue,
         watch: JobWatch,
+        inputs: InputChecker,
+        limiter: SubmitLimiter,
+        max_active_jobs: int | None,
         max_wait: float,
     ) -> None:
         self.max_wait = max_wait
+        self.inputs = inputs
         self._store = store
         self._broker = broker
         self._catalogue = catalogue
         self._watch = watch
+        self._limiter = limiter
+        self._max_active = max_active_jobs
 
     def service(self, service_id: str) -> ServiceSpec:
         spec = self._catalogue.get(service_id)
@@ -52,23 +63,36 @@ class JobService:
             raise UnknownProcess(f"no process {service_id!r}; GET /processes lists them")
         return spec
 
-    def validate_inputs(self, spec: ServiceSpec, inputs: dict[str, Any]) -> None:
-        """Raise :class:`InvalidInput` naming every path of ``inputs`` the schema refuses."""
-        problems = sorted(
-            self._catalogue.validator(spec.id).iter_errors(inputs), key=lambda e: list(e.path)
-        )
-        if problems:
-            errors = [
-                FieldError(path="/inputs/" + "/".join(str(p) for p in e.path), message=e.message)
-                for e in problems
-            ]
-            detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
-            raise InvalidInput(
-                f"the inputs do not match the process's schema: {detail}", errors=errors
+    async def admit(self, spec: ServiceSpec, principal: Principal) -> None:
+        """Scopes, rate and quota: raise 403 or 429 before anything is recorded."""
+        principal.require(spec.scopes)
+        wait = self._limiter.take(principal.subject)
+        if wait is not None:
+            raise RateLimited(
+                f"{principal.subject} submits faster than the allowed rate",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
+        if self._max_active is not None:
+            active = await self._count_active(principal.subject)
+            if active >= self._max_active:
+                raise QuotaExceeded(
+                    f"{principal.subject} has {active} jobs accepted or running, the most allowed",
+                    headers={"Retry-After": RETRY_AFTER},
+                )
+
+    async def _count_active(self, owner: str) -> int:
+        try:
+            return await self._store.count_active(owner)
+        except StoreError as exc:
+            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
 
     async def submit(
-        self, spec: ServiceSpec, inputs: dict[str, Any], *, owner: str, wait: float | None = None
+        self,
+        spec: ServiceSpec,
+        inputs: dict[str, Any],
+        *,
+        principal: Principal,
+        wait: float | None = None,
     ) -> JobRecord:
         """Record the job, publish its task and (with ``wait``) wait for its end.
 
@@ -76,12 +100,13 @@ class JobService:
         within ``wait`` seconds, ``accepted`` otherwise. A task the broker did not confirm
         leaves the job ``failed``/``publish_failed`` and raises a 429 or 503 error.
         """
-        self.validate_inputs(spec, inputs)
+        await self.admit(spec, principal)
+        await self.inputs.check(spec, inputs)
         now = datetime.now(UTC)
         record = JobRecord(
             id=uuid.uuid4(),
             service=spec.id,
-            owner=owner,
+            owner=principal.subject,
             inputs=inputs,
             created=now,
             updated=now,
@@ -144,11 +169,33 @@ class JobService:
         except StoreError:
             log.exception("job %s: could not record the failed publish", record.id)
 
-    async def get(self, job_id: uuid.UUID) -> JobRecord:
+    async def get(self, job_id: uuid.UUID, principal: Principal) -> JobRecord:
+        """The job, if the principal owns it (or is an admin); another's job is 404 too."""
         try:
             record = await self._store.get(job_id)
         except StoreError as exc:
             raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
-        if record is None:
+        if record is None or not (principal.admin or record.owner == principal.subject):
             raise UnknownJob(f"no job {job_id}")
         return record
+
+    async def list(
+        self,
+        principal: Principal,
+        *,
+        service: str | None,
+        statuses: Collection[JobStatus],
+        limit: int,
+        offset: int,
+    ) -> list[JobRecord]:
+        """The principal's jobs (every job for an admin), newest first."""
+        try:
+            return await self._store.list_jobs(
+                owner=None if principal.admin else principal.subject,
+                service=service,
+                statuses=statuses,
+                limit=limit,
+                offset=offset,
+            )
+        except StoreError as exc:
+            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc

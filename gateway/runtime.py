@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.auth import Authenticator, Principal
 from gateway.broker import Broker
 from gateway.catalogue import Catalogue
 from gateway.jobs import JobService
@@ -21,6 +23,7 @@ class Runtime:
     store: JobStore
     broker: Broker
     jobs: JobService
+    auth: Authenticator
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies on its
@@ -35,6 +38,22 @@ async def _jobs(request: Request) -> JobService:
     return runtime.jobs
 
 
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A JWT as `Authorization: Bearer <token>`; the raw token alone (the old "
+    "gateway's form) is accepted too. `sgw token` mints one for development.",
+)
+
+
+async def _principal(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    runtime: Runtime = request.state.runtime
+    return await runtime.auth.authenticate(request.headers.get("authorization"))
+
+
 async def base_url(request: Request) -> str:
     """The gateway's public root, for links and ``Location`` headers."""
     return str(request.base_url).rstrip("/")
@@ -43,3 +62,4 @@ async def base_url(request: Request) -> str:
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
+PrincipalDep = Annotated[Principal, Depends(_principal)]

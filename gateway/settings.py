@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AnyUrl, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AnyUrl, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker_sdk import DEFAULT_NAMESPACE
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+# A list setting written as "a,b,c" (or a JSON list) in the environment.
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
 
 
 class Settings(BaseSettings):
@@ -57,6 +68,74 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `sgw serve` binds.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `sgw serve` listens on.")
     workers: int = Field(default=1, ge=1, description="Gateway processes started by `sgw serve`.")
+
+    # Authentication (PyJWT)
+    auth_disabled: bool = Field(
+        default=False,
+        description="Accept every request as the anonymous admin. For development only; the "
+        "gateway says so loudly at start and in /readyz.",
+    )
+    jwt_algorithms: CommaList = Field(
+        default=("HS256",),
+        description="Accepted signature algorithms, one family: HS*, RS*/PS*, ES* or EdDSA.",
+    )
+    jwt_secret: SecretStr | None = Field(default=None, description="HMAC secret (HS*).")
+    jwt_secret_base64: bool = Field(
+        default=False,
+        description="The secret is base64, as the old gateway kept its HS512 key.",
+    )
+    jwt_public_key: str | None = Field(
+        default=None, description="PEM public key (RS*/PS*/ES*/EdDSA), or the path of a PEM file."
+    )
+    jwks_url: str | None = Field(
+        default=None, description="JWKS endpoint for RS*/PS*/ES*/EdDSA keys."
+    )
+    jwt_audience: str | None = Field(default=None, description="Required `aud` when set.")
+    jwt_issuer: str | None = Field(default=None, description="Required `iss` when set.")
+    jwt_leeway: float = Field(
+        default=10.0, ge=0, le=300, description="Clock skew allowed, seconds."
+    )
+    jwt_max_bytes: int = Field(default=8192, ge=256, description="Longer tokens are refused.")
+    scope_claim: str = Field(
+        default="scope", description="Claim holding the scopes (space-separated string or list)."
+    )
+    admin_scope: str = Field(
+        default="sg:admin", description="Scope that sees and cancels every user's jobs."
+    )
+    legacy_tokens: bool = Field(
+        default=False,
+        description="Accept tokens without `sub` (as the old gateway minted them); their jobs "
+        "belong to `SG_LEGACY_OWNER`.",
+    )
+    legacy_owner: str = Field(default="legacy", min_length=1, description="Owner of legacy jobs.")
+
+    # Limits per owner
+    submit_rate: float | None = Field(
+        default=None, gt=0, description="Submissions per second per owner (token bucket)."
+    )
+    submit_burst: int = Field(default=20, ge=1, description="Bucket size of `SG_SUBMIT_RATE`.")
+    max_active_jobs: int | None = Field(
+        default=None, ge=1, description="Accepted plus running jobs an owner may have at once."
+    )
+
+    # URL inputs (SSRF policy)
+    url_schemes: CommaList = Field(
+        default=("http", "https"), description="Schemes allowed in URL inputs."
+    )
+    url_allow_hosts: CommaList = Field(
+        default=(), description="Host names allowed even when they resolve to private addresses."
+    )
+    url_allow_networks: CommaList = Field(
+        default=(),
+        description="CIDRs allowed although private, loopback or link-local (e.g. 10.1.0.0/16).",
+    )
+
+    @field_validator("url_allow_networks")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
 
     @field_validator("amqp_url")
     @classmethod

@@ -21,11 +21,13 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from gateway import Settings, create_app
+from gateway.auth import mint_token
 from gateway.catalogue import Catalogue, parse_catalogue
 from gateway.runtime import Runtime
 from tests.support import TEST_CATALOGUE
-from worker_sdk import Topology, Worker
+from worker_sdk import Topology, UrlPolicy, Worker
 
+TEST_SECRET = "a-test-secret-of-at-least-32-bytes!"
 AMQP_URL = os.environ.get("SG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,6 +72,7 @@ def settings_for(namespace: str, tmp_path: Path) -> Callable[..., Settings]:
             "namespace": namespace,
             "store_url": f"sqlite:///{tmp_path / 'jobs.db'}",
             "catalogue": ROOT / "services.yaml",
+            "jwt_secret": TEST_SECRET,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -79,9 +82,23 @@ def settings_for(namespace: str, tmp_path: Path) -> Callable[..., Settings]:
 
 @dataclass(frozen=True)
 class Gateway:
+    """A started gateway; ``client`` calls it as ``alice``, ``as_user`` as anyone."""
+
     app: FastAPI
     client: httpx.AsyncClient
     runtime: Runtime
+    transport: httpx.ASGITransport
+
+    def token(self, sub: str | None, *scopes: str, **claims: Any) -> str:
+        return mint_token(self.runtime.settings, subject=sub, scopes=scopes, **claims)
+
+    def as_user(self, sub: str | None, *scopes: str) -> httpx.AsyncClient:
+        """A client (closed by the caller) with a token for ``sub``."""
+        return httpx.AsyncClient(
+            transport=self.transport,
+            base_url="http://gw.test",
+            headers={"Authorization": f"Bearer {self.token(sub, *scopes)}"},
+        )
 
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
@@ -103,12 +120,19 @@ async def gateway_factory(
                 # What an ASGI server does with the lifespan's state.
                 await app({**scope, "state": dict(state)}, receive, send)
 
+            transport = httpx.ASGITransport(app=with_state)
+            runtime: Runtime = state["runtime"]
+            token = (
+                mint_token(runtime.settings, subject="alice") if not runtime.auth.disabled else ""
+            )
             client = await stack.enter_async_context(
                 httpx.AsyncClient(
-                    transport=httpx.ASGITransport(app=with_state), base_url="http://gw.test"
+                    transport=transport,
+                    base_url="http://gw.test",
+                    headers={"Authorization": f"Bearer {token}"} if token else {},
                 )
             )
-            return Gateway(app=app, client=client, runtime=state["runtime"])
+            return Gateway(app=app, client=client, runtime=runtime, transport=transport)
 
         yield start
 
@@ -128,9 +152,16 @@ async def run_worker(namespace: str) -> AsyncIterator[Callable[..., asyncio.Task
     """Run SDK workers in this process as tasks; each is stopped and awaited at teardown."""
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
-    def start(worker: Worker, *, concurrency: int = 1) -> asyncio.Task[None]:
+    def start(
+        worker: Worker, *, concurrency: int = 1, url_policy: UrlPolicy | None = None
+    ) -> asyncio.Task[None]:
         task = asyncio.create_task(
-            worker.run(amqp_url=AMQP_URL, namespace=namespace, concurrency=concurrency)
+            worker.run(
+                amqp_url=AMQP_URL,
+                namespace=namespace,
+                concurrency=concurrency,
+                url_policy=url_policy,
+            )
         )
         running.append((worker, task))
         return task

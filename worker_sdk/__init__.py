@@ -47,6 +47,7 @@ from ._topology import (
     declare_task_queue,
     declare_topology,
 )
+from ._urls import FetchError, UrlPolicy, UrlRefused, fetch
 from ._worker import Isolation, Worker
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "Failed",
+    "FetchError",
     "HandlerError",
     "Heartbeat",
     "Isolation",
@@ -74,9 +76,12 @@ __all__ = [
     "TerminalEvent",
     "Topology",
     "TopologyMismatch",
+    "UrlPolicy",
+    "UrlRefused",
     "Worker",
     "declare_exchanges",
     "declare_task_queue",
     "declare_topology",
+    "fetch",
     "parse_event",
 ]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from uuid import UUID
+
+from ._urls import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, UrlPolicy, fetch
 
 ProgressSink = Callable[[int, "str | None"], None]
 
@@ -25,12 +28,14 @@ class JobContext:
         attempt: int,
         worker_id: str,
         sink: ProgressSink,
+        url_policy: UrlPolicy | None = None,
     ) -> None:
         self.job_id = job_id
         self.service = service
         self.attempt = attempt
         self.worker_id = worker_id
         self._sink = sink
+        self.url_policy = url_policy if url_policy is not None else UrlPolicy()
         self._cancelled = threading.Event()
 
     def progress(self, percent: int, message: str | None = None) -> None:
@@ -40,6 +45,44 @@ class JobContext:
         if not 0 <= percent <= 100:
             raise ValueError(f"progress must be from 0 to 100, not {percent}")
         self._sink(percent, message)
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,
+        progress: tuple[int, int] | None = None,
+    ) -> bytes:
+        """Download a document under the worker's URL policy (blocking: for thread and process
+        handlers; async handlers use :meth:`afetch`).
+
+        Refuses non-public addresses (checked at connect time and at every redirect) unless
+        allow-listed, and caps the size and the time. With ``progress=(low, high)`` the
+        download reports progress from ``low`` to ``high`` percent.
+        """
+
+        def report(received: int, total: int | None) -> None:
+            if progress is not None and total:
+                low, high = progress
+                self.progress(low + (high - low) * min(received, total) // total)
+
+        return fetch(
+            url, policy=self.url_policy, max_bytes=max_bytes, timeout=timeout, on_chunk=report
+        )
+
+    async def afetch(
+        self,
+        url: str,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the download's own HTTP timeout
+        progress: tuple[int, int] | None = None,
+    ) -> bytes:
+        """:meth:`fetch` on a thread, for async handlers."""
+        return await asyncio.to_thread(
+            self.fetch, url, max_bytes=max_bytes, timeout=timeout, progress=progress
+        )
 
     @property
     def cancelled(self) -> bool:

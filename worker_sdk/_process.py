@@ -19,6 +19,7 @@ from uuid import UUID
 
 from ._context import JobContext
 from ._errors import HandlerError
+from ._urls import UrlPolicy
 
 
 class ChildDied(RuntimeError):
@@ -96,6 +97,7 @@ class ChildRunner:
         to_json: Callable[[Any], Any],
         on_progress: Callable[[int, str | None], None],
         time_limit: float | None,
+        url_policy: UrlPolicy,
     ) -> Any:
         """Run ``handler(ctx, inputs)`` in a new child; return its JSON result.
 
@@ -104,7 +106,13 @@ class ChildRunner:
         killed), and ``CancelledError`` when cancelled (the child is killed).
         """
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
-        context = {"job_id": job_id, "service": service, "attempt": attempt, "worker_id": worker_id}
+        context = {
+            "job_id": job_id,
+            "service": service,
+            "attempt": attempt,
+            "worker_id": worker_id,
+            "url_policy": url_policy,
+        }
         process = self._mp.Process(
             target=_child_main,
             args=(child_conn, handler, context, inputs, to_json),

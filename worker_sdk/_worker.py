@@ -52,6 +52,7 @@ from ._topology import (
     declare_task_queue,
     declare_topology,
 )
+from ._urls import UrlPolicy
 
 log = logging.getLogger("worker_sdk")
 
@@ -168,16 +169,25 @@ class Worker:
         namespace: str = DEFAULT_NAMESPACE,
         concurrency: int = 1,
         burst: bool = False,
+        url_policy: UrlPolicy | None = None,
     ) -> None:
         """Consume and run jobs until :meth:`stop` (or, with ``burst``, until the queue is empty).
 
-        ``concurrency`` is both the number of jobs run at once and the prefetch count.
+        ``concurrency`` is both the number of jobs run at once and the prefetch count;
+        ``url_policy`` governs :meth:`JobContext.fetch` (public addresses only by default).
         """
         if self._handler is None:
             raise RuntimeError(f"worker {self.service!r} has no handler; decorate one first")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        session = _Session(self, self._handler, amqp_url, Topology(namespace), concurrency)
+        session = _Session(
+            self,
+            self._handler,
+            amqp_url,
+            Topology(namespace),
+            concurrency,
+            url_policy or UrlPolicy(),
+        )
         self._sessions.add(session)
         try:
             await session.run(burst=burst)
@@ -276,8 +286,10 @@ class _Session:
         amqp_url: str,
         topology: Topology,
         concurrency: int,
+        url_policy: UrlPolicy,
     ) -> None:
         self.worker = worker
+        self.url_policy = url_policy
         self.handler = handler
         self.amqp_url = amqp_url
         self.topology = topology
@@ -481,6 +493,7 @@ class _Session:
                 to_json=to_json,
                 on_progress=pump.offer,
                 time_limit=task.time_limit,
+                url_policy=self.url_policy,
             )
         ctx = JobContext(
             job_id=task.job_id,
@@ -488,6 +501,7 @@ class _Session:
             attempt=task.attempt,
             worker_id=self.worker_id,
             sink=pump.offer,
+            url_policy=self.url_policy,
         )
         try:
             async with asyncio.timeout(task.time_limit):

@@ -1,25 +1,61 @@
-"""Jobs: status and results."""
+"""Jobs: the caller's list, status and results."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
-from gateway.api.schemas import StatusInfo
+from gateway.api.schemas import JobList, Link, StatusInfo
 from gateway.errors import (
     JobDismissed,
     JobFailed,
     ResultNotReady,
     StoreUnavailable,
+    Unauthorized,
     UnknownJob,
     responses,
 )
-from gateway.runtime import BaseUrlDep, JobsDep
+from gateway.runtime import BaseUrlDep, JobsDep, PrincipalDep
 from gateway.store import JobStatus
 
 router = APIRouter(tags=["jobs"])
+
+
+@router.get(
+    "/jobs",
+    response_model=JobList,
+    summary="List your jobs",
+    responses=responses(Unauthorized, StoreUnavailable),
+)
+async def list_jobs(
+    jobs: JobsDep,
+    principal: PrincipalDep,
+    base: BaseUrlDep,
+    process_id: Annotated[
+        str | None, Query(alias="processID", max_length=64, description="Only this process.")
+    ] = None,
+    status: Annotated[
+        list[JobStatus] | None, Query(description="Only these statuses (repeatable).")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Jobs to skip.")] = 0,
+) -> Response:
+    """The caller's jobs, newest first (an admin sees everyone's); ``next`` links page on."""
+    records = await jobs.list(
+        principal, service=process_id, statuses=status or (), limit=limit, offset=offset
+    )
+    links = []
+    if len(records) == limit:
+        query = f"limit={limit}&offset={offset + limit}"
+        if process_id:
+            query += f"&processID={process_id}"
+        for s in status or ():
+            query += f"&status={s}"
+        links.append(Link(href=f"{base}/jobs?{query}", rel="next", type="application/json"))
+    body = JobList(jobs=[StatusInfo.of(r, base) for r in records], links=links)
+    return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 @router.get(
@@ -27,11 +63,13 @@ router = APIRouter(tags=["jobs"])
     response_model=StatusInfo,
     summary="Job status",
     response_model_exclude_none=True,
-    responses=responses(UnknownJob, StoreUnavailable),
+    responses=responses(Unauthorized, UnknownJob, StoreUnavailable),
 )
-async def job_status(job_id: UUID, jobs: JobsDep, base: BaseUrlDep) -> Response:
-    """Status, progress and timestamps of one job."""
-    return StatusInfo.of(await jobs.get(job_id), base).response()
+async def job_status(
+    job_id: UUID, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+) -> Response:
+    """Status, progress and timestamps of one of the caller's jobs."""
+    return StatusInfo.of(await jobs.get(job_id, principal), base).response()
 
 
 @router.get(
@@ -39,13 +77,15 @@ async def job_status(job_id: UUID, jobs: JobsDep, base: BaseUrlDep) -> Response:
     summary="Job results",
     responses={
         200: {"description": "The handler's JSON result."},
-        **responses(UnknownJob, ResultNotReady, JobDismissed, JobFailed, StoreUnavailable),
+        **responses(
+            Unauthorized, UnknownJob, ResultNotReady, JobDismissed, JobFailed, StoreUnavailable
+        ),
     },
 )
-async def job_results(job_id: UUID, jobs: JobsDep) -> Any:
+async def job_results(job_id: UUID, jobs: JobsDep, principal: PrincipalDep) -> Any:
     """The result of a successful job; 404 ``result-not-ready`` while it is queued or running,
     422 ``job-failed`` with the job's error when it failed."""
-    job = await jobs.get(job_id)
+    job = await jobs.get(job_id, principal)
     match job.status:
         case JobStatus.SUCCESSFUL:
             return job.result

@@ -73,5 +73,8 @@ async def readyz(runtime: RuntimeDep) -> JSONResponse:
     except StoreError as exc:
         checks["store"] = str(exc)
     ready = all(v == "ok" for v in checks.values())
-    body = Health(status="ok" if ready else "unavailable", checks=checks)
+    warnings = []
+    if runtime.auth.disabled:
+        warnings.append("authentication is disabled (SG_AUTH_DISABLED): every caller is admin")
+    body = Health(status="ok" if ready else "unavailable", checks=checks, warnings=warnings)
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

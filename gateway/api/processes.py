@@ -17,13 +17,17 @@ from gateway.api.schemas import (
 )
 from gateway.errors import (
     BrokerUnavailable,
+    Forbidden,
     InvalidInput,
     QueueFull,
+    QuotaExceeded,
+    RateLimited,
     StoreUnavailable,
+    Unauthorized,
     UnknownProcess,
     responses,
 )
-from gateway.runtime import BaseUrlDep, JobsDep, RuntimeDep
+from gateway.runtime import BaseUrlDep, JobsDep, PrincipalDep, RuntimeDep
 
 router = APIRouter(tags=["processes"])
 
@@ -77,7 +81,17 @@ async def describe_process(
     response_model_exclude_none=True,
     responses={
         200: {"model": StatusInfo, "description": "Finished within the Prefer: wait=N time."},
-        **responses(UnknownProcess, InvalidInput, QueueFull, BrokerUnavailable, StoreUnavailable),
+        **responses(
+            Unauthorized,
+            Forbidden,
+            UnknownProcess,
+            InvalidInput,
+            QueueFull,
+            RateLimited,
+            QuotaExceeded,
+            BrokerUnavailable,
+            StoreUnavailable,
+        ),
     },
 )
 async def execute(
@@ -85,6 +99,7 @@ async def execute(
     body: ExecuteRequest,
     jobs: JobsDep,
     base: BaseUrlDep,
+    principal: PrincipalDep,
     prefer: Annotated[
         str | None,
         Header(
@@ -101,7 +116,7 @@ async def execute(
     """
     spec = jobs.service(process_id)
     wait = _prefer_wait(prefer, jobs.max_wait)
-    record = await jobs.submit(spec, body.inputs, owner="anonymous", wait=wait)
+    record = await jobs.submit(spec, body.inputs, principal=principal, wait=wait)
     headers = {"Location": f"{base}/jobs/{record.id}"}
     if wait is not None:
         headers["Preference-Applied"] = f"wait={int(wait)}"

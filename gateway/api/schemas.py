@@ -136,6 +136,14 @@ class StatusInfo(BaseModel):
         )
 
 
+class JobList(BaseModel):
+    """A page of jobs."""
+
+    jobs: list[StatusInfo]
+    links: list[Link] = Field(default_factory=list)
+
+
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list)

@@ -39,6 +39,20 @@ class JobStore(Protocol):
     async def get(self, job_id: UUID) -> JobRecord | None:
         """The job, or ``None``."""
 
+    async def list_jobs(
+        self,
+        *,
+        owner: str | None,
+        service: str | None = None,
+        statuses: Collection[JobStatus] = (),
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        """Jobs newest first; ``owner=None`` lists every owner's (admins)."""
+
+    async def count_active(self, owner: str) -> int:
+        """How many of the owner's jobs are accepted or running."""
+
     async def start(
         self, job_id: UUID, *, attempt: int, run_id: UUID, worker: WorkerInfo, at: datetime
     ) -> JobRecord | None:

@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created);
 CREATE INDEX IF NOT EXISTS jobs_service_status ON jobs (service, status);
+CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency
     ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
 """
@@ -155,6 +156,49 @@ class SQLiteStore:
 
     async def get(self, job_id: UUID) -> JobRecord | None:
         return await self._one("SELECT * FROM jobs WHERE id = :id", {"id": str(job_id)})
+
+    async def list_jobs(
+        self,
+        *,
+        owner: str | None,
+        service: str | None = None,
+        statuses: Collection[JobStatus] = (),
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        where = ["1 = 1"]
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if owner is not None:
+            where.append("owner = :owner")
+            params["owner"] = owner
+        if service is not None:
+            where.append("service = :service")
+            params["service"] = service
+        if statuses:
+            marks = []
+            for i, status in enumerate(sorted(statuses)):
+                params[f"s{i}"] = str(status)
+                marks.append(f":s{i}")
+            where.append(f"status IN ({', '.join(marks)})")
+        sql = (
+            f"SELECT * FROM jobs WHERE {' AND '.join(where)} "
+            "ORDER BY created DESC, id DESC LIMIT :limit OFFSET :offset"
+        )
+
+        def statement(db: sqlite3.Connection) -> list[JobRecord]:
+            return [_decode(row) for row in db.execute(sql, params)]
+
+        records: list[JobRecord] = await self._run(statement)
+        return records
+
+    async def count_active(self, owner: str) -> int:
+        sql = "SELECT count(*) FROM jobs WHERE owner = :owner AND status IN ('accepted', 'running')"
+
+        def statement(db: sqlite3.Connection) -> int:
+            return int(db.execute(sql, {"owner": owner}).fetchone()[0])
+
+        count: int = await self._run(statement)
+        return count
 
     async def start(
         self, job_id: UUID, *, attempt: int, run_id: UUID, worker: WorkerInfo, at: datetime

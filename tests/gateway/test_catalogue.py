@@ -85,7 +85,10 @@ def test_broken_catalogues_fail(text: str, fragment: str) -> None:
     assert fragment in str(caught.value)
 
 
-def test_check_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_command_exit_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SG_JWT_SECRET", "s" * 32)
     assert main(["check", "--catalogue", str(ROOT / "services.yaml")]) == 0
     assert "configuration OK" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
@@ -104,3 +107,6 @@ def test_check_command_reports_bad_settings(
     monkeypatch.setenv("SG_AMQP_URL", "http://not-a-broker")
     assert main(["check"]) == 1
     assert "SG_AMQP_URL" in capsys.readouterr().out
+    monkeypatch.delenv("SG_AMQP_URL")
+    assert main(["check"]) == 1
+    assert "SG_JWT_SECRET" in capsys.readouterr().out

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from gateway.auth import AuthConfigError, check_auth_settings
 from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -13,10 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_setting_is_documented() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
-    documented = set(re.findall(r"`(SG_[A-Z_]+)`", text))
+    documented = set(re.findall(r"`(SG_[A-Z0-9_]+)`", text))
     expected = {f"SG_{name.upper()}" for name in Settings.model_fields}
     assert expected - documented == set(), "settings missing from docs/configuration.md"
     assert documented - expected == set(), "docs/configuration.md names settings that do not exist"
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SG_JWT_SECRET", "s" * 32)
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,9 +40,42 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
         ("SG_STORE_URL", "postgres://x"),
         ("SG_NAMESPACE", "has spaces"),
         ("SG_PUBLISH_TIMEOUT", "0"),
+        ("SG_URL_ALLOW_NETWORKS", "not-a-network"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SG_JWT_ALGORITHMS": "none"}, "use HS256"),
+        ({"SG_JWT_ALGORITHMS": "HS256,RS256"}, "mixes families"),
+        ({"SG_JWT_ALGORITHMS": "RS256"}, "SG_JWT_PUBLIC_KEY or SG_JWKS_URL"),
+        ({"SG_JWT_SECRET": ""}, "SG_JWT_SECRET"),
+    ],
+)
+def test_the_gateway_refuses_settings_that_cannot_authenticate(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        if value:
+            monkeypatch.setenv(name, value)
+        else:
+            monkeypatch.delenv(name)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]  # workers need no key
+    with pytest.raises(AuthConfigError, match=message):
+        check_auth_settings(settings)
+
+
+def test_auth_can_be_switched_off_only_explicitly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SG_JWT_SECRET")
+    monkeypatch.setenv("SG_AUTH_DISABLED", "true")
+    check_auth_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+    monkeypatch.setenv("SG_JWKS_URL", "https://idp.example.org/jwks.json")
+    monkeypatch.setenv("SG_AUTH_DISABLED", "false")
+    monkeypatch.setenv("SG_JWT_ALGORITHMS", "RS256")
+    check_auth_settings(Settings(_env_file=None))  # type: ignore[call-arg]

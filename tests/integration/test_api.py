@@ -193,9 +193,13 @@ async def test_broker_unreachable_is_503_and_nothing_is_accepted(gateway: Gatewa
 
 
 async def test_health_probes(client: httpx.AsyncClient) -> None:
-    assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}, "warnings": []}
     ready = await client.get("/readyz")
-    assert ready.json() == {"status": "ok", "checks": {"broker": "ok", "store": "ok"}}
+    assert ready.json() == {
+        "status": "ok",
+        "checks": {"broker": "ok", "store": "ok"},
+        "warnings": [],
+    }
 
 
 async def test_landing_conformance_and_openapi(client: httpx.AsyncClient) -> None:

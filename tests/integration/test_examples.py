@@ -15,8 +15,9 @@ import pytest
 from examples.textstats import worker as textstats_worker
 from gateway.catalogue import Catalogue, load_catalogue
 from gateway.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Gateway, GatewayFactory
 from tests.support import submit, wait_status
+from worker_sdk import UrlPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +40,18 @@ def document(tmp_path: Path) -> Iterator[str]:
     server.server_close()
 
 
+LOCAL = ("127.0.0.0/8",)
+
+
 @pytest.fixture
 def catalogue() -> Catalogue:
     return load_catalogue(ROOT / "services.yaml")
+
+
+@pytest.fixture
+async def gateway(gateway_factory: GatewayFactory) -> Gateway:
+    # The test document is served on loopback, which the URL policy refuses by default.
+    return await gateway_factory(url_allow_networks=LOCAL)
 
 
 async def test_textstats_counts_a_document_in_a_child_process(
@@ -49,7 +59,7 @@ async def test_textstats_counts_a_document_in_a_child_process(
     run_worker: Callable[..., asyncio.Task[None]],
     document: str,
 ) -> None:
-    run_worker(textstats_worker)
+    run_worker(textstats_worker, url_policy=UrlPolicy(allow_networks=LOCAL))
     job = (await submit(client, "textstats", {"url": document, "top": 3})).json()
     await wait_status(client, job["jobID"], "successful", within=30)
     stats = (await client.get(f"/jobs/{job['jobID']}/results")).json()
@@ -65,7 +75,7 @@ async def test_textstats_reports_a_missing_document(
     run_worker: Callable[..., asyncio.Task[None]],
     document: str,
 ) -> None:
-    run_worker(textstats_worker)
+    run_worker(textstats_worker, url_policy=UrlPolicy(allow_networks=LOCAL))
     missing = document.replace("doc.txt", "nope.txt")
     job = (await submit(client, "textstats", {"url": missing})).json()
     state = await wait_status(client, job["jobID"], "failed", within=30)

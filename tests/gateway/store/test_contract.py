@@ -236,3 +236,36 @@ async def test_finish_fills_an_unannounced_start_and_keeps_an_announced_one(
     )
     assert done is not None
     assert (done.started, done.worker) == (T0, WORKER)
+
+
+async def test_listing_filters_by_owner_service_and_status_newest_first(store: JobStore) -> None:
+    records = [
+        _record(owner="alice", service="echo", created=T0 + timedelta(seconds=i), updated=T0)
+        for i in range(5)
+    ]
+    records.append(_record(owner="bob", service="echo", created=T0 + timedelta(seconds=9)))
+    records.append(_record(owner="alice", service="other", created=T0 + timedelta(seconds=8)))
+    for record in records:
+        await store.insert(record)
+    await store.finish(records[0].id, status=JobStatus.SUCCESSFUL, at=T0)
+
+    alice = await store.list_jobs(owner="alice")
+    assert [r.id for r in alice] == [records[6].id, *[r.id for r in reversed(records[:5])]]
+    echo = await store.list_jobs(owner="alice", service="echo", statuses={JobStatus.ACCEPTED})
+    assert [r.id for r in echo] == [r.id for r in reversed(records[1:5])]
+    page = await store.list_jobs(owner="alice", limit=2, offset=2)
+    assert [r.id for r in page] == [records[3].id, records[2].id]
+    everyone = await store.list_jobs(owner=None)
+    assert len(everyone) == 7
+    assert everyone[0].owner == "bob"
+
+
+async def test_active_jobs_are_counted_per_owner(store: JobStore) -> None:
+    mine = [_record(owner="carol") for _ in range(3)]
+    for record in [*mine, _record(owner="dave")]:
+        await store.insert(record)
+    await store.start(mine[0].id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    await store.finish(mine[1].id, status=JobStatus.FAILED, at=T0)
+    assert await store.count_active("carol") == 2
+    assert await store.count_active("dave") == 1
+    assert await store.count_active("nobody") == 0
