@@ -187,9 +187,11 @@ class Broker:
         """Messages ready (not yet delivered) in one of the namespace's queues."""
         if self._channel is None or self._channel.is_closed:
             raise BrokerDown("not connected to RabbitMQ")
-        declared = await self._channel.declare_queue(queue, passive=True)
-        count: int = declared.declaration_result.message_count or 0
-        return count
+        # Straight to the underlying channel: a robust channel answers a passive declare of a
+        # queue it knows from its cache, with the count of the first declaration.
+        channel = await self._channel.get_underlay_channel()
+        declared = await channel.queue_declare(queue, passive=True)
+        return int(declared.message_count or 0)
 
     async def close(self) -> None:
         for queue, tag in reversed(self._consumers):
