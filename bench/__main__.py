@@ -35,6 +35,7 @@ from typing import IO
 
 import aio_pika
 import httpx
+import jwt
 from rich.console import Console
 from rich.table import Table
 
@@ -43,6 +44,10 @@ from worker_sdk import TaskQueueOptions, Topology, declare_task_queue, declare_t
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = os.environ.get("SG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 BODY = b'{"inputs": {"text": "x"}}'
+# Authentication is on, as in production: the gateway gets this secret, clients this token.
+SECRET = uuid.uuid4().hex * 2
+TOKEN = jwt.encode({"sub": "bench", "exp": int(time.time()) + 86400}, SECRET, algorithm="HS256")
+HEADERS = {"content-type": "application/json", "authorization": f"Bearer {TOKEN}"}
 console = Console(width=130)
 
 
@@ -133,6 +138,7 @@ def _wrk_script(stop_after: int | None) -> Path:
         'wrk.method = "POST"\n'
         f"wrk.body = '{BODY.decode()}'\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n'
     )
     if stop_after is not None:
         text += (
@@ -185,7 +191,7 @@ async def submit_with_httpx(base: str, seconds: int, connections: int) -> tuple[
                 r = await client.post(
                     "/processes/echo/execution",
                     content=BODY,
-                    headers={"content-type": "application/json"},
+                    headers=HEADERS,
                 )
                 done += 1
                 bad += r.status_code != 201
@@ -204,7 +210,7 @@ async def e2e_latency(base: str, count: int) -> tuple[float, float]:
             r = await client.post(
                 "/processes/echo/execution",
                 content=BODY,
-                headers={"content-type": "application/json", "Prefer": "wait=10"},
+                headers={**HEADERS, "Prefer": "wait=10"},
             )
             elapsed = time.perf_counter() - start
             if r.status_code != 200 or r.json()["status"] != "successful":
@@ -275,7 +281,7 @@ async def _submit_count_with_httpx(base: str, total: int, connections: int) -> N
                 r = await client.post(
                     "/processes/echo/execution",
                     content=BODY,
-                    headers={"content-type": "application/json"},
+                    headers=HEADERS,
                 )
                 if r.status_code != 201:
                     raise RuntimeError(f"submit failed: {r.status_code} {r.text}")
@@ -321,6 +327,7 @@ def run(quick: bool) -> list[Row]:
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
+        "SG_JWT_SECRET": SECRET,
         "SG_AMQP_URL": AMQP_URL,
         "SG_NAMESPACE": namespace,
         "SG_STORE_URL": f"sqlite:///{db}",

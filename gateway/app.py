@@ -24,7 +24,7 @@ from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.watch import JobWatch
-from worker_sdk import Topology, UrlPolicy
+from worker_sdk import Topology
 
 log = logging.getLogger("gateway")
 
@@ -76,17 +76,12 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
                 topology.events_queue, applier.on_event, prefetch=settings.events_prefetch
             )
             await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
-            policy = UrlPolicy(
-                schemes=settings.url_schemes,
-                allow_hosts=settings.url_allow_hosts,
-                allow_networks=settings.url_allow_networks,
-            )
             jobs_service = JobService(
                 store=store,
                 broker=broker,
                 catalogue=services,
                 watch=watch,
-                inputs=InputChecker(services, policy),
+                inputs=InputChecker(services, settings.url_policy()),
                 limiter=SubmitLimiter(settings.submit_rate, settings.submit_burst),
                 max_active_jobs=settings.max_active_jobs,
                 max_wait=settings.max_wait,

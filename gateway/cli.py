@@ -152,6 +152,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 namespace=settings.namespace,
                 concurrency=args.concurrency,
                 burst=args.burst,
+                url_policy=settings.url_policy(),
             )
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from gateway.auth import Authenticator, Principal
 from gateway.broker import Broker
@@ -38,20 +38,19 @@ async def _jobs(request: Request) -> JobService:
     return runtime.jobs
 
 
-_bearer = HTTPBearer(
-    auto_error=False,
+class _Bearer(HTTPBearer):
+    """The bearer scheme of the OpenAPI document, authenticating as one dependency."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        runtime: Runtime = request.state.runtime
+        return await runtime.auth.authenticate(request.headers.get("authorization"))
+
+
+_bearer = _Bearer(
     scheme_name="bearer",
     description="A JWT as `Authorization: Bearer <token>`; the raw token alone (the old "
     "gateway's form) is accepted too. `sgw token` mints one for development.",
 )
-
-
-async def _principal(
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Principal:
-    runtime: Runtime = request.state.runtime
-    return await runtime.auth.authenticate(request.headers.get("authorization"))
 
 
 async def base_url(request: Request) -> str:
@@ -62,4 +61,4 @@ async def base_url(request: Request) -> str:
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
-PrincipalDep = Annotated[Principal, Depends(_principal)]
+PrincipalDep = Annotated[Principal, Security(_bearer)]

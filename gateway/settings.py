@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AnyUrl, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from worker_sdk import DEFAULT_NAMESPACE
+from worker_sdk import DEFAULT_NAMESPACE, UrlPolicy
 
 
 def _split(value: object) -> object:
@@ -129,6 +129,14 @@ class Settings(BaseSettings):
         default=(),
         description="CIDRs allowed although private, loopback or link-local (e.g. 10.1.0.0/16).",
     )
+
+    def url_policy(self) -> UrlPolicy:
+        """The URL policy, shared by the gateway's input checks and the workers' fetches."""
+        return UrlPolicy(
+            schemes=self.url_schemes,
+            allow_hosts=self.url_allow_hosts,
+            allow_networks=self.url_allow_networks,
+        )
 
     @field_validator("url_allow_networks")
     @classmethod
