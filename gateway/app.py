@@ -16,7 +16,7 @@ from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
 from gateway.catalogue import Catalogue, load_catalogue
-from gateway.errors import install_error_handlers
+from gateway.errors import COMMON_RESPONSES, install_error_handlers
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
 from gateway.limits import SubmitLimiter
@@ -112,6 +112,7 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
             "an RFC 9457 problem document with a stable `code`."
         ),
         lifespan=lifespan,
+        responses=COMMON_RESPONSES,
         # FastAPI's own limit: bodies past it are answered 413 (plain text) before any parsing.
         max_body_size=settings.max_body_size,
     )

@@ -198,16 +198,32 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     )
 
 
+_PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
 def responses(*errors: type[GatewayError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries declaring that a route may answer these errors."""
     out: dict[int | str, dict[str, Any]] = {}
     for error in errors:
         entry = out.setdefault(
-            error.status,
-            {"model": Problem, "description": "", "content": {PROBLEM_JSON: {}}},
+            error.status, {"model": Problem, "description": "", "content": _PROBLEM_CONTENT}
         )
         entry["description"] = ", ".join(filter(None, [entry["description"], error.code]))
     return out
+
+
+# Declared on every route, replacing FastAPI's default 422 (documented as application/json).
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": Problem,
+        "description": "invalid-request (a malformed parameter or body), invalid-input",
+        "content": _PROBLEM_CONTENT,
+    },
+    413: {
+        "description": "The body is larger than SG_MAX_BODY_SIZE.",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:
