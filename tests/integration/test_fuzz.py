@@ -128,7 +128,7 @@ def test_the_api_answers_as_documented(live_gateway: str) -> None:
             derandomize=True,
             database=None,
         )
-        def run(case: Case) -> None:
+        def run(case: Case, mode: GenerationMode = mode) -> None:
             label = f"{case.operation.label} ({mode.value})"
             calls[label] = calls.get(label, 0) + 1
             if mode is GenerationMode.POSITIVE:
