@@ -22,7 +22,7 @@ from gateway.jobs import JobService
 from gateway.limits import SubmitLimiter
 from gateway.runtime import Runtime
 from gateway.settings import Settings
-from gateway.store import open_store
+from gateway.store import JobStore, open_store
 from gateway.watch import JobWatch
 from worker_sdk import Topology
 
@@ -35,10 +35,12 @@ class State(TypedDict):
     runtime: Runtime
 
 
-def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, catalogue: Catalogue | None = None, store: JobStore | None = None
+) -> FastAPI:
     """Build the gateway. The catalogue is read now (a broken one fails here); the store and
     the broker are opened by the lifespan and closed in reverse order, even after a failed
-    start."""
+    start. ``catalogue`` and ``store`` replace the ones the settings name (tests)."""
     services = catalogue if catalogue is not None else load_catalogue(settings.catalogue)
     auth = Authenticator(settings)
 
@@ -50,9 +52,9 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
                     "AUTHENTICATION IS DISABLED (SG_AUTH_DISABLED=true): every caller is an "
                     "anonymous admin who sees and cancels every job. Never run this in production."
                 )
-            store = open_store(settings.store_url)
-            stack.push_async_callback(store.close)
-            await store.open()
+            jobs_store = store if store is not None else open_store(settings.store_url)
+            stack.push_async_callback(jobs_store.close)
+            await jobs_store.open()
             broker = Broker(
                 url=settings.amqp_url,
                 topology=Topology(settings.namespace),
@@ -65,7 +67,7 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
             await broker.connect()
             watch = JobWatch()
             stack.push_async_callback(watch.close)
-            applier = EventApplier(store, watch)
+            applier = EventApplier(jobs_store, watch)
             topology = broker.topology
             watch.use_tap(
                 await broker.tap(
@@ -77,7 +79,7 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
             )
             await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
             jobs_service = JobService(
-                store=store,
+                store=jobs_store,
                 broker=broker,
                 catalogue=services,
                 watch=watch,
@@ -96,7 +98,7 @@ def create_app(settings: Settings, *, catalogue: Catalogue | None = None) -> Fas
                 "runtime": Runtime(
                     settings=settings,
                     catalogue=services,
-                    store=store,
+                    store=jobs_store,
                     broker=broker,
                     jobs=jobs_service,
                     auth=auth,

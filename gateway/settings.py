@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import AnyUrl, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pymongo.errors import ConfigurationError, InvalidURI
+from pymongo.uri_parser import parse_uri
 
 from worker_sdk import DEFAULT_NAMESPACE, UrlPolicy
 
@@ -45,7 +47,8 @@ class Settings(BaseSettings):
     catalogue: Path = Field(default=Path("services.yaml"), description="The services catalogue.")
     store_url: str = Field(
         default="sqlite:///./servicegateway.db",
-        description="Where jobs are kept: sqlite:///<path> (embedded default).",
+        description="Where jobs are kept: sqlite:///<path> (embedded, one host) or "
+        "mongodb://host/<database> (production).",
     )
     publish_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for the broker to confirm a task."
@@ -156,6 +159,12 @@ class Settings(BaseSettings):
     @field_validator("store_url")
     @classmethod
     def _store_scheme(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError("must be sqlite:///<path> (sqlite:///./servicegateway.db by default)")
-        return value
+        if value.startswith("sqlite:///"):
+            return value
+        if value.startswith(("mongodb://", "mongodb+srv://")):
+            try:
+                parse_uri(value, connect_timeout=None)
+            except (InvalidURI, ConfigurationError, ValueError) as exc:
+                raise ValueError(f"not a valid MongoDB URL: {exc}") from exc
+            return value
+        raise ValueError("must be sqlite:///<path> or mongodb://host[:port]/<database>")

@@ -24,6 +24,7 @@ from gateway import Settings, create_app
 from gateway.auth import mint_token
 from gateway.catalogue import Catalogue, parse_catalogue
 from gateway.runtime import Runtime
+from gateway.store import JobStore
 from tests.support import TEST_CATALOGUE
 from worker_sdk import Topology, UrlPolicy, Worker
 
@@ -111,8 +112,8 @@ async def gateway_factory(
     """Start gateways (lifespan included) with an HTTP client each; all stop at teardown."""
     async with AsyncExitStack() as stack:
 
-        async def start(**overrides: Any) -> Gateway:
-            app = create_app(settings_for(**overrides), catalogue=catalogue)
+        async def start(store: JobStore | None = None, **overrides: Any) -> Gateway:
+            app = create_app(settings_for(**overrides), catalogue=catalogue, store=store)
             state = await stack.enter_async_context(app.router.lifespan_context(app))
             assert state is not None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .base import JobStore, StoreError
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, Reason, WorkerInfo
+from .mongo import MongoStore
 from .sqlite import SQLiteStore
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "JobStore",
+    "MongoStore",
     "Reason",
     "SQLiteStore",
     "StoreError",
@@ -21,8 +23,12 @@ __all__ = [
 
 
 def open_store(url: str) -> JobStore:
-    """Build (not yet open) the store named by ``url``: ``sqlite:///<path>``."""
+    """Build (not yet open) the store named by ``url``: ``sqlite:///<path>`` or
+    ``mongodb://...`` / ``mongodb+srv://...`` (the database is the URL's path, else
+    ``servicegateway``)."""
     prefix = "sqlite:///"
     if url.startswith(prefix):
         return SQLiteStore(url.removeprefix(prefix) or ":memory:")
-    raise ValueError(f"unsupported store URL {url!r}: expected sqlite:///<path>")
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        return MongoStore(url)
+    raise ValueError(f"unsupported store URL {url!r}: expected sqlite:///<path> or mongodb://...")

@@ -6,25 +6,71 @@ Add an implementation by adding a parameter to the ``store`` fixture.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from mongomock_motor import AsyncMongoMockClient
+from pymongo import AsyncMongoClient
 
-from gateway.store import JobRecord, JobStatus, JobStore, SQLiteStore, StoreError, WorkerInfo
+from gateway.store import (
+    JobRecord,
+    JobStatus,
+    JobStore,
+    MongoStore,
+    SQLiteStore,
+    StoreError,
+    WorkerInfo,
+    open_store,
+)
 from worker_sdk import ErrorInfo
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 WORKER = WorkerInfo(id="w1", host="h1", version="1.0")
 
 
-@pytest.fixture(params=["sqlite"])
+REAL_MONGODB = os.environ.get("SG_TEST_MONGODB_URL")
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        # mongomock-motor: a double of MongoDB's query semantics, not a server (see
+        # docs/deployment.md for what it cannot vouch for).
+        "mongo-double(mongomock-motor)",
+        pytest.param(
+            "mongodb(real)",
+            marks=pytest.mark.skipif(
+                REAL_MONGODB is None,
+                reason="no MongoDB server here: set SG_TEST_MONGODB_URL (docker compose up mongo)",
+            ),
+        ),
+    ]
+)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    implementation: JobStore = SQLiteStore(tmp_path / "jobs.db")
+    database = f"sg_test_{uuid.uuid4().hex[:12]}"
+    implementation: JobStore
+    if request.param == "sqlite":
+        implementation = SQLiteStore(tmp_path / "jobs.db")
+    elif request.param.startswith("mongo-double"):
+        implementation = MongoStore(
+            "mongodb://double",
+            database=database,
+            client_factory=lambda: AsyncMongoMockClient(tz_aware=True),
+        )
+    else:
+        assert REAL_MONGODB is not None
+        implementation = MongoStore(REAL_MONGODB, database=database)
     await implementation.open()
     yield implementation
+    if isinstance(implementation, MongoStore) and request.param == "mongodb(real)":
+        client: AsyncMongoClient[Any] = AsyncMongoClient(REAL_MONGODB)
+        await client.drop_database(database)
+        await client.close()
     await implementation.close()
 
 
@@ -269,3 +315,25 @@ async def test_active_jobs_are_counted_per_owner(store: JobStore) -> None:
     assert await store.count_active("carol") == 2
     assert await store.count_active("dave") == 1
     assert await store.count_active("nobody") == 0
+
+
+async def test_mongo_open_fails_clearly_when_no_server_answers() -> None:
+    # The real driver, against a port where nothing listens.
+    store = MongoStore("mongodb://127.0.0.1:1/sg?serverSelectionTimeoutMS=300")
+    with pytest.raises(StoreError, match="cannot open the MongoDB store"):
+        await store.open()
+    with pytest.raises(StoreError):
+        await store.ping()
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("sqlite:///./x.db", SQLiteStore),
+        ("mongodb://db1,db2/sg?replicaSet=rs0", MongoStore),
+        ("mongodb+srv://cluster.example.org/sg", MongoStore),
+    ],
+)
+def test_the_store_is_chosen_by_its_url(url: str, kind: type) -> None:
+    assert isinstance(open_store(url), kind)

@@ -1,0 +1,282 @@
+"""The production store: MongoDB through PyMongo's async API (``AsyncMongoClient``).
+
+Every state change is one ``find_one_and_update`` whose filter carries the rule (terminal
+states sticky, progress rising within a run), so gateway replicas never race through a
+read-modify-write. Filters are built from typed values only; no request JSON reaches them.
+The client is created in :meth:`open`, inside the running loop it is bound to.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Collection, Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.errors import PyMongoError
+
+from worker_sdk import ErrorInfo
+
+from .base import StoreError
+from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
+
+DEFAULT_DATABASE = "servicegateway"
+_FIELDS = tuple(JobRecord.model_fields)
+
+ClientFactory = Callable[[], Any]
+
+
+def _document(record: JobRecord) -> dict[str, Any]:
+    data = record.model_dump(mode="python")
+    doc: dict[str, Any] = {"_id": str(record.id)}
+    for name in _FIELDS:
+        if name == "id":
+            continue
+        value = data[name]
+        if value is None and name != "result":
+            continue  # absent, so that $min and $exists filters work
+        doc[name] = _plain(value)
+    if record.status is not JobStatus.SUCCESSFUL:
+        doc.pop("result", None)
+    return doc
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _record(doc: Mapping[str, Any] | None) -> JobRecord | None:
+    if doc is None:
+        return None
+    data = {name: doc.get(name) for name in _FIELDS if name != "id"}
+    data["id"] = doc["_id"]
+    if data["inputs"] is None:
+        data["inputs"] = {}
+    return JobRecord.model_validate(data)
+
+
+class MongoStore:
+    """:class:`~gateway.store.base.JobStore` on a MongoDB database (replica set in production)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        database: str | None = None,
+        client_factory: ClientFactory | None = None,
+    ) -> None:
+        self._url = url
+        self._database = database
+        self._factory = client_factory or (
+            lambda: AsyncMongoClient(url, tz_aware=True, uuidRepresentation="standard")
+        )
+        self._client: Any = None
+        self._jobs: Any = None
+        self._counters: Any = None
+
+    async def open(self) -> None:
+        try:
+            self._client = self._factory()
+            database = (
+                self._client[self._database]
+                if self._database
+                else self._client.get_default_database(DEFAULT_DATABASE)
+            )
+            self._jobs = database["jobs"]
+            self._counters = database["counters"]
+            await self._client.admin.command("ping")
+            await self._jobs.create_index([("owner", ASCENDING), ("created", DESCENDING)])
+            await self._jobs.create_index([("owner", ASCENDING), ("status", ASCENDING)])
+            await self._jobs.create_index([("service", ASCENDING), ("status", ASCENDING)])
+            await self._jobs.create_index(
+                [("owner", ASCENDING), ("idempotency_key", ASCENDING)],
+                unique=True,
+                partialFilterExpression={"idempotency_key": {"$type": "string"}},
+                name="owner_idempotency_key",
+            )
+            # Retention: MongoDB deletes a job once its expires_at has passed (checked about
+            # once a minute); jobs without expires_at are kept.
+            await self._jobs.create_index("expires_at", expireAfterSeconds=0)
+        except PyMongoError as exc:
+            await self.close()
+            raise StoreError(f"cannot open the MongoDB store: {exc}") from exc
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            closing = client.close()
+            if inspect.isawaitable(closing):
+                await closing
+
+    @property
+    def _collection(self) -> Any:
+        if self._jobs is None or self._client is None:
+            raise StoreError("the MongoDB store is not open")
+        return self._jobs
+
+    async def ping(self) -> None:
+        if self._client is None:
+            raise StoreError("the MongoDB store is not open")
+        try:
+            await self._client.admin.command("ping")
+        except PyMongoError as exc:
+            raise StoreError(f"MongoDB unavailable: {exc}") from exc
+
+    async def insert(self, record: JobRecord) -> None:
+        try:
+            await self._collection.insert_one(_document(record))
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def get(self, job_id: UUID) -> JobRecord | None:
+        try:
+            return _record(await self._collection.find_one({"_id": str(job_id)}))
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def list_jobs(
+        self,
+        *,
+        owner: str | None,
+        service: str | None = None,
+        statuses: Collection[JobStatus] = (),
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[JobRecord]:
+        query: dict[str, Any] = {}
+        if owner is not None:
+            query["owner"] = str(owner)
+        if service is not None:
+            query["service"] = str(service)
+        if statuses:
+            query["status"] = {"$in": sorted(str(s) for s in statuses)}
+        try:
+            cursor = (
+                self._collection.find(query)
+                .sort([("created", DESCENDING), ("_id", DESCENDING)])
+                .skip(int(offset))
+                .limit(int(limit))
+            )
+            docs = await cursor.to_list(None)
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return [r for r in map(_record, docs) if r is not None]
+
+    async def count_active(self, owner: str) -> int:
+        query = {"owner": str(owner), "status": {"$in": sorted(str(s) for s in ACTIVE)}}
+        try:
+            return int(await self._collection.count_documents(query))
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def start(
+        self, job_id: UUID, *, attempt: int, run_id: UUID, worker: WorkerInfo, at: datetime
+    ) -> JobRecord | None:
+        return await self._update(
+            {
+                "_id": str(job_id),
+                "status": {"$in": sorted(str(s) for s in ACTIVE)},
+                "attempt": {"$lte": int(attempt)},
+                "run_id": {"$ne": str(run_id)},
+            },
+            {
+                "$set": {
+                    "status": str(JobStatus.RUNNING),
+                    "attempt": int(attempt),
+                    "run_id": str(run_id),
+                    "progress": 0,
+                    "progress_seq": 0,
+                    "worker": worker.model_dump(),
+                    "updated": at,
+                },
+                "$unset": {"message": ""},
+                "$min": {"started": at},
+            },
+        )
+
+    async def progress(
+        self,
+        job_id: UUID,
+        *,
+        run_id: UUID,
+        seq: int,
+        percent: int,
+        message: str | None,
+        at: datetime,
+    ) -> JobRecord | None:
+        return await self._update(
+            {
+                "_id": str(job_id),
+                "status": str(JobStatus.RUNNING),
+                "run_id": str(run_id),
+                "progress_seq": {"$lt": int(seq)},
+                "progress": {"$lte": int(percent)},
+            },
+            {
+                "$set": {
+                    "progress": int(percent),
+                    "message": message,
+                    "progress_seq": int(seq),
+                    "updated": at,
+                }
+            },
+        )
+
+    async def finish(
+        self,
+        job_id: UUID,
+        *,
+        status: JobStatus,
+        at: datetime,
+        reason: str | None = None,
+        result: Any = None,
+        error: ErrorInfo | None = None,
+        attempt: int | None = None,
+        started: datetime | None = None,
+        worker: WorkerInfo | None = None,
+        only_from: Collection[JobStatus] = ACTIVE,
+    ) -> JobRecord | None:
+        changes: dict[str, Any] = {"status": str(status), "finished": at, "updated": at}
+        if reason is not None:
+            changes["reason"] = str(reason)
+        if status is JobStatus.SUCCESSFUL:
+            changes["result"] = result
+            changes["progress"] = 100
+        if error is not None:
+            changes["error"] = error.model_dump()
+        if attempt is not None:
+            changes["attempt"] = int(attempt)
+        update: dict[str, Any] = {"$set": changes}
+        if started is not None:
+            update["$min"] = {"started": started}
+        record = await self._update(
+            {"_id": str(job_id), "status": {"$in": sorted(str(s) for s in only_from)}}, update
+        )
+        if record is not None and record.worker is None and worker is not None:
+            # The run ended before it was announced: name its worker (idempotent, and only
+            # where no started event named one).
+            record = (
+                await self._update(
+                    {"_id": str(job_id), "worker": {"$exists": False}},
+                    {"$set": {"worker": worker.model_dump()}},
+                )
+                or record
+            )
+        return record
+
+    async def _update(self, query: dict[str, Any], update: dict[str, Any]) -> JobRecord | None:
+        try:
+            doc = await self._collection.find_one_and_update(
+                query, update, return_document=ReturnDocument.AFTER
+            )
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return _record(doc)
