@@ -31,6 +31,7 @@ from worker_sdk import ErrorInfo, Task
 log = logging.getLogger("gateway.jobs")
 
 RETRY_AFTER = "5"
+SUBMISSIONS = "submissions:"  # usage counter per service, for the monitoring routes
 
 
 class JobService:
@@ -122,6 +123,7 @@ class JobService:
         )
         try:
             await self._store.insert(record)
+            await self._store.bump(f"{SUBMISSIONS}{spec.id}")
         except StoreError as exc:
             raise StoreUnavailable(f"the job could not be recorded: {exc}") from exc
         if not wait:

@@ -53,6 +53,12 @@ class JobStore(Protocol):
     async def count_active(self, owner: str) -> int:
         """How many of the owner's jobs are accepted or running."""
 
+    async def bump(self, counter: str, by: int = 1) -> None:
+        """Add ``by`` to a usage counter (created at 0)."""
+
+    async def counters(self, prefix: str = "") -> dict[str, int]:
+        """The usage counters whose names start with ``prefix``."""
+
     async def start(
         self, job_id: UUID, *, attempt: int, run_id: UUID, worker: WorkerInfo, at: datetime
     ) -> JobRecord | None:

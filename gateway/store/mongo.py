@@ -9,6 +9,7 @@ The client is created in :meth:`open`, inside the running loop it is bound to.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
@@ -176,6 +177,26 @@ class MongoStore:
             return int(await self._collection.count_documents(query))
         except PyMongoError as exc:
             raise StoreError(str(exc)) from exc
+
+    async def bump(self, counter: str, by: int = 1) -> None:
+        if self._counters is None:
+            raise StoreError("the MongoDB store is not open")
+        try:
+            await self._counters.update_one(
+                {"_id": str(counter)}, {"$inc": {"value": int(by)}}, upsert=True
+            )
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def counters(self, prefix: str = "") -> dict[str, int]:
+        if self._counters is None:
+            raise StoreError("the MongoDB store is not open")
+        query = {"_id": {"$regex": "^" + re.escape(prefix)}} if prefix else {}
+        try:
+            docs = await self._counters.find(query).to_list(None)
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return {str(d["_id"]): int(d["value"]) for d in docs}
 
     async def start(
         self, job_id: UUID, *, attempt: int, run_id: UUID, worker: WorkerInfo, at: datetime

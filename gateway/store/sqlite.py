@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created);
 CREATE INDEX IF NOT EXISTS jobs_service_status ON jobs (service, status);
 CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency
     ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
 """
@@ -199,6 +200,23 @@ class SQLiteStore:
 
         count: int = await self._run(statement)
         return count
+
+    async def bump(self, counter: str, by: int = 1) -> None:
+        sql = (
+            "INSERT INTO counters (name, value) VALUES (:name, :by) "
+            "ON CONFLICT (name) DO UPDATE SET value = value + :by"
+        )
+        await self._run(lambda db: db.execute(sql, {"name": counter, "by": by}))
+
+    async def counters(self, prefix: str = "") -> dict[str, int]:
+        sql = "SELECT name, value FROM counters WHERE substr(name, 1, :n) = :prefix"
+
+        def statement(db: sqlite3.Connection) -> dict[str, int]:
+            rows = db.execute(sql, {"n": len(prefix), "prefix": prefix})
+            return {str(name): int(value) for name, value in rows}
+
+        found: dict[str, int] = await self._run(statement)
+        return found
 
     async def start(
         self, job_id: UUID, *, attempt: int, run_id: UUID, worker: WorkerInfo, at: datetime

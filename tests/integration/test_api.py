@@ -56,9 +56,8 @@ async def test_unknown_process_is_404_problem(client: httpx.AsyncClient) -> None
         assert response.json()["code"] == "no-such-process"
 
 
-async def test_submit_records_then_queues_a_durable_task(
-    client: httpx.AsyncClient, namespace: str
-) -> None:
+async def test_submit_records_then_queues_a_durable_task(gateway: Gateway, namespace: str) -> None:
+    client = gateway.client
     response = await submit(client, "echo", {"text": "hi"})
     assert response.status_code == 201, response.text
     body = response.json()
@@ -71,6 +70,7 @@ async def test_submit_records_then_queues_a_durable_task(
     state = await job_state(client, body["jobID"])
     assert state["status"] == "accepted"
     assert state["processID"] == "echo"
+    assert await gateway.runtime.store.counters("submissions:") == {"submissions:echo": 1}
 
 
 async def test_inputs_failing_the_schema_are_422_naming_each_path(

@@ -337,3 +337,15 @@ async def test_mongo_open_fails_clearly_when_no_server_answers() -> None:
 )
 def test_the_store_is_chosen_by_its_url(url: str, kind: type) -> None:
     assert isinstance(open_store(url), kind)
+
+
+async def test_usage_counters_add_up(store: JobStore) -> None:
+    await asyncio.gather(*(store.bump("submissions:echo") for _ in range(5)))
+    await store.bump("submissions:textstats", by=3)
+    await store.bump("other")
+    assert await store.counters("submissions:") == {
+        "submissions:echo": 5,
+        "submissions:textstats": 3,
+    }
+    assert (await store.counters())["other"] == 1
+    assert await store.counters("nothing:") == {}
