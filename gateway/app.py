@@ -67,17 +67,6 @@ def create_app(
             await broker.connect()
             watch = JobWatch()
             stack.push_async_callback(watch.close)
-            applier = EventApplier(jobs_store, watch)
-            topology = broker.topology
-            watch.use_tap(
-                await broker.tap(
-                    TERMINAL_KEYS, applier.on_watched_event, prefetch=settings.events_prefetch
-                )
-            )
-            await broker.consume(
-                topology.events_queue, applier.on_event, prefetch=settings.events_prefetch
-            )
-            await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
             jobs_service = JobService(
                 store=jobs_store,
                 broker=broker,
@@ -88,6 +77,17 @@ def create_app(
                 max_active_jobs=settings.max_active_jobs,
                 max_wait=settings.max_wait,
             )
+            applier = EventApplier(jobs_store, watch, stop_run=jobs_service.stop_workers)
+            topology = broker.topology
+            watch.use_tap(
+                await broker.tap(
+                    TERMINAL_KEYS, applier.on_watched_event, prefetch=settings.events_prefetch
+                )
+            )
+            await broker.consume(
+                topology.events_queue, applier.on_event, prefetch=settings.events_prefetch
+            )
+            await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
             log.info(
                 "gateway ready: %d service(s), namespace %r, store %s",
                 len(services),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,9 +58,15 @@ def _run_fields(event: TerminalEvent) -> dict[str, Any]:
 class EventApplier:
     """Turns events into store updates and tells the watch about every change."""
 
-    def __init__(self, store: JobStore, watch: JobWatch) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        watch: JobWatch,
+        stop_run: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._watch = watch
+        self._stop_run = stop_run
 
     async def apply(self, event: Event) -> JobRecord | None:
         """Apply one event; the updated record, or ``None`` when it changed nothing."""
@@ -76,6 +83,8 @@ class EventApplier:
                     worker=worker,
                     at=event.emitted_at,
                 )
+                if record is None:
+                    await self._stop_if_dismissed(event.job_id)
             case Progress():
                 record = await self._store.progress(
                     event.job_id,
@@ -117,6 +126,13 @@ class EventApplier:
         else:
             self._watch.notify(record)
         return record
+
+    async def _stop_if_dismissed(self, job_id: uuid.UUID) -> None:
+        """A run started for a job already dismissed (its worker missed the broadcast)."""
+        record = await self._store.get(job_id)
+        if record is not None and record.status is JobStatus.DISMISSED and self._stop_run:
+            log.info("job %s is dismissed but a worker started it; telling it to stop", job_id)
+            await self._stop_run(job_id)
 
     async def on_event(self, message: AbstractIncomingMessage) -> None:
         """Consumer of ``{ns}.events``: apply, then ack; requeue only when the store fails."""

@@ -23,7 +23,14 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 
 from gateway.catalogue import Catalogue, ServiceSpec
-from worker_sdk import CoreExchanges, Task, Topology, declare_task_queue, declare_topology
+from worker_sdk import (
+    CancelRequest,
+    CoreExchanges,
+    Task,
+    Topology,
+    declare_task_queue,
+    declare_topology,
+)
 
 log = logging.getLogger("gateway.broker")
 
@@ -139,6 +146,25 @@ class Broker:
             raise PublishRefused(str(exc)) from exc
         except (TimeoutError, AMQPError, OSError, RuntimeError) as exc:
             raise BrokerDown(f"task not confirmed: {exc!r}") from exc
+
+    async def publish_control(self, request: CancelRequest) -> None:
+        """Tell every worker (each has its own queue on the control fanout), confirmed."""
+        if self._exchanges is None or not self.connected:
+            raise BrokerDown("not connected to RabbitMQ")
+        message = Message(
+            request.to_bytes(),
+            content_type="application/json",
+            message_id=uuid.uuid4().hex,
+            correlation_id=str(request.job_id),
+            type=request.kind,
+        )
+        try:
+            # Not mandatory: with no worker running there is nobody to tell.
+            await self._exchanges.control.publish(
+                message, routing_key="", mandatory=False, timeout=self._publish_timeout
+            )
+        except (AMQPError, OSError, RuntimeError, TimeoutError) as exc:
+            raise BrokerDown(f"control message not confirmed: {exc!r}") from exc
 
     async def consume(
         self,

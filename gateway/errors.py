@@ -10,6 +10,7 @@
     │   └── JobDismissed          job-dismissed
     ├── Unauthorized (401)        unauthorized
     ├── Forbidden (403)           forbidden
+    ├── ResultPurged (410)        result-purged
     ├── InvalidInput (422)        invalid-input
     ├── JobFailed (422)           job-failed
     ├── QueueFull (429)           queue-full
@@ -141,6 +142,12 @@ class Forbidden(GatewayError):
     status = 403
     code = "forbidden"
     title = "Forbidden"
+
+
+class ResultPurged(GatewayError):
+    status = 410
+    code = "result-purged"
+    title = "Result purged"
 
 
 class InvalidInput(GatewayError):

@@ -24,9 +24,9 @@ from gateway.errors import (
 )
 from gateway.inputs import InputChecker
 from gateway.limits import SubmitLimiter
-from gateway.store import JobRecord, JobStatus, JobStore, Reason, StoreError
+from gateway.store import ACTIVE, JobRecord, JobStatus, JobStore, Reason, StoreError
 from gateway.watch import JobWatch
-from worker_sdk import ErrorInfo, Task
+from worker_sdk import CancelRequest, ErrorInfo, Task
 
 log = logging.getLogger("gateway.jobs")
 
@@ -180,6 +180,37 @@ class JobService:
         if record is None or not (principal.admin or record.owner == principal.subject):
             raise UnknownJob(f"no job {job_id}")
         return record
+
+    async def dismiss(self, job_id: uuid.UUID, principal: Principal) -> JobRecord:
+        """Cancel a queued or running job (it ends ``dismissed``/``cancelled`` now, and its
+        workers are told to stop), or purge a finished job's result. Repeating is harmless."""
+        record = await self.get(job_id, principal)
+        now = datetime.now(UTC)
+        try:
+            if record.status in ACTIVE:
+                cancelled = await self._store.finish(
+                    job_id, status=JobStatus.DISMISSED, at=now, reason=Reason.CANCELLED
+                )
+                if cancelled is not None:
+                    self._watch.notify(cancelled)
+                    await self.stop_workers(job_id)
+                    return cancelled
+                record = await self.get(job_id, principal)  # it finished meanwhile
+            purged = await self._store.purge(job_id, at=now)
+        except StoreError as exc:
+            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
+        return purged or record
+
+    async def stop_workers(self, job_id: uuid.UUID) -> None:
+        """Broadcast a cancel; a worker that misses it is told again when it reports a start."""
+        try:
+            await self._broker.publish_control(CancelRequest(job_id=job_id))
+        except BrokerDown:
+            log.warning(
+                "job %s: cancel not broadcast (broker down); workers learn of it "
+                "when they report the run",
+                job_id,
+            )
 
     async def list(
         self,

@@ -49,6 +49,10 @@ services:
     title: Bounded queue
     version: "1.0.0"
     max_queued: 1
+  limited:
+    title: Time-limited
+    version: "1.0.0"
+    time_limit: 0.5
 """
 
 

@@ -29,7 +29,9 @@ def _wait_for(path: str, timeout: float = 30.0) -> None:
 
 
 # A CPU-bound handler in a child process: reports progress, then waits for a gate file.
-crunch = Worker("crunch", version="2.0.0", heartbeat_interval=0.2, progress_interval=0.01)
+crunch = Worker(
+    "crunch", version="2.0.0", heartbeat_interval=0.2, progress_interval=0.01, cancel_grace=0.5
+)
 
 
 @crunch.handler(isolation="process")
@@ -67,7 +69,9 @@ slow = Worker("slow", version="1.0.0", shutdown_grace=30)
 async def slow_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
     ctx.progress(inputs.progress, "waiting for the gate")
     if inputs.gate:
-        await asyncio.to_thread(_wait_for, inputs.gate)
+        async with asyncio.timeout(30):
+            while not Path(inputs.gate).exists():  # cancellable, unlike a thread
+                await asyncio.sleep(0.01)
     return {"worker": ctx.worker_id, "pid": os.getpid()}
 
 
@@ -78,3 +82,15 @@ suicide = Worker("suicide", version="1.0.0", delivery_limit=1)
 @suicide.handler
 async def suicide_handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+# A runaway: a child process that spins and never looks at ctx.cancelled.
+limited = Worker("limited", version="1.0.0", cancel_grace=0.3)
+
+
+@limited.handler(isolation="process")
+def limited_handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+    if inputs.get("quick"):
+        return
+    while True:
+        pass

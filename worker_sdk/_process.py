@@ -9,6 +9,7 @@ the pipe reads EOF).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -36,10 +37,12 @@ class ChildFailed(Exception):
         self.retryable = retryable
 
 
-def _watch_parent(conn: multiprocessing.connection.Connection) -> None:
+def _watch_parent(conn: multiprocessing.connection.Connection, ctx: JobContext) -> None:
+    """Cancel the context when the parent says so; exit when the parent is gone."""
     try:
         while True:
-            conn.recv()
+            if conn.recv() == "cancel":
+                ctx._cancel()
     except (EOFError, OSError):
         os._exit(70)
 
@@ -63,8 +66,8 @@ def _child_main(
             last[0] = (percent, message)
             conn.send(("progress", percent, message))
 
-    threading.Thread(target=_watch_parent, args=(conn,), daemon=True).start()
     ctx = JobContext(sink=sink, **context)
+    threading.Thread(target=_watch_parent, args=(conn, ctx), daemon=True).start()
     try:
         value = to_json(handler(ctx, inputs))
     except BaseException as exc:  # noqa: BLE001 - the parent must hear of every exit cause
@@ -96,14 +99,15 @@ class ChildRunner:
         inputs: Any,
         to_json: Callable[[Any], Any],
         on_progress: Callable[[int, str | None], None],
-        time_limit: float | None,
         url_policy: UrlPolicy,
+        cancel: asyncio.Event,
     ) -> Any:
         """Run ``handler(ctx, inputs)`` in a new child; return its JSON result.
 
         Raises :class:`ChildFailed` when the handler raised, :class:`ChildDied` when the
-        child exited without a result, ``TimeoutError`` past ``time_limit`` (the child is
-        killed), and ``CancelledError`` when cancelled (the child is killed).
+        child exited without a result, and ``CancelledError`` when cancelled (the child is
+        killed). Setting ``cancel`` tells the child (``ctx.cancelled`` becomes true) without
+        killing it: the cooperative phase of a cancel.
         """
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
         context = {
@@ -135,13 +139,19 @@ class ChildRunner:
             elif not outcome.done():
                 outcome.set_result(message)
 
+        async def forward_cancel() -> None:
+            await cancel.wait()
+            with contextlib.suppress(OSError):
+                parent_conn.send("cancel")
+
         await asyncio.to_thread(process.start)
         child_conn.close()
         loop.add_reader(parent_conn.fileno(), readable)
+        forwarder = asyncio.create_task(forward_cancel())
         try:
-            async with asyncio.timeout(time_limit):
-                result = await outcome
+            result = await outcome
         finally:
+            forwarder.cancel()
             loop.remove_reader(parent_conn.fileno())
             if process.is_alive():
                 process.kill()

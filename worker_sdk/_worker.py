@@ -15,6 +15,7 @@ import os
 import socket
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from pydantic import BaseModel, ValidationError
 from ._context import JobContext
 from ._errors import HandlerError
 from ._messages import (
+    Cancelled,
+    CancelRequest,
     ErrorInfo,
     Failed,
     Heartbeat,
@@ -69,6 +72,24 @@ def to_json(value: Any) -> Any:
     return pydantic_core.to_jsonable_python(value)
 
 
+def _error_info(task: Task, exc: Exception) -> ErrorInfo:
+    """The job's error for what its handler raised."""
+    if isinstance(exc, ValidationError):
+        return ErrorInfo(code="invalid_input", type="ValidationError", message=str(exc))
+    if isinstance(exc, ChildFailed):
+        return ErrorInfo(
+            code=exc.code, type=exc.type_name, message=str(exc), retryable=exc.retryable
+        )
+    if isinstance(exc, HandlerError):
+        return ErrorInfo(
+            code=exc.code, type=type(exc).__name__, message=str(exc), retryable=exc.retryable
+        )
+    if isinstance(exc, ChildDied):
+        return ErrorInfo(code="handler_crashed", type="ChildDied", message=str(exc))
+    log.error("job %s failed", task.job_id, exc_info=exc)
+    return ErrorInfo(code="handler_error", type=type(exc).__name__, message=str(exc))
+
+
 @dataclass(frozen=True, slots=True)
 class _Handler:
     fn: Callable[..., Any]
@@ -103,6 +124,9 @@ class Worker:
         event, which then carries the start: half the messages for short jobs.
     :param shutdown_grace: seconds in-flight jobs get to finish after :meth:`stop`; what is
         still running then is handed back to the queue for another worker.
+    :param cancel_grace: seconds a cancelled (or timed-out) job gets to stop on its own
+        (``ctx.cancelled``; ``CancelledError`` for async handlers) before its child process is
+        killed.
     :param publish_timeout: seconds to wait for the broker to confirm an event.
     """
 
@@ -117,6 +141,7 @@ class Worker:
         progress_interval: float = 0.25,
         started_delay: float = 0.1,
         shutdown_grace: float = 30.0,
+        cancel_grace: float = 10.0,
         publish_timeout: float = 10.0,
     ) -> None:
         self.service = service
@@ -126,6 +151,7 @@ class Worker:
         self.progress_interval = progress_interval
         self.started_delay = started_delay
         self.shutdown_grace = shutdown_grace
+        self.cancel_grace = cancel_grace
         self.publish_timeout = publish_timeout
         self._handler: _Handler | None = None
         self._sessions: set[_Session] = set()
@@ -253,6 +279,21 @@ class _ProgressPump:
             log.warning("last progress event not published", exc_info=True)
 
 
+StopReason = Literal["cancelled", "time_limit"]
+CANCELLED_MEMORY = 10_000  # job ids a worker remembers as cancelled, to skip them on arrival
+
+
+class _Run:
+    """One execution of a task, and how it is being stopped."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.handler: asyncio.Task[Any] | None = None
+        self.context: JobContext | None = None
+        self.reason: StopReason | None = None
+        self.stopping = asyncio.Event()
+
+
 class _Announcer:
     """Publishes a run's ``started`` event late: after a delay, or before its first progress."""
 
@@ -296,14 +337,16 @@ class _Session:
         self.concurrency = concurrency
         self.host = socket.gethostname()
         self.worker_id = f"{worker.service}@{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._stop = asyncio.Event()
+        self._stop_consuming = asyncio.Event()
         self._jobs: dict[asyncio.Task[None], uuid.UUID] = {}
+        self._runs: dict[uuid.UUID, _Run] = {}
+        self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._exchanges: CoreExchanges | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._children: ChildRunner | None = None
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stop_consuming.set()
 
     async def run(self, *, burst: bool) -> None:
         if self.handler.isolation == "thread":
@@ -321,13 +364,16 @@ class _Session:
             queue = await declare_task_queue(
                 channel, self.topology, self.worker.service, self.worker.queue_options
             )
+            control = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await control.bind(self.topology.control_exchange)
+            await control.consume(self._on_control, no_ack=True)
             heartbeat = asyncio.create_task(self._heartbeats())
             log.info("worker %s consuming %s", self.worker_id, queue.name)
             if burst:
                 await self._drain(queue)
             else:
                 tag = await queue.consume(self._on_message)
-                await self._stop.wait()
+                await self._stop_consuming.wait()
                 await queue.cancel(tag)
                 await self._finish_in_flight()
         finally:
@@ -351,7 +397,7 @@ class _Session:
     async def _drain(self, queue: AbstractQueue) -> None:
         """Burst mode: run what the queue holds, then return once it is empty and idle."""
         slots = asyncio.Semaphore(self.concurrency)
-        while not self._stop.is_set():
+        while not self._stop_consuming.is_set():
             await slots.acquire()
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
@@ -426,6 +472,9 @@ class _Session:
     async def _execute(self, task: Task) -> TerminalEvent:
         run_id = uuid.uuid4()
         base = self._base(task, run_id)
+        if task.job_id in self._cancelled:
+            log.info("job %s was cancelled before it arrived; skipping it", task.job_id)
+            return Cancelled(**base, message="cancelled before it started")
         start = RunStart(
             host=self.host, worker_version=self.worker.version, started_at=datetime.now(UTC)
         )
@@ -445,38 +494,44 @@ class _Session:
         pump = _ProgressPump(publish_progress, self.worker.progress_interval)
         result: Any = None
         error: ErrorInfo | None = None
+        run = _Run(task)
+        run.handler = asyncio.create_task(self._invoke(task, pump, run))
+        self._runs[task.job_id] = run
+        supervisor = asyncio.create_task(self._supervise(run))
+        timer = (
+            asyncio.get_running_loop().call_later(task.time_limit, self._stop, run, "time_limit")
+            if task.time_limit
+            else None
+        )
         try:
-            result = await self._invoke(task, pump)
-        except ValidationError as exc:
-            error = ErrorInfo(code="invalid_input", type="ValidationError", message=str(exc))
-        except TimeoutError:
+            result = await run.handler
+        except asyncio.CancelledError:  # the run stopped (cancel, time limit) or we are
+            current = asyncio.current_task()
+            if run.reason is None or (current is not None and current.cancelling()):
+                raise
+        except Exception as exc:  # noqa: BLE001 - every handler failure becomes the job's error
+            error = _error_info(task, exc)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            supervisor.cancel()
+            self._runs.pop(task.job_id, None)
+            await pump.close()
+            announced = await announcer.settle()
+        unannounced = None if announced else start
+        if run.reason == "cancelled":
+            return Cancelled(**base, message="cancelled by its owner", start=unannounced)
+        if run.reason == "time_limit":
             error = ErrorInfo(
                 code="time_limit",
                 type="TimeoutError",
                 message=f"the job ran past its time limit of {task.time_limit}s",
             )
-        except ChildFailed as exc:
-            error = ErrorInfo(
-                code=exc.code, type=exc.type_name, message=str(exc), retryable=exc.retryable
-            )
-        except HandlerError as exc:
-            error = ErrorInfo(
-                code=exc.code, type=type(exc).__name__, message=str(exc), retryable=exc.retryable
-            )
-        except ChildDied as exc:
-            error = ErrorInfo(code="handler_crashed", type="ChildDied", message=str(exc))
-        except Exception as exc:
-            log.exception("job %s failed", task.job_id)
-            error = ErrorInfo(code="handler_error", type=type(exc).__name__, message=str(exc))
-        finally:
-            await pump.close()
-            announced = await announcer.settle()
-        unannounced = None if announced else start
         if error is not None:
             return Failed(**base, error=error, start=unannounced)
         return Succeeded(**base, result=result, start=unannounced)
 
-    async def _invoke(self, task: Task, pump: _ProgressPump) -> Any:
+    async def _invoke(self, task: Task, pump: _ProgressPump, run: _Run) -> Any:
         handler = self.handler
         inputs: Any = task.inputs
         if handler.inputs_model is not None:
@@ -492,8 +547,8 @@ class _Session:
                 inputs=inputs,
                 to_json=to_json,
                 on_progress=pump.offer,
-                time_limit=task.time_limit,
                 url_policy=self.url_policy,
+                cancel=run.stopping,
             )
         ctx = JobContext(
             job_id=task.job_id,
@@ -503,17 +558,54 @@ class _Session:
             sink=pump.offer,
             url_policy=self.url_policy,
         )
-        try:
-            async with asyncio.timeout(task.time_limit):
-                if handler.isolation == "thread":
-                    loop = asyncio.get_running_loop()
-                    value = await loop.run_in_executor(self._threads, handler.fn, ctx, inputs)
-                else:
-                    value = await handler.fn(ctx, inputs)
-        except (TimeoutError, asyncio.CancelledError):
-            ctx._cancel()
-            raise
+        run.context = ctx
+        if handler.isolation == "thread":
+            loop = asyncio.get_running_loop()
+            value = await loop.run_in_executor(self._threads, handler.fn, ctx, inputs)
+        else:
+            value = await handler.fn(ctx, inputs)
         return to_json(value)
+
+    def cancel(self, job_id: uuid.UUID) -> None:
+        """Stop the job if it runs here, and skip it if it arrives later."""
+        self._cancelled[job_id] = None
+        while len(self._cancelled) > CANCELLED_MEMORY:
+            self._cancelled.popitem(last=False)
+        run = self._runs.get(job_id)
+        if run is not None:
+            self._stop(run, "cancelled")
+
+    def _stop(self, run: _Run, reason: StopReason) -> None:
+        """Phase one: ask the handler to stop; phase two, after the grace: make it."""
+        if run.reason is not None:
+            return
+        run.reason = reason
+        run.stopping.set()
+        if run.context is not None:
+            run.context._cancel()
+        if self.handler.isolation == "async" and run.handler is not None:
+            run.handler.cancel()  # CancelledError is how an async handler is asked to stop
+        log.info("job %s: stopping (%s)", run.task.job_id, reason)
+
+    async def _supervise(self, run: _Run) -> None:
+        await run.stopping.wait()
+        assert run.handler is not None
+        done, _ = await asyncio.wait({run.handler}, timeout=self.worker.cancel_grace)
+        if not done:
+            log.warning(
+                "job %s did not stop within %.0fs; killing it",
+                run.task.job_id,
+                self.worker.cancel_grace,
+            )
+            run.handler.cancel()  # kills a child process; a thread can only be abandoned
+
+    async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        try:
+            request = CancelRequest.model_validate_json(message.body)
+        except ValidationError:
+            log.warning("ignoring an unreadable control message")
+            return
+        self.cancel(request.job_id)
 
     async def _publish(
         self, event: JobEvent | Heartbeat, *, expiration: float | None = None

@@ -12,6 +12,7 @@ from gateway.errors import (
     JobDismissed,
     JobFailed,
     ResultNotReady,
+    ResultPurged,
     StoreUnavailable,
     Unauthorized,
     UnknownJob,
@@ -72,13 +73,39 @@ async def job_status(
     return StatusInfo.of(await jobs.get(job_id, principal), base).response()
 
 
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=StatusInfo,
+    summary="Dismiss a job",
+    response_model_exclude_none=True,
+    responses=responses(Unauthorized, UnknownJob, StoreUnavailable),
+)
+async def dismiss_job(
+    job_id: UUID, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+) -> Response:
+    """Cancel a queued or running job, or purge a finished job's result.
+
+    A queued or running job ends ``dismissed`` (reason ``cancelled``) at once and its workers
+    are told to stop: cooperatively first, then, past their grace, by killing that job's
+    process. A finished job keeps its status and loses its result (``GET .../results`` then
+    answers 410). Repeating the call is harmless.
+    """
+    return StatusInfo.of(await jobs.dismiss(job_id, principal), base).response()
+
+
 @router.get(
     "/jobs/{job_id}/results",
     summary="Job results",
     responses={
         200: {"description": "The handler's JSON result."},
         **responses(
-            Unauthorized, UnknownJob, ResultNotReady, JobDismissed, JobFailed, StoreUnavailable
+            Unauthorized,
+            UnknownJob,
+            ResultNotReady,
+            JobDismissed,
+            ResultPurged,
+            JobFailed,
+            StoreUnavailable,
         ),
     },
 )
@@ -86,6 +113,8 @@ async def job_results(job_id: UUID, jobs: JobsDep, principal: PrincipalDep) -> A
     """The result of a successful job; 404 ``result-not-ready`` while it is queued or running,
     422 ``job-failed`` with the job's error when it failed."""
     job = await jobs.get(job_id, principal)
+    if job.purged is not None:
+        raise ResultPurged(f"job {job_id}'s result was purged at {job.purged.isoformat()}")
     match job.status:
         case JobStatus.SUCCESSFUL:
             return job.result

@@ -96,12 +96,13 @@ class StatusInfo(BaseModel):
     started: datetime | None = None
     finished: datetime | None = None
     updated: datetime
+    purged: datetime | None = None
     links: list[Link] = Field(default_factory=list)
 
     @classmethod
     def of(cls, job: JobRecord, base: str) -> StatusInfo:
         links = [Link(href=f"{base}/jobs/{job.id}", rel="self", type="application/json")]
-        if job.status is JobStatus.SUCCESSFUL:
+        if job.status is JobStatus.SUCCESSFUL and job.purged is None:
             links.append(
                 Link(
                     href=f"{base}/jobs/{job.id}/results",
@@ -121,6 +122,7 @@ class StatusInfo(BaseModel):
             started=job.started,
             finished=job.finished,
             updated=job.updated,
+            purged=job.purged,
             links=links,
         )
 

@@ -53,6 +53,9 @@ class JobStore(Protocol):
     async def count_active(self, owner: str) -> int:
         """How many of the owner's jobs are accepted or running."""
 
+    async def purge(self, job_id: UUID, *, at: datetime) -> JobRecord | None:
+        """Drop the result of a finished job and mark it purged (once)."""
+
     async def bump(self, counter: str, by: int = 1) -> None:
         """Add ``by`` to a usage counter (created at 0)."""
 

@@ -76,6 +76,9 @@ class JobRecord(BaseModel):
     started: datetime | None = None
     updated: datetime
     finished: datetime | None = None
+    purged: datetime | None = Field(
+        default=None, description="When a dismiss removed the result of this finished job."
+    )
     expires_at: datetime | None = None
     idempotency_key: str | None = None
     subscriber: dict[str, str] | None = None

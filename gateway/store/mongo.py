@@ -21,7 +21,7 @@ from pymongo.errors import PyMongoError
 from worker_sdk import ErrorInfo
 
 from .base import StoreError
-from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
+from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo
 
 DEFAULT_DATABASE = "servicegateway"
 _FIELDS = tuple(JobRecord.model_fields)
@@ -177,6 +177,16 @@ class MongoStore:
             return int(await self._collection.count_documents(query))
         except PyMongoError as exc:
             raise StoreError(str(exc)) from exc
+
+    async def purge(self, job_id: UUID, *, at: datetime) -> JobRecord | None:
+        return await self._update(
+            {
+                "_id": str(job_id),
+                "status": {"$in": sorted(str(s) for s in TERMINAL)},
+                "purged": {"$exists": False},
+            },
+            {"$set": {"purged": at, "updated": at}, "$unset": {"result": ""}},
+        )
 
     async def bump(self, counter: str, by: int = 1) -> None:
         if self._counters is None:

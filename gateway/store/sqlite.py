@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     started TEXT,
     updated TEXT NOT NULL,
     finished TEXT,
+    purged TEXT,
     expires_at TEXT,
     idempotency_key TEXT,
     subscriber TEXT
@@ -200,6 +201,15 @@ class SQLiteStore:
 
         count: int = await self._run(statement)
         return count
+
+    async def purge(self, job_id: UUID, *, at: datetime) -> JobRecord | None:
+        return await self._one(
+            """UPDATE jobs SET result = NULL, purged = :at, updated = :at
+               WHERE id = :id AND status IN ('successful', 'failed', 'dismissed')
+                   AND purged IS NULL
+               RETURNING *""",
+            {"id": str(job_id), "at": _ts(at)},
+        )
 
     async def bump(self, counter: str, by: int = 1) -> None:
         sql = (
