@@ -76,6 +76,7 @@ def create_app(
                 limiter=SubmitLimiter(settings.submit_rate, settings.submit_burst),
                 max_active_jobs=settings.max_active_jobs,
                 max_wait=settings.max_wait,
+                idempotency_window=settings.idempotency_window,
             )
             applier = EventApplier(jobs_store, watch, stop_run=jobs_service.stop_workers)
             topology = broker.topology

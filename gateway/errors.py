@@ -10,6 +10,7 @@
     │   └── JobDismissed          job-dismissed
     ├── Unauthorized (401)        unauthorized
     ├── Forbidden (403)           forbidden
+    ├── IdempotencyConflict (409) idempotency-conflict
     ├── ResultPurged (410)        result-purged
     ├── InvalidInput (422)        invalid-input
     ├── JobFailed (422)           job-failed
@@ -142,6 +143,12 @@ class Forbidden(GatewayError):
     status = 403
     code = "forbidden"
     title = "Forbidden"
+
+
+class IdempotencyConflict(GatewayError):
+    status = 409
+    code = "idempotency-conflict"
+    title = "Idempotency key reused"
 
 
 class ResultPurged(GatewayError):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import math
 import uuid
@@ -15,6 +17,7 @@ from gateway.broker import Broker, BrokerDown, PublishRefused
 from gateway.catalogue import Catalogue, ServiceSpec
 from gateway.errors import (
     BrokerUnavailable,
+    IdempotencyConflict,
     QueueFull,
     QuotaExceeded,
     RateLimited,
@@ -24,7 +27,15 @@ from gateway.errors import (
 )
 from gateway.inputs import InputChecker
 from gateway.limits import SubmitLimiter
-from gateway.store import ACTIVE, JobRecord, JobStatus, JobStore, Reason, StoreError
+from gateway.store import (
+    ACTIVE,
+    DuplicateJob,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    Reason,
+    StoreError,
+)
 from gateway.watch import JobWatch
 from worker_sdk import CancelRequest, ErrorInfo, Task
 
@@ -32,6 +43,11 @@ log = logging.getLogger("gateway.jobs")
 
 RETRY_AFTER = "5"
 SUBMISSIONS = "submissions:"  # usage counter per service, for the monitoring routes
+
+
+def _fingerprint(service: str, inputs: dict[str, Any]) -> str:
+    canonical = json.dumps([service, inputs], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class JobService:
@@ -48,8 +64,10 @@ class JobService:
         limiter: SubmitLimiter,
         max_active_jobs: int | None,
         max_wait: float,
+        idempotency_window: float,
     ) -> None:
         self.max_wait = max_wait
+        self._idempotency_window = idempotency_window
         self.inputs = inputs
         self._store = store
         self._broker = broker
@@ -94,13 +112,20 @@ class JobService:
         *,
         principal: Principal,
         wait: float | None = None,
-    ) -> JobRecord:
+        idempotency_key: str | None = None,
+    ) -> tuple[JobRecord, bool]:
         """Record the job, publish its task and (with ``wait``) wait for its end.
 
-        Returns the record as it stands when the call ends: terminal if the job finished
-        within ``wait`` seconds, ``accepted`` otherwise. A task the broker did not confirm
-        leaves the job ``failed``/``publish_failed`` and raises a 429 or 503 error.
+        Returns the record as it stands when the call ends (terminal if the job finished
+        within ``wait`` seconds, ``accepted`` otherwise) and whether it is the replay of an
+        earlier submission with the same ``idempotency_key``. A task the broker did not
+        confirm leaves the job ``failed``/``publish_failed`` and raises a 429 or 503 error.
         """
+        fingerprint = _fingerprint(spec.id, inputs)
+        if idempotency_key is not None:
+            earlier = await self._earlier(principal.subject, idempotency_key, fingerprint)
+            if earlier is not None:
+                return earlier, True
         await self.admit(spec, principal)
         await self.inputs.check(spec, inputs)
         now = datetime.now(UTC)
@@ -111,6 +136,8 @@ class JobService:
             inputs=inputs,
             created=now,
             updated=now,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint if idempotency_key is not None else None,
         )
         task = Task(
             job_id=record.id,
@@ -123,18 +150,46 @@ class JobService:
         )
         try:
             await self._store.insert(record)
+        except DuplicateJob:
+            # A concurrent submission with the same key won the insert: answer with its job.
+            assert idempotency_key is not None
+            earlier = await self._earlier(principal.subject, idempotency_key, fingerprint)
+            if earlier is None:
+                raise StoreUnavailable("the job holding this idempotency key vanished") from None
+            return earlier, True
+        except StoreError as exc:
+            raise StoreUnavailable(f"the job could not be recorded: {exc}") from exc
+        try:
             await self._store.bump(f"{SUBMISSIONS}{spec.id}")
         except StoreError as exc:
             raise StoreUnavailable(f"the job could not be recorded: {exc}") from exc
         if not wait:
             await self._publish(record, task, spec)
-            return record
+            return record, False
         async with self._watch.waiting(record.id) as finished:
             await self._publish(record, task, spec)
             try:
-                return await asyncio.wait_for(asyncio.shield(finished), timeout=wait)
+                return await asyncio.wait_for(asyncio.shield(finished), timeout=wait), False
             except TimeoutError:
-                return record
+                return record, False
+
+    async def _earlier(self, owner: str, key: str, fingerprint: str) -> JobRecord | None:
+        """The job this key already names, if still within the window; 409 if the key was
+        used for another request."""
+        try:
+            earlier = await self._store.find_by_key(owner, key)
+            if earlier is None:
+                return None
+            if earlier.created < datetime.now(UTC) - timedelta(seconds=self._idempotency_window):
+                await self._store.release_key(earlier.id)
+                return None
+        except StoreError as exc:
+            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
+        if earlier.request_hash != fingerprint:
+            raise IdempotencyConflict(
+                f"the Idempotency-Key {key!r} was used for another request (job {earlier.id})"
+            )
+        return earlier
 
     async def _publish(self, record: JobRecord, task: Task, spec: ServiceSpec) -> None:
         try:
@@ -161,6 +216,8 @@ class JobService:
         error = ErrorInfo(code=Reason.PUBLISH_FAILED, type=type(exc).__name__, message=str(exc))
         log.warning("job %s not queued: %s", record.id, exc)
         try:
+            if record.idempotency_key is not None:
+                await self._store.release_key(record.id)  # the client's retry may queue it
             await self._store.finish(
                 record.id,
                 status=JobStatus.FAILED,

@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         default=None, gt=0, description="Submissions per second per owner (token bucket)."
     )
     submit_burst: int = Field(default=20, ge=1, description="Bucket size of `SG_SUBMIT_RATE`.")
+    idempotency_window: float = Field(
+        default=86400,
+        gt=0,
+        description="Seconds an Idempotency-Key keeps answering with its first job.",
+    )
     max_active_jobs: int | None = Field(
         default=None, ge=1, description="Accepted plus running jobs an owner may have at once."
     )

@@ -18,6 +18,7 @@ from gateway.api.schemas import (
 from gateway.errors import (
     BrokerUnavailable,
     Forbidden,
+    IdempotencyConflict,
     InvalidInput,
     QueueFull,
     QuotaExceeded,
@@ -84,6 +85,7 @@ async def describe_process(
         **responses(
             Unauthorized,
             Forbidden,
+            IdempotencyConflict,
             UnknownProcess,
             InvalidInput,
             QueueFull,
@@ -107,6 +109,17 @@ async def execute(
             "to N seconds for the job to end and answers 200 if it did."
         ),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Retry safely: the same key (per caller) answers with the first job "
+            "(200, `Idempotent-Replayed: true`) and never queues twice; reused with another "
+            "request body, 409.",
+        ),
+    ] = None,
 ) -> Response:
     """Validate the inputs, record the job and queue it; 201 with ``Location`` once queued.
 
@@ -116,9 +129,13 @@ async def execute(
     """
     spec = jobs.service(process_id)
     wait = _prefer_wait(prefer, jobs.max_wait)
-    record = await jobs.submit(spec, body.inputs, principal=principal, wait=wait)
+    record, replayed = await jobs.submit(
+        spec, body.inputs, principal=principal, wait=wait, idempotency_key=idempotency_key
+    )
     headers = {"Location": f"{base}/jobs/{record.id}"}
-    if wait is not None:
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    elif wait is not None:
         headers["Preference-Applied"] = f"wait={int(wait)}"
-    status = 200 if record.status.terminal else 201
+    status = 200 if record.status.terminal or replayed else 201
     return StatusInfo.of(record, base).response(status_code=status, headers=headers)

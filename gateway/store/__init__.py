@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import JobStore, StoreError
+from .base import DuplicateJob, JobStore, StoreError
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, Reason, WorkerInfo
 from .mongo import MongoStore
 from .sqlite import SQLiteStore
@@ -10,6 +10,7 @@ from .sqlite import SQLiteStore
 __all__ = [
     "ACTIVE",
     "TERMINAL",
+    "DuplicateJob",
     "JobRecord",
     "JobStatus",
     "JobStore",

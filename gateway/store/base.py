@@ -21,6 +21,10 @@ class StoreError(RuntimeError):
     """The store could not be reached or refused an operation."""
 
 
+class DuplicateJob(StoreError):
+    """Another job of the same owner holds this idempotency key."""
+
+
 class JobStore(Protocol):
     """Async persistence of job records."""
 
@@ -34,10 +38,16 @@ class JobStore(Protocol):
         """Raise :class:`StoreError` when the store cannot answer."""
 
     async def insert(self, record: JobRecord) -> None:
-        """Add a new job."""
+        """Add a new job; :class:`DuplicateJob` when its owner's idempotency key is taken."""
 
     async def get(self, job_id: UUID) -> JobRecord | None:
         """The job, or ``None``."""
+
+    async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
+        """The owner's job holding this idempotency key, or ``None``."""
+
+    async def release_key(self, job_id: UUID) -> None:
+        """Free the job's idempotency key for reuse (expired window, failed publish)."""
 
     async def list_jobs(
         self,

@@ -81,4 +81,7 @@ class JobRecord(BaseModel):
     )
     expires_at: datetime | None = None
     idempotency_key: str | None = None
+    request_hash: str | None = Field(
+        default=None, description="Fingerprint of the submission, to tell key reuse apart."
+    )
     subscriber: dict[str, str] | None = None

@@ -16,11 +16,11 @@ from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from worker_sdk import ErrorInfo
 
-from .base import StoreError
+from .base import DuplicateJob, StoreError
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo
 
 DEFAULT_DATABASE = "servicegateway"
@@ -134,6 +134,25 @@ class MongoStore:
     async def insert(self, record: JobRecord) -> None:
         try:
             await self._collection.insert_one(_document(record))
+        except DuplicateKeyError as exc:
+            raise DuplicateJob(str(exc)) from exc
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
+        try:
+            doc = await self._collection.find_one(
+                {"owner": str(owner), "idempotency_key": str(key)}
+            )
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return _record(doc)
+
+    async def release_key(self, job_id: UUID) -> None:
+        try:
+            await self._collection.update_one(
+                {"_id": str(job_id)}, {"$unset": {"idempotency_key": ""}}
+            )
         except PyMongoError as exc:
             raise StoreError(str(exc)) from exc
 

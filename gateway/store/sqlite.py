@@ -26,7 +26,7 @@ from uuid import UUID
 
 from worker_sdk import ErrorInfo
 
-from .base import StoreError
+from .base import DuplicateJob, StoreError
 from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
 
 _SCHEMA = """
@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     purged TEXT,
     expires_at TEXT,
     idempotency_key TEXT,
+    request_hash TEXT,
     subscriber TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created);
@@ -154,7 +155,22 @@ class SQLiteStore:
         columns = ", ".join(row)
         marks = ", ".join(f":{name}" for name in row)
         sql = f"INSERT INTO jobs ({columns}) VALUES ({marks})"
-        await self._run(lambda db: db.execute(sql, row))
+        try:
+            await self._run(lambda db: db.execute(sql, row))
+        except StoreError as exc:
+            if "UNIQUE" in str(exc) and record.idempotency_key is not None:
+                raise DuplicateJob(str(exc)) from exc
+            raise
+
+    async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
+        return await self._one(
+            "SELECT * FROM jobs WHERE owner = :owner AND idempotency_key = :key",
+            {"owner": owner, "key": key},
+        )
+
+    async def release_key(self, job_id: UUID) -> None:
+        sql = "UPDATE jobs SET idempotency_key = NULL WHERE id = :id"
+        await self._run(lambda db: db.execute(sql, {"id": str(job_id)}))
 
     async def get(self, job_id: UUID) -> JobRecord | None:
         return await self._one("SELECT * FROM jobs WHERE id = :id", {"id": str(job_id)})

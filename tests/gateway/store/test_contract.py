@@ -18,6 +18,7 @@ from mongomock_motor import AsyncMongoMockClient
 from pymongo import AsyncMongoClient
 
 from gateway.store import (
+    DuplicateJob,
     JobRecord,
     JobStatus,
     JobStore,
@@ -349,3 +350,18 @@ async def test_usage_counters_add_up(store: JobStore) -> None:
     }
     assert (await store.counters())["other"] == 1
     assert await store.counters("nothing:") == {}
+
+
+async def test_an_idempotency_key_is_unique_per_owner(store: JobStore) -> None:
+    first = _record(owner="erin", idempotency_key="k")
+    await store.insert(first)
+    with pytest.raises(DuplicateJob):
+        await store.insert(_record(owner="erin", idempotency_key="k"))
+    await store.insert(_record(owner="frank", idempotency_key="k"))  # another owner's key
+    await store.insert(_record(owner="erin"))  # no key, no constraint
+    await store.insert(_record(owner="erin"))
+    assert await store.find_by_key("erin", "k") == first
+    assert await store.find_by_key("erin", "other") is None
+    await store.release_key(first.id)
+    assert await store.find_by_key("erin", "k") is None
+    await store.insert(_record(owner="erin", idempotency_key="k"))
