@@ -89,6 +89,7 @@ def create_app(
                 topology.events_queue, applier.on_event, prefetch=settings.events_prefetch
             )
             await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
+            broker.start_watchdog(settings.broker_reconnect_after)
             log.info(
                 "gateway ready: %d service(s), namespace %r, store %s",
                 len(services),

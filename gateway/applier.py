@@ -31,6 +31,7 @@ from worker_sdk import (
     Task,
     TerminalEvent,
     parse_event,
+    settle,
 )
 
 log = logging.getLogger("gateway.events")
@@ -140,16 +141,16 @@ class EventApplier:
             event = parse_event(message.body)
         except ValidationError as exc:
             log.warning("dropping an unreadable event %s: %s", message.message_id, exc)
-            await message.ack()
+            await settle(message, "ack")
             return
         try:
             await self.apply(event)
         except StoreError:
             log.exception("store failed applying %s; the event goes back to the queue", event.kind)
             await asyncio.sleep(STORE_RETRY_DELAY)  # back off before the broker redelivers
-            await message.nack(requeue=True)
+            await settle(message, "requeue")
             return
-        await message.ack()
+        await settle(message, "ack")
 
     async def on_watched_event(self, message: AbstractIncomingMessage) -> None:
         """Consumer of this process's private copy of terminal events (no-ack).
@@ -183,19 +184,19 @@ class EventApplier:
             log.error(  # noqa: TRY400 - a parse error's traceback says nothing more
                 "dead-lettered message %s (%s) is not a task", message.message_id, death
             )
-            await message.ack()
+            await settle(message, "ack")
             return
         try:
             record = await self._finish_dead(task, death)
         except StoreError:
             log.exception("store failed on dead-lettered job %s", task.job_id)
             await asyncio.sleep(STORE_RETRY_DELAY)  # back off before the broker redelivers
-            await message.nack(requeue=True)
+            await settle(message, "requeue")
             return
         if record is not None:
             log.info("job %s ended %s/%s (%s)", task.job_id, record.status, record.reason, death)
             self._watch.notify(record)
-        await message.ack()
+        await settle(message, "ack")
 
     async def _finish_dead(self, task: Task, death: str) -> JobRecord | None:
         now = datetime.now(UTC)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import aio_pika
 from aio_pika import DeliveryMode, Message
@@ -39,6 +40,14 @@ CONNECT_RETRY_DELAY = 1.0
 Callback = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
+def _reraise_if_cancelled() -> None:
+    """aiormq cancels a pending confirm when its channel closes: that CancelledError is a lost
+    publish, unless this task itself is being cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class BrokerDown(RuntimeError):
     """The broker cannot be reached, or did not confirm in time."""
 
@@ -48,20 +57,35 @@ class PublishRefused(RuntimeError):
 
 
 class EventTap:
-    """Binds and unbinds a private queue to the events exchange."""
+    """Binds and unbinds a private queue to the events exchange (re-created with the
+    connection by the watchdog, bindings included)."""
 
-    def __init__(self, queue: AbstractQueue, exchange: str, routing_keys: Sequence[str]) -> None:
-        self._queue = queue
-        self._exchange = exchange
-        self._keys = tuple(routing_keys)
+    def __init__(self, routing_keys: Sequence[str], callback: Callback, prefetch: int) -> None:
+        self.keys = tuple(routing_keys)
+        self.callback = callback
+        self.prefetch = prefetch
+        self.queue: AbstractQueue | None = None
+        self.exchange = ""
+        self.attached = False
 
     async def attach(self) -> None:
-        for key in self._keys:
-            await self._queue.bind(self._exchange, routing_key=key)
+        assert self.queue is not None
+        for key in self.keys:
+            await self.queue.bind(self.exchange, routing_key=key)
+        self.attached = True
 
     async def detach(self) -> None:
-        for key in self._keys:
-            await self._queue.unbind(self._exchange, routing_key=key)
+        assert self.queue is not None
+        for key in self.keys:
+            await self.queue.unbind(self.exchange, routing_key=key)
+        self.attached = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Consumer:
+    queue: str
+    callback: Callback
+    prefetch: int
 
 
 class Broker:
@@ -87,6 +111,10 @@ class Broker:
         self._channel: AbstractChannel | None = None
         self._exchanges: CoreExchanges | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._channels: list[AbstractChannel] = []
+        self._registered: list[_Consumer] = []
+        self._tap: EventTap | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         """Connect, then declare the namespace's topology and every service's task queue.
@@ -144,7 +172,10 @@ class Broker:
             )
         except (DeliveryError, PublishError) as exc:
             raise PublishRefused(str(exc)) from exc
-        except (TimeoutError, AMQPError, OSError, RuntimeError) as exc:
+        except asyncio.CancelledError as exc:
+            _reraise_if_cancelled()
+            raise BrokerDown("task not confirmed: its channel closed") from exc
+        except Exception as exc:  # aiormq fails pending confirms with a bare Exception
             raise BrokerDown(f"task not confirmed: {exc!r}") from exc
 
     async def publish_control(self, request: CancelRequest) -> None:
@@ -163,22 +194,25 @@ class Broker:
             await self._exchanges.control.publish(
                 message, routing_key="", mandatory=False, timeout=self._publish_timeout
             )
-        except (AMQPError, OSError, RuntimeError, TimeoutError) as exc:
+        except asyncio.CancelledError as exc:
+            _reraise_if_cancelled()
+            raise BrokerDown("control message not confirmed: its channel closed") from exc
+        except Exception as exc:  # aiormq fails pending confirms with a bare Exception
             raise BrokerDown(f"control message not confirmed: {exc!r}") from exc
 
-    async def consume(
-        self,
-        queue: str,
-        callback: Callback,
-        *,
-        prefetch: int,
-        no_ack: bool = False,
-    ) -> None:
-        """Consume a durable queue of the namespace on a channel of its own."""
+    async def consume(self, queue: str, callback: Callback, *, prefetch: int) -> None:
+        """Consume a durable queue of the namespace on a channel of its own (again after a
+        reconnection by the watchdog)."""
+        consumer = _Consumer(queue, callback, prefetch)
+        self._registered.append(consumer)
+        await self._start_consumer(consumer)
+
+    async def _start_consumer(self, consumer: _Consumer) -> None:
         channel = await self._require_connection().channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        declared = await channel.get_queue(queue, ensure=True)
-        tag = await declared.consume(callback, no_ack=no_ack)
+        await channel.set_qos(prefetch_count=consumer.prefetch)
+        self._channels.append(channel)
+        declared = await channel.get_queue(consumer.queue, ensure=True)
+        tag = await declared.consume(consumer.callback)
         self._consumers.append((declared, tag))
 
     async def tap(
@@ -188,14 +222,57 @@ class Broker:
 
         The queue starts unbound; :meth:`EventTap.attach` binds it to ``routing_keys``.
         """
+        self._tap = EventTap(routing_keys, callback, prefetch)
+        await self._start_tap(self._tap)
+        return self._tap
+
+    async def _start_tap(self, tap: EventTap) -> None:
         channel = await self._require_connection().channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.declare_queue(
+        await channel.set_qos(prefetch_count=tap.prefetch)
+        self._channels.append(channel)
+        tap.queue = await channel.declare_queue(
             f"{self.topology.namespace}.watch.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
         )
-        tag = await queue.consume(callback, no_ack=True)
-        self._consumers.append((queue, tag))
-        return EventTap(queue, self.topology.events_exchange, routing_keys)
+        tap.exchange = self.topology.events_exchange
+        tag = await tap.queue.consume(tap.callback, no_ack=True)
+        self._consumers.append((tap.queue, tag))
+        if tap.attached:
+            await tap.attach()
+
+    def start_watchdog(self, reconnect_after: float) -> None:
+        """Rebuild the connection, its channels and consumers when any stays closed for
+        ``reconnect_after`` seconds: aio-pika's robust objects recover most losses, but not a
+        channel whose reopening raced with its connection's own closing."""
+        self._watchdog = asyncio.create_task(self._watch(reconnect_after))
+
+    async def _watch(self, reconnect_after: float) -> None:
+        loop = asyncio.get_running_loop()
+        broken_since: float | None = None
+        while True:
+            await asyncio.sleep(min(1.0, reconnect_after / 3))  # the watchdog's period
+            channels = [self._channel, *self._channels]
+            broken = not self.connected or any(c is None or c.is_closed for c in channels)
+            if not broken:
+                broken_since = None
+                continue
+            broken_since = broken_since if broken_since is not None else loop.time()
+            if loop.time() - broken_since < reconnect_after:
+                continue
+            log.error("RabbitMQ channels stayed closed for %.0fs; reconnecting", reconnect_after)
+            try:
+                await self._rebuild()
+                broken_since = None
+            except (BrokerDown, AMQPError, OSError, RuntimeError, TimeoutError):
+                log.exception("reconnection failed; trying again")
+
+    async def _rebuild(self) -> None:
+        await self._drop_connection()
+        await self.connect()
+        for consumer in self._registered:
+            await self._start_consumer(consumer)
+        if self._tap is not None:
+            await self._start_tap(self._tap)
+        log.info("RabbitMQ connection rebuilt with %d consumer(s)", len(self._consumers))
 
     async def check(self) -> None:
         """Raise :class:`BrokerDown` unless the broker answers now."""
@@ -220,15 +297,27 @@ class Broker:
         return int(declared.message_count or 0)
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         for queue, tag in reversed(self._consumers):
             try:
                 await queue.cancel(tag)
             except (TimeoutError, AMQPError, OSError, RuntimeError):
                 log.debug("consumer %s already gone", tag)
+        await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
         self._consumers.clear()
+        self._channels.clear()
+        self._channel = None
+        self._exchanges = None
         connection, self._connection = self._connection, None
         if connection is not None:
-            await connection.close()
+            try:
+                await asyncio.wait_for(connection.close(), timeout=self._publish_timeout)
+            except (TimeoutError, AMQPError, OSError, RuntimeError):
+                log.debug("the old connection did not close cleanly")
 
     def _require_connection(self) -> AbstractRobustConnection:
         if self._connection is None:

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds the gateway retries an unreachable broker at start-up.",
     )
+    broker_reconnect_after: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a broker channel may stay closed before the gateway rebuilds "
+        "its connection (a watchdog beside aio-pika's own recovery).",
+    )
     max_body_size: int = Field(
         default=1_048_576, ge=1024, description="Largest request body in bytes (413 past it)."
     )

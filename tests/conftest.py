@@ -89,6 +89,7 @@ class Gateway:
     client: httpx.AsyncClient
     runtime: Runtime
     transport: httpx.ASGITransport
+    stop: Callable[[], Awaitable[None]]
 
     def token(self, sub: str | None, *scopes: str, **claims: Any) -> str:
         return mint_token(self.runtime.settings, subject=sub, scopes=scopes, **claims)
@@ -114,7 +115,9 @@ async def gateway_factory(
 
         async def start(store: JobStore | None = None, **overrides: Any) -> Gateway:
             app = create_app(settings_for(**overrides), catalogue=catalogue, store=store)
-            state = await stack.enter_async_context(app.router.lifespan_context(app))
+            own = AsyncExitStack()  # this gateway's, so that a test can stop it early
+            stack.push_async_callback(own.aclose)
+            state = await own.enter_async_context(app.router.lifespan_context(app))
             assert state is not None
 
             async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
@@ -126,14 +129,16 @@ async def gateway_factory(
             settings = runtime.settings
             hmac = settings.jwt_algorithms[0].startswith("HS") and not settings.auth_disabled
             token = mint_token(settings, subject="alice") if hmac else ""
-            client = await stack.enter_async_context(
+            client = await own.enter_async_context(
                 httpx.AsyncClient(
                     transport=transport,
                     base_url="http://gw.test",
                     headers={"Authorization": f"Bearer {token}"} if token else {},
                 )
             )
-            return Gateway(app=app, client=client, runtime=runtime, transport=transport)
+            return Gateway(
+                app=app, client=client, runtime=runtime, transport=transport, stop=own.aclose
+            )
 
         yield start
 

@@ -49,6 +49,9 @@ services:
     title: Bounded queue
     version: "1.0.0"
     max_queued: 1
+  chaos:
+    title: Chaos
+    version: "1.0.0"
   limited:
     title: Time-limited
     version: "1.0.0"

@@ -96,3 +96,15 @@ def limited_handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
         return
     while True:
         pass
+
+
+# The chaos test's worker: a little work, a checkable result.
+chaos = Worker(
+    "chaos", version="1.0.0", heartbeat_interval=1.0, shutdown_grace=5, reconnect_after=2.0
+)
+
+
+@chaos.handler
+async def chaos_handler(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, int]:
+    await asyncio.sleep(float(inputs.get("work", 0.01)))  # the job's work
+    return {"n": int(inputs["n"]) * 2}

@@ -36,6 +36,7 @@ from ._messages import (
     TerminalEvent,
     parse_event,
 )
+from ._settle import settle
 from ._topology import (
     DEFAULT_DELIVERY_LIMIT,
     DEFAULT_NAMESPACE,
@@ -84,4 +85,5 @@ __all__ = [
     "declare_topology",
     "fetch",
     "parse_event",
+    "settle",
 ]

@@ -25,7 +25,12 @@ from typing import Any, Literal, TypeVar, get_type_hints, overload
 import aio_pika
 import pydantic_core
 from aio_pika import DeliveryMode, Message
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
 from aio_pika.exceptions import AMQPError, PublishError
 from pydantic import BaseModel, ValidationError
 
@@ -46,6 +51,7 @@ from ._messages import (
     TerminalEvent,
 )
 from ._process import ChildDied, ChildFailed, ChildRunner
+from ._settle import settle
 from ._topology import (
     DEFAULT_DELIVERY_LIMIT,
     DEFAULT_NAMESPACE,
@@ -62,7 +68,12 @@ log = logging.getLogger("worker_sdk")
 Isolation = Literal["async", "thread", "process"]
 F = TypeVar("F", bound=Callable[..., Any])
 
-PUBLISH_ERRORS = (AMQPError, PublishError, asyncio.TimeoutError, ConnectionError, RuntimeError)
+
+class PublishLost(RuntimeError):
+    """An event was not confirmed: the broker refused it or the connection dropped."""
+
+
+PUBLISH_ERRORS = (AMQPError, PublishError, TimeoutError, ConnectionError, RuntimeError)
 
 
 def to_json(value: Any) -> Any:
@@ -124,6 +135,9 @@ class Worker:
         event, which then carries the start: half the messages for short jobs.
     :param shutdown_grace: seconds in-flight jobs get to finish after :meth:`stop`; what is
         still running then is handed back to the queue for another worker.
+    :param reconnect_after: seconds the worker's channel may stay closed before the worker
+        drops its connection and starts over on a new one (a watchdog for the cases the
+        client library does not recover by itself); unsettled tasks go back to the queue.
     :param cancel_grace: seconds a cancelled (or timed-out) job gets to stop on its own
         (``ctx.cancelled``; ``CancelledError`` for async handlers) before its child process is
         killed.
@@ -142,6 +156,7 @@ class Worker:
         started_delay: float = 0.1,
         shutdown_grace: float = 30.0,
         cancel_grace: float = 10.0,
+        reconnect_after: float = 15.0,
         publish_timeout: float = 10.0,
     ) -> None:
         self.service = service
@@ -152,9 +167,11 @@ class Worker:
         self.started_delay = started_delay
         self.shutdown_grace = shutdown_grace
         self.cancel_grace = cancel_grace
+        self.reconnect_after = reconnect_after
         self.publish_timeout = publish_timeout
         self._handler: _Handler | None = None
         self._sessions: set[_Session] = set()
+        self._stopping = False
 
     @overload
     def handler(self, fn: F, /) -> F: ...
@@ -206,22 +223,28 @@ class Worker:
             raise RuntimeError(f"worker {self.service!r} has no handler; decorate one first")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        session = _Session(
-            self,
-            self._handler,
-            amqp_url,
-            Topology(namespace),
-            concurrency,
-            url_policy or UrlPolicy(),
-        )
-        self._sessions.add(session)
-        try:
-            await session.run(burst=burst)
-        finally:
-            self._sessions.discard(session)
+        self._stopping = False
+        while not self._stopping:
+            session = _Session(
+                self,
+                self._handler,
+                amqp_url,
+                Topology(namespace),
+                concurrency,
+                url_policy or UrlPolicy(),
+            )
+            self._sessions.add(session)
+            try:
+                lost = await session.run(burst=burst)
+            finally:
+                self._sessions.discard(session)
+            if not lost:
+                return
+            log.warning("worker %s: starting over on a new connection", session.worker_id)
 
     def stop(self) -> None:
         """Stop consuming; in-flight jobs finish (within ``shutdown_grace``) before run returns."""
+        self._stopping = True
         for session in self._sessions:
             session.stop()
 
@@ -264,8 +287,8 @@ class _ProgressPump:
             self._wake.clear()
             try:
                 await self._send_latest()
-            except PUBLISH_ERRORS:
-                log.warning("progress event not published", exc_info=True)
+            except PUBLISH_ERRORS as exc:
+                log.warning("progress event not published: %r", exc)
             await asyncio.sleep(self._interval)  # the coalescing window, not a synchronisation
 
     async def close(self) -> None:
@@ -338,6 +361,8 @@ class _Session:
         self.host = socket.gethostname()
         self.worker_id = f"{worker.service}@{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop_consuming = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._channel: AbstractChannel | None = None
         self._jobs: dict[asyncio.Task[None], uuid.UUID] = {}
         self._runs: dict[uuid.UUID, _Run] = {}
         self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
@@ -348,7 +373,8 @@ class _Session:
     def stop(self) -> None:
         self._stop_consuming.set()
 
-    async def run(self, *, burst: bool) -> None:
+    async def run(self, *, burst: bool) -> bool:
+        """Consume until stopped (False) or until the channel is lost for good (True)."""
         if self.handler.isolation == "thread":
             self._threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="job")
         elif self.handler.isolation == "process":
@@ -359,6 +385,7 @@ class _Session:
         heartbeat: asyncio.Task[None] | None = None
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._channel = channel
             await channel.set_qos(prefetch_count=self.concurrency)
             self._exchanges = await declare_topology(channel, self.topology)
             queue = await declare_task_queue(
@@ -371,11 +398,26 @@ class _Session:
             log.info("worker %s consuming %s", self.worker_id, queue.name)
             if burst:
                 await self._drain(queue)
-            else:
-                tag = await queue.consume(self._on_message)
-                await self._stop_consuming.wait()
-                await queue.cancel(tag)
-                await self._finish_in_flight()
+                return False
+            tag = await queue.consume(self._on_message)
+            stopped = asyncio.create_task(self._stop_consuming.wait())
+            lost = asyncio.create_task(self._lost.wait())
+            await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            lost.cancel()
+            if self._lost.is_set():
+                log.error(
+                    "worker %s: the channel stayed closed for %.0fs; dropping the connection",
+                    self.worker_id,
+                    self.worker.reconnect_after,
+                )
+                for job in list(self._jobs):
+                    job.cancel()  # its task goes back to the queue with the connection
+                await asyncio.gather(*self._jobs, return_exceptions=True)
+                return not self._stop_consuming.is_set()
+            await queue.cancel(tag)
+            await self._finish_in_flight()
+            return False
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -430,11 +472,11 @@ class _Session:
             task = Task.model_validate_json(message.body)
         except ValidationError as exc:
             log.error("rejecting an unreadable task %s: %s", message.message_id, exc)  # noqa: TRY400
-            await message.reject(requeue=False)
+            await settle(message, "reject")
             return
         if task.service != self.worker.service:
             log.error("rejecting task %s for service %r", task.job_id, task.service)
-            await message.reject(requeue=False)
+            await settle(message, "reject")
             return
         current = asyncio.current_task()
         if current is not None:
@@ -452,13 +494,10 @@ class _Session:
             )
             await self._hand_back(message)
             return
-        await message.ack()
+        await settle(message, "ack")
 
     async def _hand_back(self, message: AbstractIncomingMessage) -> None:
-        try:
-            await message.reject(requeue=True)
-        except PUBLISH_ERRORS:
-            log.warning("could not hand back %s; the broker requeues it", message.message_id)
+        await settle(message, "requeue")
 
     def _base(self, task: Task, run_id: uuid.UUID) -> dict[str, Any]:
         return {
@@ -620,16 +659,37 @@ class _Session:
             type=event.kind,
             expiration=expiration,
         )
-        await self._exchanges.events.publish(
-            message,
-            routing_key=f"{event.service}.{event.kind}",
-            mandatory=True,
-            timeout=self.worker.publish_timeout,
-        )
+        try:
+            await self._exchanges.events.publish(
+                message,
+                routing_key=f"{event.service}.{event.kind}",
+                mandatory=True,
+                timeout=self.worker.publish_timeout,
+            )
+        except PUBLISH_ERRORS:
+            raise
+        except asyncio.CancelledError as exc:
+            # aiormq cancels a pending confirm when its channel closes: a lost publish,
+            # unless this task itself is being cancelled.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            raise PublishLost("the channel closed before the broker confirmed") from exc
+        except Exception as exc:  # aiormq fails pending confirms with a bare Exception
+            raise PublishLost(repr(exc)) from exc
 
     async def _heartbeats(self) -> None:
+        """Announce the worker, and watch its channel (the watchdog behind reconnect_after)."""
         interval = self.worker.heartbeat_interval
+        loop = asyncio.get_running_loop()
+        closed_since: float | None = None
         while True:
+            if self._channel is not None and self._channel.is_closed:
+                closed_since = closed_since if closed_since is not None else loop.time()
+                if loop.time() - closed_since >= self.worker.reconnect_after:
+                    self._lost.set()
+            else:
+                closed_since = None
             beat = Heartbeat(
                 worker_id=self.worker_id,
                 service=self.worker.service,
@@ -640,6 +700,6 @@ class _Session:
             )
             try:
                 await self._publish(beat, expiration=interval * 3)
-            except PUBLISH_ERRORS:
-                log.warning("heartbeat not published", exc_info=True)
-            await asyncio.sleep(interval)  # the heartbeat period
+            except PUBLISH_ERRORS as exc:
+                log.warning("heartbeat not published: %r", exc)
+            await asyncio.sleep(min(interval, self.worker.reconnect_after / 3))  # the period

@@ -1,0 +1,39 @@
+"""The gateway and the workers recover from lost broker connections by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from examples.echo import worker as echo_worker
+from tests.conftest import GatewayFactory
+from tests.integration.test_chaos import close_all_broker_connections
+from tests.support import eventually, submit, wait_status
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+
+
+async def test_everything_recovers_after_every_broker_connection_is_closed(
+    gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    gateway = await gateway_factory(broker_reconnect_after=2.0)
+    run_worker(echo_worker)
+    before = (await submit(gateway.client, "echo", {"text": "before"})).json()
+    await wait_status(gateway.client, before["jobID"], "successful")
+
+    await close_all_broker_connections()
+
+    async def accepted_again() -> httpx.Response | None:
+        response = await submit(gateway.client, "echo", {"text": "after"})
+        return response if response.status_code == 201 else None
+
+    after = (await eventually(accepted_again, within=30, what="submits to succeed")).json()
+    await wait_status(gateway.client, after["jobID"], "successful", within=30)
+
+    async def ready() -> bool:
+        return (await gateway.client.get("/readyz")).status_code == 200
+
+    await eventually(ready, within=30, what="/readyz to recover")
