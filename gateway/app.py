@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from gateway.limits import SubmitLimiter
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.store import JobStore, open_store
+from gateway.sweeper import Sweeper
 from gateway.watch import JobWatch
 from worker_sdk import Topology
 
@@ -78,7 +80,12 @@ def create_app(
                 max_wait=settings.max_wait,
                 idempotency_window=settings.idempotency_window,
             )
-            applier = EventApplier(jobs_store, watch, stop_run=jobs_service.stop_workers)
+            applier = EventApplier(
+                jobs_store,
+                watch,
+                retention=jobs_service.retention,
+                stop_run=jobs_service.stop_workers,
+            )
             topology = broker.topology
             watch.use_tap(
                 await broker.tap(
@@ -90,6 +97,15 @@ def create_app(
             )
             await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
             broker.start_watchdog(settings.broker_reconnect_after)
+            sweeper = Sweeper(
+                jobs_store,
+                services,
+                watch,
+                grace=settings.reaper_grace,
+                silence=settings.heartbeat_silence,
+            )
+            sweeping = asyncio.create_task(sweeper.run(settings.sweep_interval))
+            stack.push_async_callback(_cancel, sweeping)
             log.info(
                 "gateway ready: %d service(s), namespace %r, store %s",
                 len(services),
@@ -104,6 +120,7 @@ def create_app(
                     broker=broker,
                     jobs=jobs_service,
                     auth=auth,
+                    sweeper=sweeper,
                 )
             }
 
@@ -124,6 +141,11 @@ def create_app(
     for router in (ops.router, processes.router, jobs.router):
         app.include_router(router)
     return app
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def app_factory() -> FastAPI:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -63,10 +63,13 @@ class EventApplier:
         self,
         store: JobStore,
         watch: JobWatch,
+        *,
+        retention: Callable[[str], timedelta],
         stop_run: Callable[[uuid.UUID], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._watch = watch
+        self._retention = retention
         self._stop_run = stop_run
 
     async def apply(self, event: Event) -> JobRecord | None:
@@ -101,6 +104,7 @@ class EventApplier:
                     status=JobStatus.SUCCESSFUL,
                     at=event.emitted_at,
                     result=event.result,
+                    expires_at=event.emitted_at + self._retention(event.service),
                     **_run_fields(event),
                 )
             case Failed():
@@ -110,6 +114,7 @@ class EventApplier:
                     at=event.emitted_at,
                     reason=failure_reason(event.error),
                     error=event.error,
+                    expires_at=event.emitted_at + self._retention(event.service),
                     **_run_fields(event),
                 )
             case Cancelled():
@@ -118,9 +123,12 @@ class EventApplier:
                     status=JobStatus.DISMISSED,
                     at=event.emitted_at,
                     reason=Reason.CANCELLED,
+                    expires_at=event.emitted_at + self._retention(event.service),
                     **_run_fields(event),
                 )
             case Heartbeat():
+                worker = WorkerInfo(id=event.worker_id, host=event.host, version=event.version)
+                await self._store.heartbeat(worker, service=event.service, at=event.emitted_at)
                 return None
         if record is None:
             log.debug("event %s for job %s changed nothing", event.kind, event.job_id)
@@ -200,12 +208,14 @@ class EventApplier:
 
     async def _finish_dead(self, task: Task, death: str) -> JobRecord | None:
         now = datetime.now(UTC)
+        expires_at = now + self._retention(task.service)
         if death == "expired":
             record = await self._store.finish(
                 task.job_id,
                 status=JobStatus.DISMISSED,
                 at=now,
                 reason=Reason.EXPIRED,
+                expires_at=expires_at,
                 only_from={JobStatus.ACCEPTED},
             )
             if record is not None:
@@ -216,7 +226,12 @@ class EventApplier:
                 message="the job's worker was lost and no other worker took it before it expired",
             )
             return await self._store.finish(
-                task.job_id, status=JobStatus.FAILED, at=now, reason=Reason.WORKER_LOST, error=error
+                task.job_id,
+                status=JobStatus.FAILED,
+                at=now,
+                reason=Reason.WORKER_LOST,
+                error=error,
+                expires_at=expires_at,
             )
         if death == "delivery_limit":
             error = ErrorInfo(
@@ -226,7 +241,12 @@ class EventApplier:
                 "its worker died or gave it back each time",
             )
             return await self._store.finish(
-                task.job_id, status=JobStatus.FAILED, at=now, reason=Reason.WORKER_LOST, error=error
+                task.job_id,
+                status=JobStatus.FAILED,
+                at=now,
+                reason=Reason.WORKER_LOST,
+                error=error,
+                expires_at=expires_at,
             )
         error = ErrorInfo(
             code=Reason.INVALID_TASK,
@@ -239,5 +259,6 @@ class EventApplier:
             at=now,
             reason=Reason.INVALID_TASK,
             error=error,
+            expires_at=expires_at,
             only_from=ACTIVE,
         )

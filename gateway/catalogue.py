@@ -104,6 +104,12 @@ class ServiceSpec(_Frozen):
         description="AMQP priority set on this service's tasks (honoured by RabbitMQ 4 "
         "quorum queues: 5 and above is high; ignored by 3.x).",
     )
+    retention: float = Field(
+        default=7 * 86400,
+        gt=0,
+        description="Seconds a finished job and its result are kept; then they are purged "
+        "and the job id answers 410.",
+    )
     scopes: tuple[str, ...] = Field(
         default=(), description="Token scopes a caller needs to submit to this service."
     )

@@ -12,6 +12,7 @@
     ├── Forbidden (403)           forbidden
     ├── IdempotencyConflict (409) idempotency-conflict
     ├── ResultPurged (410)        result-purged
+    ├── JobGone (410)             job-gone
     ├── InvalidInput (422)        invalid-input
     ├── JobFailed (422)           job-failed
     ├── QueueFull (429)           queue-full
@@ -155,6 +156,12 @@ class ResultPurged(GatewayError):
     status = 410
     code = "result-purged"
     title = "Result purged"
+
+
+class JobGone(GatewayError):
+    status = 410
+    code = "job-gone"
+    title = "Job purged"
 
 
 class InvalidInput(GatewayError):

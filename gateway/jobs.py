@@ -18,6 +18,7 @@ from gateway.catalogue import Catalogue, ServiceSpec
 from gateway.errors import (
     BrokerUnavailable,
     IdempotencyConflict,
+    JobGone,
     QueueFull,
     QuotaExceeded,
     RateLimited,
@@ -42,7 +43,8 @@ from worker_sdk import CancelRequest, ErrorInfo, Task
 log = logging.getLogger("gateway.jobs")
 
 RETRY_AFTER = "5"
-SUBMISSIONS = "submissions:"  # usage counter per service, for the monitoring routes
+SUBMISSIONS = "submissions:"
+DEFAULT_RETENTION = 7 * 86400  # usage counter per service, for the monitoring routes
 
 
 def _fingerprint(service: str, inputs: dict[str, Any]) -> str:
@@ -218,12 +220,14 @@ class JobService:
         try:
             if record.idempotency_key is not None:
                 await self._store.release_key(record.id)  # the client's retry may queue it
+            now = datetime.now(UTC)
             await self._store.finish(
                 record.id,
                 status=JobStatus.FAILED,
-                at=datetime.now(UTC),
+                at=now,
                 reason=Reason.PUBLISH_FAILED,
                 error=error,
+                expires_at=self.expiry(record.service, now),
             )
         except StoreError:
             log.exception("job %s: could not record the failed publish", record.id)
@@ -234,9 +238,28 @@ class JobService:
             record = await self._store.get(job_id)
         except StoreError as exc:
             raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
-        if record is None or not (principal.admin or record.owner == principal.subject):
+        if record is None:
+            owner = await self._tombstone(job_id)
+            if owner is not None and (principal.admin or owner == principal.subject):
+                raise JobGone(f"job {job_id} was purged when its retention period ended")
+            raise UnknownJob(f"no job {job_id}")
+        if not (principal.admin or record.owner == principal.subject):
             raise UnknownJob(f"no job {job_id}")
         return record
+
+    async def _tombstone(self, job_id: uuid.UUID) -> str | None:
+        try:
+            return await self._store.tombstone(job_id)
+        except StoreError as exc:
+            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
+
+    def expiry(self, service: str, at: datetime) -> datetime:
+        """When a job of ``service`` finished at ``at`` is purged."""
+        return at + self.retention(service)
+
+    def retention(self, service: str) -> timedelta:
+        spec = self._catalogue.get(service)
+        return timedelta(seconds=spec.retention if spec is not None else DEFAULT_RETENTION)
 
     async def dismiss(self, job_id: uuid.UUID, principal: Principal) -> JobRecord:
         """Cancel a queued or running job (it ends ``dismissed``/``cancelled`` now, and its
@@ -246,7 +269,11 @@ class JobService:
         try:
             if record.status in ACTIVE:
                 cancelled = await self._store.finish(
-                    job_id, status=JobStatus.DISMISSED, at=now, reason=Reason.CANCELLED
+                    job_id,
+                    status=JobStatus.DISMISSED,
+                    at=now,
+                    reason=Reason.CANCELLED,
+                    expires_at=self.expiry(record.service, now),
                 )
                 if cancelled is not None:
                     self._watch.notify(cancelled)

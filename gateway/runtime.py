@@ -14,6 +14,7 @@ from gateway.catalogue import Catalogue
 from gateway.jobs import JobService
 from gateway.settings import Settings
 from gateway.store import JobStore
+from gateway.sweeper import Sweeper
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class Runtime:
     broker: Broker
     jobs: JobService
     auth: Authenticator
+    sweeper: Sweeper
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies on its

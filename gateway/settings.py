@@ -64,6 +64,20 @@ class Settings(BaseSettings):
         description="Seconds a broker channel may stay closed before the gateway rebuilds "
         "its connection (a watchdog beside aio-pika's own recovery).",
     )
+    sweep_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between retention and reaper sweeps."
+    )
+    reaper_grace: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds past a job's queue TTL (accepted) or time limit (running) before "
+        "the reaper fails it.",
+    )
+    heartbeat_silence: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds without a heartbeat after which a worker counts as gone.",
+    )
     max_body_size: int = Field(
         default=1_048_576, ge=1024, description="Largest request body in bytes (413 past it)."
     )

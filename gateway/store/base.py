@@ -66,6 +66,24 @@ class JobStore(Protocol):
     async def purge(self, job_id: UUID, *, at: datetime) -> JobRecord | None:
         """Drop the result of a finished job and mark it purged (once)."""
 
+    async def expire(self, now: datetime, *, limit: int = 1000) -> int:
+        """Delete jobs whose ``expires_at`` has passed, leaving tombstones; how many."""
+
+    async def tombstone(self, job_id: UUID) -> str | None:
+        """The owner of a job deleted by retention, or ``None``."""
+
+    async def stale(
+        self, *, service: str, status: JobStatus, before: datetime, limit: int = 100
+    ) -> list[JobRecord]:
+        """Jobs of the service in ``status`` since before ``before`` (``created`` for
+        accepted jobs, ``started`` for running ones)."""
+
+    async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
+        """Record that a worker is alive."""
+
+    async def last_heartbeat(self, worker_id: str) -> datetime | None:
+        """When the worker was last heard of."""
+
     async def bump(self, counter: str, by: int = 1) -> None:
         """Add ``by`` to a usage counter (created at 0)."""
 
@@ -101,6 +119,7 @@ class JobStore(Protocol):
         attempt: int | None = None,
         started: datetime | None = None,
         worker: WorkerInfo | None = None,
+        expires_at: datetime | None = None,
         only_from: Collection[JobStatus] = ACTIVE,
     ) -> JobRecord | None:
         """Move the job to a terminal state if its status is in ``only_from``.

@@ -41,6 +41,7 @@ class Reason(StrEnum):
     INVALID_TASK = "invalid_task"
     HANDLER_ERROR = "handler_error"
     PUBLISH_FAILED = "publish_failed"
+    NOT_QUEUED = "not_queued"
 
 
 class WorkerInfo(BaseModel):

@@ -24,6 +24,7 @@ from .base import DuplicateJob, StoreError
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo
 
 DEFAULT_DATABASE = "servicegateway"
+TTL_BACKSTOP = 86400
 _FIELDS = tuple(JobRecord.model_fields)
 
 ClientFactory = Callable[[], Any]
@@ -82,6 +83,8 @@ class MongoStore:
         self._client: Any = None
         self._jobs: Any = None
         self._counters: Any = None
+        self._tombstones: Any = None
+        self._workers: Any = None
 
     async def open(self) -> None:
         try:
@@ -93,6 +96,8 @@ class MongoStore:
             )
             self._jobs = database["jobs"]
             self._counters = database["counters"]
+            self._tombstones = database["tombstones"]
+            self._workers = database["workers"]
             await self._client.admin.command("ping")
             await self._jobs.create_index([("owner", ASCENDING), ("created", DESCENDING)])
             await self._jobs.create_index([("owner", ASCENDING), ("status", ASCENDING)])
@@ -103,9 +108,10 @@ class MongoStore:
                 partialFilterExpression={"idempotency_key": {"$type": "string"}},
                 name="owner_idempotency_key",
             )
-            # Retention: MongoDB deletes a job once its expires_at has passed (checked about
-            # once a minute); jobs without expires_at are kept.
-            await self._jobs.create_index("expires_at", expireAfterSeconds=0)
+            # Retention: the gateway's sweep deletes expired jobs and leaves tombstones (a
+            # purged id answers 410); the TTL index is the backstop a day later, when no
+            # gateway sweeps. Jobs without expires_at are kept.
+            await self._jobs.create_index("expires_at", expireAfterSeconds=TTL_BACKSTOP)
         except PyMongoError as exc:
             await self.close()
             raise StoreError(f"cannot open the MongoDB store: {exc}") from exc
@@ -207,6 +213,76 @@ class MongoStore:
             {"$set": {"purged": at, "updated": at}, "$unset": {"result": ""}},
         )
 
+    async def expire(self, now: datetime, *, limit: int = 1000) -> int:
+        if self._tombstones is None:
+            raise StoreError("the MongoDB store is not open")
+        try:
+            docs = (
+                await self._collection.find({"expires_at": {"$lte": now}}, {"_id": 1, "owner": 1})
+                .limit(int(limit))
+                .to_list(None)
+            )
+            for doc in docs:
+                await self._tombstones.update_one(
+                    {"_id": doc["_id"]},
+                    {"$set": {"owner": doc["owner"], "expired": now}},
+                    upsert=True,
+                )
+            if docs:
+                await self._collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return len(docs)
+
+    async def tombstone(self, job_id: UUID) -> str | None:
+        if self._tombstones is None:
+            raise StoreError("the MongoDB store is not open")
+        try:
+            doc = await self._tombstones.find_one({"_id": str(job_id)})
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return str(doc["owner"]) if doc is not None else None
+
+    async def stale(
+        self, *, service: str, status: JobStatus, before: datetime, limit: int = 100
+    ) -> list[JobRecord]:
+        field = "started" if status is JobStatus.RUNNING else "created"
+        query = {"service": str(service), "status": str(status), field: {"$lt": before}}
+        try:
+            docs = (
+                await self._collection.find(query)
+                .sort(field, ASCENDING)
+                .limit(int(limit))
+                .to_list(None)
+            )
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return [r for r in map(_record, docs) if r is not None]
+
+    async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
+        if self._workers is None:
+            raise StoreError("the MongoDB store is not open")
+        try:
+            await self._workers.update_one(
+                {"_id": worker.id},
+                {
+                    "$set": {"service": service, "host": worker.host, "version": worker.version},
+                    "$max": {"seen": at},
+                },
+                upsert=True,
+            )
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def last_heartbeat(self, worker_id: str) -> datetime | None:
+        if self._workers is None:
+            raise StoreError("the MongoDB store is not open")
+        try:
+            doc = await self._workers.find_one({"_id": str(worker_id)})
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return doc["seen"] if doc is not None else None
+
     async def bump(self, counter: str, by: int = 1) -> None:
         if self._counters is None:
             raise StoreError("the MongoDB store is not open")
@@ -292,6 +368,7 @@ class MongoStore:
         attempt: int | None = None,
         started: datetime | None = None,
         worker: WorkerInfo | None = None,
+        expires_at: datetime | None = None,
         only_from: Collection[JobStatus] = ACTIVE,
     ) -> JobRecord | None:
         changes: dict[str, Any] = {"status": str(status), "finished": at, "updated": at}
@@ -304,6 +381,8 @@ class MongoStore:
             changes["error"] = error.model_dump()
         if attempt is not None:
             changes["attempt"] = int(attempt)
+        if expires_at is not None:
+            changes["expires_at"] = expires_at
         update: dict[str, Any] = {"$set": changes}
         if started is not None:
             update["$min"] = {"started": started}

@@ -59,6 +59,11 @@ CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created);
 CREATE INDEX IF NOT EXISTS jobs_service_status ON jobs (service, status);
 CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_expires_at ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, owner TEXT NOT NULL, expired TEXT);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, version TEXT, seen TEXT NOT NULL
+);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency
     ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
 """
@@ -227,6 +232,75 @@ class SQLiteStore:
             {"id": str(job_id), "at": _ts(at)},
         )
 
+    async def expire(self, now: datetime, *, limit: int = 1000) -> int:
+        params = {"now": _ts(now), "limit": limit}
+
+        def statement(db: sqlite3.Connection) -> int:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM jobs WHERE expires_at <= :now LIMIT :limit", params
+                )
+            ]
+            for job_id in ids:
+                db.execute(
+                    "INSERT OR REPLACE INTO tombstones (id, owner, expired) "
+                    "SELECT id, owner, :now FROM jobs WHERE id = :id",
+                    {"id": job_id, "now": params["now"]},
+                )
+                db.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id})
+            return len(ids)
+
+        count: int = await self._run(statement)
+        return count
+
+    async def tombstone(self, job_id: UUID) -> str | None:
+        def statement(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT owner FROM tombstones WHERE id = ?", (str(job_id),)).fetchone()
+            return str(row[0]) if row is not None else None
+
+        owner: str | None = await self._run(statement)
+        return owner
+
+    async def stale(
+        self, *, service: str, status: JobStatus, before: datetime, limit: int = 100
+    ) -> list[JobRecord]:
+        field = "started" if status is JobStatus.RUNNING else "created"
+        sql = (
+            f"SELECT * FROM jobs WHERE service = :service AND status = :status "
+            f"AND {field} < :before ORDER BY {field} LIMIT :limit"
+        )
+        params = {"service": service, "status": str(status), "before": _ts(before), "limit": limit}
+
+        def statement(db: sqlite3.Connection) -> list[JobRecord]:
+            return [_decode(row) for row in db.execute(sql, params)]
+
+        records: list[JobRecord] = await self._run(statement)
+        return records
+
+    async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
+        sql = (
+            "INSERT INTO workers (id, service, host, version, seen) "
+            "VALUES (:id, :service, :host, :version, :seen) "
+            "ON CONFLICT (id) DO UPDATE SET seen = max(seen, :seen)"
+        )
+        params = {
+            "id": worker.id,
+            "service": service,
+            "host": worker.host,
+            "version": worker.version,
+            "seen": _ts(at),
+        }
+        await self._run(lambda db: db.execute(sql, params))
+
+    async def last_heartbeat(self, worker_id: str) -> datetime | None:
+        def statement(db: sqlite3.Connection) -> datetime | None:
+            row = db.execute("SELECT seen FROM workers WHERE id = ?", (worker_id,)).fetchone()
+            return datetime.fromisoformat(row[0]) if row is not None else None
+
+        seen: datetime | None = await self._run(statement)
+        return seen
+
     async def bump(self, counter: str, by: int = 1) -> None:
         sql = (
             "INSERT INTO counters (name, value) VALUES (:name, :by) "
@@ -301,6 +375,7 @@ class SQLiteStore:
         attempt: int | None = None,
         started: datetime | None = None,
         worker: WorkerInfo | None = None,
+        expires_at: datetime | None = None,
         only_from: Collection[JobStatus] = ACTIVE,
     ) -> JobRecord | None:
         allowed = sorted(str(s) for s in only_from)
@@ -315,6 +390,7 @@ class SQLiteStore:
             attempt=attempt,
             started=_ts(started),
             worker=worker.model_dump_json() if worker is not None else None,
+            expires_at=_ts(expires_at),
             at=_ts(at),
         )
         return await self._one(
@@ -322,7 +398,8 @@ class SQLiteStore:
                     error = :error, finished = :at, updated = :at,
                     progress = CASE WHEN :status = 'successful' THEN 100 ELSE progress END,
                     attempt = COALESCE(:attempt, attempt),
-                    started = COALESCE(started, :started), worker = COALESCE(worker, :worker)
+                    started = COALESCE(started, :started), worker = COALESCE(worker, :worker),
+                    expires_at = COALESCE(:expires_at, expires_at)
                 WHERE id = :id AND status IN ({marks})
                 RETURNING *""",
             params,

@@ -365,3 +365,42 @@ async def test_an_idempotency_key_is_unique_per_owner(store: JobStore) -> None:
     await store.release_key(first.id)
     assert await store.find_by_key("erin", "k") is None
     await store.insert(_record(owner="erin", idempotency_key="k"))
+
+
+async def test_expired_jobs_leave_a_tombstone_naming_their_owner(store: JobStore) -> None:
+    old, fresh, kept = _record(owner="gina"), _record(owner="gina"), _record(owner="gina")
+    for record in (old, fresh, kept):
+        await store.insert(record)
+    await store.finish(old.id, status=JobStatus.SUCCESSFUL, at=T0, expires_at=T0)
+    later = T0 + timedelta(days=7)
+    await store.finish(fresh.id, status=JobStatus.FAILED, at=T0, expires_at=later)
+    assert await store.expire(T0 + timedelta(seconds=1)) == 1
+    assert await store.get(old.id) is None
+    assert await store.tombstone(old.id) == "gina"
+    assert await store.get(fresh.id) is not None
+    assert await store.tombstone(fresh.id) is None
+    assert await store.expire(later) == 1
+    assert await store.get(kept.id) is not None  # no expires_at: kept
+    assert await store.expire(later + timedelta(days=365)) == 0
+
+
+async def test_stale_jobs_are_found_by_their_age(store: JobStore) -> None:
+    old = _record(service="svc", created=T0, updated=T0)
+    new = _record(service="svc", created=T0 + timedelta(hours=1), updated=T0)
+    running = _record(service="svc", created=T0, updated=T0)
+    for record in (old, new, running):
+        await store.insert(record)
+    await store.start(running.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    cutoff = T0 + timedelta(minutes=30)
+    accepted = await store.stale(service="svc", status=JobStatus.ACCEPTED, before=cutoff)
+    assert [r.id for r in accepted] == [old.id]
+    stuck = await store.stale(service="svc", status=JobStatus.RUNNING, before=cutoff)
+    assert [r.id for r in stuck] == [running.id]
+    assert await store.stale(service="other", status=JobStatus.ACCEPTED, before=cutoff) == []
+
+
+async def test_heartbeats_keep_the_latest_time(store: JobStore) -> None:
+    assert await store.last_heartbeat("w1") is None
+    await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=5))
+    await store.heartbeat(WORKER, service="echo", at=T0)  # late, out of order
+    assert await store.last_heartbeat("w1") == T0 + timedelta(seconds=5)
