@@ -26,6 +26,7 @@ from worker_sdk import (
     Failed,
     Heartbeat,
     Progress,
+    Retrying,
     Started,
     Succeeded,
     Task,
@@ -96,6 +97,13 @@ class EventApplier:
                     seq=event.seq,
                     percent=event.percent,
                     message=event.message,
+                    at=event.emitted_at,
+                )
+            case Retrying():
+                record = await self._store.retrying(
+                    event.job_id,
+                    attempt=event.attempt,
+                    message=f"attempt {event.attempt} in {event.delay:g}s: {event.error.message}",
                     at=event.emitted_at,
                 )
             case Succeeded():

@@ -146,6 +146,7 @@ class JobService:
             service=spec.id,
             service_version=spec.version,
             inputs=inputs,
+            max_attempts=spec.max_attempts,
             submitted_at=now,
             time_limit=spec.time_limit,
             deadline=now + timedelta(seconds=spec.queue_ttl),

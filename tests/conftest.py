@@ -27,6 +27,7 @@ from gateway.runtime import Runtime
 from gateway.store import JobStore
 from tests.support import TEST_CATALOGUE
 from worker_sdk import Topology, UrlPolicy, Worker
+from worker_sdk._topology import RETRY_TIERS
 
 TEST_SECRET = "a-test-secret-long-enough-for-every-hs-algorithm-of-rfc-7518-0123"
 AMQP_URL = os.environ.get("SG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -54,6 +55,9 @@ async def namespace(catalogue: Catalogue) -> AsyncIterator[str]:
         channel = await connection.channel()
         queues = [topology.events_queue, topology.dead_letter_queue]
         queues += [topology.task_queue(spec.id) for spec in catalogue]
+        queues += [
+            topology.retry_queue(spec.id, tier) for spec in catalogue for tier in RETRY_TIERS
+        ]
         for name in queues:
             await channel.queue_delete(name, if_unused=False, if_empty=False)
         for name in (

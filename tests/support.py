@@ -56,6 +56,10 @@ services:
     title: Time-limited
     version: "1.0.0"
     time_limit: 0.5
+  flaky:
+    title: Flaky
+    version: "1.0.0"
+    max_attempts: 3
   shortlived:
     title: Kept briefly
     version: "1.0.0"

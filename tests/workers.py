@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from worker_sdk import JobContext, Worker
+from worker_sdk import JobContext, Retry, Worker
 
 
 class GateInputs(BaseModel):
@@ -108,3 +108,14 @@ chaos = Worker(
 async def chaos_handler(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, int]:
     await asyncio.sleep(float(inputs.get("work", 0.01)))  # the job's work
     return {"n": int(inputs["n"]) * 2}
+
+
+# Fails with Retry until its attempt reaches succeed_on.
+flaky = Worker("flaky", version="1.0.0")
+
+
+@flaky.handler
+async def flaky_handler(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, int]:
+    if ctx.attempt < int(inputs["succeed_on"]):
+        raise Retry(f"not yet (attempt {ctx.attempt})", delay=0.5)
+    return {"attempt": ctx.attempt}

@@ -17,7 +17,7 @@ shutdown. It never imports the gateway; the gateway imports the wire contract fr
 """
 
 from ._context import JobContext
-from ._errors import HandlerError
+from ._errors import HandlerError, Retry
 from ._messages import (
     SCHEMA_VERSION,
     Cancelled,
@@ -29,6 +29,7 @@ from ._messages import (
     JobEvent,
     LegacyDocument,
     Progress,
+    Retrying,
     RunStart,
     Started,
     Succeeded,
@@ -69,6 +70,8 @@ __all__ = [
     "JobEvent",
     "LegacyDocument",
     "Progress",
+    "Retry",
+    "Retrying",
     "RunStart",
     "Started",
     "Succeeded",

@@ -14,3 +14,15 @@ class HandlerError(Exception):
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+
+
+class Retry(Exception):
+    """Try the job again after ``delay`` seconds, while the service's attempts last.
+
+    The delay is rounded up to the next of 1, 5, 15, 60, 300, 900 or 3600 seconds (each is a
+    holding queue). When no attempt is left the job fails with this exception's message.
+    """
+
+    def __init__(self, message: str = "retry requested", *, delay: float = 5.0) -> None:
+        super().__init__(message)
+        self.delay = delay

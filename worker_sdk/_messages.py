@@ -51,6 +51,7 @@ class Task(_Wire):
     service_version: str | None = None
     inputs: dict[str, Any] = Field(default_factory=dict)
     attempt: int = Field(default=1, ge=1)
+    max_attempts: int = Field(default=1, ge=1, description="Attempts allowed, retries included.")
     submitted_at: datetime = Field(default_factory=utcnow)
     time_limit: float | None = Field(default=None, gt=0, description="Seconds the handler may run.")
     deadline: datetime | None = Field(
@@ -136,6 +137,14 @@ class Cancelled(_Terminal):
     message: str | None = None
 
 
+class Retrying(_JobEvent):
+    """The run failed in a way worth retrying; ``attempt`` is the attempt that comes next."""
+
+    kind: Literal["retrying"] = "retrying"
+    delay: float
+    error: ErrorInfo
+
+
 class Heartbeat(_Wire):
     """A worker is alive: sent every few seconds, even while handlers burn CPU."""
 
@@ -149,7 +158,7 @@ class Heartbeat(_Wire):
     emitted_at: datetime = Field(default_factory=utcnow)
 
 
-JobEvent = Started | Progress | Succeeded | Failed | Cancelled
+JobEvent = Started | Progress | Retrying | Succeeded | Failed | Cancelled
 TerminalEvent = Succeeded | Failed | Cancelled
 Event = Annotated[JobEvent | Heartbeat, Field(discriminator="kind")]
 

@@ -56,6 +56,9 @@ class Topology:
     def task_queue(self, service: str) -> str:
         return f"{self.namespace}.task.{service}"
 
+    def retry_queue(self, service: str, tier: int) -> str:
+        return f"{self.namespace}.retry.{service}.{tier}s"
+
 
 @dataclass(frozen=True, slots=True)
 class TaskQueueOptions:
@@ -140,3 +143,32 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Core
     )
     await dead.bind(exchanges.dead_letter, routing_key="#")
     return exchanges
+
+
+RETRY_TIERS = (1, 5, 15, 60, 300, 900, 3600)
+
+
+def retry_tier(delay: float) -> int:
+    """The holding queue a delay waits in: the next tier up (the last for longer delays)."""
+    return next((tier for tier in RETRY_TIERS if tier >= delay), RETRY_TIERS[-1])
+
+
+async def declare_retry_queue(
+    channel: AbstractChannel, topology: Topology, service: str, tier: int
+) -> str:
+    """Declare ``{ns}.retry.<service>.<tier>s``: every message waits ``tier`` seconds (one TTL
+    per queue, so none waits behind a longer one), then goes back to the service's queue."""
+    name = topology.retry_queue(service, tier)
+    await channel.declare_queue(
+        name,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-message-ttl": tier * 1000,
+            "x-dead-letter-exchange": topology.tasks_exchange,
+            "x-dead-letter-routing-key": service,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        },
+    )
+    return name

@@ -35,7 +35,7 @@ from aio_pika.exceptions import AMQPError, PublishError
 from pydantic import BaseModel, ValidationError
 
 from ._context import JobContext
-from ._errors import HandlerError
+from ._errors import HandlerError, Retry
 from ._messages import (
     Cancelled,
     CancelRequest,
@@ -44,6 +44,7 @@ from ._messages import (
     Heartbeat,
     JobEvent,
     Progress,
+    Retrying,
     RunStart,
     Started,
     Succeeded,
@@ -58,8 +59,10 @@ from ._topology import (
     CoreExchanges,
     TaskQueueOptions,
     Topology,
+    declare_retry_queue,
     declare_task_queue,
     declare_topology,
+    retry_tier,
 )
 from ._urls import UrlPolicy
 
@@ -95,6 +98,8 @@ def _error_info(task: Task, exc: Exception) -> ErrorInfo:
         return ErrorInfo(
             code=exc.code, type=type(exc).__name__, message=str(exc), retryable=exc.retryable
         )
+    if isinstance(exc, Retry):
+        return ErrorInfo(code="retry", type="Retry", message=str(exc), retryable=True)
     if isinstance(exc, ChildDied):
         return ErrorInfo(code="handler_crashed", type="ChildDied", message=str(exc))
     log.error("job %s failed", task.job_id, exc_info=exc)
@@ -138,6 +143,8 @@ class Worker:
     :param reconnect_after: seconds the worker's channel may stay closed before the worker
         drops its connection and starts over on a new one (a watchdog for the cases the
         client library does not recover by itself); unsettled tasks go back to the queue.
+    :param retry_delay: seconds before another attempt when a handler raises a retryable
+        :class:`HandlerError` (``Retry`` carries its own delay).
     :param cancel_grace: seconds a cancelled (or timed-out) job gets to stop on its own
         (``ctx.cancelled``; ``CancelledError`` for async handlers) before its child process is
         killed.
@@ -156,6 +163,7 @@ class Worker:
         started_delay: float = 0.1,
         shutdown_grace: float = 30.0,
         cancel_grace: float = 10.0,
+        retry_delay: float = 5.0,
         reconnect_after: float = 15.0,
         publish_timeout: float = 10.0,
     ) -> None:
@@ -167,6 +175,7 @@ class Worker:
         self.started_delay = started_delay
         self.shutdown_grace = shutdown_grace
         self.cancel_grace = cancel_grace
+        self.retry_delay = retry_delay
         self.reconnect_after = reconnect_after
         self.publish_timeout = publish_timeout
         self._handler: _Handler | None = None
@@ -365,6 +374,7 @@ class _Session:
         self._channel: AbstractChannel | None = None
         self._jobs: dict[asyncio.Task[None], uuid.UUID] = {}
         self._runs: dict[uuid.UUID, _Run] = {}
+        self._retry_queues: dict[int, str] = {}
         self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
         self._exchanges: CoreExchanges | None = None
         self._threads: ThreadPoolExecutor | None = None
@@ -483,7 +493,10 @@ class _Session:
             self._jobs[current] = task.job_id
         try:
             outcome = await self._execute(task)
-            await self._publish(outcome)
+            if isinstance(outcome, Retrying):
+                await self._retry_later(task, outcome)
+            else:
+                await self._publish(outcome)
         except asyncio.CancelledError:
             log.warning("job %s handed back to the queue", task.job_id)
             await asyncio.shield(self._hand_back(message))
@@ -508,7 +521,7 @@ class _Session:
             "worker_id": self.worker_id,
         }
 
-    async def _execute(self, task: Task) -> TerminalEvent:
+    async def _execute(self, task: Task) -> TerminalEvent | Retrying:
         run_id = uuid.uuid4()
         base = self._base(task, run_id)
         if task.job_id in self._cancelled:
@@ -533,6 +546,7 @@ class _Session:
         pump = _ProgressPump(publish_progress, self.worker.progress_interval)
         result: Any = None
         error: ErrorInfo | None = None
+        delay: float | None = None
         run = _Run(task)
         run.handler = asyncio.create_task(self._invoke(task, pump, run))
         self._runs[task.job_id] = run
@@ -550,6 +564,7 @@ class _Session:
                 raise
         except Exception as exc:  # noqa: BLE001 - every handler failure becomes the job's error
             error = _error_info(task, exc)
+            delay = self._retry_delay(exc, error)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -566,9 +581,49 @@ class _Session:
                 type="TimeoutError",
                 message=f"the job ran past its time limit of {task.time_limit}s",
             )
+        elif error is not None and delay is not None and task.attempt < task.max_attempts:
+            return Retrying(**{**base, "attempt": task.attempt + 1}, delay=delay, error=error)
         if error is not None:
             return Failed(**base, error=error, start=unannounced)
         return Succeeded(**base, result=result, start=unannounced)
+
+    def _retry_delay(self, exc: Exception, error: ErrorInfo) -> float | None:
+        """Seconds before another attempt, or None when the failure is final."""
+        if isinstance(exc, Retry):
+            return exc.delay
+        return self.worker.retry_delay if error.retryable else None
+
+    async def _retry_later(self, task: Task, retrying: Retrying) -> None:
+        """Park a copy of the task (next attempt) in the holding queue of its delay, then say
+        so; both confirmed before the original is acked."""
+        assert self._channel is not None
+        tier = retry_tier(retrying.delay)
+        if tier not in self._retry_queues:
+            self._retry_queues[tier] = await declare_retry_queue(
+                self._channel, self.topology, task.service, tier
+            )
+        copy = task.model_copy(update={"attempt": retrying.attempt})
+        message = Message(
+            copy.to_bytes(),
+            content_type="application/json",
+            delivery_mode=DeliveryMode.PERSISTENT,
+            message_id=uuid.uuid4().hex,
+            correlation_id=str(task.job_id),
+            type="task",
+        )
+        try:
+            await self._channel.default_exchange.publish(
+                message,
+                routing_key=self._retry_queues[tier],
+                mandatory=True,
+                timeout=self.worker.publish_timeout,
+            )
+        except PUBLISH_ERRORS:
+            raise
+        except Exception as exc:  # aiormq fails pending confirms with a bare Exception
+            raise PublishLost(repr(exc)) from exc
+        log.info("job %s: attempt %d in %ds", task.job_id, retrying.attempt, tier)
+        await self._publish(retrying)
 
     async def _invoke(self, task: Task, pump: _ProgressPump, run: _Run) -> Any:
         handler = self.handler

@@ -95,6 +95,11 @@ class JobStore(Protocol):
     ) -> JobRecord | None:
         """Mark the job running under a new run, unless it is finished or the run is older."""
 
+    async def retrying(
+        self, job_id: UUID, *, attempt: int, message: str, at: datetime
+    ) -> JobRecord | None:
+        """Put an active job back to ``accepted`` for its next ``attempt`` (once per attempt)."""
+
     async def progress(
         self,
         job_id: UUID,

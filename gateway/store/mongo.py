@@ -328,6 +328,28 @@ class MongoStore:
             },
         )
 
+    async def retrying(
+        self, job_id: UUID, *, attempt: int, message: str, at: datetime
+    ) -> JobRecord | None:
+        return await self._update(
+            {
+                "_id": str(job_id),
+                "status": {"$in": sorted(str(s) for s in ACTIVE)},
+                "attempt": {"$lt": int(attempt)},
+            },
+            {
+                "$set": {
+                    "status": str(JobStatus.ACCEPTED),
+                    "attempt": int(attempt),
+                    "progress": 0,
+                    "progress_seq": 0,
+                    "message": message,
+                    "updated": at,
+                },
+                "$unset": {"run_id": ""},
+            },
+        )
+
     async def progress(
         self,
         job_id: UUID,

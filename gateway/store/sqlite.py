@@ -337,6 +337,17 @@ class SQLiteStore:
             },
         )
 
+    async def retrying(
+        self, job_id: UUID, *, attempt: int, message: str, at: datetime
+    ) -> JobRecord | None:
+        return await self._one(
+            """UPDATE jobs SET status = 'accepted', attempt = :attempt, run_id = NULL,
+                   progress = 0, progress_seq = 0, message = :message, updated = :at
+               WHERE id = :id AND status IN ('accepted', 'running') AND attempt < :attempt
+               RETURNING *""",
+            {"id": str(job_id), "attempt": attempt, "message": message, "at": _ts(at)},
+        )
+
     async def progress(
         self,
         job_id: UUID,

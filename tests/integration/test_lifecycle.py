@@ -163,3 +163,31 @@ async def test_a_runaway_job_is_stopped_at_its_time_limit(
     assert problem["job_error"]["code"] == "time_limit"
     quick = (await submit(client, "limited", {"quick": True})).json()
     await wait_status(client, quick["jobID"], "successful")  # the worker is fine
+
+
+async def test_retries_come_back_after_their_delay_until_success(
+    gateway: Gateway, namespace: str, run_worker: RunWorker
+) -> None:
+    from worker_sdk import Retrying
+
+    async with observe_events(namespace) as events:
+        run_worker(workers.flaky)
+        job = (await submit(gateway.client, "flaky", {"succeed_on": 3})).json()
+        state = await wait_status(gateway.client, job["jobID"], "successful", within=20)
+    assert state["attempt"] == 3
+    result = (await gateway.client.get(f"/jobs/{job['jobID']}/results")).json()
+    assert result == {"attempt": 3}
+    retries = [e for e in events if isinstance(e, Retrying)]
+    assert [r.attempt for r in retries] == [2, 3]
+
+
+async def test_retries_end_failed_when_attempts_run_out(
+    gateway: Gateway, run_worker: RunWorker
+) -> None:
+    run_worker(workers.flaky)
+    job = (await submit(gateway.client, "flaky", {"succeed_on": 9})).json()
+    state = await wait_status(gateway.client, job["jobID"], "failed", within=20)
+    assert state["attempt"] == 3
+    problem = (await gateway.client.get(f"/jobs/{job['jobID']}/results")).json()
+    assert problem["job_error"]["code"] == "retry"
+    assert "attempt 3" in problem["job_error"]["message"]
