@@ -141,6 +141,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except (ImportError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
+    if args.shutdown_grace is not None:
+        worker.shutdown_grace = args.shutdown_grace
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -205,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("reference", help="e.g. examples.thumbnail:worker")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (= prefetch)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    worker.add_argument(
+        "--shutdown-grace",
+        type=float,
+        help="seconds running jobs get to finish after SIGTERM before they are handed back",
+    )
     worker.set_defaults(func=cmd_worker)
     token = commands.add_parser("token", help="mint a JWT the gateway accepts (development)")
     token.add_argument("--sub", default="dev", help="the owner of the caller's jobs")

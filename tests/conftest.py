@@ -188,7 +188,9 @@ def spawn_worker(namespace: str) -> Iterator[Callable[..., subprocess.Popen[byte
     """Run ``sgw worker`` in child processes; any still alive at teardown is killed."""
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(reference: str, *, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    def start(
+        reference: str, *, concurrency: int = 1, extra: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
         env = {**os.environ, "SG_AMQP_URL": AMQP_URL, "SG_NAMESPACE": namespace}
         process = subprocess.Popen(
             [
@@ -199,6 +201,7 @@ def spawn_worker(namespace: str) -> Iterator[Callable[..., subprocess.Popen[byte
                 reference,
                 "--concurrency",
                 str(concurrency),
+                *extra,
             ],
             cwd=ROOT,
             env=env,

@@ -283,3 +283,32 @@ async def test_events_apply_idempotently_whatever_their_order(
 
     await eventually(drained, what="the events queue to drain")
     assert state["progress"] == 100
+
+
+async def test_sigterm_hands_back_what_cannot_finish_within_the_grace(
+    gateway: Gateway,
+    spawn_worker: SpawnWorker,
+    run_worker: RunWorker,
+    tmp_path: Path,
+) -> None:
+    client = gateway.client
+    gate = tmp_path / "gate"
+    leaving = spawn_worker("tests.workers:slow", extra=("--shutdown-grace", "0.5"))
+    job = (await submit(client, "slow", {"gate": str(gate)})).json()
+    first = await wait_status(client, job["jobID"], "running", within=30)
+    job_id = uuid.UUID(job["jobID"])
+    first_run = (await gateway.runtime.store.get(job_id)).run_id  # type: ignore[union-attr]
+    leaving.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(leaving.wait, 15) == 0  # gone after its 0.5 s grace
+    run_worker(workers.slow)  # takes the handed-back task
+
+    async def rerun() -> bool:
+        record = await gateway.runtime.store.get(job_id)
+        return record is not None and record.run_id not in (None, first_run)
+
+    await eventually(rerun, what="the handed-back job to run again on the new worker")
+    gate.touch()
+    done = await wait_status(client, job["jobID"], "successful")
+    assert done["started"] == first["started"]
+    result = (await client.get(f"/jobs/{job['jobID']}/results")).json()
+    assert result["pid"] == os.getpid()
