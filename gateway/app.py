@@ -83,7 +83,7 @@ def create_app(
             applier = EventApplier(
                 jobs_store,
                 watch,
-                retention=jobs_service.retention,
+                catalogue=services,
                 stop_run=jobs_service.stop_workers,
             )
             topology = broker.topology

@@ -11,12 +11,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from gateway.catalogue import Catalogue
 from gateway.store import ACTIVE, JobRecord, JobStatus, JobStore, Reason, StoreError, WorkerInfo
 from gateway.watch import JobWatch
 from worker_sdk import (
@@ -65,12 +66,12 @@ class EventApplier:
         store: JobStore,
         watch: JobWatch,
         *,
-        retention: Callable[[str], timedelta],
+        catalogue: Catalogue,
         stop_run: Callable[[uuid.UUID], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._watch = watch
-        self._retention = retention
+        self._catalogue = catalogue
         self._stop_run = stop_run
 
     async def apply(self, event: Event) -> JobRecord | None:
@@ -112,7 +113,7 @@ class EventApplier:
                     status=JobStatus.SUCCESSFUL,
                     at=event.emitted_at,
                     result=event.result,
-                    expires_at=event.emitted_at + self._retention(event.service),
+                    expires_at=event.emitted_at + self._catalogue.retention(event.service),
                     **_run_fields(event),
                 )
             case Failed():
@@ -122,7 +123,7 @@ class EventApplier:
                     at=event.emitted_at,
                     reason=failure_reason(event.error),
                     error=event.error,
-                    expires_at=event.emitted_at + self._retention(event.service),
+                    expires_at=event.emitted_at + self._catalogue.retention(event.service),
                     **_run_fields(event),
                 )
             case Cancelled():
@@ -131,7 +132,7 @@ class EventApplier:
                     status=JobStatus.DISMISSED,
                     at=event.emitted_at,
                     reason=Reason.CANCELLED,
-                    expires_at=event.emitted_at + self._retention(event.service),
+                    expires_at=event.emitted_at + self._catalogue.retention(event.service),
                     **_run_fields(event),
                 )
             case Heartbeat():
@@ -216,7 +217,7 @@ class EventApplier:
 
     async def _finish_dead(self, task: Task, death: str) -> JobRecord | None:
         now = datetime.now(UTC)
-        expires_at = now + self._retention(task.service)
+        expires_at = now + self._catalogue.retention(task.service)
         if death == "expired":
             record = await self._store.finish(
                 task.job_id,
@@ -242,10 +243,12 @@ class EventApplier:
                 expires_at=expires_at,
             )
         if death == "delivery_limit":
+            spec = self._catalogue.get(task.service)
+            deliveries = f"{spec.delivery_limit + 1} times" if spec else "repeatedly"
             error = ErrorInfo(
                 code=Reason.WORKER_LOST,
                 type="DeliveryLimit",
-                message="the task was handed to workers repeatedly and never finished: "
+                message=f"the task was handed to workers {deliveries} and never finished: "
                 "its worker died or gave it back each time",
             )
             return await self._store.finish(

@@ -7,6 +7,7 @@ and the line of the file that is wrong.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from worker_sdk import DEFAULT_DELIVERY_LIMIT, TaskQueueOptions
 
+DEFAULT_RETENTION = 7 * 86400
 SERVICE_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
@@ -105,7 +107,7 @@ class ServiceSpec(_Frozen):
         "quorum queues: 5 and above is high; ignored by 3.x).",
     )
     retention: float = Field(
-        default=7 * 86400,
+        default=DEFAULT_RETENTION,
         gt=0,
         description="Seconds a finished job and its result are kept; then they are purged "
         "and the job id answers 410.",
@@ -148,6 +150,11 @@ class Catalogue:
 
     def get(self, service_id: str) -> ServiceSpec | None:
         return self._services.get(service_id)
+
+    def retention(self, service_id: str) -> timedelta:
+        """How long a finished job of the service is kept (the default for unknown ones)."""
+        spec = self._services.get(service_id)
+        return timedelta(seconds=spec.retention if spec is not None else DEFAULT_RETENTION)
 
 
 class _Document(_Frozen):

@@ -43,8 +43,7 @@ from worker_sdk import CancelRequest, ErrorInfo, Task
 log = logging.getLogger("gateway.jobs")
 
 RETRY_AFTER = "5"
-SUBMISSIONS = "submissions:"
-DEFAULT_RETENTION = 7 * 86400  # usage counter per service, for the monitoring routes
+SUBMISSIONS = "submissions:"  # usage counter per service, for the monitoring routes
 
 
 def _fingerprint(service: str, inputs: dict[str, Any]) -> str:
@@ -256,11 +255,7 @@ class JobService:
 
     def expiry(self, service: str, at: datetime) -> datetime:
         """When a job of ``service`` finished at ``at`` is purged."""
-        return at + self.retention(service)
-
-    def retention(self, service: str) -> timedelta:
-        spec = self._catalogue.get(service)
-        return timedelta(seconds=spec.retention if spec is not None else DEFAULT_RETENTION)
+        return at + self._catalogue.retention(service)
 
     async def dismiss(self, job_id: uuid.UUID, principal: Principal) -> JobRecord:
         """Cancel a queued or running job (it ends ``dismissed``/``cancelled`` now, and its

@@ -188,6 +188,7 @@ async def test_a_task_that_kills_every_worker_ends_failed_worker_lost(
     assert state["reason"] == "worker_lost"
     problem = (await client.get(f"/jobs/{job['jobID']}/results")).json()
     assert problem["job_error"]["type"] == "DeliveryLimit"
+    assert "2 times" in problem["job_error"]["message"]  # delivery_limit 1: two deliveries
 
 
 async def test_heartbeats_keep_flowing_while_handlers_burn_cpu(
