@@ -39,7 +39,13 @@ import jwt
 from rich.console import Console
 from rich.table import Table
 
-from worker_sdk import TaskQueueOptions, Topology, declare_task_queue, declare_topology
+from worker_sdk import (
+    TaskQueueOptions,
+    Topology,
+    declare_task_queue,
+    declare_topology,
+    delete_topology,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = os.environ.get("SG_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -299,24 +305,10 @@ async def purge(namespace: str) -> None:
 
 
 async def cleanup(namespace: str) -> None:
-    topology = Topology(namespace)
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
-        channel = await connection.channel()
-        for name in (
-            topology.events_queue,
-            topology.dead_letter_queue,
-            topology.task_queue("echo"),
-            topology.task_queue("textstats"),
-        ):
-            await channel.queue_delete(name, if_unused=False, if_empty=False)
-        for name in (
-            topology.tasks_exchange,
-            topology.events_exchange,
-            topology.control_exchange,
-            topology.dead_letter_exchange,
-        ):
-            await channel.exchange_delete(name)
+        services = ["echo", "textstats", "rawbench"]
+        await delete_topology(await connection.channel(), Topology(namespace), services)
 
 
 def run(quick: bool) -> list[Row]:

@@ -161,19 +161,26 @@ class JobService:
             return earlier, True
         except StoreError as exc:
             raise StoreUnavailable(f"the job could not be recorded: {exc}") from exc
+        # The usage counter need not precede the task: count while the broker confirms.
+        counting = asyncio.create_task(self._count(spec))
+        try:
+            if not wait:
+                await self._publish(record, task, spec)
+                return record, False
+            async with self._watch.waiting(record.id) as finished:
+                await self._publish(record, task, spec)
+                try:
+                    return await asyncio.wait_for(asyncio.shield(finished), timeout=wait), False
+                except TimeoutError:
+                    return record, False
+        finally:
+            await counting
+
+    async def _count(self, spec: ServiceSpec) -> None:
         try:
             await self._store.bump(f"{SUBMISSIONS}{spec.id}")
-        except StoreError as exc:
-            raise StoreUnavailable(f"the job could not be recorded: {exc}") from exc
-        if not wait:
-            await self._publish(record, task, spec)
-            return record, False
-        async with self._watch.waiting(record.id) as finished:
-            await self._publish(record, task, spec)
-            try:
-                return await asyncio.wait_for(asyncio.shield(finished), timeout=wait), False
-            except TimeoutError:
-                return record, False
+        except StoreError:
+            log.warning("usage counter of %s not updated", spec.id, exc_info=True)
 
     async def _earlier(self, owner: str, key: str, fingerprint: str) -> JobRecord | None:
         """The job this key already names, if still within the window; 409 if the key was

@@ -26,8 +26,7 @@ from gateway.catalogue import Catalogue, parse_catalogue
 from gateway.runtime import Runtime
 from gateway.store import JobStore
 from tests.support import TEST_CATALOGUE
-from worker_sdk import Topology, UrlPolicy, Worker
-from worker_sdk._topology import RETRY_TIERS
+from worker_sdk import Topology, UrlPolicy, Worker, delete_topology
 
 TEST_SECRET = "a-test-secret-long-enough-for-every-hs-algorithm-of-rfc-7518-0123"
 AMQP_URL = os.environ.get("SG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -49,24 +48,9 @@ async def namespace(catalogue: Catalogue) -> AsyncIterator[str]:
     """A fresh namespace; every queue and exchange it made is deleted afterwards."""
     ns = f"test-{uuid.uuid4().hex[:12]}"
     yield ns
-    topology = Topology(ns)
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
-        channel = await connection.channel()
-        queues = [topology.events_queue, topology.dead_letter_queue]
-        queues += [topology.task_queue(spec.id) for spec in catalogue]
-        queues += [
-            topology.retry_queue(spec.id, tier) for spec in catalogue for tier in RETRY_TIERS
-        ]
-        for name in queues:
-            await channel.queue_delete(name, if_unused=False, if_empty=False)
-        for name in (
-            topology.tasks_exchange,
-            topology.events_exchange,
-            topology.control_exchange,
-            topology.dead_letter_exchange,
-        ):
-            await channel.exchange_delete(name)
+        await delete_topology(await connection.channel(), Topology(ns), [s.id for s in catalogue])
 
 
 @pytest.fixture

@@ -48,6 +48,7 @@ from ._topology import (
     declare_exchanges,
     declare_task_queue,
     declare_topology,
+    delete_topology,
 )
 from ._urls import FetchError, UrlPolicy, UrlRefused, fetch
 from ._worker import Isolation, Worker
@@ -86,6 +87,7 @@ __all__ = [
     "declare_exchanges",
     "declare_task_queue",
     "declare_topology",
+    "delete_topology",
     "fetch",
     "parse_event",
     "settle",

@@ -8,6 +8,7 @@ setting disagrees.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiormq.exceptions
@@ -172,3 +173,23 @@ async def declare_retry_queue(
         },
     )
     return name
+
+
+async def delete_topology(
+    channel: AbstractChannel, topology: Topology, services: Iterable[str]
+) -> None:
+    """Delete every queue and exchange of the namespace for these services (tests, bench,
+    decommissioning). Messages in them are lost."""
+    queues = [topology.events_queue, topology.dead_letter_queue]
+    for service in services:
+        queues.append(topology.task_queue(service))
+        queues.extend(topology.retry_queue(service, tier) for tier in RETRY_TIERS)
+    for name in queues:
+        await channel.queue_delete(name, if_unused=False, if_empty=False)
+    for name in (
+        topology.tasks_exchange,
+        topology.events_exchange,
+        topology.control_exchange,
+        topology.dead_letter_exchange,
+    ):
+        await channel.exchange_delete(name)

@@ -76,27 +76,13 @@ def _delete_namespace(namespace: str) -> None:
 
     import aio_pika
 
-    from worker_sdk import Topology
+    from worker_sdk import Topology, delete_topology
 
     async def delete() -> None:
-        topology = Topology(namespace)
         connection = await aio_pika.connect(AMQP_URL)
         async with connection:
-            channel = await connection.channel()
-            for name in (
-                topology.events_queue,
-                topology.dead_letter_queue,
-                topology.task_queue("echo"),
-                topology.task_queue("textstats"),
-            ):
-                await channel.queue_delete(name, if_unused=False, if_empty=False)
-            for name in (
-                topology.tasks_exchange,
-                topology.events_exchange,
-                topology.control_exchange,
-                topology.dead_letter_exchange,
-            ):
-                await channel.exchange_delete(name)
+            services = ["echo", "textstats"]
+            await delete_topology(await connection.channel(), Topology(namespace), services)
 
     asyncio.run(delete())
 
