@@ -12,7 +12,7 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 
-from gateway.api import jobs, ops, processes
+from gateway.api import canarie, jobs, ops, processes
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
@@ -138,7 +138,8 @@ def create_app(
         max_body_size=settings.max_body_size,
     )
     install_error_handlers(app)
-    for router in (ops.router, processes.router, jobs.router):
+    # The CANARIE routes last: their /{service}/... paths must not shadow the others.
+    for router in (ops.router, processes.router, jobs.router, canarie.router):
         app.include_router(router)
     return app
 

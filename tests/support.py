@@ -16,6 +16,15 @@ services:
   echo:
     title: Echo
     version: "1.0.0"
+    canarie:
+      name: Echo service
+      synopsis: Says it back.
+      institution: CRIM
+      tags: "test, echo"
+      pages:
+        doc: https://example.org/echo/doc
+        releasenotes: "<p>1.0.0: first release</p>,200"
+        provenance: ",204"
     inputs:
       type: object
       properties:

@@ -84,6 +84,12 @@ class JobStore(Protocol):
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         """When the worker was last heard of."""
 
+    async def active_workers(self, service: str, *, since: datetime) -> int:
+        """Workers of the service heard from after ``since``."""
+
+    async def counter_since(self, counter: str) -> datetime | None:
+        """When the counter was first bumped (its last reset), or ``None``."""
+
     async def bump(self, counter: str, by: int = 1) -> None:
         """Add ``by`` to a usage counter (created at 0)."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Collection, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -288,7 +288,30 @@ class MongoStore:
             raise StoreError("the MongoDB store is not open")
         try:
             await self._counters.update_one(
-                {"_id": str(counter)}, {"$inc": {"value": int(by)}}, upsert=True
+                {"_id": str(counter)},
+                {"$inc": {"value": int(by)}, "$setOnInsert": {"since": datetime.now(UTC)}},
+                upsert=True,
+            )
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+
+    async def counter_since(self, counter: str) -> datetime | None:
+        if self._counters is None:
+            raise StoreError("the MongoDB store is not open")
+        try:
+            doc = await self._counters.find_one({"_id": str(counter)})
+        except PyMongoError as exc:
+            raise StoreError(str(exc)) from exc
+        return doc.get("since") if doc is not None else None
+
+    async def active_workers(self, service: str, *, since: datetime) -> int:
+        if self._workers is None:
+            raise StoreError("the MongoDB store is not open")
+        try:
+            return int(
+                await self._workers.count_documents(
+                    {"service": str(service), "seen": {"$gt": since}}
+                )
             )
         except PyMongoError as exc:
             raise StoreError(str(exc)) from exc

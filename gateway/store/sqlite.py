@@ -19,7 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created);
 CREATE INDEX IF NOT EXISTS jobs_service_status ON jobs (service, status);
 CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY, value INTEGER NOT NULL, since TEXT
+);
 CREATE INDEX IF NOT EXISTS jobs_expires_at ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, owner TEXT NOT NULL, expired TEXT);
 CREATE TABLE IF NOT EXISTS workers (
@@ -303,10 +305,28 @@ class SQLiteStore:
 
     async def bump(self, counter: str, by: int = 1) -> None:
         sql = (
-            "INSERT INTO counters (name, value) VALUES (:name, :by) "
+            "INSERT INTO counters (name, value, since) VALUES (:name, :by, :now) "
             "ON CONFLICT (name) DO UPDATE SET value = value + :by"
         )
-        await self._run(lambda db: db.execute(sql, {"name": counter, "by": by}))
+        params = {"name": counter, "by": by, "now": _ts(datetime.now(UTC))}
+        await self._run(lambda db: db.execute(sql, params))
+
+    async def counter_since(self, counter: str) -> datetime | None:
+        def statement(db: sqlite3.Connection) -> datetime | None:
+            row = db.execute("SELECT since FROM counters WHERE name = ?", (counter,)).fetchone()
+            return datetime.fromisoformat(row[0]) if row is not None and row[0] else None
+
+        since: datetime | None = await self._run(statement)
+        return since
+
+    async def active_workers(self, service: str, *, since: datetime) -> int:
+        sql = "SELECT count(*) FROM workers WHERE service = :service AND seen > :since"
+
+        def statement(db: sqlite3.Connection) -> int:
+            return int(db.execute(sql, {"service": service, "since": _ts(since)}).fetchone()[0])
+
+        count: int = await self._run(statement)
+        return count
 
     async def counters(self, prefix: str = "") -> dict[str, int]:
         sql = "SELECT name, value FROM counters WHERE substr(name, 1, :n) = :prefix"

@@ -404,3 +404,18 @@ async def test_heartbeats_keep_the_latest_time(store: JobStore) -> None:
     await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=5))
     await store.heartbeat(WORKER, service="echo", at=T0)  # late, out of order
     assert await store.last_heartbeat("w1") == T0 + timedelta(seconds=5)
+
+
+async def test_active_workers_and_counter_start(store: JobStore) -> None:
+    other = WorkerInfo(id="w2", host="h", version="1")
+    await store.heartbeat(WORKER, service="echo", at=T0)
+    await store.heartbeat(other, service="echo", at=T0 - timedelta(minutes=5))
+    assert await store.active_workers("echo", since=T0 - timedelta(seconds=30)) == 1
+    assert await store.active_workers("textstats", since=T0 - timedelta(days=1)) == 0
+    assert await store.counter_since("submissions:echo") is None
+    before = datetime.now(UTC)
+    await store.bump("submissions:echo")
+    await store.bump("submissions:echo")
+    since = await store.counter_since("submissions:echo")
+    assert since is not None
+    assert before - timedelta(seconds=1) <= since <= datetime.now(UTC)

@@ -1,0 +1,125 @@
+"""The CANARIE monitoring API: public, HTML by default, JSON on request, HEAD, 503."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+
+from examples.echo import worker as echo_worker
+from gateway.api.canarie import wants_json
+from tests.conftest import Gateway
+from tests.support import eventually, submit
+
+pytestmark = pytest.mark.integration
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+async def public(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """A client with no token: the monitoring routes need none."""
+    async with httpx.AsyncClient(transport=gateway.transport, base_url="http://gw.test") as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, False),
+        ("*/*", False),
+        ("text/html,application/json", False),
+        ("application/json", True),
+        ("application/json;q=0.9,text/html;q=0.8", True),
+        ("text/html;q=0.9,application/json;q=0.9", False),
+        ("application/xml", False),
+    ],
+)
+def test_content_negotiation_defaults_to_html(accept: str | None, expected: bool) -> None:
+    assert wants_json(accept) is expected
+
+
+async def test_service_info_is_html_by_default_and_json_on_request(
+    public: httpx.AsyncClient,
+) -> None:
+    for path in ("/echo/service/info", "/echo/info"):
+        html = await public.get(path)
+        assert html.status_code == 200
+        assert html.headers["content-type"].startswith("text/html")
+        assert "Echo service" in html.text
+        info = (await public.get(path, headers=JSON)).json()
+        assert info["name"] == "Echo service"
+        assert info["version"] == "1.0.0"
+        assert info["tags"] == ["test", "echo"]
+        assert info["institution"] == "CRIM"
+        assert info["activeWorkers"] == 0
+        assert set(info) >= {"synopsis", "releaseTime", "researchSubject", "supportEmail"}
+
+
+async def test_active_workers_come_from_heartbeats(
+    public: httpx.AsyncClient, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    run_worker(echo_worker)
+
+    async def counted() -> bool:
+        info = (await public.get("/echo/service/info", headers=JSON)).json()
+        return bool(info["activeWorkers"] == 1)
+
+    await eventually(counted, what="the worker's heartbeat to count")
+
+
+async def test_stats_count_submissions(gateway: Gateway, public: httpx.AsyncClient) -> None:
+    empty = (await public.get("/echo/service/stats", headers=JSON)).json()
+    assert empty["invocations"] == 0
+    for _ in range(3):
+        await submit(gateway.client, "echo", {})
+    await submit(gateway.client, "crunch", {})
+    stats = (await public.get("/echo/stats", headers=JSON)).json()
+    assert stats["invocations"] == 3
+    assert stats["lastReset"].endswith("Z")
+    platform = (await public.get("/platform/stats", headers=JSON)).json()
+    assert platform["invocations"] == 4
+    assert (await public.get("/service/stats", headers=JSON)).json() == platform
+
+
+async def test_stats_answer_503_when_the_broker_is_down(
+    gateway: Gateway, public: httpx.AsyncClient
+) -> None:
+    await gateway.runtime.broker.close()
+    for path in ("/echo/service/stats", "/platform/stats"):
+        response = await public.get(path, headers=JSON)
+        assert response.status_code == 503
+
+
+async def test_head_answers_every_route(public: httpx.AsyncClient) -> None:
+    for path in (
+        "/echo/service/info",
+        "/echo/service/stats",
+        "/echo/service/releasenotes",
+        "/platform/info",
+        "/service/stats",
+    ):
+        response = await public.head(path)
+        assert response.status_code == 200, path
+        assert response.content == b""
+
+
+async def test_pages_follow_the_catalogue(public: httpx.AsyncClient) -> None:
+    doc = await public.get("/echo/service/doc")
+    assert doc.status_code == 302
+    assert doc.headers["location"] == "https://example.org/echo/doc"
+    notes = await public.get("/echo/releasenotes")
+    assert (notes.status_code, notes.text) == (200, "<p>1.0.0: first release</p>")
+    assert (await public.get("/echo/service/provenance")).status_code == 204
+    assert (await public.get("/echo/service/source")).status_code == 204  # not public
+    assert (await public.get("/echo/service/support")).status_code == 404
+    assert (await public.get("/echo/service/nonsense")).status_code == 422
+    assert (await public.get("/nosuch/service/info")).status_code == 404
+
+
+async def test_platform_info(public: httpx.AsyncClient) -> None:
+    info = (await public.get("/platform/info", headers=JSON)).json()
+    assert info["name"] == "Service Gateway"
+    assert "echo" in info["services"]
+    assert (await public.get("/service/info")).headers["content-type"].startswith("text/html")
