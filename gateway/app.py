@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
-from gateway.api import canarie, jobs, ops, processes
+from gateway.api import canarie, jobs, legacy, ops, processes
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
@@ -139,8 +139,14 @@ def create_app(
     )
     install_error_handlers(app)
     # The CANARIE routes last: their /{service}/... paths must not shadow the others.
-    for router in (ops.router, processes.router, jobs.router, canarie.router):
+    for router in (ops.router, processes.router, jobs.router, legacy.router, canarie.router):
         app.include_router(router)
+
+    async def legacy_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, legacy.LegacyError)
+        return legacy.render_error(request, exc)
+
+    app.add_exception_handler(legacy.LegacyError, legacy_error)
     return app
 
 

@@ -112,6 +112,9 @@ class ServiceSpec(_Frozen):
         description="Seconds a finished job and its result are kept; then they are purged "
         "and the job id answers 410.",
     )
+    noparams: bool = Field(
+        default=False, description="The old process route may be called without doc_url."
+    )
     scopes: tuple[str, ...] = Field(
         default=(), description="Token scopes a caller needs to submit to this service."
     )

@@ -9,6 +9,7 @@ import logging
 import math
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -38,12 +39,21 @@ from gateway.store import (
     StoreError,
 )
 from gateway.watch import JobWatch
-from worker_sdk import CancelRequest, ErrorInfo, Task
+from worker_sdk import CancelRequest, ErrorInfo, LegacyDocument, Task
 
 log = logging.getLogger("gateway.jobs")
 
 RETRY_AFTER = "5"
 SUBMISSIONS = "submissions:"  # usage counter per service, for the monitoring routes
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyRequest:
+    """What the old ServiceGateway routes put in a task beside the inputs."""
+
+    document_url: str | None
+    misc: dict[str, Any]
+    annotation_service_url: str | None
 
 
 def _fingerprint(service: str, inputs: dict[str, Any]) -> str:
@@ -114,6 +124,7 @@ class JobService:
         principal: Principal,
         wait: float | None = None,
         idempotency_key: str | None = None,
+        legacy: LegacyRequest | None = None,
     ) -> tuple[JobRecord, bool]:
         """Record the job, publish its task and (with ``wait``) wait for its end.
 
@@ -128,7 +139,8 @@ class JobService:
             if earlier is not None:
                 return earlier, True
         await self.admit(spec, principal)
-        await self.inputs.check(spec, inputs)
+        if legacy is None:  # the old routes had no schema; their URLs are checked by the route
+            await self.inputs.check(spec, inputs)
         now = datetime.now(UTC)
         record = JobRecord(
             id=uuid.uuid4(),
@@ -146,6 +158,9 @@ class JobService:
             service_version=spec.version,
             inputs=inputs,
             max_attempts=spec.max_attempts,
+            document=LegacyDocument(url=legacy.document_url) if legacy else None,
+            misc=legacy.misc if legacy else None,
+            annotation_service_url=legacy.annotation_service_url if legacy else None,
             submitted_at=now,
             time_limit=spec.time_limit,
             deadline=now + timedelta(seconds=spec.queue_ttl),

@@ -146,6 +146,20 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Accepted plus running jobs an owner may have at once."
     )
 
+    # The old ServiceGateway routes
+    legacy_storage_url: str = Field(
+        default="http://localhost:5002/get/{storage_doc_id}",
+        description="Where a storage_doc_id (and storage_<t>_id) is fetched from (MSS).",
+    )
+    legacy_annotations_url: str = Field(
+        default="http://localhost:5001/document/{ann_doc_id}/annotations?storageType=2",
+        description="Where workers post the annotations of an ann_doc_id (JASS).",
+    )
+    legacy_upload_url: str = Field(
+        default="http://localhost:5002/add",
+        description="Where workers upload derived files (sent as misc.upload_url).",
+    )
+
     # URL inputs (SSRF policy)
     url_schemes: CommaList = Field(
         default=("http", "https"), description="Schemes allowed in URL inputs."

@@ -1,0 +1,211 @@
+"""The old ServiceGateway contract, replayed the way its clients speak it."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import jwt
+import pytest
+
+from examples.echo import worker as echo_worker
+from tests import workers
+from tests.conftest import AMQP_URL, Gateway, GatewayFactory
+from tests.support import eventually
+from worker_sdk import Task, Topology
+
+pytestmark = pytest.mark.integration
+
+OLD_KEY = base64.b64encode(b"the-old-gateway-signature-key-" + b"0123456789" * 4).decode()
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+async def gateway(gateway_factory: GatewayFactory) -> Gateway:
+    return await gateway_factory(
+        jwt_secret=OLD_KEY,
+        jwt_secret_base64=True,
+        jwt_algorithms=("HS512",),
+        jwt_audience="vlbTest",
+        legacy_tokens=True,
+        legacy_owner="vesta",
+        legacy_storage_url="http://mss.example.org/get/{storage_doc_id}",
+        legacy_annotations_url="http://jass.example.org/document/{ann_doc_id}/annotations",
+    )
+
+
+@pytest.fixture
+async def old_client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    """Authorization as the old gateway minted it: HS512, base64 key, aud + exp, raw header."""
+    token = jwt.encode(
+        {"aud": "vlbTest", "exp": int(time.time()) + 600},
+        base64.b64decode(OLD_KEY),
+        algorithm="HS512",
+    )
+    async with httpx.AsyncClient(
+        transport=gateway.transport, base_url="http://gw.test", headers={"Authorization": token}
+    ) as client:
+        yield client
+
+
+async def poll(client: httpx.AsyncClient, service: str, uuid: str, *states: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        response = await client.get(f"/{service}/status", params={"uuid": uuid})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body if body["status"] in states else None
+
+    return await eventually(probe, what=f"{uuid} to be {states}")
+
+
+async def queued_task(namespace: str, service: str) -> Task:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(Topology(namespace).task_queue(service), ensure=True)
+        message = await queue.get(fail=True)
+        return Task.model_validate_json(message.body)
+
+
+async def test_process_then_poll_status_until_success(
+    old_client: httpx.AsyncClient, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    run_worker(echo_worker)
+    response = await old_client.post(
+        "/echo/process",
+        params={"doc_url": "http://media.example.org/a.wav", "lang": "fr", "x": "url"},
+        json={"x": "body", "depth": 2},
+    )
+    assert response.status_code == 200
+    assert set(response.json()) == {"uuid"}
+    done = await poll(old_client, "echo", response.json()["uuid"], "SUCCESS")
+    assert set(done) == {"uuid", "status", "result"}
+    misc = done["result"]
+    assert misc["doc_url"] == "http://media.example.org/a.wav"
+    assert misc["x"] == "url"  # URL parameters override the JSON body
+    assert misc["depth"] == 2
+    assert misc["lang"] == "fr"
+    assert misc["upload_url"]
+
+
+async def test_the_task_carries_the_old_message_fields(
+    old_client: httpx.AsyncClient, namespace: str
+) -> None:
+    response = await old_client.post(
+        "/echo/annotate/doc-123",
+        data={
+            "ann_doc_id": "ann-9",
+            "storage_txt_id": "txt-7",
+            "callback_url": "http://cb.example.org/cb",
+        },
+    )
+    assert response.status_code == 200
+    task = await queued_task(namespace, "echo")
+    assert str(task.job_id) == response.json()["uuid"]
+    assert task.document is not None
+    assert task.document.url == "http://mss.example.org/get/doc-123"
+    assert task.annotation_service_url == "http://jass.example.org/document/ann-9/annotations"
+    assert task.misc is not None
+    assert task.misc["txt_url"] == "http://mss.example.org/get/txt-7"
+    assert task.misc["ann_doc_id"] == "ann-9"
+    assert task.misc["callback_url"] == "http://cb.example.org/cb"
+
+
+async def test_errors_keep_the_old_body(old_client: httpx.AsyncClient) -> None:
+    missing = await old_client.post("/echo/annotate", headers=JSON)
+    assert missing.status_code == 400
+    assert missing.json() == {
+        "status": 400,
+        "description": "Bad Request",
+        "vesta": {
+            "code": 206,
+            "message": 'A POST on the URI "/annotate" requires the following parameter : doc_url',
+        },
+    }
+    page = await old_client.post("/echo/annotate", headers={"Accept": "text/html"})
+    assert page.status_code == 400
+    assert page.headers["content-type"].startswith("text/html")
+    assert "206" in page.text
+    for bad in ("http://host", "http://127.0.0.1/x", "ftp://files.example.org/a"):
+        refused = await old_client.post("/echo/process", params={"doc_url": bad}, headers=JSON)
+        assert refused.json()["vesta"]["code"] == 207, bad
+    unknown = await old_client.post(
+        "/nosuch/process", params={"doc_url": "http://a.org/b"}, headers=JSON
+    )
+    assert (unknown.status_code, unknown.json()["vesta"]["code"]) == (400, 202)
+    status = await old_client.get("/echo/status", headers=JSON)
+    assert status.json()["vesta"]["code"] == 206
+    ghost = await old_client.get("/echo/status", params={"uuid": "nope"}, headers=JSON)
+    assert ghost.json()["vesta"]["code"] == 203
+
+
+async def test_a_bad_token_is_401_not_500(gateway: Gateway) -> None:
+    async with httpx.AsyncClient(
+        transport=gateway.transport, base_url="http://gw.test", headers={"Authorization": "junk"}
+    ) as client:
+        response = await client.post(
+            "/echo/process", params={"doc_url": "http://a.org/b"}, headers=JSON
+        )
+    assert response.status_code == 401
+    assert response.json()["vesta"]["code"] == 101
+
+
+async def test_a_uuid_of_another_service_is_203(old_client: httpx.AsyncClient) -> None:
+    job = (await old_client.post("/echo/process", params={"doc_url": "http://a.org/b"})).json()
+    other = await old_client.get("/crunch/status", params={"uuid": job["uuid"]}, headers=JSON)
+    assert (other.status_code, other.json()["vesta"]["code"]) == (400, 203)
+
+
+async def test_cancel_revokes(old_client: httpx.AsyncClient) -> None:
+    job = (await old_client.post("/echo/process", params={"doc_url": "http://a.org/b"})).json()
+    pending = await poll(old_client, "echo", job["uuid"], "PENDING")
+    assert pending["result"] is None
+    cancelled = await old_client.get("/echo/cancel", params={"uuid": job["uuid"]})
+    assert cancelled.status_code == 200
+    assert cancelled.json() == {
+        "uuid": job["uuid"],
+        "status": "REVOKED",
+        "result": {"code": 109, "message": "revoked"},
+    }
+
+
+async def test_an_expired_job_reads_expired(old_client: httpx.AsyncClient) -> None:
+    job = (await old_client.post("/ephemeral/process", params={"doc_url": "http://a.org/b"})).json()
+    expired = await poll(old_client, "ephemeral", job["uuid"], "EXPIRED")
+    assert expired["result"] is None
+
+
+async def test_failure_and_progress_states(
+    old_client: httpx.AsyncClient, run_worker: Callable[..., asyncio.Task[None]], tmp_path: Path
+) -> None:
+    run_worker(echo_worker)
+    run_worker(workers.slow)
+    failing = (
+        await old_client.post("/echo/process", params={"doc_url": "http://a.org/b", "fail": "boom"})
+    ).json()
+    failed = await poll(old_client, "echo", failing["uuid"], "FAILURE")
+    assert failed["result"] == {"code": 101, "message": "boom"}
+    gate = tmp_path / "gate"
+    slow = (
+        await old_client.post(
+            "/slow/process", params={"doc_url": "http://a.org/b"}, json={"gate": str(gate)}
+        )
+    ).json()
+    progress = await poll(old_client, "slow", slow["uuid"], "PROGRESS")
+    result = progress["result"]
+    assert (result["current"], result["total"], result["worker_id_version"]) == (40, 100, "1.0.0")
+    assert set(result) == {"current", "total", "worker_id_version", "start_time", "host", "type"}
+    xml = await old_client.get(
+        "/slow/status", params={"uuid": slow["uuid"]}, headers={"Accept": "application/xml"}
+    )
+    assert xml.headers["content-type"].startswith("application/xml")
+    assert "<process_status>" in xml.text
+    assert "<status>PROGRESS</status>" in xml.text
+    gate.touch()
+    await poll(old_client, "slow", slow["uuid"], "SUCCESS")
