@@ -85,6 +85,7 @@ def create_app(
                 watch,
                 catalogue=services,
                 stop_run=jobs_service.stop_workers,
+                reject_other_versions=settings.version_mismatch == "reject",
             )
             topology = broker.topology
             watch.use_tap(

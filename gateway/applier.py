@@ -47,6 +47,17 @@ def failure_reason(error: ErrorInfo) -> str:
     return error.code if error.code in _REASONS else Reason.HANDLER_ERROR.value
 
 
+def version_mismatch(catalogue: Catalogue, service: str, version: str | None) -> str | None:
+    """The old gateway's code 204 message when a worker's version is not the catalogue's."""
+    spec = catalogue.get(service)
+    if spec is None or version is None or version == spec.version:
+        return None
+    return (
+        f"Service {service} declares the version {spec.version} in its config file but "
+        f"messages received from its worker contain the version {version}."
+    )
+
+
 def _run_fields(event: TerminalEvent) -> dict[str, Any]:
     """The attempt, and the run's start when no ``started`` event announced it."""
     fields: dict[str, Any] = {"attempt": event.attempt}
@@ -68,11 +79,13 @@ class EventApplier:
         *,
         catalogue: Catalogue,
         stop_run: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+        reject_other_versions: bool = False,
     ) -> None:
         self._store = store
         self._watch = watch
         self._catalogue = catalogue
         self._stop_run = stop_run
+        self._reject_other_versions = reject_other_versions
 
     async def apply(self, event: Event) -> JobRecord | None:
         """Apply one event; the updated record, or ``None`` when it changed nothing."""
@@ -91,6 +104,10 @@ class EventApplier:
                 )
                 if record is None:
                     await self._stop_if_dismissed(event.job_id)
+                elif self._reject_other_versions and version_mismatch(
+                    self._catalogue, event.service, event.worker_version
+                ):
+                    record = await self._reject_version(event) or record
             case Progress():
                 record = await self._store.progress(
                     event.job_id,
@@ -143,6 +160,23 @@ class EventApplier:
             log.debug("event %s for job %s changed nothing", event.kind, event.job_id)
         else:
             self._watch.notify(record)
+        return record
+
+    async def _reject_version(self, event: Started) -> JobRecord | None:
+        message = version_mismatch(self._catalogue, event.service, event.worker_version)
+        assert message is not None
+        log.warning("job %s: %s; failing it", event.job_id, message)
+        error = ErrorInfo(code="204", type="VersionMismatchError", message=message)
+        record = await self._store.finish(
+            event.job_id,
+            status=JobStatus.FAILED,
+            at=event.emitted_at,
+            reason=Reason.VERSION_MISMATCH,
+            error=error,
+            expires_at=event.emitted_at + self._catalogue.retention(event.service),
+        )
+        if self._stop_run is not None:
+            await self._stop_run(event.job_id)
         return record
 
     async def _stop_if_dismissed(self, job_id: uuid.UUID) -> None:

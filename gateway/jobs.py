@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gateway.api.schemas import StatusInfo
 from gateway.auth import Principal
 from gateway.broker import Broker, BrokerDown, PublishRefused
 from gateway.catalogue import Catalogue, ServiceSpec
@@ -274,6 +275,11 @@ class JobService:
             return await self._store.tombstone(job_id)
         except StoreError as exc:
             raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
+
+    def status_info(self, record: JobRecord, base: str) -> StatusInfo:
+        """The job's status document, with its worker's version checked."""
+        spec = self._catalogue.get(record.service)
+        return StatusInfo.of(record, base, spec.version if spec else None)
 
     def expiry(self, service: str, at: datetime) -> datetime:
         """When a job of ``service`` finished at ``at`` is purged."""

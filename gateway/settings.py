@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Accepted plus running jobs an owner may have at once."
     )
 
+    version_mismatch: Literal["report", "reject"] = Field(
+        default="report",
+        description="A worker announcing another version than the catalogue's: report it on "
+        "the job, or fail the job (code 204) and stop its run.",
+    )
+
     # The old ServiceGateway routes
     legacy_storage_url: str = Field(
         default="http://localhost:5002/get/{storage_doc_id}",

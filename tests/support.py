@@ -65,6 +65,9 @@ services:
     title: Time-limited
     version: "1.0.0"
     time_limit: 0.5
+  legacyann:
+    title: Ported annotator
+    version: "1.0.0"
   flaky:
     title: Flaky
     version: "1.0.0"

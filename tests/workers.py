@@ -119,3 +119,28 @@ async def flaky_handler(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, in
     if ctx.attempt < int(inputs["succeed_on"]):
         raise Retry(f"not yet (attempt {ctx.attempt})", delay=0.5)
     return {"attempt": ctx.attempt}
+
+
+# A worker ported from the old SDK: downloads, reports progress, stores annotations.
+legacyann = Worker("legacyann", version="1.0.0")
+
+
+@legacyann.handler(isolation="thread")
+def legacy_annotator(ctx: JobContext, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    from worker_sdk.legacy import LegacyRequest
+
+    request = LegacyRequest(ctx)
+    text = request.document().decode()
+    request.set_progress(50)
+    annotations = [{"@id": "legacyann", "@version": "1.0.0", "words": len(text.split())}]
+    request.store_annotations(annotations)
+    return annotations
+
+
+# The slow service's handler in a worker announcing another version than the catalogue's.
+drifted = Worker("slow", version="0.9.0")
+
+
+@drifted.handler
+async def drifted_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
+    return await slow_handler(ctx, inputs)

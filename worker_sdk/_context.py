@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 from uuid import UUID
 
 from ._urls import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, UrlPolicy, fetch
@@ -29,6 +30,9 @@ class JobContext:
         worker_id: str,
         sink: ProgressSink,
         url_policy: UrlPolicy | None = None,
+        document_url: str | None = None,
+        annotation_service_url: str | None = None,
+        misc: dict[str, Any] | None = None,
     ) -> None:
         self.job_id = job_id
         self.service = service
@@ -36,6 +40,10 @@ class JobContext:
         self.worker_id = worker_id
         self._sink = sink
         self.url_policy = url_policy if url_policy is not None else UrlPolicy()
+        #: The old ServiceGateway fields of tasks submitted on its routes.
+        self.document_url = document_url
+        self.annotation_service_url = annotation_service_url
+        self.misc = misc or {}
         self._cancelled = threading.Event()
 
     def progress(self, percent: int, message: str | None = None) -> None:

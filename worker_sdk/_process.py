@@ -20,7 +20,6 @@ from uuid import UUID
 
 from ._context import JobContext
 from ._errors import HandlerError
-from ._urls import UrlPolicy
 
 
 class ChildDied(RuntimeError):
@@ -99,8 +98,8 @@ class ChildRunner:
         inputs: Any,
         to_json: Callable[[Any], Any],
         on_progress: Callable[[int, str | None], None],
-        url_policy: UrlPolicy,
         cancel: asyncio.Event,
+        context: dict[str, Any],
     ) -> Any:
         """Run ``handler(ctx, inputs)`` in a new child; return its JSON result.
 
@@ -111,11 +110,11 @@ class ChildRunner:
         """
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
         context = {
+            **context,
             "job_id": job_id,
             "service": service,
             "attempt": attempt,
             "worker_id": worker_id,
-            "url_policy": url_policy,
         }
         process = self._mp.Process(
             target=_child_main,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, get_type_hints, overload
 
 import aio_pika
+import httpx
 import pydantic_core
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import (
@@ -84,6 +86,16 @@ def to_json(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return pydantic_core.to_jsonable_python(value)
+
+
+def _legacy_context(task: Task, policy: UrlPolicy) -> dict[str, Any]:
+    """The context fields beyond identity: the URL policy and the old message's fields."""
+    return {
+        "url_policy": policy,
+        "document_url": task.document.url if task.document else None,
+        "annotation_service_url": task.annotation_service_url,
+        "misc": task.misc,
+    }
 
 
 def _error_info(task: Task, exc: Exception) -> ErrorInfo:
@@ -497,6 +509,7 @@ class _Session:
                 await self._retry_later(task, outcome)
             else:
                 await self._publish(outcome)
+                await self._call_back(task, outcome)
         except asyncio.CancelledError:
             log.warning("job %s handed back to the queue", task.job_id)
             await asyncio.shield(self._hand_back(message))
@@ -587,6 +600,26 @@ class _Session:
             return Failed(**base, error=error, start=unannounced)
         return Succeeded(**base, result=result, start=unannounced)
 
+    async def _call_back(self, task: Task, outcome: TerminalEvent) -> None:
+        """POST ``{uuid, status}`` to the task's ``misc.callback_url`` (old SDK behaviour);
+        failures are only logged. The URL is the client's, so the URL policy applies."""
+        url = (task.misc or {}).get("callback_url")
+        if not isinstance(url, str):
+            return
+        status = {"succeeded": "SUCCESS", "failed": "FAILURE", "cancelled": "REVOKED"}
+        body = {"uuid": str(task.job_id), "status": status[outcome.kind]}
+        try:
+            self.url_policy.check_literal(url)
+            _, host, port = self.url_policy.split(url)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port)
+            self.url_policy.check_resolved(
+                host, [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
+            )
+            async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
+                await client.post(url, json=body)
+        except (OSError, ValueError, httpx.HTTPError) as exc:
+            log.warning("job %s: callback to %s failed: %r", task.job_id, url, exc)
+
     def _retry_delay(self, exc: Exception, error: ErrorInfo) -> float | None:
         """Seconds before another attempt, or None when the failure is final."""
         if isinstance(exc, Retry):
@@ -641,8 +674,8 @@ class _Session:
                 inputs=inputs,
                 to_json=to_json,
                 on_progress=pump.offer,
-                url_policy=self.url_policy,
                 cancel=run.stopping,
+                context=_legacy_context(task, self.url_policy),
             )
         ctx = JobContext(
             job_id=task.job_id,
@@ -650,7 +683,7 @@ class _Session:
             attempt=task.attempt,
             worker_id=self.worker_id,
             sink=pump.offer,
-            url_policy=self.url_policy,
+            **_legacy_context(task, self.url_policy),
         )
         run.context = ctx
         if handler.isolation == "thread":

@@ -55,7 +55,7 @@ async def list_jobs(
         for s in status or ():
             query += f"&status={s}"
         links.append(Link(href=f"{base}/jobs?{query}", rel="next", type="application/json"))
-    body = JobList(jobs=[StatusInfo.of(r, base) for r in records], links=links)
+    body = JobList(jobs=[jobs.status_info(r, base) for r in records], links=links)
     return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
 
 
@@ -70,7 +70,7 @@ async def job_status(
     job_id: UUID, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
 ) -> Response:
     """Status, progress and timestamps of one of the caller's jobs."""
-    return StatusInfo.of(await jobs.get(job_id, principal), base).response()
+    return jobs.status_info(await jobs.get(job_id, principal), base).response()
 
 
 @router.delete(
@@ -90,7 +90,7 @@ async def dismiss_job(
     process. A finished job keeps its status and loses its result (``GET .../results`` then
     answers 410). Repeating the call is harmless.
     """
-    return StatusInfo.of(await jobs.dismiss(job_id, principal), base).response()
+    return jobs.status_info(await jobs.dismiss(job_id, principal), base).response()
 
 
 @router.get(

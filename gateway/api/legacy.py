@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 
+from gateway.applier import version_mismatch
 from gateway.auth import Principal
 from gateway.catalogue import ServiceSpec
 from gateway.errors import (
@@ -281,6 +282,11 @@ def legacy_state(job: JobRecord, spec: ServiceSpec) -> tuple[str, Any]:
             return "FAILURE", _failure(job)
 
 
+def _running_version(job: JobRecord) -> str | None:
+    """The worker version to check: the old gateway checked it in PROGRESS only."""
+    return job.worker.version if job.status is JobStatus.RUNNING and job.worker else None
+
+
 def _xml(body: dict[str, Any]) -> str:
     def fill(parent: ET.Element, value: Any) -> None:
         if isinstance(value, dict):
@@ -328,6 +334,9 @@ def _status_route(action: Literal["status", "cancel"]) -> None:
                 raise unknown from None
             if job.service != spec.id:
                 raise unknown
+            problem = version_mismatch(runtime.catalogue, spec.id, _running_version(job))
+            if problem is not None:
+                raise LegacyError(400, 204, problem)
         except GatewayError as exc:
             raise LegacyError.of(exc) from exc
         state, result = legacy_state(job, spec)

@@ -138,4 +138,4 @@ async def execute(
     elif wait is not None:
         headers["Preference-Applied"] = f"wait={int(wait)}"
     status = 200 if record.status.terminal or replayed else 201
-    return StatusInfo.of(record, base).response(status_code=status, headers=headers)
+    return jobs.status_info(record, base).response(status_code=status, headers=headers)

@@ -97,10 +97,14 @@ class StatusInfo(BaseModel):
     finished: datetime | None = None
     updated: datetime
     purged: datetime | None = None
+    workerVersion: str | None = None
+    versionMismatch: bool | None = Field(
+        default=None, description="True when the worker's version is not the catalogue's."
+    )
     links: list[Link] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, job: JobRecord, base: str) -> StatusInfo:
+    def of(cls, job: JobRecord, base: str, expected_version: str | None = None) -> StatusInfo:
         links = [Link(href=f"{base}/jobs/{job.id}", rel="self", type="application/json")]
         if job.status is JobStatus.SUCCESSFUL and job.purged is None:
             links.append(
@@ -123,6 +127,12 @@ class StatusInfo(BaseModel):
             finished=job.finished,
             updated=job.updated,
             purged=job.purged,
+            workerVersion=job.worker.version if job.worker else None,
+            versionMismatch=(
+                job.worker.version != expected_version
+                if job.worker is not None and expected_version is not None
+                else None
+            ),
             links=links,
         )
 

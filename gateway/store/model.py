@@ -42,6 +42,7 @@ class Reason(StrEnum):
     HANDLER_ERROR = "handler_error"
     PUBLISH_FAILED = "publish_failed"
     NOT_QUEUED = "not_queued"
+    VERSION_MISMATCH = "version_mismatch"
 
 
 class WorkerInfo(BaseModel):

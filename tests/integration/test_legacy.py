@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,8 @@ import pytest
 from examples.echo import worker as echo_worker
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
-from tests.support import eventually
-from worker_sdk import Task, Topology
+from tests.support import eventually, wait_status
+from worker_sdk import Task, Topology, UrlPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +212,128 @@ async def test_failure_and_progress_states(
     assert "<status>PROGRESS</status>" in xml.text
     gate.touch()
     await poll(old_client, "slow", slow["uuid"], "SUCCESS")
+
+
+class _Peers(BaseHTTPRequestHandler):
+    """The document host, the annotation storage (JASS) and the callback receiver."""
+
+    received: dict[str, list[Any]]
+    jass_status: list[int]
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"one two three four")
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.received.setdefault(self.path, []).append(body)
+        self.send_response(self.jass_status[0] if "annotations" in self.path else 200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def peers() -> Iterator[tuple[str, dict[str, list[Any]], list[int]]]:
+    received: dict[str, list[Any]] = {}
+    status = [201]
+    handler = type("Peers", (_Peers,), {"received": received, "jass_status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received, status
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_ported_worker_downloads_stores_annotations_and_calls_back(
+    gateway_factory: GatewayFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    peers: tuple[str, dict[str, list[Any]], list[int]],
+) -> None:
+    base, received, jass_status = peers
+    gateway = await gateway_factory(
+        url_allow_networks=("127.0.0.0/8",),
+        legacy_annotations_url=base + "/document/{ann_doc_id}/annotations",
+    )
+    run_worker(workers.legacyann, url_policy=UrlPolicy(allow_networks=("127.0.0.0/8",)))
+    params = {"doc_url": f"{base}/doc.txt", "ann_doc_id": "A1", "callback_url": f"{base}/cb"}
+    job = (await gateway.client.post("/legacyann/annotate", params=params)).json()
+    done = await poll(gateway.client, "legacyann", job["uuid"], "SUCCESS")
+    assert done["result"] == [{"@id": "legacyann", "@version": "1.0.0", "words": 4}]
+    assert received["/document/A1/annotations"] == [{"common": {}, "data": done["result"]}]
+
+    async def called_back() -> bool:
+        return "/cb" in received
+
+    await eventually(called_back, what="the completion callback")
+    assert received["/cb"] == [{"uuid": job["uuid"], "status": "SUCCESS"}]
+
+    jass_status[0] = 500  # the annotation storage fails: the job fails with code 302
+    failing = (await gateway.client.post("/legacyann/annotate", params=params)).json()
+    failed = await poll(gateway.client, "legacyann", failing["uuid"], "FAILURE")
+    assert failed["result"]["code"] == 302
+
+
+async def test_a_worker_of_another_version_is_reported(
+    gateway: Gateway,
+    old_client: httpx.AsyncClient,
+    run_worker: Callable[..., asyncio.Task[None]],
+    tmp_path: Path,
+) -> None:
+    run_worker(workers.drifted)
+    gate = tmp_path / "gate"
+    job = (
+        await old_client.post(
+            "/slow/process", params={"doc_url": "http://a.org/b"}, json={"gate": str(gate)}
+        )
+    ).json()
+
+    # The legacy owner's job: read it as an admin on the new API.
+    async with gateway.as_user("root", "sg:admin") as admin:
+        state = await eventually(
+            lambda: _running(admin, job["uuid"]), what="the drifted worker to run the job"
+        )
+    assert state["workerVersion"] == "0.9.0"
+    assert state["versionMismatch"] is True
+    old = await old_client.get("/slow/status", params={"uuid": job["uuid"]}, headers=JSON)
+    assert old.status_code == 400
+    assert old.json()["vesta"] == {
+        "code": 204,
+        "message": "Service slow declares the version 1.0.0 in its config file but messages "
+        "received from its worker contain the version 0.9.0.",
+    }
+    gate.touch()
+    async with gateway.as_user("root", "sg:admin") as admin:
+        await wait_status(admin, job["uuid"], "successful")
+    done = await old_client.get("/slow/status", params={"uuid": job["uuid"]})
+    assert done.json()["status"] == "SUCCESS"  # the old gateway checked PROGRESS only
+
+
+async def test_reject_mode_fails_the_job_and_stops_the_run(
+    gateway_factory: GatewayFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    tmp_path: Path,
+) -> None:
+    strict = await gateway_factory(version_mismatch="reject")
+    run_worker(workers.drifted)
+    job = (
+        await strict.client.post(
+            "/processes/slow/execution", json={"inputs": {"gate": str(tmp_path / "never")}}
+        )
+    ).json()
+
+    async def failed() -> dict[str, Any] | None:
+        state = (await strict.client.get(f"/jobs/{job['jobID']}")).json()
+        return state if state["status"] == "failed" else None
+
+    state = await eventually(failed, what="the job to fail on the version check")
+    assert state["reason"] == "version_mismatch"
+    problem = (await strict.client.get(f"/jobs/{job['jobID']}/results")).json()
+    assert problem["job_error"]["code"] == "204"
+
+
+async def _running(client: httpx.AsyncClient, job_id: str) -> dict[str, Any] | None:
+    state: dict[str, Any] = (await client.get(f"/jobs/{job_id}")).json()
+    return state if state["status"] == "running" else None

@@ -1,0 +1,99 @@
+"""Porting a worker of the old ServiceGateway (VestaService): its request object and errors.
+
+::
+
+    from worker_sdk.legacy import LegacyRequest, VestaError
+
+    @worker.handler(isolation="thread")
+    def annotate(ctx, inputs):
+        request = LegacyRequest(ctx)
+        text = request.document()           # the doc_url / storage document, fetched safely
+        request.set_progress(50)
+        annotations = [{"@id": "my-annotator", "@version": "1.0"}]
+        request.store_annotations(annotations)   # to the ann_doc_id's annotation storage
+        return annotations
+
+When a task carries ``misc.callback_url``, the SDK POSTs ``{"uuid", "status"}`` to it when the
+job ends, as the old workers did.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import httpx
+
+from ._context import JobContext
+from ._errors import HandlerError
+
+log = logging.getLogger("worker_sdk.legacy")
+
+ANNOTATIONS_TIMEOUT = 10.0
+ANNOTATIONS_TRIES = 5
+
+
+class VestaError(HandlerError):
+    """Fail the job with an old numeric code (600 and above are free for services; 300
+    invalid annotations, 301 download, 302 upload)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message, code=str(code))
+
+
+class LegacyRequest:
+    """The old worker's view of a job: its document, ``misc``, progress and annotations."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.misc: dict[str, Any] = ctx.misc
+        self.document_url = ctx.document_url
+        self.annotation_service_url = ctx.annotation_service_url
+
+    def document(self, *, max_bytes: int = 100 * 1024 * 1024) -> bytes:
+        """The document, downloaded under the worker's URL policy (code 301 on failure)."""
+        if self.document_url is None:
+            raise VestaError(301, "the task names no document")
+        try:
+            return self.ctx.fetch(self.document_url, max_bytes=max_bytes)
+        except (ValueError, RuntimeError, httpx.HTTPError) as exc:
+            raise VestaError(301, f"cannot download {self.document_url}: {exc}") from exc
+
+    def set_progress(self, progress: int) -> None:
+        """Progress from 0 to 100, validated as the old SDK did."""
+        if isinstance(progress, bool) or not isinstance(progress, int):
+            raise TypeError(f"progress must be an int, not {progress!r}")
+        if not 0 <= progress <= 100:
+            raise ValueError(f"progress must be from 0 to 100, not {progress}")
+        self.ctx.progress(progress)
+
+    def store_annotations(self, annotations: Any) -> None:
+        """POST ``{"common": {}, "data": annotations}`` to the annotation storage of the
+        task's ``ann_doc_id``; retried on timeouts, code 302 when it fails, 300 when the
+        annotations are not a list. Without an ``ann_doc_id`` nothing is posted."""
+        if not isinstance(annotations, list):
+            raise VestaError(300, "annotations must be a list")
+        if self.annotation_service_url is None:
+            log.warning("job %s has no ann_doc_id; annotations not stored", self.ctx.job_id)
+            return
+        body = {"common": {}, "data": annotations}
+        headers = {"accept": "application/json"}
+        for attempt in range(1, ANNOTATIONS_TRIES + 1):
+            try:
+                response = httpx.post(
+                    self.annotation_service_url,
+                    json=body,
+                    headers=headers,
+                    timeout=ANNOTATIONS_TIMEOUT,
+                )
+            except httpx.TimeoutException:
+                log.warning("annotation storage timed out (try %d)", attempt)
+                time.sleep(min(2**attempt, 10))  # back-off between the old SDK's five tries
+                continue
+            except httpx.HTTPError as exc:
+                raise VestaError(302, f"cannot store the annotations: {exc}") from exc
+            if response.status_code in (200, 201, 204):
+                return
+            raise VestaError(302, f"the annotation storage answered HTTP {response.status_code}")
+        raise VestaError(302, "the annotation storage timed out five times")
