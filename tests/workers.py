@@ -132,6 +132,11 @@ def legacy_annotator(ctx: JobContext, inputs: dict[str, Any]) -> list[dict[str, 
     request = LegacyRequest(ctx)
     text = request.document().decode()
     request.set_progress(50)
+    old = request.message
+    assert old["service"]["type"] == "legacyann"
+    assert old["service"]["document"]["url"] == request.document_url
+    assert old["annotation_service"]["url"] == request.annotation_service_url
+    assert old["request_time"]
     annotations = [{"@id": "legacyann", "@version": "1.0.0", "words": len(text.split())}]
     request.store_annotations(annotations)
     return annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +34,7 @@ class JobContext:
         document_url: str | None = None,
         annotation_service_url: str | None = None,
         misc: dict[str, Any] | None = None,
+        submitted_at: datetime | None = None,
     ) -> None:
         self.job_id = job_id
         self.service = service
@@ -44,6 +46,7 @@ class JobContext:
         self.document_url = document_url
         self.annotation_service_url = annotation_service_url
         self.misc = misc or {}
+        self.submitted_at = submitted_at
         self._cancelled = threading.Event()
 
     def progress(self, percent: int, message: str | None = None) -> None:

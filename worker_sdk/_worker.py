@@ -95,6 +95,7 @@ def _legacy_context(task: Task, policy: UrlPolicy) -> dict[str, Any]:
         "document_url": task.document.url if task.document else None,
         "annotation_service_url": task.annotation_service_url,
         "misc": task.misc,
+        "submitted_at": task.submitted_at,
     }
 
 

@@ -51,6 +51,19 @@ class LegacyRequest:
         self.document_url = ctx.document_url
         self.annotation_service_url = ctx.annotation_service_url
 
+    @property
+    def message(self) -> dict[str, Any]:
+        """The task in the old message shape, for ported code that reads it."""
+        return {
+            "request_time": self.ctx.submitted_at.isoformat() if self.ctx.submitted_at else None,
+            "service": {
+                "type": self.ctx.service,
+                "misc": self.misc,
+                "document": {"url": self.document_url},
+            },
+            "annotation_service": {"url": self.annotation_service_url},
+        }
+
     def document(self, *, max_bytes: int = 100 * 1024 * 1024) -> bytes:
         """The document, downloaded under the worker's URL policy (code 301 on failure)."""
         if self.document_url is None:

@@ -27,7 +27,9 @@ from gateway.store import StoreError
 router = APIRouter(tags=["CANARIE monitoring"])
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 
-Page = Literal["doc", "releasenotes", "support", "source", "tryme", "licence", "provenance"]
+Page = Literal[
+    "doc", "releasenotes", "support", "source", "tryme", "licence", "provenance", "factsheet"
+]
 AcceptHeader = Annotated[str | None, Header(alias="accept", include_in_schema=False)]
 PLATFORM_NAME = "Service Gateway"
 API_VERSION = "0.1.0"
