@@ -21,6 +21,7 @@ from gateway.errors import COMMON_RESPONSES, install_error_handlers
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
 from gateway.limits import SubmitLimiter
+from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.store import JobStore, open_store
@@ -69,6 +70,7 @@ def create_app(
             await broker.connect()
             watch = JobWatch()
             stack.push_async_callback(watch.close)
+            metrics = Metrics()
             jobs_service = JobService(
                 store=jobs_store,
                 broker=broker,
@@ -79,6 +81,7 @@ def create_app(
                 max_active_jobs=settings.max_active_jobs,
                 max_wait=settings.max_wait,
                 idempotency_window=settings.idempotency_window,
+                metrics=metrics,
             )
             applier = EventApplier(
                 jobs_store,
@@ -86,6 +89,7 @@ def create_app(
                 catalogue=services,
                 stop_run=jobs_service.stop_workers,
                 reject_other_versions=settings.version_mismatch == "reject",
+                metrics=metrics,
             )
             topology = broker.topology
             watch.use_tap(

@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from gateway.catalogue import Catalogue
+from gateway.metrics import Metrics
 from gateway.store import ACTIVE, JobRecord, JobStatus, JobStore, Reason, StoreError, WorkerInfo
 from gateway.watch import JobWatch
 from worker_sdk import (
@@ -80,7 +81,9 @@ class EventApplier:
         catalogue: Catalogue,
         stop_run: Callable[[uuid.UUID], Awaitable[None]] | None = None,
         reject_other_versions: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._watch = watch
         self._catalogue = catalogue
@@ -102,11 +105,12 @@ class EventApplier:
                     worker=worker,
                     at=event.emitted_at,
                 )
+                mismatch = version_mismatch(self._catalogue, event.service, event.worker_version)
+                if mismatch and self._metrics is not None:
+                    self._metrics.version_mismatch.labels(event.service, event.worker_version).inc()
                 if record is None:
                     await self._stop_if_dismissed(event.job_id)
-                elif self._reject_other_versions and version_mismatch(
-                    self._catalogue, event.service, event.worker_version
-                ):
+                elif mismatch and self._reject_other_versions:
                     record = await self._reject_version(event) or record
             case Progress():
                 record = await self._store.progress(
@@ -158,9 +162,18 @@ class EventApplier:
                 return None
         if record is None:
             log.debug("event %s for job %s changed nothing", event.kind, event.job_id)
-        else:
-            self._watch.notify(record)
+            return None
+        self._watch.notify(record)
+        self._observe(record)
         return record
+
+    def _observe(self, record: JobRecord) -> None:
+        if self._metrics is None:
+            return
+        if record.status.terminal:
+            self._metrics.ended(record)
+        elif record.status is JobStatus.RUNNING and record.progress_seq == 0:
+            self._metrics.started(record)
 
     async def _reject_version(self, event: Started) -> JobRecord | None:
         message = version_mismatch(self._catalogue, event.service, event.worker_version)
@@ -247,6 +260,7 @@ class EventApplier:
         if record is not None:
             log.info("job %s ended %s/%s (%s)", task.job_id, record.status, record.reason, death)
             self._watch.notify(record)
+            self._observe(record)
         await settle(message, "ack")
 
     async def _finish_dead(self, task: Task, death: str) -> JobRecord | None:

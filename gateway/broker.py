@@ -288,13 +288,21 @@ class Broker:
 
     async def queue_depth(self, queue: str) -> int:
         """Messages ready (not yet delivered) in one of the namespace's queues."""
+        messages, _ = await self.queue_stats(queue)
+        return messages
+
+    async def queue_stats(self, queue: str) -> tuple[int, int]:
+        """(ready messages, consumers) of one of the namespace's queues."""
         if self._channel is None or self._channel.is_closed:
             raise BrokerDown("not connected to RabbitMQ")
         # Straight to the underlying channel: a robust channel answers a passive declare of a
         # queue it knows from its cache, with the count of the first declaration.
-        channel = await self._channel.get_underlay_channel()
-        declared = await channel.queue_declare(queue, passive=True)
-        return int(declared.message_count or 0)
+        try:
+            channel = await self._channel.get_underlay_channel()
+            declared = await channel.queue_declare(queue, passive=True)
+        except (AMQPError, RuntimeError, OSError) as exc:
+            raise BrokerDown(f"cannot inspect {queue}: {exc!r}") from exc
+        return int(declared.message_count or 0), int(declared.consumer_count or 0)
 
     async def close(self) -> None:
         if self._watchdog is not None:

@@ -30,6 +30,7 @@ from gateway.errors import (
 )
 from gateway.inputs import InputChecker
 from gateway.limits import SubmitLimiter
+from gateway.metrics import Metrics
 from gateway.store import (
     ACTIVE,
     DuplicateJob,
@@ -77,7 +78,9 @@ class JobService:
         max_active_jobs: int | None,
         max_wait: float,
         idempotency_window: float,
+        metrics: Metrics,
     ) -> None:
+        self.metrics = metrics
         self.max_wait = max_wait
         self._idempotency_window = idempotency_window
         self.inputs = inputs
@@ -182,9 +185,11 @@ class JobService:
         try:
             if not wait:
                 await self._publish(record, task, spec)
+                self.metrics.submitted.labels(spec.id).inc()
                 return record, False
             async with self._watch.waiting(record.id) as finished:
                 await self._publish(record, task, spec)
+                self.metrics.submitted.labels(spec.id).inc()
                 try:
                     return await asyncio.wait_for(asyncio.shield(finished), timeout=wait), False
                 except TimeoutError:

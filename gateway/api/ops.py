@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.schemas import Health, Link
 from gateway.broker import BrokerDown
@@ -51,6 +52,29 @@ async def conformance() -> dict[str, list[str]]:
 async def healthz() -> Health:
     """The process is alive and serving HTTP; says nothing about its dependencies."""
     return Health(status="ok")
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+async def metrics(runtime: RuntimeDep) -> Response:
+    """Jobs submitted and finished (by service, status and reason), queue wait and run time
+    histograms and version mismatches of this process; queue depth and consumers per service,
+    read from RabbitMQ now."""
+    instruments = runtime.jobs.metrics
+    for spec in runtime.catalogue:
+        try:
+            messages, consumers = await runtime.broker.queue_stats(
+                runtime.broker.topology.task_queue(spec.id)
+            )
+        except BrokerDown:
+            continue
+        instruments.queue_messages.labels(spec.id).set(messages)
+        instruments.queue_consumers.labels(spec.id).set(consumers)
+    return Response(generate_latest(instruments.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(
