@@ -31,7 +31,8 @@ from worker_sdk import Topology
 
 log = logging.getLogger("gateway")
 
-TERMINAL_KEYS = ("*.succeeded", "*.failed", "*.cancelled")
+# What the tap copies while a request of this process waits on or streams a job.
+WATCHED_KEYS = ("*.started", "*.progress", "*.retrying", "*.succeeded", "*.failed", "*.cancelled")
 
 
 class State(TypedDict):
@@ -94,7 +95,7 @@ def create_app(
             topology = broker.topology
             watch.use_tap(
                 await broker.tap(
-                    TERMINAL_KEYS, applier.on_watched_event, prefetch=settings.events_prefetch
+                    WATCHED_KEYS, applier.on_watched_event, prefetch=settings.events_prefetch
                 )
             )
             await broker.consume(

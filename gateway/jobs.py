@@ -8,7 +8,8 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -280,6 +281,15 @@ class JobService:
             return await self._store.tombstone(job_id)
         except StoreError as exc:
             raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
+
+    @asynccontextmanager
+    async def changes(
+        self, job_id: uuid.UUID, principal: Principal
+    ) -> AsyncIterator[tuple[JobRecord, asyncio.Queue[JobRecord]]]:
+        """The job as it stands, and a queue of its later changes (owner only)."""
+        await self.get(job_id, principal)  # ownership, before anything is watched
+        async with self._watch.subscribe(job_id) as queue:
+            yield await self.get(job_id, principal), queue
 
     def status_info(self, record: JobRecord, base: str) -> StatusInfo:
         """The job's status document, with its worker's version checked."""

@@ -1,6 +1,7 @@
-"""In-process fan-out of finished jobs to the requests that wait on them (``Prefer: wait``).
+"""In-process fan-out of job changes to the requests that wait on them (``Prefer: wait``) or
+stream them (server-sent events).
 
-Terminal events reach this process through its private queue, a *tap* on the events exchange.
+Job events reach this process through its private queue, a *tap* on the events exchange.
 The tap is bound only while some request here waits, so the asynchronous common case costs the
 broker no copies: it is attached before the waiting request publishes its task (no event can
 slip past) and detached once nobody has waited for ``linger`` seconds.
@@ -33,6 +34,7 @@ class JobWatch:
 
     def __init__(self, tap: Tap | None = None, *, linger: float = 5.0) -> None:
         self._waiters: dict[UUID, set[asyncio.Future[JobRecord]]] = {}
+        self._subscribers: dict[UUID, set[asyncio.Queue[JobRecord]]] = {}
         self._tap = tap
         self._linger = linger
         self._attached = False
@@ -44,14 +46,32 @@ class JobWatch:
         self._tap = tap
 
     def interested(self, job_id: UUID) -> bool:
-        return job_id in self._waiters
+        return job_id in self._waiters or job_id in self._subscribers
 
     def notify(self, record: JobRecord) -> None:
+        for queue in self._subscribers.get(record.id, ()):
+            queue.put_nowait(record)
         if not record.status.terminal:
             return
         for future in self._waiters.get(record.id, ()):
             if not future.done():
                 future.set_result(record)
+
+    @asynccontextmanager
+    async def subscribe(self, job_id: UUID) -> AsyncIterator[asyncio.Queue[JobRecord]]:
+        """Every change of the job while the context lasts (server-sent events)."""
+        queue: asyncio.Queue[JobRecord] = asyncio.Queue()
+        self._subscribers.setdefault(job_id, set()).add(queue)
+        try:
+            await self._attach()
+            yield queue
+        finally:
+            queues = self._subscribers.get(job_id)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._subscribers[job_id]
+            self._detach_later()
 
     @asynccontextmanager
     async def waiting(self, job_id: UUID) -> AsyncIterator[asyncio.Future[JobRecord]]:
@@ -68,8 +88,12 @@ class JobWatch:
                 if not waiters:
                     del self._waiters[job_id]
             future.cancel()
-            if not self._waiters and self._tap is not None and self._detacher is None:
-                self._detacher = asyncio.create_task(self._detach_when_idle())
+            self._detach_later()
+
+    def _detach_later(self) -> None:
+        idle = not self._waiters and not self._subscribers
+        if idle and self._tap is not None and self._detacher is None:
+            self._detacher = asyncio.create_task(self._detach_when_idle())
 
     async def _attach(self) -> None:
         if self._tap is None or self._attached:
@@ -83,7 +107,8 @@ class JobWatch:
         try:
             await asyncio.sleep(self._linger)  # the linger period
             async with self._lock:
-                if not self._waiters and self._attached and self._tap is not None:
+                idle = not self._waiters and not self._subscribers
+                if idle and self._attached and self._tap is not None:
                     await self._tap.detach()
                     self._attached = False
         except Exception:

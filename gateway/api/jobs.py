@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from gateway.api.schemas import JobList, Link, StatusInfo
 from gateway.errors import (
@@ -19,7 +21,7 @@ from gateway.errors import (
     responses,
 )
 from gateway.runtime import BaseUrlDep, JobsDep, PrincipalDep
-from gateway.store import JobStatus
+from gateway.store import JobRecord, JobStatus
 
 router = APIRouter(tags=["jobs"])
 
@@ -128,3 +130,47 @@ async def job_results(job_id: UUID, jobs: JobsDep, principal: PrincipalDep) -> A
             raise JobDismissed(f"job {job_id} was dismissed ({job.reason}); it has no result")
         case _:
             raise ResultNotReady(f"job {job_id} is {job.status}; its result is not ready")
+
+
+async def _owned_job(job_id: UUID, jobs: JobsDep, principal: PrincipalDep) -> JobRecord:
+    """Ownership checked before a stream starts (errors inside a stream come too late)."""
+    return await jobs.get(job_id, principal)
+
+
+def _event(info: StatusInfo) -> ServerSentEvent:
+    # The id rises with every change, so a client resumes after the last one it saw.
+    return ServerSentEvent(
+        event="status",
+        id=str(int(info.updated.timestamp() * 1_000_000)),
+        raw_data=info.model_dump_json(exclude_none=True),
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    response_class=EventSourceResponse,
+    summary="Follow a job (server-sent events)",
+    responses=responses(Unauthorized, UnknownJob, StoreUnavailable),
+)
+async def job_events(
+    job_id: UUID,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+    base: BaseUrlDep,
+    _: Annotated[JobRecord, Depends(_owned_job)],
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    """A `status` event with the job's statusInfo now and at every change (progress included);
+    the stream ends after the terminal state. Reconnect with `Last-Event-ID` to resume."""
+    seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+    async with jobs.changes(job_id, principal) as (current, changes):
+        record = current
+        while True:
+            info = jobs.status_info(record, base)
+            event = _event(info)
+            if event.id is not None and int(event.id) > seen:
+                seen = int(event.id)
+                yield event
+            if record.status.terminal:
+                return
+            record = await changes.get()
