@@ -138,7 +138,7 @@ class JobService:
         earlier submission with the same ``idempotency_key``. A task the broker did not
         confirm leaves the job ``failed``/``publish_failed`` and raises a 429 or 503 error.
         """
-        fingerprint = _fingerprint(spec.id, inputs)
+        fingerprint = _fingerprint(spec.id, inputs) if idempotency_key is not None else ""
         if idempotency_key is not None:
             earlier = await self._earlier(principal.subject, idempotency_key, fingerprint)
             if earlier is not None:
@@ -155,7 +155,7 @@ class JobService:
             created=now,
             updated=now,
             idempotency_key=idempotency_key,
-            request_hash=fingerprint if idempotency_key is not None else None,
+            request_hash=fingerprint or None,
         )
         task = Task(
             job_id=record.id,
