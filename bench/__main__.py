@@ -39,7 +39,7 @@ import jwt
 from rich.console import Console
 from rich.table import Table
 
-from worker_sdk import (
+from worker_sdk.wire import (
     TaskQueueOptions,
     Topology,
     declare_task_queue,

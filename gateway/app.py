@@ -10,29 +10,39 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from gateway.api import canarie, jobs, legacy, ops, processes
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
 from gateway.catalogue import Catalogue, load_catalogue
+from gateway.changes import Changes
 from gateway.errors import COMMON_RESPONSES, install_error_handlers
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
 from gateway.limits import SubmitLimiter
 from gateway.metrics import Metrics
+from gateway.recovery import Recovery
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from gateway.store import JobStore, open_store
 from gateway.sweeper import Sweeper
 from gateway.watch import JobWatch
-from worker_sdk import Topology
+from worker_sdk.wire import Topology
 
 log = logging.getLogger("gateway")
 
 # What the tap copies while a request of this process waits on or streams a job.
-WATCHED_KEYS = ("*.started", "*.progress", "*.retrying", "*.succeeded", "*.failed", "*.cancelled")
+WATCHED_KEYS = (
+    "*.started",
+    "*.progress",
+    "*.retrying",
+    "*.succeeded",
+    "*.failed",
+    "*.cancelled",
+    "*.barrier",
+)
 
 
 class State(TypedDict):
@@ -71,27 +81,43 @@ def create_app(
             await broker.connect()
             watch = JobWatch()
             stack.push_async_callback(watch.close)
-            metrics = Metrics()
+            changes = Changes(watch, Metrics())
+            recovery = Recovery(
+                jobs_store,
+                broker,
+                services,
+                watch,
+                interval=settings.recovery_interval,
+                older_than=settings.publish_timeout + 2.0,
+                grace=settings.recovery_grace,
+            )
+            inputs = InputChecker(
+                services,
+                settings.url_policy(),
+                max_depth=settings.max_input_depth,
+                max_urls=settings.max_urls_per_request,
+                url_deadline=settings.url_check_deadline,
+            )
             jobs_service = JobService(
                 store=jobs_store,
                 broker=broker,
                 catalogue=services,
-                watch=watch,
-                inputs=InputChecker(services, settings.url_policy()),
+                changes=changes,
+                inputs=inputs,
                 limiter=SubmitLimiter(settings.submit_rate, settings.submit_burst),
+                recovery=recovery,
                 max_active_jobs=settings.max_active_jobs,
-                max_wait=settings.max_wait,
                 idempotency_window=settings.idempotency_window,
-                metrics=metrics,
             )
             applier = EventApplier(
                 jobs_store,
-                watch,
+                changes,
                 catalogue=services,
                 stop_run=jobs_service.stop_workers,
                 reject_other_versions=settings.version_mismatch == "reject",
-                metrics=metrics,
+                max_result_depth=settings.max_input_depth,
             )
+            applier.on_barrier(recovery.barrier_passed)
             topology = broker.topology
             watch.use_tap(
                 await broker.tap(
@@ -106,12 +132,12 @@ def create_app(
             sweeper = Sweeper(
                 jobs_store,
                 services,
-                watch,
+                changes,
                 grace=settings.reaper_grace,
                 silence=settings.heartbeat_silence,
             )
-            sweeping = asyncio.create_task(sweeper.run(settings.sweep_interval))
-            stack.push_async_callback(_cancel, sweeping)
+            for loop in (sweeper.run(settings.sweep_interval), recovery.run()):
+                stack.push_async_callback(_cancel, asyncio.create_task(loop))
             log.info(
                 "gateway ready: %d service(s), namespace %r, store %s",
                 len(services),
@@ -127,6 +153,8 @@ def create_app(
                     jobs=jobs_service,
                     auth=auth,
                     sweeper=sweeper,
+                    metrics=changes.metrics,
+                    inputs=inputs,
                 )
             }
 
@@ -147,12 +175,6 @@ def create_app(
     # The CANARIE routes last: their /{service}/... paths must not shadow the others.
     for router in (ops.router, processes.router, jobs.router, legacy.router, canarie.router):
         app.include_router(router)
-
-    async def legacy_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, legacy.LegacyError)
-        return legacy.render_error(request, exc)
-
-    app.add_exception_handler(legacy.LegacyError, legacy_error)
     return app
 
 

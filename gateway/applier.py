@@ -3,6 +3,19 @@
 Every application is idempotent: the store's conditional updates make terminal states sticky
 and progress monotonic within a run, so a duplicate, late or reordered event is a no-op. An
 event for an unknown or finished job is logged and acked, never retried.
+
+No message can stop the consumers. Whatever handling one raises, it is settled:
+
+- a store that fails transiently is retried in place, with a growing pause, for as long as it
+  fails (the delivery stays unacknowledged, so a gateway that dies meanwhile hands it to
+  another);
+- a message that cannot be read, is written for a newer contract, names no known service, or
+  whose values the store refuses, is dead-lettered to the poison queue, and so is one whose
+  handling raised anything else (logged with its traceback);
+- the queues' delivery limits park a message that kills every gateway it reaches.
+
+Times come from the gateway's clock: a worker's ``emitted_at`` is used only where it is not
+in the future (a run's start and end), never to order or expire anything.
 """
 
 from __future__ import annotations
@@ -18,29 +31,52 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from gateway.catalogue import Catalogue
-from gateway.metrics import Metrics
-from gateway.store import ACTIVE, JobRecord, JobStatus, JobStore, Reason, StoreError, WorkerInfo
-from gateway.watch import JobWatch
-from worker_sdk import (
+from gateway.changes import Changes
+from gateway.store import (
+    ACTIVE,
+    JobRecord,
+    JobStatus,
+    JobStore,
+    Reason,
+    StoreError,
+    StoreRejected,
+    WorkerInfo,
+)
+from worker_sdk.wire import (
+    BARRIER,
+    Barrier,
+    BarrierPassed,
     Cancelled,
     ErrorInfo,
     Event,
     Failed,
     Heartbeat,
+    NewerSchema,
     Progress,
     Retrying,
     Started,
     Succeeded,
     Task,
     TerminalEvent,
+    check_value,
+    describe_error,
     parse_event,
+    parse_task,
     settle,
 )
 
 log = logging.getLogger("gateway.events")
 
 _REASONS = frozenset(r.value for r in Reason)
-STORE_RETRY_DELAY = 1.0
+STORE_RETRY_FIRST = 0.5
+STORE_RETRY_MAX = 10.0
+REFUSED_HEADER = "x-sg-refused"  # why a worker refused a task it dead-lettered itself
+
+BarrierCallback = Callable[[uuid.UUID], None]
+
+
+class Unusable(Exception):
+    """A message no retry will make usable: it goes to the poison queue."""
 
 
 def failure_reason(error: ErrorInfo) -> str:
@@ -59,11 +95,11 @@ def version_mismatch(catalogue: Catalogue, service: str, version: str | None) ->
     )
 
 
-def _run_fields(event: TerminalEvent) -> dict[str, Any]:
+def _run_fields(event: TerminalEvent, now: datetime) -> dict[str, Any]:
     """The attempt, and the run's start when no ``started`` event announced it."""
     fields: dict[str, Any] = {"attempt": event.attempt}
     if event.start is not None:
-        fields["started"] = event.start.started_at
+        fields["started"] = min(event.start.started_at, now)
         fields["worker"] = WorkerInfo(
             id=event.worker_id, host=event.start.host, version=event.start.worker_version
         )
@@ -71,47 +107,58 @@ def _run_fields(event: TerminalEvent) -> dict[str, Any]:
 
 
 class EventApplier:
-    """Turns events into store updates and tells the watch about every change."""
+    """Turns events into store updates and announces every change it makes."""
 
     def __init__(
         self,
         store: JobStore,
-        watch: JobWatch,
+        changes: Changes,
         *,
         catalogue: Catalogue,
         stop_run: Callable[[uuid.UUID], Awaitable[None]] | None = None,
         reject_other_versions: bool = False,
-        metrics: Metrics | None = None,
+        max_result_depth: int = 32,
     ) -> None:
-        self._metrics = metrics
         self._store = store
-        self._watch = watch
+        self._changes = changes
+        self._metrics = changes.metrics
         self._catalogue = catalogue
         self._stop_run = stop_run
         self._reject_other_versions = reject_other_versions
+        self._max_result_depth = max_result_depth
+        self._barrier_listeners: list[BarrierCallback] = []
 
-    async def apply(self, event: Event) -> JobRecord | None:
-        """Apply one event; the updated record, or ``None`` when it changed nothing."""
+    def on_barrier(self, callback: BarrierCallback) -> None:
+        """Call ``callback(barrier_id)`` whenever this process sees a barrier pass."""
+        self._barrier_listeners.append(callback)
+
+    def _barrier_passed(self, barrier_id: uuid.UUID) -> None:
+        for callback in self._barrier_listeners:
+            callback(barrier_id)
+
+    async def apply(self, event: Event, *, now: datetime | None = None) -> JobRecord | None:
+        """Apply one event; the updated record, or ``None`` when it changed nothing.
+
+        Raises :class:`Unusable` for an event no retry will make usable, and
+        :class:`~gateway.store.StoreError` when the store fails.
+        """
+        now = now or datetime.now(UTC)
+        if isinstance(event, BarrierPassed):
+            self._barrier_passed(event.barrier_id)
+            return None
+        spec = self._catalogue.get(event.service)
+        if spec is None:
+            raise Unusable(f"{event.kind} event for {event.service!r}, not in the catalogue")
+        if isinstance(event, Heartbeat):
+            worker = WorkerInfo(id=event.worker_id, host=event.host, version=event.version)
+            await self._store.heartbeat(worker, service=event.service, at=now)
+            return None
+        at = min(event.emitted_at, now)
+        expires_at = now + self._catalogue.retention(event.service)
         record: JobRecord | None
         match event:
             case Started():
-                worker = WorkerInfo(
-                    id=event.worker_id, host=event.host, version=event.worker_version
-                )
-                record = await self._store.start(
-                    event.job_id,
-                    attempt=event.attempt,
-                    run_id=event.run_id,
-                    worker=worker,
-                    at=event.emitted_at,
-                )
-                mismatch = version_mismatch(self._catalogue, event.service, event.worker_version)
-                if mismatch and self._metrics is not None:
-                    self._metrics.version_mismatch.labels(event.service, event.worker_version).inc()
-                if record is None:
-                    await self._stop_if_dismissed(event.job_id)
-                elif mismatch and self._reject_other_versions:
-                    record = await self._reject_version(event) or record
+                record = await self._start(event, at)
             case Progress():
                 record = await self._store.progress(
                     event.job_id,
@@ -119,156 +166,227 @@ class EventApplier:
                     seq=event.seq,
                     percent=event.percent,
                     message=event.message,
-                    at=event.emitted_at,
+                    at=at,
                 )
             case Retrying():
                 record = await self._store.retrying(
                     event.job_id,
                     attempt=event.attempt,
                     message=f"attempt {event.attempt} in {event.delay:g}s: {event.error.message}",
-                    at=event.emitted_at,
+                    at=at,
                 )
             case Succeeded():
-                record = await self._store.finish(
-                    event.job_id,
-                    status=JobStatus.SUCCESSFUL,
-                    at=event.emitted_at,
-                    result=event.result,
-                    expires_at=event.emitted_at + self._catalogue.retention(event.service),
-                    **_run_fields(event),
-                )
+                record = await self._succeed(event, at, expires_at, now)
             case Failed():
                 record = await self._store.finish(
                     event.job_id,
                     status=JobStatus.FAILED,
-                    at=event.emitted_at,
+                    at=at,
                     reason=failure_reason(event.error),
                     error=event.error,
-                    expires_at=event.emitted_at + self._catalogue.retention(event.service),
-                    **_run_fields(event),
+                    expires_at=expires_at,
+                    **_run_fields(event, now),
                 )
             case Cancelled():
                 record = await self._store.finish(
                     event.job_id,
                     status=JobStatus.DISMISSED,
-                    at=event.emitted_at,
+                    at=at,
                     reason=Reason.CANCELLED,
-                    expires_at=event.emitted_at + self._catalogue.retention(event.service),
-                    **_run_fields(event),
+                    expires_at=expires_at,
+                    **_run_fields(event, now),
                 )
-            case Heartbeat():
-                worker = WorkerInfo(id=event.worker_id, host=event.host, version=event.version)
-                await self._store.heartbeat(worker, service=event.service, at=event.emitted_at)
-                return None
         if record is None:
             log.debug("event %s for job %s changed nothing", event.kind, event.job_id)
             return None
-        self._watch.notify(record)
-        self._observe(record)
+        self._changes.made(record)
         return record
 
-    def _observe(self, record: JobRecord) -> None:
-        if self._metrics is None:
-            return
-        if record.status.terminal:
-            self._metrics.ended(record)
-        elif record.status is JobStatus.RUNNING and record.progress_seq == 0:
-            self._metrics.started(record)
+    async def _start(self, event: Started, at: datetime) -> JobRecord | None:
+        worker = WorkerInfo(id=event.worker_id, host=event.host, version=event.worker_version)
+        record = await self._store.start(
+            event.job_id, attempt=event.attempt, run_id=event.run_id, worker=worker, at=at
+        )
+        mismatch = version_mismatch(self._catalogue, event.service, event.worker_version)
+        if mismatch:
+            self._metrics.version_mismatch.labels(event.service).inc()
+        if record is None:
+            await self._stop_if_finished(event.job_id)
+        elif mismatch and self._reject_other_versions:
+            self._changes.made(record)
+            record = await self._reject_version(event, mismatch, at) or record
+        return record
 
-    async def _reject_version(self, event: Started) -> JobRecord | None:
-        message = version_mismatch(self._catalogue, event.service, event.worker_version)
-        assert message is not None
+    async def _succeed(
+        self, event: Succeeded, at: datetime, expires_at: datetime, now: datetime
+    ) -> JobRecord | None:
+        problems = check_value(event.result, root="/result", max_depth=self._max_result_depth)
+        if not problems:
+            return await self._store.finish(
+                event.job_id,
+                status=JobStatus.SUCCESSFUL,
+                at=at,
+                result=event.result,
+                expires_at=expires_at,
+                **_run_fields(event, now),
+            )
+        where = "; ".join(f"{p.path}: {p.message}" for p in problems[:3])
+        log.warning("job %s: its result cannot be kept (%s); failing it", event.job_id, where)
+        error = ErrorInfo(
+            code=Reason.INVALID_RESULT,
+            type="InvalidResult",
+            message=f"the handler's result cannot be kept: {where}",
+        )
+        return await self._store.finish(
+            event.job_id,
+            status=JobStatus.FAILED,
+            at=at,
+            reason=Reason.INVALID_RESULT,
+            error=error,
+            expires_at=expires_at,
+            **_run_fields(event, now),
+        )
+
+    async def _reject_version(self, event: Started, message: str, at: datetime) -> JobRecord | None:
         log.warning("job %s: %s; failing it", event.job_id, message)
         error = ErrorInfo(code="204", type="VersionMismatchError", message=message)
         record = await self._store.finish(
             event.job_id,
             status=JobStatus.FAILED,
-            at=event.emitted_at,
+            at=at,
             reason=Reason.VERSION_MISMATCH,
             error=error,
-            expires_at=event.emitted_at + self._catalogue.retention(event.service),
+            expires_at=at + self._catalogue.retention(event.service),
         )
         if self._stop_run is not None:
             await self._stop_run(event.job_id)
         return record
 
-    async def _stop_if_dismissed(self, job_id: uuid.UUID) -> None:
-        """A run started for a job already dismissed (its worker missed the broadcast)."""
+    async def _stop_if_finished(self, job_id: uuid.UUID) -> None:
+        """A run started for a job that has ended (dismissed while its worker missed the
+        broadcast, or run twice): tell the run to stop."""
         record = await self._store.get(job_id)
-        if record is not None and record.status is JobStatus.DISMISSED and self._stop_run:
-            log.info("job %s is dismissed but a worker started it; telling it to stop", job_id)
+        if record is not None and record.status.terminal and self._stop_run is not None:
+            log.info(
+                "job %s is %s but a worker started it; telling it to stop", job_id, record.status
+            )
             await self._stop_run(job_id)
 
-    async def on_event(self, message: AbstractIncomingMessage) -> None:
-        """Consumer of ``{ns}.events``: apply, then ack; requeue only when the store fails."""
+    async def _with_store(self, what: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work``, retrying while the store fails transiently; a rejection is final."""
+        pause = STORE_RETRY_FIRST
+        while True:
+            try:
+                await work()
+                return
+            except StoreRejected as exc:
+                raise Unusable(f"the store refused it: {exc}") from exc
+            except StoreError as exc:
+                log.warning("store failed on %s (%s); retrying in %.1fs", what, exc, pause)
+            await asyncio.sleep(pause)  # back-off while the store is down
+            pause = min(pause * 2, STORE_RETRY_MAX)
+
+    async def _settled(
+        self, message: AbstractIncomingMessage, queue: str, handle: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``handle``, then ack; dead-letter what is unusable or raised anything else."""
         try:
-            event = parse_event(message.body)
-        except ValidationError as exc:
-            log.warning("dropping an unreadable event %s: %s", message.message_id, exc)
-            await settle(message, "ack")
+            await handle()
+        except Unusable as exc:
+            self._metrics.events_refused.labels(queue, _why(exc)).inc()
+            log.warning("message %s on %s set aside: %s", message.message_id, queue, exc)
+            await settle(message, "reject")
             return
-        try:
-            await self.apply(event)
-        except StoreError:
-            log.exception("store failed applying %s; the event goes back to the queue", event.kind)
-            await asyncio.sleep(STORE_RETRY_DELAY)  # back off before the broker redelivers
-            await settle(message, "requeue")
+        except Exception:
+            self._metrics.events_refused.labels(queue, "failed").inc()
+            log.exception("message %s on %s failed; set aside", message.message_id, queue)
+            await settle(message, "reject")
             return
         await settle(message, "ack")
 
+    async def on_event(self, message: AbstractIncomingMessage) -> None:
+        """Consumer of ``{ns}.events``: apply, then ack (see the module's docstring)."""
+
+        async def handle() -> None:
+            event = _read_event(message.body)
+            await self._with_store(f"{event.kind} event", lambda: self._apply_quietly(event))
+
+        await self._settled(message, "events", handle)
+
+    async def _apply_quietly(self, event: Event) -> None:
+        await self.apply(event)
+
     async def on_watched_event(self, message: AbstractIncomingMessage) -> None:
-        """Consumer of this process's private copy of terminal events (no-ack).
+        """Consumer of this process's private copy of events (no-ack).
 
         When a local request waits on the job, apply the event here (idempotently) so the
         waiter is answered whichever gateway replica applies the shared copy. Events nobody
-        here waits on are skipped on their ``correlation_id`` without parsing the body.
+        here waits on are skipped on their ``correlation_id`` without parsing the body; the
+        shared copy is the one that counts, so nothing here is retried or set aside.
         """
+        if message.type == BARRIER:
+            try:
+                event = parse_event(message.body)
+            except (ValueError, ValidationError):
+                return
+            if isinstance(event, BarrierPassed):
+                self._barrier_passed(event.barrier_id)
+            return
         try:
-            if not self._watch.interested(uuid.UUID(message.correlation_id or "")):
+            if not self._changes.watch.interested(uuid.UUID(message.correlation_id or "")):
                 return
             event = parse_event(message.body)
         except (ValueError, ValidationError):
             return
-        if isinstance(event, Heartbeat):
+        if isinstance(event, Heartbeat | BarrierPassed):
             return
         try:
             if await self.apply(event) is None:
                 record = await self._store.get(event.job_id)
                 if record is not None:
-                    self._watch.notify(record)
-        except StoreError:
-            log.warning("store failed on a watched event for %s", event.job_id, exc_info=True)
+                    self._changes.seen(record)
+        except (StoreError, Unusable):
+            log.warning("could not apply a watched event for %s", event.job_id, exc_info=True)
 
     async def on_dead_letter(self, message: AbstractIncomingMessage) -> None:
-        """Consumer of ``{ns}.dead``: a task the broker gave up on ends the job."""
-        death = str(message.headers.get("x-first-death-reason", ""))
-        try:
-            task = Task.model_validate_json(message.body)
-        except ValidationError:
-            log.error(  # noqa: TRY400 - a parse error's traceback says nothing more
-                "dead-lettered message %s (%s) is not a task", message.message_id, death
-            )
-            await settle(message, "ack")
-            return
-        try:
-            record = await self._finish_dead(task, death)
-        except StoreError:
-            log.exception("store failed on dead-lettered job %s", task.job_id)
-            await asyncio.sleep(STORE_RETRY_DELAY)  # back off before the broker redelivers
-            await settle(message, "requeue")
-            return
-        if record is not None:
-            log.info("job %s ended %s/%s (%s)", task.job_id, record.status, record.reason, death)
-            self._watch.notify(record)
-            self._observe(record)
-        await settle(message, "ack")
+        """Consumer of ``{ns}.dead``: a task the broker or a worker gave up on ends the job;
+        a barrier that died (expired, refused) has passed all the same."""
 
-    async def _finish_dead(self, task: Task, death: str) -> JobRecord | None:
+        async def handle() -> None:
+            death = str(message.headers.get("x-first-death-reason", "") or "")
+            refused = message.headers.get(REFUSED_HEADER)
+            if message.type == BARRIER:
+                self._passed_barrier(message.body)
+                return
+            job_id, service = _dead_job(message)
+            reason = str(refused) if refused else death
+            await self._with_store(
+                f"dead-lettered job {job_id}", lambda: self._end_dead(job_id, service, reason)
+            )
+
+        await self._settled(message, "dead", handle)
+
+    def _passed_barrier(self, body: bytes) -> None:
+        try:
+            barrier = Barrier.model_validate_json(body)
+        except ValidationError:
+            return
+        self._barrier_passed(barrier.barrier_id)
+
+    async def _end_dead(self, job_id: uuid.UUID, service: str | None, death: str) -> None:
+        record = await self._finish_dead(job_id, service, death)
+        if record is not None:
+            log.info("job %s ended %s/%s (%s)", job_id, record.status, record.reason, death)
+            self._changes.made(record)
+
+    async def _finish_dead(
+        self, job_id: uuid.UUID, service: str | None, death: str
+    ) -> JobRecord | None:
         now = datetime.now(UTC)
-        expires_at = now + self._catalogue.retention(task.service)
+        expires_at = now + self._catalogue.retention(service or "")
         if death == "expired":
             record = await self._store.finish(
-                task.job_id,
+                job_id,
                 status=JobStatus.DISMISSED,
                 at=now,
                 reason=Reason.EXPIRED,
@@ -282,16 +400,9 @@ class EventApplier:
                 type="Expired",
                 message="the job's worker was lost and no other worker took it before it expired",
             )
-            return await self._store.finish(
-                task.job_id,
-                status=JobStatus.FAILED,
-                at=now,
-                reason=Reason.WORKER_LOST,
-                error=error,
-                expires_at=expires_at,
-            )
-        if death == "delivery_limit":
-            spec = self._catalogue.get(task.service)
+            reason = Reason.WORKER_LOST
+        elif death == "delivery_limit":
+            spec = self._catalogue.get(service or "")
             deliveries = f"{spec.delivery_limit + 1} times" if spec else "repeatedly"
             error = ErrorInfo(
                 code=Reason.WORKER_LOST,
@@ -299,25 +410,55 @@ class EventApplier:
                 message=f"the task was handed to workers {deliveries} and never finished: "
                 "its worker died or gave it back each time",
             )
-            return await self._store.finish(
-                task.job_id,
-                status=JobStatus.FAILED,
-                at=now,
-                reason=Reason.WORKER_LOST,
-                error=error,
-                expires_at=expires_at,
+            reason = Reason.WORKER_LOST
+        else:
+            error = ErrorInfo(
+                code=Reason.INVALID_TASK,
+                type="Rejected",
+                message=f"a worker refused the task: {death or 'no reason given'}",
             )
-        error = ErrorInfo(
-            code=Reason.INVALID_TASK,
-            type="Rejected",
-            message=f"a worker refused the task ({death or 'unknown reason'})",
-        )
+            reason = Reason.INVALID_TASK
         return await self._store.finish(
-            task.job_id,
+            job_id,
             status=JobStatus.FAILED,
             at=now,
-            reason=Reason.INVALID_TASK,
+            reason=reason,
             error=error,
             expires_at=expires_at,
             only_from=ACTIVE,
         )
+
+
+def _why(exc: Unusable) -> str:
+    cause = exc.__cause__
+    if isinstance(cause, NewerSchema):
+        return "newer-schema"
+    if isinstance(cause, ValidationError | ValueError):
+        return "unreadable"
+    if isinstance(cause, StoreRejected):
+        return "store-refused"
+    return "unusable"
+
+
+def _read_event(body: bytes) -> Event:
+    try:
+        return parse_event(body)
+    except NewerSchema as exc:
+        raise Unusable(str(exc)) from exc
+    except (ValidationError, ValueError) as exc:
+        raise Unusable(f"not an event: {describe_error(exc)}") from exc
+
+
+def _dead_job(message: AbstractIncomingMessage) -> tuple[uuid.UUID, str | None]:
+    """The job a dead-lettered task belongs to: from its body when it parses, else from its
+    ``correlation_id`` (a task too deep or too new to parse still ends its job)."""
+    try:
+        task = parse_task(message.body)
+    except (ValueError, ValidationError):
+        task = None
+    if isinstance(task, Task):
+        return task.job_id, task.service
+    try:
+        return uuid.UUID(message.correlation_id or ""), message.routing_key
+    except ValueError as exc:
+        raise Unusable("a dead letter that names no job") from exc

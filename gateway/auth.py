@@ -36,6 +36,15 @@ class Principal:
     scopes: frozenset[str]
     admin: bool
     legacy: bool = False
+    expires: float | None = None  # the token's exp, seconds since the epoch
+
+    def remaining(self) -> float | None:
+        """Seconds until the caller's token expires (``None``: it does not)."""
+        return None if self.expires is None else self.expires - time.time()
+
+    def sees(self, owner: str) -> bool:
+        """Whether this caller may see (and act on) a job of ``owner``."""
+        return self.admin or owner == self.subject
 
     def require(self, scopes: Iterable[str]) -> None:
         """Raise :class:`Forbidden` unless every scope is held (admins hold all)."""
@@ -162,11 +171,15 @@ class Authenticator:
         if not isinstance(subject, str) or not subject:
             raise Unauthorized("the token's sub must be a non-empty string", error="invalid_token")
         scopes = _scopes(claims, self._settings.scope_claim)
+        exp = claims.get("exp")
         return Principal(
             subject=subject,
             scopes=scopes,
             admin=self._settings.admin_scope in scopes,
             legacy=legacy,
+            expires=float(exp) + self._settings.jwt_leeway
+            if isinstance(exp, int | float)
+            else None,
         )
 
 

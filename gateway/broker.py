@@ -13,18 +13,21 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import aio_pika
-from aio_pika import DeliveryMode, Message
+from aio_pika import Message
 from aio_pika.abc import (
     AbstractChannel,
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+from aio_pika.exceptions import AMQPError
 
 from gateway.catalogue import Catalogue, ServiceSpec
-from worker_sdk import (
+from worker_sdk.wire import (
+    BARRIER,
+    TASK,
+    Barrier,
     CancelRequest,
     CoreExchanges,
     Task,
@@ -32,28 +35,19 @@ from worker_sdk import (
     declare_task_queue,
     declare_topology,
 )
+from worker_sdk.wire.publish import PublishLost, PublishRefused, message, publish
+from worker_sdk.wire.supervisor import BrokerUnreachable, Supervisor, connect
 
 log = logging.getLogger("gateway.broker")
 
-CONNECT_RETRY_DELAY = 1.0
-
 Callback = Callable[[AbstractIncomingMessage], Awaitable[None]]
-
-
-def _reraise_if_cancelled() -> None:
-    """aiormq cancels a pending confirm when its channel closes: that CancelledError is a lost
-    publish, unless this task itself is being cancelled."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class BrokerDown(RuntimeError):
     """The broker cannot be reached, or did not confirm in time."""
 
 
-class PublishRefused(RuntimeError):
-    """The broker answered a publish with a nack (queue full) or returned it (unroutable)."""
+__all__ = ["Broker", "BrokerDown", "EventTap", "PublishRefused"]
 
 
 class EventTap:
@@ -122,21 +116,12 @@ class Broker:
         A broker that is still starting is retried every second until ``connect_timeout``
         has passed; then :class:`BrokerDown` says why.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._connect_timeout
-        while True:
-            try:
-                self._connection = await aio_pika.connect_robust(
-                    self._url,
-                    timeout=max(1.0, deadline - loop.time()),
-                    client_properties={"connection_name": self._name},
-                )
-                break
-            except (OSError, AMQPError, TimeoutError) as exc:
-                if loop.time() + CONNECT_RETRY_DELAY >= deadline:
-                    raise BrokerDown(f"cannot connect to RabbitMQ: {exc!r}") from exc
-                log.warning("RabbitMQ not reachable yet (%r); retrying", exc)
-                await asyncio.sleep(CONNECT_RETRY_DELAY)  # the retry back-off
+        try:
+            self._connection = await connect(
+                self._url, name=self._name, timeout=self._connect_timeout
+            )
+        except BrokerUnreachable as exc:
+            raise BrokerDown(str(exc)) from exc
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
@@ -148,57 +133,54 @@ class Broker:
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
 
+    def _exchanges_or_down(self) -> CoreExchanges:
+        if self._exchanges is None or not self.connected:
+            raise BrokerDown("not connected to RabbitMQ")
+        return self._exchanges
+
+    async def _publish(
+        self, exchange: AbstractExchange, outgoing: Message, key: str, *, mandatory: bool = True
+    ) -> None:
+        try:
+            await publish(
+                exchange, outgoing, key, timeout=self._publish_timeout, mandatory=mandatory
+            )
+        except PublishLost as exc:
+            raise BrokerDown(f"{outgoing.type} not confirmed: {exc}") from exc
+
     async def publish_task(self, task: Task, spec: ServiceSpec) -> None:
         """Publish ``task`` and wait for the broker's confirm.
 
         Raises :class:`PublishRefused` on a nack or a return and :class:`BrokerDown` when the
         broker is unreachable or silent past the publish timeout.
         """
-        if self._exchanges is None or not self.connected:
-            raise BrokerDown("not connected to RabbitMQ")
-        message = Message(
+        exchanges = self._exchanges_or_down()
+        outgoing = message(
             task.to_bytes(),
-            content_type="application/json",
-            delivery_mode=DeliveryMode.PERSISTENT,
-            message_id=uuid.uuid4().hex,
+            type=TASK,
             correlation_id=str(task.job_id),
-            type="task",
             expiration=spec.queue_ttl,
             priority=spec.priority,
         )
-        try:
-            await self._exchanges.tasks.publish(
-                message, routing_key=spec.id, mandatory=True, timeout=self._publish_timeout
-            )
-        except (DeliveryError, PublishError) as exc:
-            raise PublishRefused(str(exc)) from exc
-        except asyncio.CancelledError as exc:
-            _reraise_if_cancelled()
-            raise BrokerDown("task not confirmed: its channel closed") from exc
-        except Exception as exc:  # aiormq fails pending confirms with a bare Exception
-            raise BrokerDown(f"task not confirmed: {exc!r}") from exc
+        await self._publish(exchanges.tasks, outgoing, spec.id)
+
+    async def publish_barrier(self, barrier: Barrier, spec: ServiceSpec) -> None:
+        """Publish a barrier through the service's task queue (see :mod:`gateway.recovery`)."""
+        exchanges = self._exchanges_or_down()
+        outgoing = message(barrier.to_bytes(), type=BARRIER, expiration=spec.queue_ttl)
+        await self._publish(exchanges.tasks, outgoing, spec.id)
 
     async def publish_control(self, request: CancelRequest) -> None:
         """Tell every worker (each has its own queue on the control fanout), confirmed."""
-        if self._exchanges is None or not self.connected:
-            raise BrokerDown("not connected to RabbitMQ")
-        message = Message(
+        exchanges = self._exchanges_or_down()
+        outgoing = message(
             request.to_bytes(),
-            content_type="application/json",
-            message_id=uuid.uuid4().hex,
-            correlation_id=str(request.job_id),
             type=request.kind,
+            correlation_id=str(request.job_id),
+            persistent=False,
         )
-        try:
-            # Not mandatory: with no worker running there is nobody to tell.
-            await self._exchanges.control.publish(
-                message, routing_key="", mandatory=False, timeout=self._publish_timeout
-            )
-        except asyncio.CancelledError as exc:
-            _reraise_if_cancelled()
-            raise BrokerDown("control message not confirmed: its channel closed") from exc
-        except Exception as exc:  # aiormq fails pending confirms with a bare Exception
-            raise BrokerDown(f"control message not confirmed: {exc!r}") from exc
+        # Not mandatory: with no worker running there is nobody to tell.
+        await self._publish(exchanges.control, outgoing, "", mandatory=False)
 
     async def consume(self, queue: str, callback: Callback, *, prefetch: int) -> None:
         """Consume a durable queue of the namespace on a channel of its own (again after a
@@ -246,22 +228,16 @@ class Broker:
         self._watchdog = asyncio.create_task(self._watch(reconnect_after))
 
     async def _watch(self, reconnect_after: float) -> None:
-        loop = asyncio.get_running_loop()
-        broken_since: float | None = None
+        supervisor = Supervisor(reconnect_after)
         while True:
-            await asyncio.sleep(min(1.0, reconnect_after / 3))  # the watchdog's period
+            await asyncio.sleep(min(1.0, supervisor.period))  # the watchdog's period
             channels = [self._channel, *self._channels]
             broken = not self.connected or any(c is None or c.is_closed for c in channels)
-            if not broken:
-                broken_since = None
-                continue
-            broken_since = broken_since if broken_since is not None else loop.time()
-            if loop.time() - broken_since < reconnect_after:
+            if not supervisor.due(broken):
                 continue
             log.error("RabbitMQ channels stayed closed for %.0fs; reconnecting", reconnect_after)
             try:
                 await self._rebuild()
-                broken_since = None
             except (BrokerDown, AMQPError, OSError, RuntimeError, TimeoutError):
                 log.exception("reconnection failed; trying again")
 

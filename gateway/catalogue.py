@@ -16,9 +16,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker_sdk import DEFAULT_DELIVERY_LIMIT, TaskQueueOptions
+from worker_sdk.wire import DEFAULT_DELIVERY_LIMIT, TaskQueueOptions
 
 DEFAULT_RETENTION = 7 * 86400
+DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024
+MAX_MESSAGE_BYTES_CEILING = 512 * 1024 * 1024  # RabbitMQ's own ceiling for max_message_size
 SERVICE_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
@@ -105,6 +107,13 @@ class ServiceSpec(_Frozen):
         le=9,
         description="AMQP priority set on this service's tasks (honoured by RabbitMQ 4 "
         "quorum queues: 5 and above is high; ignored by 3.x).",
+    )
+    max_result_bytes: int = Field(
+        default=DEFAULT_MAX_RESULT_BYTES,
+        ge=1,
+        le=MAX_MESSAGE_BYTES_CEILING,
+        description="Largest result (as JSON) a job may return; a larger one fails the job "
+        "with reason result_too_large instead of reaching the broker.",
     )
     retention: float = Field(
         default=DEFAULT_RETENTION,

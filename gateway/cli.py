@@ -62,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers or settings.workers,
         log_level=settings.log_level.lower(),
         access_log=args.access_log,
+        proxy_headers=True,
+        forwarded_allow_ips=list(settings.forwarded_allow_ips),
     )
     return 0
 

@@ -8,6 +8,7 @@
     │   ├── UnknownJob            no-such-job
     │   ├── ResultNotReady        result-not-ready
     │   └── JobDismissed          job-dismissed
+    ├── BadRequest (400)          invalid-request
     ├── Unauthorized (401)        unauthorized
     ├── Forbidden (403)           forbidden
     ├── IdempotencyConflict (409) idempotency-conflict
@@ -36,7 +37,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from worker_sdk import ErrorInfo
+from gateway.store.base import StoreError
+from worker_sdk.wire import ErrorInfo
 
 OGC_EXCEPTIONS = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
 PROBLEM_JSON = "application/problem+json"
@@ -123,6 +125,15 @@ class ResultNotReady(NotFound):
 class JobDismissed(NotFound):
     code = "job-dismissed"
     title = "Job dismissed"
+
+
+class BadRequest(GatewayError):
+    """The request itself is malformed: its body, a parameter or a header."""
+
+    status = 400
+    code = "invalid-request"
+    title = "Invalid request"
+    ogc = False
 
 
 class Unauthorized(GatewayError):
@@ -235,9 +246,14 @@ def responses(*errors: type[GatewayError]) -> dict[int | str, dict[str, Any]]:
 
 # Declared on every route, replacing FastAPI's default 422 (documented as application/json).
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": Problem,
+        "description": "invalid-request (a malformed parameter, header or body)",
+        "content": _PROBLEM_CONTENT,
+    },
     422: {
         "model": Problem,
-        "description": "invalid-request (a malformed parameter or body), invalid-input",
+        "description": "invalid-input (the inputs do not match the process's schema)",
         "content": _PROBLEM_CONTENT,
     },
     413: {
@@ -261,8 +277,7 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
-        problem = InvalidInput(detail, errors=errors).problem()
-        return problem_response(problem.model_copy(update={"code": "invalid-request"}))
+        return problem_response(BadRequest(detail, errors=errors).problem())
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -278,6 +293,12 @@ def install_error_handlers(app: FastAPI) -> None:
         )
         return problem_response(problem, dict(exc.headers or {}))
 
+    async def store_error(request: Request, exc: Exception) -> JSONResponse:
+        # The one place a store failure becomes an HTTP answer.
+        failure = StoreUnavailable(f"the job store does not answer: {exc}")
+        return problem_response(failure.problem(), {"Retry-After": "5"})
+
     app.add_exception_handler(GatewayError, gateway_error)
+    app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -1,16 +1,17 @@
-"""Validation of job inputs: the service's JSON Schema, and the URL policy on ``format: uri``.
+"""Validation of job inputs: their bounds, the service's JSON Schema, and the URL policy.
 
-A URI input is checked twice here: its shape, scheme and any literal address while the schema
-is validated, then — for a host name — the addresses it resolves to. A name that does not
-resolve from the gateway is left to the worker, which checks again when it connects.
+Everything that could fail later is refused here, before the job exists: values no store or
+broker can carry (see :mod:`worker_sdk.wire.values`), schema mismatches, and URLs the policy
+forbids. A URI input (``format: uri``) is checked for its shape, scheme and literal address
+while the schema is validated, then — for a host name — for the addresses it resolves to. A
+name that does not resolve from the gateway is left to the worker, which checks again when it
+connects. Lookups run concurrently, capped in number and in total time per request, so a
+request full of URLs cannot hold the gateway.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -18,7 +19,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from gateway.catalogue import Catalogue, ServiceSpec
 from gateway.errors import FieldError, InvalidInput
-from worker_sdk import UrlPolicy, UrlRefused
+from worker_sdk.wire.urls import UrlPolicy, UrlRefused, check_urls
+from worker_sdk.wire.values import check_value
 
 _seen_urls: ContextVar[list[str] | None] = ContextVar("seen_urls", default=None)
 
@@ -34,11 +36,27 @@ def _paths_of(value: Any, target: str, path: str = "/inputs") -> Iterator[str]:
             yield from _paths_of(item, target, f"{path}/{index}")
 
 
+def _invalid(errors: list[FieldError], what: str) -> InvalidInput:
+    detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
+    return InvalidInput(f"{what}: {detail}", errors=errors)
+
+
 class InputChecker:
     """Validates the inputs of each service of the catalogue."""
 
-    def __init__(self, catalogue: Catalogue, policy: UrlPolicy) -> None:
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        policy: UrlPolicy,
+        *,
+        max_depth: int,
+        max_urls: int,
+        url_deadline: float,
+    ) -> None:
         self.policy = policy
+        self._max_depth = max_depth
+        self._max_urls = max_urls
+        self._url_deadline = url_deadline
         checker = FormatChecker()
 
         @checker.checks("uri", raises=UrlRefused)
@@ -55,8 +73,16 @@ class InputChecker:
             for spec in catalogue
         }
 
+    def check_bounds(self, value: Any, root: str = "/inputs") -> None:
+        """Raise :class:`InvalidInput` for values no broker or store can carry."""
+        problems = check_value(value, root=root, max_depth=self._max_depth)
+        if problems:
+            errors = [FieldError(path=p.path, message=p.message) for p in problems]
+            raise _invalid(errors, "the inputs cannot be carried")
+
     async def check(self, spec: ServiceSpec, inputs: dict[str, Any]) -> None:
         """Raise :class:`InvalidInput` naming every failing path."""
+        self.check_bounds(inputs)
         token = _seen_urls.set([])
         try:
             problems = sorted(
@@ -73,31 +99,31 @@ class InputChecker:
             for e in problems
         ]
         if not errors:
-            for url in urls:
-                try:
-                    await self.check_resolved(url)
-                except UrlRefused as exc:
-                    errors.extend(
-                        FieldError(path=path, message=str(exc)) for path in _paths_of(inputs, url)
-                    )
+            for url, refusal in (await self.check_urls(urls)).items():
+                errors.extend(
+                    FieldError(path=path, message=str(refusal)) for path in _paths_of(inputs, url)
+                )
         if errors:
-            detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
-            raise InvalidInput(
-                f"the inputs do not match the process's schema: {detail}", errors=errors
-            )
+            raise _invalid(errors, "the inputs do not match the process's schema")
 
-    async def check_url(self, url: str) -> None:
-        """The whole policy for one URL (legacy ``doc_url`` and ``*_url`` parameters)."""
-        self.policy.check_literal(url)
-        await self.check_resolved(url)
-
-    async def check_resolved(self, url: str) -> None:
-        _, host, port = self.policy.split(url)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
+    async def check_urls(self, urls: Iterable[str]) -> dict[str, UrlRefused]:
+        """The whole policy for each URL (shape, scheme, resolved addresses), concurrently and
+        within the per-request caps; the refusals by URL."""
+        refused: dict[str, UrlRefused] = {}
+        resolvable = []
+        for url in dict.fromkeys(urls):
+            try:
+                self.policy.check_literal(url)
+                resolvable.append(url)
+            except UrlRefused as exc:
+                refused[url] = exc
+        refused.update(
+            await check_urls(
+                self.policy,
+                resolvable,
+                limit=self._max_urls,
+                deadline=self._url_deadline,
+                unresolvable=True,
             )
-        except socket.gaierror:
-            return  # unresolvable here; the worker checks again where it connects
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-        self.policy.check_resolved(host, addresses)
+        )
+        return refused

@@ -1,4 +1,9 @@
-"""Submitting and reading jobs: persist first, publish second (DESIGN §2 rule 1)."""
+"""Submitting and reading jobs: persist first, publish second (DESIGN §2 rule 1).
+
+The service returns job records and raises the gateway's domain errors; the HTTP layer
+shapes responses. A store failure propagates as :class:`~gateway.store.StoreError`, which the
+error handlers translate once (503 ``store-unavailable``).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,13 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.api.schemas import StatusInfo
 from gateway.auth import Principal
 from gateway.broker import Broker, BrokerDown, PublishRefused
 from gateway.catalogue import Catalogue, ServiceSpec
+from gateway.changes import Changes
 from gateway.errors import (
     BrokerUnavailable,
     IdempotencyConflict,
@@ -31,32 +35,23 @@ from gateway.errors import (
 )
 from gateway.inputs import InputChecker
 from gateway.limits import SubmitLimiter
-from gateway.metrics import Metrics
+from gateway.recovery import Recovery, task_for
 from gateway.store import (
     ACTIVE,
     DuplicateJob,
     JobRecord,
     JobStatus,
     JobStore,
+    LegacyFields,
     Reason,
     StoreError,
 )
-from gateway.watch import JobWatch
-from worker_sdk import CancelRequest, ErrorInfo, LegacyDocument, Task
+from worker_sdk.wire import CancelRequest, ErrorInfo, Task
 
 log = logging.getLogger("gateway.jobs")
 
 RETRY_AFTER = "5"
 SUBMISSIONS = "submissions:"  # usage counter per service, for the monitoring routes
-
-
-@dataclass(frozen=True, slots=True)
-class LegacyRequest:
-    """What the old ServiceGateway routes put in a task beside the inputs."""
-
-    document_url: str | None
-    misc: dict[str, Any]
-    annotation_service_url: str | None
 
 
 def _fingerprint(service: str, inputs: dict[str, Any]) -> str:
@@ -73,23 +68,21 @@ class JobService:
         store: JobStore,
         broker: Broker,
         catalogue: Catalogue,
-        watch: JobWatch,
+        changes: Changes,
         inputs: InputChecker,
         limiter: SubmitLimiter,
+        recovery: Recovery,
         max_active_jobs: int | None,
-        max_wait: float,
         idempotency_window: float,
-        metrics: Metrics,
     ) -> None:
-        self.metrics = metrics
-        self.max_wait = max_wait
         self._idempotency_window = idempotency_window
-        self.inputs = inputs
+        self._inputs = inputs
         self._store = store
         self._broker = broker
         self._catalogue = catalogue
-        self._watch = watch
+        self._changes = changes
         self._limiter = limiter
+        self._recovery = recovery
         self._max_active = max_active_jobs
 
     def service(self, service_id: str) -> ServiceSpec:
@@ -108,18 +101,12 @@ class JobService:
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
         if self._max_active is not None:
-            active = await self._count_active(principal.subject)
+            active = await self._store.count_active(principal.subject)
             if active >= self._max_active:
                 raise QuotaExceeded(
                     f"{principal.subject} has {active} jobs accepted or running, the most allowed",
                     headers={"Retry-After": RETRY_AFTER},
                 )
-
-    async def _count_active(self, owner: str) -> int:
-        try:
-            return await self._store.count_active(owner)
-        except StoreError as exc:
-            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
 
     async def submit(
         self,
@@ -129,7 +116,7 @@ class JobService:
         principal: Principal,
         wait: float | None = None,
         idempotency_key: str | None = None,
-        legacy: LegacyRequest | None = None,
+        legacy: LegacyFields | None = None,
     ) -> tuple[JobRecord, bool]:
         """Record the job, publish its task and (with ``wait``) wait for its end.
 
@@ -143,9 +130,11 @@ class JobService:
             earlier = await self._earlier(principal.subject, idempotency_key, fingerprint)
             if earlier is not None:
                 return earlier, True
-        await self.admit(spec, principal)
         if legacy is None:  # the old routes had no schema; their URLs are checked by the route
-            await self.inputs.check(spec, inputs)
+            await self._inputs.check(spec, inputs)
+        else:
+            self._inputs.check_bounds(inputs, root="/misc")
+        await self.admit(spec, principal)
         now = datetime.now(UTC)
         record = JobRecord(
             id=uuid.uuid4(),
@@ -156,20 +145,9 @@ class JobService:
             updated=now,
             idempotency_key=idempotency_key,
             request_hash=fingerprint or None,
+            legacy=legacy,
         )
-        task = Task(
-            job_id=record.id,
-            service=spec.id,
-            service_version=spec.version,
-            inputs=inputs,
-            max_attempts=spec.max_attempts,
-            document=LegacyDocument(url=legacy.document_url) if legacy else None,
-            misc=legacy.misc if legacy else None,
-            annotation_service_url=legacy.annotation_service_url if legacy else None,
-            submitted_at=now,
-            time_limit=spec.time_limit,
-            deadline=now + timedelta(seconds=spec.queue_ttl),
-        )
+        task = task_for(record, spec)
         try:
             await self._store.insert(record)
         except DuplicateJob:
@@ -179,18 +157,14 @@ class JobService:
             if earlier is None:
                 raise StoreUnavailable("the job holding this idempotency key vanished") from None
             return earlier, True
-        except StoreError as exc:
-            raise StoreUnavailable(f"the job could not be recorded: {exc}") from exc
         # The usage counter need not precede the task: count while the broker confirms.
         counting = asyncio.create_task(self._count(spec))
         try:
             if not wait:
                 await self._publish(record, task, spec)
-                self.metrics.submitted.labels(spec.id).inc()
                 return record, False
-            async with self._watch.waiting(record.id) as finished:
+            async with self._changes.watch.waiting(record.id) as finished:
                 await self._publish(record, task, spec)
-                self.metrics.submitted.labels(spec.id).inc()
                 try:
                     return await asyncio.wait_for(asyncio.shield(finished), timeout=wait), False
                 except TimeoutError:
@@ -206,25 +180,26 @@ class JobService:
 
     async def _earlier(self, owner: str, key: str, fingerprint: str) -> JobRecord | None:
         """The job this key already names, if still within the window; 409 if the key was
-        used for another request."""
-        try:
-            earlier = await self._store.find_by_key(owner, key)
-            if earlier is None:
-                return None
-            if earlier.created < datetime.now(UTC) - timedelta(seconds=self._idempotency_window):
-                await self._store.release_key(earlier.id)
-                return None
-        except StoreError as exc:
-            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
+        used for another request. A job whose task was never confirmed is handed to the
+        recovery pass, which queues it unless the broker holds it already."""
+        earlier = await self._store.find_by_key(owner, key)
+        if earlier is None:
+            return None
+        if earlier.created < datetime.now(UTC) - timedelta(seconds=self._idempotency_window):
+            await self._store.release_key(earlier.id)
+            return None
         if earlier.request_hash != fingerprint:
             raise IdempotencyConflict(
                 f"the Idempotency-Key {key!r} was used for another request (job {earlier.id})"
             )
+        if earlier.status is JobStatus.ACCEPTED and earlier.queued is None:
+            self._recovery.hurry(earlier.service)
         return earlier
 
     async def _publish(self, record: JobRecord, task: Task, spec: ServiceSpec) -> None:
         try:
-            await self._broker.publish_task(task, spec)
+            async with self._recovery.publishing(record.id):
+                await self._broker.publish_task(task, spec)
         except PublishRefused as exc:
             await self._fail_unpublished(record, exc)
             if spec.max_queued is not None:
@@ -242,6 +217,7 @@ class JobService:
             raise BrokerUnavailable(
                 f"job {record.id} not queued: {exc}", headers={"Retry-After": RETRY_AFTER}
             ) from exc
+        self._changes.metrics.submitted.labels(spec.id).inc()
 
     async def _fail_unpublished(self, record: JobRecord, exc: Exception) -> None:
         error = ErrorInfo(code=Reason.PUBLISH_FAILED, type=type(exc).__name__, message=str(exc))
@@ -250,37 +226,39 @@ class JobService:
             if record.idempotency_key is not None:
                 await self._store.release_key(record.id)  # the client's retry may queue it
             now = datetime.now(UTC)
-            await self._store.finish(
+            failed = await self._store.finish(
                 record.id,
                 status=JobStatus.FAILED,
                 at=now,
                 reason=Reason.PUBLISH_FAILED,
                 error=error,
                 expires_at=self.expiry(record.service, now),
+                only_from={JobStatus.ACCEPTED},
             )
         except StoreError:
             log.exception("job %s: could not record the failed publish", record.id)
+            return
+        if failed is not None:
+            self._changes.made(failed)
 
-    async def get(self, job_id: uuid.UUID, principal: Principal) -> JobRecord:
-        """The job, if the principal owns it (or is an admin); another's job is 404 too."""
-        try:
-            record = await self._store.get(job_id)
-        except StoreError as exc:
-            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
+    async def get(self, job_id: uuid.UUID, principal: Principal | None) -> JobRecord:
+        """The job, if the principal owns it (or is an admin); another's job is 404 too.
+
+        ``principal=None`` reads a job submitted on the old routes with no token (its uuid is
+        the capability, as on the old gateway); any other job is then 404.
+        """
+        record = await self._store.get(job_id)
         if record is None:
-            owner = await self._tombstone(job_id)
-            if owner is not None and (principal.admin or owner == principal.subject):
+            owner = await self._store.tombstone(job_id)
+            if owner is not None and principal is not None and principal.sees(owner):
                 raise JobGone(f"job {job_id} was purged when its retention period ended")
             raise UnknownJob(f"no job {job_id}")
-        if not (principal.admin or record.owner == principal.subject):
+        if principal is None:
+            if record.legacy is None:
+                raise UnknownJob(f"no job {job_id}")
+        elif not principal.sees(record.owner):
             raise UnknownJob(f"no job {job_id}")
         return record
-
-    async def _tombstone(self, job_id: uuid.UUID) -> str | None:
-        try:
-            return await self._store.tombstone(job_id)
-        except StoreError as exc:
-            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
 
     @asynccontextmanager
     async def changes(
@@ -288,41 +266,51 @@ class JobService:
     ) -> AsyncIterator[tuple[JobRecord, asyncio.Queue[JobRecord]]]:
         """The job as it stands, and a queue of its later changes (owner only)."""
         await self.get(job_id, principal)  # ownership, before anything is watched
-        async with self._watch.subscribe(job_id) as queue:
+        async with self._changes.watch.subscribe(job_id) as queue:
             yield await self.get(job_id, principal), queue
-
-    def status_info(self, record: JobRecord, base: str) -> StatusInfo:
-        """The job's status document, with its worker's version checked."""
-        spec = self._catalogue.get(record.service)
-        return StatusInfo.of(record, base, spec.version if spec else None)
 
     def expiry(self, service: str, at: datetime) -> datetime:
         """When a job of ``service`` finished at ``at`` is purged."""
         return at + self._catalogue.retention(service)
 
+    async def cancel(self, job_id: uuid.UUID, principal: Principal) -> JobRecord:
+        """Stop a queued or running job (see :meth:`dismiss`); a finished job is returned as
+        it is, result included (the old routes' cancel)."""
+        record = await self.get(job_id, principal)
+        if record.status in ACTIVE:
+            cancelled = await self._cancel_active(record)
+            if cancelled is not None:
+                return cancelled
+            record = await self.get(job_id, principal)  # it finished meanwhile
+        return record
+
     async def dismiss(self, job_id: uuid.UUID, principal: Principal) -> JobRecord:
         """Cancel a queued or running job (it ends ``dismissed``/``cancelled`` now, and its
         workers are told to stop), or purge a finished job's result. Repeating is harmless."""
         record = await self.get(job_id, principal)
+        if record.status in ACTIVE:
+            cancelled = await self._cancel_active(record)
+            if cancelled is not None:
+                return cancelled
+        purged = await self._store.purge(job_id, at=datetime.now(UTC))
+        if purged is None:
+            return await self.get(job_id, principal)
+        self._changes.made(purged)
+        return purged
+
+    async def _cancel_active(self, record: JobRecord) -> JobRecord | None:
         now = datetime.now(UTC)
-        try:
-            if record.status in ACTIVE:
-                cancelled = await self._store.finish(
-                    job_id,
-                    status=JobStatus.DISMISSED,
-                    at=now,
-                    reason=Reason.CANCELLED,
-                    expires_at=self.expiry(record.service, now),
-                )
-                if cancelled is not None:
-                    self._watch.notify(cancelled)
-                    await self.stop_workers(job_id)
-                    return cancelled
-                record = await self.get(job_id, principal)  # it finished meanwhile
-            purged = await self._store.purge(job_id, at=now)
-        except StoreError as exc:
-            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
-        return purged or record
+        cancelled = await self._store.finish(
+            record.id,
+            status=JobStatus.DISMISSED,
+            at=now,
+            reason=Reason.CANCELLED,
+            expires_at=self.expiry(record.service, now),
+        )
+        if cancelled is not None:
+            self._changes.made(cancelled)
+            await self.stop_workers(record.id)
+        return cancelled
 
     async def stop_workers(self, job_id: uuid.UUID) -> None:
         """Broadcast a cancel; a worker that misses it is told again when it reports a start."""
@@ -345,13 +333,10 @@ class JobService:
         offset: int,
     ) -> list[JobRecord]:
         """The principal's jobs (every job for an admin), newest first."""
-        try:
-            return await self._store.list_jobs(
-                owner=None if principal.admin else principal.subject,
-                service=service,
-                statuses=statuses,
-                limit=limit,
-                offset=offset,
-            )
-        except StoreError as exc:
-            raise StoreUnavailable(f"the job store does not answer: {exc}") from exc
+        return await self._store.list_jobs(
+            owner=None if principal.admin else principal.subject,
+            service=service,
+            statuses=statuses,
+            limit=limit,
+            offset=offset,
+        )

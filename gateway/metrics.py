@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gateway.store import JobRecord
+from gateway.store import JobRecord, JobStatus
 
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 
@@ -44,7 +44,14 @@ class Metrics:
         self.version_mismatch = Counter(
             "sg_worker_version_mismatch",
             "Runs announced by a worker whose version is not the catalogue's.",
-            ["service", "version"],
+            ["service"],
+            registry=self.registry,
+        )
+        self.events_refused = Counter(
+            "sg_events_refused",
+            "Broker messages the gateway could not use, by queue and why (unreadable, "
+            "newer schema, unknown service, rejected by the store, failed).",
+            ["queue", "why"],
             registry=self.registry,
         )
         self.queue_messages = Gauge(
@@ -60,13 +67,18 @@ class Metrics:
             registry=self.registry,
         )
 
-    def started(self, record: JobRecord) -> None:
-        if record.started is not None and record.attempt == 1:
+    def observe(self, record: JobRecord) -> None:
+        """Count a transition this process made: a run's start, or the job's end."""
+        if record.status.terminal:
+            self.finished.labels(record.service, record.status, record.reason or "").inc()
+            if record.started is not None and record.finished is not None:
+                run = (record.finished - record.started).total_seconds()
+                self.run_time.labels(record.service).observe(max(run, 0.0))
+        elif (
+            record.status is JobStatus.RUNNING
+            and record.progress_seq == 0
+            and record.started is not None
+            and record.attempt == 1
+        ):
             wait = (record.started - record.created).total_seconds()
             self.queue_wait.labels(record.service).observe(max(wait, 0.0))
-
-    def ended(self, record: JobRecord) -> None:
-        self.finished.labels(record.service, record.status, record.reason or "").inc()
-        if record.started is not None and record.finished is not None:
-            run = (record.finished - record.started).total_seconds()
-            self.run_time.labels(record.service).observe(max(run, 0.0))

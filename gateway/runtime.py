@@ -8,12 +8,15 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 
+from gateway.api.schemas import StatusInfo
 from gateway.auth import Authenticator, Principal
 from gateway.broker import Broker
 from gateway.catalogue import Catalogue
+from gateway.inputs import InputChecker
 from gateway.jobs import JobService
+from gateway.metrics import Metrics
 from gateway.settings import Settings
-from gateway.store import JobStore
+from gateway.store import JobRecord, JobStore
 from gateway.sweeper import Sweeper
 
 
@@ -26,6 +29,8 @@ class Runtime:
     jobs: JobService
     auth: Authenticator
     sweeper: Sweeper
+    metrics: Metrics
+    inputs: InputChecker
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies on its
@@ -56,11 +61,33 @@ _bearer = _Bearer(
 
 
 async def base_url(request: Request) -> str:
-    """The gateway's public root, for links and ``Location`` headers."""
-    return str(request.base_url).rstrip("/")
+    """The gateway's public root, for links and ``Location`` headers: ``SG_PUBLIC_URL`` when
+    set, else the request's own (its ``Host``; forwarded headers count only from the proxies
+    ``SG_FORWARDED_ALLOW_IPS`` names, as uvicorn applies them)."""
+    runtime: Runtime = request.state.runtime
+    public = runtime.settings.public_url
+    return str(public).rstrip("/") if public is not None else str(request.base_url).rstrip("/")
+
+
+class Presenter:
+    """Builds a job's status document for the request being answered."""
+
+    def __init__(self, base: str, catalogue: Catalogue) -> None:
+        self.base = base
+        self._catalogue = catalogue
+
+    def __call__(self, record: JobRecord) -> StatusInfo:
+        spec = self._catalogue.get(record.service)
+        return StatusInfo.of(record, self.base, spec.version if spec else None)
+
+
+async def _presenter(request: Request) -> Presenter:
+    runtime: Runtime = request.state.runtime
+    return Presenter(await base_url(request), runtime.catalogue)
 
 
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
 PrincipalDep = Annotated[Principal, Security(_bearer)]
+PresenterDep = Annotated[Presenter, Depends(_presenter)]

@@ -6,12 +6,13 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AnyUrl, BeforeValidator, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, AnyUrl, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
 
-from worker_sdk import DEFAULT_NAMESPACE, UrlPolicy
+from worker_sdk import UrlPolicy
+from worker_sdk.wire import DEFAULT_NAMESPACE
 
 
 def _split(value: object) -> object:
@@ -64,6 +65,18 @@ class Settings(BaseSettings):
         description="Seconds a broker channel may stay closed before the gateway rebuilds "
         "its connection (a watchdog beside aio-pika's own recovery).",
     )
+    recovery_interval: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between passes that queue accepted jobs whose task never "
+        "reached the broker (a gateway died mid-submit).",
+    )
+    recovery_grace: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds the recovery pass waits, once its barrier is through a queue, "
+        "for the runs of tasks delivered before it to be reported.",
+    )
     sweep_interval: float = Field(
         default=60.0, gt=0, description="Seconds between retention and reaper sweeps."
     )
@@ -84,9 +97,33 @@ class Settings(BaseSettings):
     max_wait: float = Field(
         default=60.0, ge=0, description="Upper bound of the Prefer: wait=N synchronous wait."
     )
+    max_input_depth: int = Field(
+        default=32,
+        ge=2,
+        le=100,
+        description="Deepest nesting of arrays and objects accepted in job inputs.",
+    )
+    max_urls_per_request: int = Field(
+        default=16, ge=1, le=1000, description="URLs checked (resolved) in one submission at most."
+    )
+    url_check_deadline: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds the URL checks of one submission may take in all (DNS lookups).",
+    )
     events_prefetch: int = Field(default=128, ge=1, description="Events applied concurrently.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of the gateway and of workers started by `sgw`."
+    )
+    public_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="The gateway's public root (e.g. https://jobs.example.org/gw), used in "
+        "links and Location headers instead of the request's Host.",
+    )
+    forwarded_allow_ips: CommaList = Field(
+        default=("127.0.0.1",),
+        description="Proxies whose X-Forwarded-For/-Proto headers `sgw serve` trusts ('*' for "
+        "any: only behind a proxy that sets them).",
     )
     host: str = Field(default="127.0.0.1", description="Address `sgw serve` binds.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `sgw serve` listens on.")
@@ -131,6 +168,19 @@ class Settings(BaseSettings):
         "belong to `SG_LEGACY_OWNER`.",
     )
     legacy_owner: str = Field(default="legacy", min_length=1, description="Owner of legacy jobs.")
+    legacy_open_status: bool | None = Field(
+        default=None,
+        description="Answer the old `GET /{service}/status?uuid=` without a token for jobs "
+        "submitted on the old routes, as the old gateway did (the uuid is the capability). "
+        "Defaults to SG_LEGACY_TOKENS.",
+    )
+
+    @property
+    def open_legacy_status(self) -> bool:
+        """Whether old status polls need no token (see ``legacy_open_status``)."""
+        if self.legacy_open_status is None:
+            return self.legacy_tokens
+        return self.legacy_open_status
 
     # Limits per owner
     submit_rate: float | None = Field(

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from gateway.catalogue import Catalogue
+from gateway.changes import Changes
 from gateway.store import JobStatus, JobStore, Reason, StoreError
-from gateway.watch import JobWatch
-from worker_sdk import ErrorInfo
+from worker_sdk.wire import ErrorInfo
 
 log = logging.getLogger("gateway.sweeper")
 
@@ -40,14 +40,14 @@ class Sweeper:
         self,
         store: JobStore,
         catalogue: Catalogue,
-        watch: JobWatch,
+        changes: Changes,
         *,
         grace: float,
         silence: float,
     ) -> None:
         self._store = store
         self._catalogue = catalogue
-        self._watch = watch
+        self._changes = changes
         self._grace = timedelta(seconds=grace)
         self._silence = timedelta(seconds=silence)
 
@@ -61,6 +61,9 @@ class Sweeper:
                     log.info("sweep: %s", report)
             except StoreError:
                 log.warning("sweep failed; trying again next round", exc_info=True)
+            except Exception:
+                # Whatever a sweep meets (a row no code foresaw), the next one must still run.
+                log.exception("sweep failed; trying again next round")
 
     async def sweep(self, now: datetime) -> SweepReport:
         report = SweepReport(purged=await self._store.expire(now))
@@ -86,7 +89,7 @@ class Sweeper:
                 )
                 if done is not None:
                     report.never_queued += 1
-                    self._watch.notify(done)
+                    self._changes.made(done)
             if spec.time_limit is None:
                 continue
             cutoff = now - timedelta(seconds=spec.time_limit) - self._grace
@@ -113,5 +116,5 @@ class Sweeper:
                 )
                 if done is not None:
                     report.worker_lost += 1
-                    self._watch.notify(done)
+                    self._changes.made(done)
         return report

@@ -40,6 +40,7 @@ class JobWatch:
         self._attached = False
         self._lock = asyncio.Lock()
         self._detacher: asyncio.Task[None] | None = None
+        self._holds = 0
 
     def use_tap(self, tap: Tap) -> None:
         """Switch this tap on while requests wait (set once, at start-up)."""
@@ -90,8 +91,20 @@ class JobWatch:
             future.cancel()
             self._detach_later()
 
+    async def hold(self) -> None:
+        """Keep the tap attached until :meth:`release` (the recovery pass's barriers)."""
+        self._holds += 1
+        await self._attach()
+
+    def release(self) -> None:
+        self._holds -= 1
+        self._detach_later()
+
+    def _idle(self) -> bool:
+        return not self._waiters and not self._subscribers and not self._holds
+
     def _detach_later(self) -> None:
-        idle = not self._waiters and not self._subscribers
+        idle = self._idle()
         if idle and self._tap is not None and self._detacher is None:
             self._detacher = asyncio.create_task(self._detach_when_idle())
 
@@ -107,7 +120,7 @@ class JobWatch:
         try:
             await asyncio.sleep(self._linger)  # the linger period
             async with self._lock:
-                idle = not self._waiters and not self._subscribers
+                idle = self._idle()
                 if idle and self._attached and self._tap is not None:
                     await self._tap.detach()
                     self._attached = False

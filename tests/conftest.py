@@ -26,7 +26,8 @@ from gateway.catalogue import Catalogue, parse_catalogue
 from gateway.runtime import Runtime
 from gateway.store import JobStore
 from tests.support import TEST_CATALOGUE
-from worker_sdk import Topology, UrlPolicy, Worker, delete_topology
+from worker_sdk import UrlPolicy, Worker
+from worker_sdk.wire import Topology, delete_topology
 
 TEST_SECRET = "a-test-secret-long-enough-for-every-hs-algorithm-of-rfc-7518-0123"
 AMQP_URL = os.environ.get("SG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

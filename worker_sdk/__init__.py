@@ -13,82 +13,26 @@
 
 Run it with ``sgw worker examples.thumbnail:worker --concurrency 4``. The SDK owns the broker
 side: prefetch, heartbeats, coalesced progress, ack-after-confirmed-result and graceful
-shutdown. It never imports the gateway; the gateway imports the wire contract from here.
+shutdown. What a handler author needs is here; the protocol the SDK speaks with the gateway
+(messages, topology, confirmed publishing) is :mod:`worker_sdk.wire`, and porting an old
+ServiceGateway worker is :mod:`worker_sdk.legacy`. The SDK never imports the gateway.
 """
 
 from ._context import JobContext
 from ._errors import HandlerError, Retry
-from ._messages import (
-    SCHEMA_VERSION,
-    Cancelled,
-    CancelRequest,
-    ErrorInfo,
-    Event,
-    Failed,
-    Heartbeat,
-    JobEvent,
-    LegacyDocument,
-    Progress,
-    Retrying,
-    RunStart,
-    Started,
-    Succeeded,
-    Task,
-    TerminalEvent,
-    parse_event,
-)
-from ._settle import settle
-from ._topology import (
-    DEFAULT_DELIVERY_LIMIT,
-    DEFAULT_NAMESPACE,
-    CoreExchanges,
-    TaskQueueOptions,
-    Topology,
-    TopologyMismatch,
-    declare_exchanges,
-    declare_task_queue,
-    declare_topology,
-    delete_topology,
-)
-from ._urls import FetchError, UrlPolicy, UrlRefused, fetch
-from ._worker import Isolation, Worker
+from ._fetch import FetchError, fetch
+from ._handler import Isolation
+from ._worker import Worker
+from .wire.urls import UrlPolicy, UrlRefused
 
 __all__ = [
-    "DEFAULT_DELIVERY_LIMIT",
-    "DEFAULT_NAMESPACE",
-    "SCHEMA_VERSION",
-    "CancelRequest",
-    "Cancelled",
-    "CoreExchanges",
-    "ErrorInfo",
-    "Event",
-    "Failed",
     "FetchError",
     "HandlerError",
-    "Heartbeat",
     "Isolation",
     "JobContext",
-    "JobEvent",
-    "LegacyDocument",
-    "Progress",
     "Retry",
-    "Retrying",
-    "RunStart",
-    "Started",
-    "Succeeded",
-    "Task",
-    "TaskQueueOptions",
-    "TerminalEvent",
-    "Topology",
-    "TopologyMismatch",
     "UrlPolicy",
     "UrlRefused",
     "Worker",
-    "declare_exchanges",
-    "declare_task_queue",
-    "declare_topology",
-    "delete_topology",
     "fetch",
-    "parse_event",
-    "settle",
 ]

@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from ._urls import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, UrlPolicy, fetch
+from ._fetch import DEFAULT_MAX_BYTES, DEFAULT_TIMEOUT, fetch
+from .wire.urls import UrlPolicy
 
 ProgressSink = Callable[[int, "str | None"], None]
 

@@ -27,6 +27,8 @@ import httpx
 
 from ._context import JobContext
 from ._errors import HandlerError
+from .wire.messages import Task, TerminalEvent
+from .wire.urls import UrlPolicy, UrlRefused, check_url
 
 log = logging.getLogger("worker_sdk.legacy")
 
@@ -110,3 +112,22 @@ class LegacyRequest:
                 return
             raise VestaError(302, f"the annotation storage answered HTTP {response.status_code}")
         raise VestaError(302, "the annotation storage timed out five times")
+
+
+CALLBACK_STATUS = {"succeeded": "SUCCESS", "failed": "FAILURE", "cancelled": "REVOKED"}
+CALLBACK_TIMEOUT = 10.0
+
+
+async def call_back(task: Task, outcome: TerminalEvent, policy: UrlPolicy) -> None:
+    """POST ``{uuid, status}`` to the task's ``misc.callback_url`` when its job ends, as the
+    old SDK did; failures are only logged. The URL is the client's, so the policy applies."""
+    url = (task.misc or {}).get("callback_url")
+    if not isinstance(url, str):
+        return
+    body = {"uuid": str(task.job_id), "status": CALLBACK_STATUS[outcome.kind]}
+    try:
+        await check_url(policy, url)
+        async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT, follow_redirects=False) as client:
+            await client.post(url, json=body)
+    except (UrlRefused, OSError, httpx.HTTPError) as exc:
+        log.warning("job %s: callback to %s failed: %r", task.job_id, url, exc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
@@ -20,10 +22,12 @@ from gateway.errors import (
     UnknownJob,
     responses,
 )
-from gateway.runtime import BaseUrlDep, JobsDep, PrincipalDep
+from gateway.runtime import JobsDep, Presenter, PresenterDep, PrincipalDep
 from gateway.store import JobRecord, JobStatus
 
 router = APIRouter(tags=["jobs"])
+
+_EVENT_ID = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 @router.get(
@@ -35,7 +39,7 @@ router = APIRouter(tags=["jobs"])
 async def list_jobs(
     jobs: JobsDep,
     principal: PrincipalDep,
-    base: BaseUrlDep,
+    present: PresenterDep,
     process_id: Annotated[
         str | None, Query(alias="processID", max_length=64, description="Only this process.")
     ] = None,
@@ -49,6 +53,7 @@ async def list_jobs(
     records = await jobs.list(
         principal, service=process_id, statuses=status or (), limit=limit, offset=offset
     )
+    base = present.base
     links = []
     if len(records) == limit:
         query = f"limit={limit}&offset={offset + limit}"
@@ -57,7 +62,7 @@ async def list_jobs(
         for s in status or ():
             query += f"&status={s}"
         links.append(Link(href=f"{base}/jobs?{query}", rel="next", type="application/json"))
-    body = JobList(jobs=[jobs.status_info(r, base) for r in records], links=links)
+    body = JobList(jobs=[present(r) for r in records], links=links)
     return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
 
 
@@ -69,10 +74,10 @@ async def list_jobs(
     responses=responses(Unauthorized, UnknownJob, StoreUnavailable),
 )
 async def job_status(
-    job_id: UUID, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+    job_id: UUID, jobs: JobsDep, principal: PrincipalDep, present: PresenterDep
 ) -> Response:
     """Status, progress and timestamps of one of the caller's jobs."""
-    return jobs.status_info(await jobs.get(job_id, principal), base).response()
+    return present(await jobs.get(job_id, principal)).response()
 
 
 @router.delete(
@@ -83,7 +88,7 @@ async def job_status(
     responses=responses(Unauthorized, UnknownJob, StoreUnavailable),
 )
 async def dismiss_job(
-    job_id: UUID, jobs: JobsDep, principal: PrincipalDep, base: BaseUrlDep
+    job_id: UUID, jobs: JobsDep, principal: PrincipalDep, present: PresenterDep
 ) -> Response:
     """Cancel a queued or running job, or purge a finished job's result.
 
@@ -92,7 +97,7 @@ async def dismiss_job(
     process. A finished job keeps its status and loses its result (``GET .../results`` then
     answers 410). Repeating the call is harmless.
     """
-    return jobs.status_info(await jobs.dismiss(job_id, principal), base).response()
+    return present(await jobs.dismiss(job_id, principal)).response()
 
 
 @router.get(
@@ -137,13 +142,21 @@ async def _owned_job(job_id: UUID, jobs: JobsDep, principal: PrincipalDep) -> Jo
     return await jobs.get(job_id, principal)
 
 
-def _event(info: StatusInfo) -> ServerSentEvent:
-    # The id rises with every change, so a client resumes after the last one it saw.
+def _event(record: JobRecord, present: Presenter) -> ServerSentEvent:
+    # The id is the job's change counter, assigned by the store: it rises with every change
+    # whatever the workers' clocks say, so a client resumes after the last one it saw.
     return ServerSentEvent(
         event="status",
-        id=str(int(info.updated.timestamp() * 1_000_000)),
-        raw_data=info.model_dump_json(exclude_none=True),
+        id=str(record.seq),
+        raw_data=present(record).model_dump_json(exclude_none=True),
     )
+
+
+def _last_seen(last_event_id: str | None) -> int:
+    """The ``Last-Event-ID`` a client resumes from: a change counter, else from the start."""
+    if last_event_id is None or not _EVENT_ID.fullmatch(last_event_id):
+        return 0
+    return int(last_event_id)
 
 
 @router.get(
@@ -156,21 +169,27 @@ async def job_events(
     job_id: UUID,
     jobs: JobsDep,
     principal: PrincipalDep,
-    base: BaseUrlDep,
+    present: PresenterDep,
     _: Annotated[JobRecord, Depends(_owned_job)],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """A `status` event with the job's statusInfo now and at every change (progress included);
-    the stream ends after the terminal state. Reconnect with `Last-Event-ID` to resume."""
-    seen = int(last_event_id) if last_event_id and last_event_id.isdigit() else -1
+    the stream ends after the terminal state, or when the caller's token expires. Reconnect
+    with `Last-Event-ID` to resume after the last event received."""
+    seen = _last_seen(last_event_id)
     async with jobs.changes(job_id, principal) as (current, changes):
         record = current
         while True:
-            info = jobs.status_info(record, base)
-            event = _event(info)
-            if event.id is not None and int(event.id) > seen:
-                seen = int(event.id)
-                yield event
+            if record.seq > seen:
+                seen = record.seq
+                yield _event(record, present)
             if record.status.terminal:
                 return
-            record = await changes.get()
+            remaining = principal.remaining()
+            if remaining is not None and remaining <= 0:
+                return
+            try:
+                async with asyncio.timeout(remaining):
+                    record = await changes.get()
+            except TimeoutError:
+                return  # the token expired: the client reconnects with a fresh one

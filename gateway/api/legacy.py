@@ -3,39 +3,47 @@
 ``POST /{service}/process|annotate[/{storage_doc_id}]`` answers ``200 {"uuid"}``;
 ``GET /{service}/status|cancel?uuid=`` answers ``{"uuid", "status", "result"}`` with the old
 states. Errors keep the old body, ``{"status", "description", "vesta": {"code", "message"}}``,
-as JSON when the client accepts it and as an HTML page otherwise. docs/legacy.md lists every
-deliberate difference.
+as JSON when the client accepts it and as an HTML page otherwise: every route here is a
+:class:`LegacyRoute`, which renders the gateway's one error tree in that format.
+
+``status`` answers without a token for jobs submitted on these routes when
+``SG_LEGACY_OPEN_STATUS`` is on (the default with ``SG_LEGACY_TOKENS``), as the old gateway
+did: the uuid (122 random bits) is the capability. docs/legacy.md lists every deliberate
+difference.
 """
 
 from __future__ import annotations
 
 import html
+import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from gateway.applier import version_mismatch
 from gateway.auth import Principal
 from gateway.catalogue import ServiceSpec
 from gateway.errors import (
+    BadRequest,
     GatewayError,
+    InvalidInput,
     ServiceUnavailable,
     StoreUnavailable,
     UnknownJob,
     UnknownProcess,
 )
-from gateway.jobs import LegacyRequest
+from gateway.negotiation import best_match
 from gateway.runtime import Runtime, RuntimeDep
-from gateway.store import JobRecord, JobStatus, Reason
-from worker_sdk import UrlRefused
-
-router = APIRouter(tags=["legacy ServiceGateway"])
+from gateway.store import JobRecord, JobStatus, LegacyFields, Reason, StoreError
 
 # Vesta codes of the old gateway (reference §6.2), for failures named by exception type.
 VESTA_CODES = {
@@ -55,6 +63,7 @@ REASON_CODES: dict[str, int] = {
     Reason.WORKER_LOST: 306,
     Reason.TIME_LIMIT: 306,
 }
+STORAGE_ID = re.compile(r"^storage_(?P<kind>.+)_id$")
 
 
 class VestaError(BaseModel):
@@ -90,36 +99,34 @@ class LegacyError(Exception):
         self.message = message
 
     @classmethod
-    def of(cls, exc: GatewayError) -> LegacyError:
+    def of(cls, exc: Exception) -> LegacyError:
+        """The old gateway's answer to one of the gateway's errors."""
+        if isinstance(exc, LegacyError):
+            return exc
+        if isinstance(exc, StoreError):
+            return cls(503, 102, f"the job store does not answer: {exc}")
+        if isinstance(exc, RequestValidationError):
+            return cls(400, 105, "; ".join(str(e.get("msg", "")) for e in exc.errors()))
+        assert isinstance(exc, GatewayError)
         if isinstance(exc, UnknownProcess):
             return cls(400, 202, f"User requested a service which does not exist : {exc.detail}")
-        code = (
-            102
-            if isinstance(exc, StoreUnavailable)
-            else (205 if isinstance(exc, ServiceUnavailable) else 101)
-        )
-        return cls(exc.status, code, exc.detail)
-
-
-def _prefers(accept: str | None, *choices: str) -> str | None:
-    """Werkzeug's best_match: the highest quality; the first listed choice wins a tie; no
-    Accept header matches nothing (the old gateway then answered HTML)."""
-    if not accept:
-        return None
-    best, best_q = None, 0.0
-    for choice in choices:
-        for part in accept.split(","):
-            media, *params = (p.strip() for p in part.split(";"))
-            q = next((float(p[2:]) for p in params if p.startswith("q=")), 1.0)
-            if media in (choice, "*/*", choice.split("/")[0] + "/*") and q > best_q:
-                best, best_q = choice, q
-    return best
+        if isinstance(exc, UnknownJob):
+            return cls(400, 203, f"User requested a UUID which did not exist : {exc.detail}")
+        if isinstance(exc, InvalidInput | BadRequest):
+            return cls(400, 105, exc.detail)
+        if isinstance(exc, StoreUnavailable):
+            return cls(exc.status, 102, exc.detail)
+        if isinstance(exc, ServiceUnavailable):
+            return cls(exc.status, 205, exc.detail)
+        return cls(exc.status, 101, exc.detail)
 
 
 def render_error(request: Request, exc: LegacyError) -> Response:
+    """JSON for clients that prefer it (``*/*`` included, as Werkzeug matched it), else the
+    old HTML page."""
     reason = HTTPStatus(exc.status).phrase
     accept = request.headers.get("accept")
-    if _prefers(accept, "application/json", "text/html") == "application/json":
+    if best_match(accept, ["application/json", "text/html"]) == "application/json":
         body = {
             "status": exc.status,
             "description": reason,
@@ -134,6 +141,24 @@ def render_error(request: Request, exc: LegacyError) -> Response:
     return HTMLResponse(page, status_code=exc.status)
 
 
+class LegacyRoute(APIRoute):
+    """A route of the old API: every error it raises is answered in the old format."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def legacy_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (GatewayError, StoreError, LegacyError, RequestValidationError) as exc:
+                return render_error(request, LegacyError.of(exc))
+
+        return legacy_handler
+
+
+router = APIRouter(tags=["legacy ServiceGateway"], route_class=LegacyRoute)
+
+
 def _service(runtime: Runtime, service: str) -> ServiceSpec:
     spec = runtime.catalogue.get(service)
     if spec is None:
@@ -142,26 +167,49 @@ def _service(runtime: Runtime, service: str) -> ServiceSpec:
 
 
 async def _principal(runtime: Runtime, request: Request) -> Principal:
-    try:
-        return await runtime.auth.authenticate(request.headers.get("authorization"))
-    except GatewayError as exc:
-        raise LegacyError(exc.status, 101, exc.detail) from exc
+    return await runtime.auth.authenticate(request.headers.get("authorization"))
 
 
-async def _check_url(runtime: Runtime, url: str) -> str:
+def _invalid_url(url: str, why: str = "") -> LegacyError:
+    return LegacyError(
+        400, 207, f"User provided an invalid source URL : {url}" + (f" ({why})" if why else "")
+    )
+
+
+def _shaped(url: object) -> str:
+    """The old gateway's shape rule: a scheme, a host and a path."""
+    if not isinstance(url, str):
+        raise _invalid_url(repr(url), "not a string")
     parts = urlsplit(url)
     if not (parts.scheme and parts.netloc and parts.path):
-        raise LegacyError(400, 207, f"User provided an invalid source URL : {url}")
-    try:
-        await runtime.jobs.inputs.check_url(url)
-    except UrlRefused as exc:
-        raise LegacyError(400, 207, f"User provided an invalid source URL : {url} ({exc})") from exc
+        raise _invalid_url(url)
     return url
 
 
-async def _read(request: Request, route: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _from_template(template: str, **ids: str) -> str:
+    """A storage URL with each id percent-encoded into it: an id is one path segment, never
+    a way to another path, query or host."""
+    return template.format(**{name: quote(value, safe="") for name, value in ids.items()})
+
+
+def _urls_in(value: Any, key: str = "") -> list[str]:
+    """Every value of a ``*_url`` key, at any depth of a JSON body."""
+    found: list[str] = []
+    stack = [(key, value)]
+    while stack:
+        name, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.items())
+        elif isinstance(item, list):
+            stack.extend((name, v) for v in item)
+        elif name.endswith("_url"):
+            found.append(_shaped(item))
+    return found
+
+
+async def _read(request: Request, route: str) -> tuple[dict[str, str], dict[str, Any]]:
     """The query and form values, and (``process`` only) the JSON body that starts ``misc``."""
-    values: dict[str, Any] = dict(request.query_params)
+    values: dict[str, str] = dict(request.query_params)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         values.update({k: v for k, v in (await request.form()).items() if isinstance(v, str)})
@@ -169,7 +217,7 @@ async def _read(request: Request, route: str) -> tuple[dict[str, Any], dict[str,
     if route == "process" and content_type.startswith("application/json"):
         try:
             body = await request.json()
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise LegacyError(400, 105, f"The JSON body cannot be read: {exc}") from exc
         if isinstance(body, dict):
             misc.update(body)
@@ -182,67 +230,99 @@ async def _legacy_request(
     spec: ServiceSpec,
     route: Literal["process", "annotate"],
     storage_doc_id: str | None,
-) -> LegacyRequest:
+) -> tuple[dict[str, Any], LegacyFields]:
+    """The job's ``misc`` and its document and annotation URLs, every URL checked."""
     settings = runtime.settings
     values, misc = await _read(request, route)
+    runtime.inputs.check_bounds(misc, root="/misc")
+    to_check = _urls_in(misc)
     if storage_doc_id is not None:
-        document_url: str | None = settings.legacy_storage_url.format(storage_doc_id=storage_doc_id)
+        document_url: str | None = _from_template(
+            settings.legacy_storage_url, storage_doc_id=storage_doc_id
+        )
     else:
         document_url = values.get("doc_url")
         if document_url is None and not (route == "process" and spec.noparams):
             raise LegacyError(
                 400, 206, f'A POST on the URI "/{route}" requires the following parameter : doc_url'
             )
-    if document_url is not None and storage_doc_id is None:
-        await _check_url(runtime, document_url)
-    for key, value in list(values.items()):
-        if key.startswith("storage_") and key.endswith("_id"):
-            kind = key.removeprefix("storage_").removesuffix("_id")
+        if document_url is not None:
+            to_check.append(_shaped(document_url))
+    for key, value in values.items():
+        storage = STORAGE_ID.match(key)
+        if storage is not None:
+            kind = storage["kind"]
             if f"{kind}_url" not in values:  # a direct URL wins
-                misc[f"{kind}_url"] = settings.legacy_storage_url.format(storage_doc_id=value)
-        elif key.endswith("_url") and key != "doc_url":
-            await _check_url(runtime, value)
+                misc[f"{kind}_url"] = _from_template(
+                    settings.legacy_storage_url, storage_doc_id=value
+                )
+        elif key.endswith("_url"):
+            to_check.append(_shaped(value))
+    refused = await runtime.inputs.check_urls(to_check)
+    if refused:
+        url, why = next(iter(refused.items()))
+        raise _invalid_url(url, str(why))
     misc.update(values)  # URL parameters override the JSON body
     misc["upload_url"] = settings.legacy_upload_url
     annotation_url = None
     if "ann_doc_id" in values:
-        annotation_url = settings.legacy_annotations_url.format(ann_doc_id=values["ann_doc_id"])
-    return LegacyRequest(
-        document_url=document_url, misc=misc, annotation_service_url=annotation_url
-    )
+        annotation_url = _from_template(
+            settings.legacy_annotations_url, ann_doc_id=values["ann_doc_id"]
+        )
+    return misc, LegacyFields(document_url=document_url, annotation_service_url=annotation_url)
 
 
-def _submit_route(route: Literal["process", "annotate"], with_id: bool) -> None:
-    path = f"/{{service}}/{route}" + ("/{storage_doc_id}" if with_id else "")
-
-    async def submit(
-        service: str, request: Request, runtime: RuntimeDep, storage_doc_id: str | None = None
-    ) -> Response:
-        try:
-            spec = _service(runtime, service)
-            principal = await _principal(runtime, request)
-            legacy = await _legacy_request(runtime, request, spec, route, storage_doc_id)
-            record, _ = await runtime.jobs.submit(
-                spec, legacy.misc, principal=principal, legacy=legacy
-            )
-        except GatewayError as exc:
-            raise LegacyError.of(exc) from exc
-        return JSONResponse({"uuid": str(record.id)})
-
-    router.add_api_route(
-        path,
-        submit,
-        methods=["POST"],
-        responses={200: {"description": '`{"uuid": "<job id>"}`'}, **LEGACY_ERRORS},
-        summary=f"Old ServiceGateway {route}",
-        description="Submits a job the old way: `doc_url` (or a storage id), `ann_doc_id`, "
-        "`storage_<t>_id`, `*_url` and any other value go to the task's `misc`.",
-    )
+async def _submit(
+    route: Literal["process", "annotate"],
+    service: str,
+    request: Request,
+    runtime: Runtime,
+    storage_doc_id: str | None,
+) -> Response:
+    spec = _service(runtime, service)
+    principal = await _principal(runtime, request)
+    misc, legacy = await _legacy_request(runtime, request, spec, route, storage_doc_id)
+    record, _ = await runtime.jobs.submit(spec, misc, principal=principal, legacy=legacy)
+    return JSONResponse({"uuid": str(record.id)})
 
 
-for _route in ("process", "annotate"):
-    for _with_id in (False, True):
-        _submit_route(_route, _with_id)
+SUBMIT_DOC: dict[str, Any] = {
+    "responses": {200: {"description": '`{"uuid": "<job id>"}`'}, **LEGACY_ERRORS},
+    "description": "Submits a job the old way: `doc_url` (or a storage id), `ann_doc_id`, "
+    "`storage_<t>_id`, `*_url` and any other value go to the task's `misc`. Needs a token.",
+}
+
+
+@router.post("/{service}/process", summary="Old ServiceGateway process", **SUBMIT_DOC)
+async def process(service: str, request: Request, runtime: RuntimeDep) -> Response:
+    return await _submit("process", service, request, runtime, None)
+
+
+@router.post(
+    "/{service}/process/{storage_doc_id}",
+    summary="Old ServiceGateway process (stored document)",
+    **SUBMIT_DOC,
+)
+async def process_stored(
+    service: str, storage_doc_id: str, request: Request, runtime: RuntimeDep
+) -> Response:
+    return await _submit("process", service, request, runtime, storage_doc_id)
+
+
+@router.post("/{service}/annotate", summary="Old ServiceGateway annotate", **SUBMIT_DOC)
+async def annotate(service: str, request: Request, runtime: RuntimeDep) -> Response:
+    return await _submit("annotate", service, request, runtime, None)
+
+
+@router.post(
+    "/{service}/annotate/{storage_doc_id}",
+    summary="Old ServiceGateway annotate (stored document)",
+    **SUBMIT_DOC,
+)
+async def annotate_stored(
+    service: str, storage_doc_id: str, request: Request, runtime: RuntimeDep
+) -> Response:
+    return await _submit("annotate", service, request, runtime, storage_doc_id)
 
 
 def _failure(job: JobRecord) -> dict[str, Any]:
@@ -287,85 +367,124 @@ def _running_version(job: JobRecord) -> str | None:
     return job.worker.version if job.status is JobStatus.RUNNING and job.worker else None
 
 
+# XML 1.0 allows these characters only; anything else (C0 controls, lone surrogates, U+FFFE)
+# would make the document ill-formed, escaped or not.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,127}$")
+
+
+def _xml_text(value: Any) -> str:
+    return _NOT_XML.sub("\ufffd", str(value))
+
+
 def _xml(body: dict[str, Any]) -> str:
-    def fill(parent: ET.Element, value: Any) -> None:
+    """The status as XML: keys that are plain XML names become elements, any other key (a
+    prefix, markup, ``xml...``) becomes ``<item key="...">``; texts are escaped and stripped
+    of characters XML cannot carry."""
+    root = ET.Element("process_status")
+    stack: list[tuple[ET.Element, Any]] = [(root, body)]
+    while stack:
+        parent, value = stack.pop()
         if isinstance(value, dict):
             for key, item in value.items():
-                fill(ET.SubElement(parent, str(key)), item)
+                name = str(key)
+                if _XML_NAME.match(name) and not name.lower().startswith("xml"):
+                    child = ET.SubElement(parent, name)
+                else:
+                    child = ET.SubElement(parent, "item", key=_xml_text(name))
+                stack.append((child, item))
         elif isinstance(value, list):
-            for item in value:
-                fill(ET.SubElement(parent, "item"), item)
+            stack.extend((ET.SubElement(parent, "item"), item) for item in value)
         elif value is not None:
-            parent.text = str(value)
-
-    root = ET.Element("process_status")
-    fill(root, body)
+            parent.text = _xml_text(value)
     return ET.tostring(root, encoding="unicode")
 
 
-def _status_route(action: Literal["status", "cancel"]) -> None:
-    async def status(
-        service: str,
-        request: Request,
-        runtime: RuntimeDep,
-        uuid: Annotated[str | None, Query(description="The job's uuid.")] = None,
-    ) -> Response:
-        try:
-            spec = _service(runtime, service)
-            if uuid is None:
-                raise LegacyError(
-                    400,
-                    206,
-                    f"A GET on the URI '/{action}' requires the following parameter : uuid",
-                )
-            unknown = LegacyError(400, 203, f"User requested a UUID which did not exist : {uuid}")
-            try:
-                job_id = UUID(uuid)
-            except ValueError:
-                raise unknown from None
-            principal = await _principal(runtime, request)
-            try:
-                job = (
-                    await runtime.jobs.dismiss(job_id, principal)
-                    if action == "cancel"
-                    else await runtime.jobs.get(job_id, principal)
-                )
-            except UnknownJob:
-                raise unknown from None
-            if job.service != spec.id:
-                raise unknown
-            problem = version_mismatch(runtime.catalogue, spec.id, _running_version(job))
-            if problem is not None:
-                raise LegacyError(400, 204, problem)
-        except GatewayError as exc:
-            raise LegacyError.of(exc) from exc
-        state, result = legacy_state(job, spec)
-        body = {"uuid": str(job.id), "status": state, "result": result}
-        if (
-            _prefers(
-                request.headers.get("accept"), "application/json", "text/html", "application/xml"
-            )
-            == "application/xml"
-        ):
-            return Response(_xml(body), media_type="application/xml")
-        return JSONResponse(body)
+async def _job(
+    runtime: Runtime, request: Request, spec: ServiceSpec, uuid: str | None, action: str
+) -> tuple[UUID, Principal | None]:
+    if uuid is None:
+        raise LegacyError(
+            400, 206, f"A GET on the URI '/{action}' requires the following parameter : uuid"
+        )
+    try:
+        job_id = UUID(uuid)
+    except ValueError:
+        raise LegacyError(400, 203, f"User requested a UUID which did not exist : {uuid}") from None
+    open_status = action == "status" and runtime.settings.open_legacy_status
+    if open_status and not request.headers.get("authorization"):
+        return job_id, None
+    return job_id, await _principal(runtime, request)
 
-    router.add_api_route(
-        f"/{{service}}/{action}",
-        status,
-        methods=["GET"],
-        responses={
-            200: {
-                "description": "`{uuid, status, result}`; XML when preferred.",
-                "content": {"application/xml": {"schema": {"type": "string"}}},
-            },
-            **LEGACY_ERRORS,
+
+def _answer(request: Request, job: JobRecord, spec: ServiceSpec, runtime: Runtime) -> Response:
+    problem = version_mismatch(runtime.catalogue, spec.id, _running_version(job))
+    if problem is not None:
+        raise LegacyError(400, 204, problem)
+    state, result = legacy_state(job, spec)
+    body = {"uuid": str(job.id), "status": state, "result": result}
+    accept = request.headers.get("accept")
+    offers = ["application/json", "text/html", "application/xml"]
+    if best_match(accept, offers) == "application/xml":
+        return Response(_xml(body), media_type="application/xml")
+    return JSONResponse(body)
+
+
+async def _own_job(
+    runtime: Runtime, spec: ServiceSpec, job_id: UUID, principal: Principal | None
+) -> JobRecord:
+    """The job, if the caller may see it and it belongs to ``spec`` (203 otherwise)."""
+    try:
+        job = await runtime.jobs.get(job_id, principal)
+    except UnknownJob:
+        job = None
+    if job is None or job.service != spec.id:
+        raise LegacyError(400, 203, f"User requested a UUID which did not exist : {job_id}")
+    return job
+
+
+STATUS_DOC: dict[str, Any] = {
+    "responses": {
+        200: {
+            "description": "`{uuid, status, result}`; XML when preferred.",
+            "content": {"application/xml": {"schema": {"type": "string"}}},
         },
-        summary=f"Old ServiceGateway {action}",
-        description="The job's old state: PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, "
-        "REVOKED or EXPIRED" + (" (after cancelling it)." if action == "cancel" else "."),
-    )
+        **LEGACY_ERRORS,
+    },
+}
+UuidQuery = Annotated[str | None, Query(description="The job's uuid.")]
 
 
-for _action in ("status", "cancel"):
-    _status_route(_action)
+@router.get(
+    "/{service}/status",
+    summary="Old ServiceGateway status",
+    description="The job's old state: PENDING, STARTED, PROGRESS, SUCCESS, FAILURE, REVOKED or "
+    "EXPIRED. Jobs submitted on the old routes answer without a token when "
+    "SG_LEGACY_OPEN_STATUS is on (the uuid is the capability, as on the old gateway).",
+    openapi_extra={"security": [{}, {"bearer": []}]},
+    **STATUS_DOC,
+)
+async def status(
+    service: str, request: Request, runtime: RuntimeDep, uuid: UuidQuery = None
+) -> Response:
+    spec = _service(runtime, service)
+    job_id, principal = await _job(runtime, request, spec, uuid, "status")
+    return _answer(request, await _own_job(runtime, spec, job_id, principal), spec, runtime)
+
+
+@router.get(
+    "/{service}/cancel",
+    summary="Old ServiceGateway cancel",
+    description="Cancels a queued or running job of the caller's, then answers its old state "
+    "(REVOKED); a finished job is left as it is, result included. Needs a token.",
+    openapi_extra={"security": [{"bearer": []}]},
+    **STATUS_DOC,
+)
+async def cancel(
+    service: str, request: Request, runtime: RuntimeDep, uuid: UuidQuery = None
+) -> Response:
+    spec = _service(runtime, service)
+    job_id, principal = await _job(runtime, request, spec, uuid, "cancel")
+    assert principal is not None
+    await _own_job(runtime, spec, job_id, principal)  # before anything is touched
+    return _answer(request, await runtime.jobs.cancel(job_id, principal), spec, runtime)

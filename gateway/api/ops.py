@@ -64,7 +64,7 @@ async def metrics(runtime: RuntimeDep) -> Response:
     """Jobs submitted and finished (by service, status and reason), queue wait and run time
     histograms and version mismatches of this process; queue depth and consumers per service,
     read from RabbitMQ now."""
-    instruments = runtime.jobs.metrics
+    instruments = runtime.metrics
     for spec in runtime.catalogue:
         try:
             messages, consumers = await runtime.broker.queue_stats(

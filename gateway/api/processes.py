@@ -16,6 +16,7 @@ from gateway.api.schemas import (
     StatusInfo,
 )
 from gateway.errors import (
+    BadRequest,
     BrokerUnavailable,
     Forbidden,
     IdempotencyConflict,
@@ -28,7 +29,7 @@ from gateway.errors import (
     UnknownProcess,
     responses,
 )
-from gateway.runtime import BaseUrlDep, JobsDep, PrincipalDep, RuntimeDep
+from gateway.runtime import BaseUrlDep, JobsDep, PresenterDep, PrincipalDep, RuntimeDep
 
 router = APIRouter(tags=["processes"])
 
@@ -83,6 +84,7 @@ async def describe_process(
     responses={
         200: {"model": StatusInfo, "description": "Finished within the Prefer: wait=N time."},
         **responses(
+            BadRequest,
             Unauthorized,
             Forbidden,
             IdempotencyConflict,
@@ -100,7 +102,8 @@ async def execute(
     process_id: ProcessId,
     body: ExecuteRequest,
     jobs: JobsDep,
-    base: BaseUrlDep,
+    runtime: RuntimeDep,
+    present: PresenterDep,
     principal: PrincipalDep,
     prefer: Annotated[
         str | None,
@@ -128,14 +131,16 @@ async def execute(
     full) — never 201 for a job that is not durably queued.
     """
     spec = jobs.service(process_id)
-    wait = _prefer_wait(prefer, jobs.max_wait)
+    if body.subscriber is not None:
+        raise BadRequest("this gateway does not deliver callbacks: remove `subscriber`")
+    wait = _prefer_wait(prefer, runtime.settings.max_wait)
     record, replayed = await jobs.submit(
         spec, body.inputs, principal=principal, wait=wait, idempotency_key=idempotency_key
     )
-    headers = {"Location": f"{base}/jobs/{record.id}"}
+    headers = {"Location": f"{present.base}/jobs/{record.id}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     elif wait is not None:
         headers["Preference-Applied"] = f"wait={int(wait)}"
     status = 200 if record.status.terminal or replayed else 201
-    return jobs.status_info(record, base).response(status_code=status, headers=headers)
+    return present(record).response(status_code=status, headers=headers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from fastapi import Response
@@ -73,12 +73,39 @@ class ProcessDescription(ProcessSummary):
         )
 
 
+class Subscriber(BaseModel):
+    """OGC callback URIs for a job's progress and end."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    successUri: str | None = None
+    inProgressUri: str | None = None
+    failedUri: str | None = None
+
+
+class OutputRequest(BaseModel):
+    """How the client wants one output (OGC ``outputs`` entry)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: dict[str, Any] | None = None
+    transmissionMode: Literal["value", "reference"] | None = None
+
+
 class ExecuteRequest(BaseModel):
-    """``POST /processes/{id}/execution`` body; ``inputs`` is validated against the schema."""
+    """``POST /processes/{id}/execution`` body (OGC API – Processes ``execute``).
 
-    model_config = ConfigDict(extra="ignore")
+    ``inputs`` is required and validated against the process's schema; any member other than
+    ``inputs``, ``outputs``, ``response`` and ``subscriber`` is refused (400), so a typo is
+    never silently dropped.
+    """
 
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, Any]
+    outputs: dict[str, OutputRequest] | None = None
+    response: Literal["raw", "document"] | None = None
+    subscriber: Subscriber | None = None
 
 
 class StatusInfo(BaseModel):

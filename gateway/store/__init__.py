@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import DuplicateJob, JobStore, StoreError
-from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, Reason, WorkerInfo
+from .base import DuplicateJob, JobStore, StoreError, StoreRejected
+from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, LegacyFields, Reason, WorkerInfo
 from .mongo import MongoStore
 from .sqlite import SQLiteStore
 
@@ -14,10 +14,12 @@ __all__ = [
     "JobRecord",
     "JobStatus",
     "JobStore",
+    "LegacyFields",
     "MongoStore",
     "Reason",
     "SQLiteStore",
     "StoreError",
+    "StoreRejected",
     "WorkerInfo",
     "open_store",
 ]

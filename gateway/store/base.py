@@ -8,11 +8,11 @@ and an update that does not apply returns ``None`` instead of raising.
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
-from worker_sdk import ErrorInfo
+from worker_sdk.wire import ErrorInfo
 
 from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
 
@@ -21,7 +21,11 @@ class StoreError(RuntimeError):
     """The store could not be reached or refused an operation."""
 
 
-class DuplicateJob(StoreError):
+class StoreRejected(StoreError):
+    """The store refused this operation's values: retrying it will not help."""
+
+
+class DuplicateJob(StoreRejected):
     """Another job of the same owner holds this idempotency key."""
 
 
@@ -68,6 +72,19 @@ class JobStore(Protocol):
 
     async def expire(self, now: datetime, *, limit: int = 1000) -> int:
         """Delete jobs whose ``expires_at`` has passed, leaving tombstones; how many."""
+
+    async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
+        """Record that the broker confirmed these jobs' first tasks (the outbox's mark)."""
+
+    async def unqueued(
+        self, *, service: str, before: datetime, limit: int = 100
+    ) -> list[JobRecord]:
+        """First attempts of the service still ``accepted`` without a confirmed task, created
+        before ``before``, oldest first: the candidates of the recovery pass."""
+
+    async def claim_recovery(self, job_id: UUID, *, at: datetime, lease: timedelta) -> bool:
+        """Take the right to republish an unqueued job's task for ``lease``: True for one
+        caller at a time, and only while the job is ``accepted`` with no mark."""
 
     async def tombstone(self, job_id: UUID) -> str | None:
         """The owner of a job deleted by retention, or ``None``."""

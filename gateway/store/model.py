@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from worker_sdk import ErrorInfo
+from worker_sdk.wire import ErrorInfo
 
 
 class JobStatus(StrEnum):
@@ -43,6 +43,8 @@ class Reason(StrEnum):
     PUBLISH_FAILED = "publish_failed"
     NOT_QUEUED = "not_queued"
     VERSION_MISMATCH = "version_mismatch"
+    RESULT_TOO_LARGE = "result_too_large"
+    INVALID_RESULT = "invalid_result"
 
 
 class WorkerInfo(BaseModel):
@@ -53,6 +55,16 @@ class WorkerInfo(BaseModel):
     id: str
     host: str
     version: str
+
+
+class LegacyFields(BaseModel):
+    """What a job submitted on the old ServiceGateway routes carries beside its ``misc``
+    (kept as its inputs): the document and the annotation storage its task names."""
+
+    model_config = ConfigDict(frozen=True)
+
+    document_url: str | None = None
+    annotation_service_url: str | None = None
 
 
 class JobRecord(BaseModel):
@@ -87,3 +99,14 @@ class JobRecord(BaseModel):
         default=None, description="Fingerprint of the submission, to tell key reuse apart."
     )
     subscriber: dict[str, str] | None = None
+    seq: int = Field(
+        default=1,
+        ge=1,
+        description="Rises by one with every change a client can see (server-sent event ids).",
+    )
+    legacy: LegacyFields | None = Field(
+        default=None, description="Set for jobs submitted on the old ServiceGateway routes."
+    )
+    queued: datetime | None = Field(
+        default=None, description="When the broker confirmed the job's first task, if known."
+    )

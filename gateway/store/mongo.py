@@ -11,16 +11,23 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Collection, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from bson.errors import BSONError
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    PyMongoError,
+    WTimeoutError,
+)
 
-from worker_sdk import ErrorInfo
+from worker_sdk.wire import ErrorInfo
 
-from .base import DuplicateJob, StoreError
+from .base import DuplicateJob, StoreError, StoreRejected
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo
 
 DEFAULT_DATABASE = "servicegateway"
@@ -28,6 +35,27 @@ TTL_BACKSTOP = 86400
 _FIELDS = tuple(JobRecord.model_fields)
 
 ClientFactory = Callable[[], Any]
+
+# What a driver call can raise: the server's and the driver's errors, and BSON encoding
+# errors of values (an int past 64 bits raises OverflowError before anything is sent).
+_FAILURES = (PyMongoError, BSONError, OverflowError, ValueError, TypeError)
+_TRANSIENT = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+
+def _translate(exc: BaseException) -> StoreError:
+    """Transient failures (the server is unreachable, slow or electing) are retried by
+    callers; anything else rejected this operation's values."""
+    if isinstance(exc, DuplicateKeyError):
+        return DuplicateJob(str(exc))
+    if isinstance(exc, _TRANSIENT) or (
+        isinstance(exc, PyMongoError)
+        and (
+            exc.has_error_label("RetryableWriteError")
+            or exc.has_error_label("TransientTransactionError")
+        )
+    ):
+        return StoreError(str(exc))
+    return StoreRejected(f"{type(exc).__name__}: {exc}")
 
 
 def _document(record: JobRecord) -> dict[str, Any]:
@@ -140,18 +168,16 @@ class MongoStore:
     async def insert(self, record: JobRecord) -> None:
         try:
             await self._collection.insert_one(_document(record))
-        except DuplicateKeyError as exc:
-            raise DuplicateJob(str(exc)) from exc
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
 
     async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
         try:
             doc = await self._collection.find_one(
                 {"owner": str(owner), "idempotency_key": str(key)}
             )
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
         return _record(doc)
 
     async def release_key(self, job_id: UUID) -> None:
@@ -159,14 +185,14 @@ class MongoStore:
             await self._collection.update_one(
                 {"_id": str(job_id)}, {"$unset": {"idempotency_key": ""}}
             )
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
 
     async def get(self, job_id: UUID) -> JobRecord | None:
         try:
             return _record(await self._collection.find_one({"_id": str(job_id)}))
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
 
     async def list_jobs(
         self,
@@ -192,16 +218,16 @@ class MongoStore:
                 .limit(int(limit))
             )
             docs = await cursor.to_list(None)
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
         return [r for r in map(_record, docs) if r is not None]
 
     async def count_active(self, owner: str) -> int:
         query = {"owner": str(owner), "status": {"$in": sorted(str(s) for s in ACTIVE)}}
         try:
             return int(await self._collection.count_documents(query))
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
 
     async def purge(self, job_id: UUID, *, at: datetime) -> JobRecord | None:
         return await self._update(
@@ -210,7 +236,7 @@ class MongoStore:
                 "status": {"$in": sorted(str(s) for s in TERMINAL)},
                 "purged": {"$exists": False},
             },
-            {"$set": {"purged": at, "updated": at}, "$unset": {"result": ""}},
+            {"$set": {"purged": at, "updated": at}, "$unset": {"result": ""}, "$inc": {"seq": 1}},
         )
 
     async def expire(self, now: datetime, *, limit: int = 1000) -> int:
@@ -230,17 +256,62 @@ class MongoStore:
                 )
             if docs:
                 await self._collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
         return len(docs)
+
+    async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
+        if not job_ids:
+            return
+        try:
+            await self._collection.update_many(
+                {"_id": {"$in": [str(j) for j in job_ids]}, "queued": {"$exists": False}},
+                {"$set": {"queued": at}},
+            )
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
+
+    async def claim_recovery(self, job_id: UUID, *, at: datetime, lease: timedelta) -> bool:
+        query = {
+            "_id": str(job_id),
+            "status": str(JobStatus.ACCEPTED),
+            "queued": {"$exists": False},
+            "$or": [{"recovering": {"$exists": False}}, {"recovering": {"$lt": at - lease}}],
+        }
+        try:
+            result = await self._collection.update_one(query, {"$set": {"recovering": at}})
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
+        return int(result.modified_count) == 1
+
+    async def unqueued(
+        self, *, service: str, before: datetime, limit: int = 100
+    ) -> list[JobRecord]:
+        query = {
+            "service": str(service),
+            "status": str(JobStatus.ACCEPTED),
+            "queued": {"$exists": False},
+            "attempt": 1,
+            "created": {"$lt": before},
+        }
+        try:
+            docs = (
+                await self._collection.find(query)
+                .sort("created", ASCENDING)
+                .limit(int(limit))
+                .to_list(None)
+            )
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
+        return [r for r in map(_record, docs) if r is not None]
 
     async def tombstone(self, job_id: UUID) -> str | None:
         if self._tombstones is None:
             raise StoreError("the MongoDB store is not open")
         try:
             doc = await self._tombstones.find_one({"_id": str(job_id)})
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
         return str(doc["owner"]) if doc is not None else None
 
     async def stale(
@@ -255,8 +326,8 @@ class MongoStore:
                 .limit(int(limit))
                 .to_list(None)
             )
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
         return [r for r in map(_record, docs) if r is not None]
 
     async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
@@ -271,16 +342,16 @@ class MongoStore:
                 },
                 upsert=True,
             )
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
 
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         if self._workers is None:
             raise StoreError("the MongoDB store is not open")
         try:
             doc = await self._workers.find_one({"_id": str(worker_id)})
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
         return doc["seen"] if doc is not None else None
 
     async def bump(self, counter: str, by: int = 1) -> None:
@@ -292,16 +363,16 @@ class MongoStore:
                 {"$inc": {"value": int(by)}, "$setOnInsert": {"since": datetime.now(UTC)}},
                 upsert=True,
             )
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
 
     async def counter_since(self, counter: str) -> datetime | None:
         if self._counters is None:
             raise StoreError("the MongoDB store is not open")
         try:
             doc = await self._counters.find_one({"_id": str(counter)})
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
         return doc.get("since") if doc is not None else None
 
     async def active_workers(self, service: str, *, since: datetime) -> int:
@@ -313,8 +384,8 @@ class MongoStore:
                     {"service": str(service), "seen": {"$gt": since}}
                 )
             )
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
 
     async def counters(self, prefix: str = "") -> dict[str, int]:
         if self._counters is None:
@@ -322,8 +393,8 @@ class MongoStore:
         query = {"_id": {"$regex": "^" + re.escape(prefix)}} if prefix else {}
         try:
             docs = await self._counters.find(query).to_list(None)
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
         return {str(d["_id"]): int(d["value"]) for d in docs}
 
     async def start(
@@ -348,6 +419,7 @@ class MongoStore:
                 },
                 "$unset": {"message": ""},
                 "$min": {"started": at},
+                "$inc": {"seq": 1},
             },
         )
 
@@ -370,6 +442,7 @@ class MongoStore:
                     "updated": at,
                 },
                 "$unset": {"run_id": ""},
+                "$inc": {"seq": 1},
             },
         )
 
@@ -397,7 +470,8 @@ class MongoStore:
                     "message": message,
                     "progress_seq": int(seq),
                     "updated": at,
-                }
+                },
+                "$inc": {"seq": 1},
             },
         )
 
@@ -428,7 +502,7 @@ class MongoStore:
             changes["attempt"] = int(attempt)
         if expires_at is not None:
             changes["expires_at"] = expires_at
-        update: dict[str, Any] = {"$set": changes}
+        update: dict[str, Any] = {"$set": changes, "$inc": {"seq": 1}}
         if started is not None:
             update["$min"] = {"started": started}
         record = await self._update(
@@ -451,6 +525,6 @@ class MongoStore:
             doc = await self._collection.find_one_and_update(
                 query, update, return_document=ReturnDocument.AFTER
             )
-        except PyMongoError as exc:
-            raise StoreError(str(exc)) from exc
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
         return _record(doc)

@@ -19,14 +19,14 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-from worker_sdk import ErrorInfo
+from worker_sdk.wire import ErrorInfo
 
-from .base import DuplicateJob, StoreError
+from .base import DuplicateJob, StoreError, StoreRejected
 from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
 
 _SCHEMA = """
@@ -53,7 +53,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires_at TEXT,
     idempotency_key TEXT,
     request_hash TEXT,
-    subscriber TEXT
+    subscriber TEXT,
+    seq INTEGER NOT NULL DEFAULT 1,
+    legacy TEXT,
+    queued TEXT,
+    recovering TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created);
 CREATE INDEX IF NOT EXISTS jobs_service_status ON jobs (service, status);
@@ -68,13 +72,15 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency
     ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_unqueued ON jobs (service, created)
+    WHERE status = 'accepted' AND queued IS NULL;
 """
 
 T = TypeVar("T")
 Statement = Callable[[sqlite3.Connection], Any]
 
 _COLUMNS = tuple(JobRecord.model_fields)
-_JSON_COLUMNS = frozenset({"inputs", "result", "error", "worker", "subscriber"})
+_JSON_COLUMNS = frozenset({"inputs", "result", "error", "worker", "subscriber", "legacy"})
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -227,7 +233,7 @@ class SQLiteStore:
 
     async def purge(self, job_id: UUID, *, at: datetime) -> JobRecord | None:
         return await self._one(
-            """UPDATE jobs SET result = NULL, purged = :at, updated = :at
+            """UPDATE jobs SET result = NULL, purged = :at, updated = :at, seq = seq + 1
                WHERE id = :id AND status IN ('successful', 'failed', 'dismissed')
                    AND purged IS NULL
                RETURNING *""",
@@ -255,6 +261,40 @@ class SQLiteStore:
 
         count: int = await self._run(statement)
         return count
+
+    async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
+        rows = [{"id": str(job_id), "at": _ts(at)} for job_id in job_ids]
+        sql = "UPDATE jobs SET queued = :at WHERE id = :id AND queued IS NULL"
+        if rows:
+            await self._run(lambda db: db.executemany(sql, rows))
+
+    async def claim_recovery(self, job_id: UUID, *, at: datetime, lease: timedelta) -> bool:
+        sql = (
+            "UPDATE jobs SET recovering = :at WHERE id = :id AND status = 'accepted' "
+            "AND queued IS NULL AND (recovering IS NULL OR recovering < :expired)"
+        )
+        params = {"id": str(job_id), "at": _ts(at), "expired": _ts(at - lease)}
+
+        def statement(db: sqlite3.Connection) -> bool:
+            return db.execute(sql, params).rowcount == 1
+
+        claimed: bool = await self._run(statement)
+        return claimed
+
+    async def unqueued(
+        self, *, service: str, before: datetime, limit: int = 100
+    ) -> list[JobRecord]:
+        sql = (
+            "SELECT * FROM jobs WHERE service = :service AND status = 'accepted' "
+            "AND queued IS NULL AND attempt = 1 AND created < :before ORDER BY created LIMIT :limit"
+        )
+        params = {"service": service, "before": _ts(before), "limit": limit}
+
+        def statement(db: sqlite3.Connection) -> list[JobRecord]:
+            return [_decode(row) for row in db.execute(sql, params)]
+
+        records: list[JobRecord] = await self._run(statement)
+        return records
 
     async def tombstone(self, job_id: UUID) -> str | None:
         def statement(db: sqlite3.Connection) -> str | None:
@@ -344,7 +384,7 @@ class SQLiteStore:
         return await self._one(
             """UPDATE jobs SET status = 'running', attempt = :attempt, run_id = :run_id,
                    progress = 0, progress_seq = 0, message = NULL, worker = :worker,
-                   started = COALESCE(started, :at), updated = :at
+                   started = COALESCE(started, :at), updated = :at, seq = seq + 1
                WHERE id = :id AND status IN ('accepted', 'running') AND attempt <= :attempt
                    AND (run_id IS NULL OR run_id != :run_id)
                RETURNING *""",
@@ -362,7 +402,8 @@ class SQLiteStore:
     ) -> JobRecord | None:
         return await self._one(
             """UPDATE jobs SET status = 'accepted', attempt = :attempt, run_id = NULL,
-                   progress = 0, progress_seq = 0, message = :message, updated = :at
+                   progress = 0, progress_seq = 0, message = :message, updated = :at,
+                   seq = seq + 1
                WHERE id = :id AND status IN ('accepted', 'running') AND attempt < :attempt
                RETURNING *""",
             {"id": str(job_id), "attempt": attempt, "message": message, "at": _ts(at)},
@@ -380,7 +421,7 @@ class SQLiteStore:
     ) -> JobRecord | None:
         return await self._one(
             """UPDATE jobs SET progress = :percent, message = :message, progress_seq = :seq,
-                   updated = :at
+                   updated = :at, seq = seq + 1
                WHERE id = :id AND status = 'running' AND run_id = :run_id
                    AND progress_seq < :seq AND progress <= :percent
                RETURNING *""",
@@ -430,7 +471,7 @@ class SQLiteStore:
                     progress = CASE WHEN :status = 'successful' THEN 100 ELSE progress END,
                     attempt = COALESCE(:attempt, attempt),
                     started = COALESCE(started, :started), worker = COALESCE(worker, :worker),
-                    expires_at = COALESCE(:expires_at, expires_at)
+                    expires_at = COALESCE(:expires_at, expires_at), seq = seq + 1
                 WHERE id = :id AND status IN ({marks})
                 RETURNING *""",
             params,
@@ -477,17 +518,32 @@ class SQLiteStore:
                     future.set_result(outcome)
 
 
+def _classify(exc: Exception) -> StoreError:
+    """A failing statement's error: transient (the database is busy, locked or unwell) or a
+    rejection of this statement's values, which no retry will change."""
+    if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
+        return StoreError(str(exc))
+    return StoreRejected(f"{type(exc).__name__}: {exc}")
+
+
 def _commit(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
-    """Run on the store's thread: one transaction for the whole batch."""
+    """Run on the store's thread: one transaction for the whole batch.
+
+    Each statement runs under a savepoint of its own, so one that fails (whatever it raises)
+    is undone alone and its caller hears why; the others commit.
+    """
     assert threading.current_thread().name.startswith("sqlite")
     outcomes: list[Any] = []
     db.execute("BEGIN IMMEDIATE")
     try:
         for statement in statements:
+            db.execute("SAVEPOINT statement")
             try:
                 outcomes.append(statement(db))
-            except (sqlite3.Error, ValueError) as exc:
-                outcomes.append(StoreError(str(exc)))
+            except Exception as exc:  # noqa: BLE001 - the statement's caller gets it, not the batch
+                db.execute("ROLLBACK TO statement")
+                outcomes.append(_classify(exc))
+            db.execute("RELEASE statement")
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

@@ -17,7 +17,7 @@ from gateway.broker import BrokerDown
 from gateway.catalogue import Catalogue
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import job_state, submit
-from worker_sdk import Task, Topology
+from worker_sdk.wire import Task, Topology
 
 pytestmark = pytest.mark.integration
 
@@ -92,11 +92,11 @@ async def test_inputs_failing_the_schema_are_422_naming_each_path(
         (b'"just a string"', {"content-type": "application/json"}),
     ],
 )
-async def test_malformed_bodies_are_422(
+async def test_malformed_bodies_are_400(
     client: httpx.AsyncClient, content: bytes, headers: dict[str, str]
 ) -> None:
     response = await client.post("/processes/echo/execution", content=content, headers=headers)
-    assert response.status_code == 422
+    assert response.status_code == 400
     assert response.json()["code"] == "invalid-request"
 
 
@@ -123,7 +123,8 @@ async def test_unknown_and_malformed_job_ids(client: httpx.AsyncClient) -> None:
     assert missing.status_code == 404
     assert missing.json()["code"] == "no-such-job"
     malformed = await client.get("/jobs/not-a-uuid")
-    assert malformed.status_code == 422
+    assert malformed.status_code == 400
+    assert malformed.json()["code"] == "invalid-request"
     assert (await client.get(f"/jobs/{uuid.uuid4()}/results")).status_code == 404
 
 

@@ -114,7 +114,7 @@ async def test_pages_follow_the_catalogue(public: httpx.AsyncClient) -> None:
     assert (await public.get("/echo/service/provenance")).status_code == 204
     assert (await public.get("/echo/service/source")).status_code == 204  # not public
     assert (await public.get("/echo/service/support")).status_code == 404
-    assert (await public.get("/echo/service/nonsense")).status_code == 422
+    assert (await public.get("/echo/service/nonsense")).status_code == 400
     assert (await public.get("/nosuch/service/info")).status_code == 404
 
 

@@ -77,7 +77,7 @@ def _delete_namespace(namespace: str) -> None:
 
     import aio_pika
 
-    from worker_sdk import Topology, delete_topology
+    from worker_sdk.wire import Topology, delete_topology
 
     async def delete() -> None:
         connection = await aio_pika.connect(AMQP_URL)

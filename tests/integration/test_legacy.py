@@ -21,7 +21,8 @@ from examples.echo import worker as echo_worker
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import eventually, wait_status
-from worker_sdk import Task, Topology, UrlPolicy
+from worker_sdk import UrlPolicy
+from worker_sdk.wire import Task, Topology
 
 pytestmark = pytest.mark.integration
 

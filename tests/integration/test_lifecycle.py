@@ -15,7 +15,7 @@ from tests import workers
 from tests.conftest import Gateway
 from tests.integration.test_pipeline import observe_events
 from tests.support import eventually, job_state, submit, wait_status
-from worker_sdk import Cancelled, Started, Succeeded
+from worker_sdk.wire import Cancelled, Started, Succeeded
 
 pytestmark = pytest.mark.integration
 
@@ -168,7 +168,7 @@ async def test_a_runaway_job_is_stopped_at_its_time_limit(
 async def test_retries_come_back_after_their_delay_until_success(
     gateway: Gateway, namespace: str, run_worker: RunWorker
 ) -> None:
-    from worker_sdk import Retrying
+    from worker_sdk.wire import Retrying
 
     async with observe_events(namespace) as events:
         run_worker(workers.flaky)

@@ -20,7 +20,7 @@ from examples.echo import worker as echo_worker
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway
 from tests.support import eventually, job_state, submit, wait_status
-from worker_sdk import Event, Heartbeat, Progress, Started, Succeeded, Topology, parse_event
+from worker_sdk.wire import Event, Heartbeat, Progress, Started, Succeeded, Topology, parse_event
 
 pytestmark = pytest.mark.integration
 

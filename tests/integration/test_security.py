@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.conftest import TEST_SECRET, Gateway, GatewayFactory
 from tests.support import submit
-from worker_sdk import FetchError, Topology, UrlPolicy, UrlRefused, fetch
+from worker_sdk import FetchError, UrlPolicy, UrlRefused, fetch
+from worker_sdk.wire import Topology
 
 pytestmark = pytest.mark.integration
 
@@ -280,12 +281,11 @@ class TestOwnership:
             "/processes/echo/execution",
             json={"inputs": {}, "owner": "bob", "status": "successful", "jobID": "x"},
         )
-        assert response.status_code == 201
-        body = response.json()
-        assert body["status"] == "accepted"
-        record = await gateway.runtime.store.get(__import__("uuid").UUID(body["jobID"]))
-        assert record is not None
-        assert record.owner == "alice"
+        assert response.status_code == 400
+        problem = response.json()
+        assert problem["code"] == "invalid-request"
+        assert {e["path"] for e in problem["errors"]} == {"body/owner", "body/status", "body/jobID"}
+        assert await gateway.runtime.store.list_jobs(owner=None) == []
 
 
 class TestScopesAndLimits:

@@ -5,7 +5,7 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from worker_sdk import ErrorInfo, Failed, Heartbeat, Progress, Task, parse_event
+from worker_sdk.wire import ErrorInfo, Failed, Heartbeat, Progress, Task, parse_event
 
 
 def _base() -> dict[str, object]:

@@ -28,7 +28,7 @@ from gateway.store import (
     WorkerInfo,
     open_store,
 )
-from worker_sdk import ErrorInfo
+from worker_sdk.wire import ErrorInfo
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 WORKER = WorkerInfo(id="w1", host="h1", version="1.0")

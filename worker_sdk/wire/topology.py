@@ -18,6 +18,14 @@ from pamqp.common import FieldTable
 
 DEFAULT_NAMESPACE = "sg"
 DEFAULT_DELIVERY_LIMIT = 5
+# Deliveries of one event or dead letter before the gateway gives up on it. The gateway
+# retries a failing store in place (the delivery stays unacknowledged), so only deliveries
+# that died with their gateway process count: a message that crashes every gateway it
+# reaches is parked in the poison queue after this many.
+CONSUMER_DELIVERY_LIMIT = 10
+POISON_MAX_LENGTH = 100_000
+POISON_EVENTS_KEY = "poison.events"
+POISON_DEAD_KEY = "poison.dead"
 
 
 class TopologyMismatch(RuntimeError):
@@ -53,6 +61,11 @@ class Topology:
     @property
     def dead_letter_queue(self) -> str:
         return f"{self.namespace}.dead"
+
+    @property
+    def poison_queue(self) -> str:
+        """Events and dead letters that no gateway could handle, kept for an operator."""
+        return f"{self.namespace}.poison"
 
     def task_queue(self, service: str) -> str:
         return f"{self.namespace}.task.{service}"
@@ -111,38 +124,75 @@ async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> Cor
     return CoreExchanges(tasks=tasks, events=events, control=control, dead_letter=dead_letter)
 
 
+async def declare_queue(
+    channel: AbstractChannel, name: str, arguments: FieldTable, *, what: str
+) -> AbstractQueue:
+    """Declare a durable queue; :class:`TopologyMismatch` in one line when it exists with
+    other arguments (the broker names the first argument that differs)."""
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        said = str(exc.args[0] if exc.args else exc).removeprefix("PRECONDITION_FAILED - ")
+        raise TopologyMismatch(
+            f"queue {name!r} exists on the broker with other arguments ({said}); {what}"
+        ) from None
+
+
 async def declare_task_queue(
     channel: AbstractChannel, topology: Topology, service: str, options: TaskQueueOptions
 ) -> AbstractQueue:
     """Declare ``{ns}.task.<service>`` and bind it to the tasks exchange."""
-    name = topology.task_queue(service)
-    try:
-        queue = await channel.declare_queue(
-            name, durable=True, arguments=options.arguments(topology)
-        )
-    except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        raise TopologyMismatch(
-            f"queue {name!r} exists with other arguments than {options} "
-            f"(the broker said: {exc}); delete it or align the service's settings"
-        ) from exc
+    queue = await declare_queue(
+        channel,
+        topology.task_queue(service),
+        options.arguments(topology),
+        what="align the catalogue's delivery_limit/max_queued with it, or delete the queue",
+    )
     await queue.bind(topology.tasks_exchange, routing_key=service)
     return queue
 
 
+def _consumer_queue_arguments(topology: Topology, poison_key: str) -> FieldTable:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": CONSUMER_DELIVERY_LIMIT,
+        "x-dead-letter-exchange": topology.dead_letter_exchange,
+        "x-dead-letter-routing-key": poison_key,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
 async def declare_topology(channel: AbstractChannel, topology: Topology) -> CoreExchanges:
-    """Declare the exchanges, the events queue and the dead-letter queue of the namespace.
+    """Declare the exchanges and the namespace's shared queues: events, dead letters (tasks
+    the broker gave up on, routed by their one-word service id) and poison (what the gateway
+    could not handle, routed ``poison.*``).
 
     Workers declare them too, so an event is never unroutable because no gateway has run yet.
     """
     exchanges = await declare_exchanges(channel, topology)
-    events = await channel.declare_queue(
-        topology.events_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    upgrade = "this gateway needs the new arguments: drain and delete the queue"
+    events = await declare_queue(
+        channel,
+        topology.events_queue,
+        _consumer_queue_arguments(topology, POISON_EVENTS_KEY),
+        what=upgrade,
     )
     await events.bind(exchanges.events, routing_key="#")
-    dead = await channel.declare_queue(
-        topology.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    dead = await declare_queue(
+        channel,
+        topology.dead_letter_queue,
+        _consumer_queue_arguments(topology, POISON_DEAD_KEY),
+        what=upgrade,
     )
-    await dead.bind(exchanges.dead_letter, routing_key="#")
+    await dead.bind(exchanges.dead_letter, routing_key="*")
+    poison = await declare_queue(
+        channel,
+        topology.poison_queue,
+        {"x-queue-type": "quorum", "x-max-length": POISON_MAX_LENGTH},
+        what=upgrade,
+    )
+    await poison.bind(exchanges.dead_letter, routing_key="poison.#")
     return exchanges
 
 
@@ -180,7 +230,7 @@ async def delete_topology(
 ) -> None:
     """Delete every queue and exchange of the namespace for these services (tests, bench,
     decommissioning). Messages in them are lost."""
-    queues = [topology.events_queue, topology.dead_letter_queue]
+    queues = [topology.events_queue, topology.dead_letter_queue, topology.poison_queue]
     for service in services:
         queues.append(topology.task_queue(service))
         queues.extend(topology.retry_queue(service, tier) for tier in RETRY_TIERS)

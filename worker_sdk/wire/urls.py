@@ -1,33 +1,25 @@
-"""Which URLs a job may make us fetch (SSRF policy), and a fetch that enforces it.
+"""Which URLs a job may make us fetch (the SSRF policy), and the checks that apply it.
 
-The gateway checks URL inputs when a job is submitted; the worker checks again when it
-connects, against the addresses it actually connects to (a name may resolve elsewhere by then:
-DNS rebinding), and again at every redirect.
+The gateway checks URL inputs when a job is submitted (:func:`check_urls`); the worker checks
+again when it connects, against the addresses it actually connects to (a name may resolve
+elsewhere by then: DNS rebinding), and again at every redirect (``worker_sdk.fetch``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
-
-import httpx
+from typing import Any
+from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-DEFAULT_MAX_BYTES = 100 * 1024 * 1024
-DEFAULT_TIMEOUT = 60.0
-MAX_REDIRECTS = 5
 
 
 class UrlRefused(ValueError):
     """The URL is not allowed by the policy (scheme, address or shape)."""
-
-
-class FetchError(RuntimeError):
-    """The document could not be fetched (HTTP error, too large, too slow)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +58,11 @@ class UrlPolicy:
         host = (parts.hostname or "").rstrip(".").lower()
         if not host:
             raise UrlRefused("the URL has no host")
+        if literal_address(host) is None:
+            try:  # what the resolver does with the name; an empty or 64-byte label fails
+                host.encode("idna")
+            except UnicodeError as exc:
+                raise UrlRefused(f"{host!r} is not a valid host name: {exc}") from exc
         if parts.username is not None or parts.password is not None:
             raise UrlRefused("credentials in URLs are not allowed")
         return scheme, host, port or (443 if scheme == "https" else 80)
@@ -106,6 +103,10 @@ def literal_address(host: str) -> IPAddress | None:
         return None
 
 
+def _addresses(infos: Iterable[tuple[Any, ...]]) -> list[IPAddress]:
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
 def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address ``host`` resolves to (blocking: call from a thread or a child)."""
     literal = literal_address(host)
@@ -113,58 +114,60 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         return [literal]
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise UrlRefused(f"{host} does not resolve: {exc.strerror}") from exc
-    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UrlRefused(f"{host} does not resolve: {exc}") from exc
+    return _addresses(infos)
 
 
-def fetch(
-    url: str,
-    *,
-    policy: UrlPolicy,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    timeout: float = DEFAULT_TIMEOUT,
-    on_chunk: Callable[[int, int | None], None] | None = None,
-) -> bytes:
-    """Download ``url`` under ``policy``, connecting only to addresses the policy allows.
+async def aresolve(host: str, port: int) -> list[IPAddress]:
+    """:func:`resolve` on the event loop's resolver."""
+    literal = literal_address(host)
+    if literal is not None:
+        return [literal]
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UrlRefused(f"{host} does not resolve: {exc}") from exc
+    return _addresses(infos)
 
-    Each hop is resolved, checked, and connected to by address (the host name is kept for the
-    ``Host`` header and TLS), so a name cannot resolve to an allowed address for the check and
-    to a forbidden one for the connection. Redirects are followed by hand, each one checked,
-    at most five. ``on_chunk(received, total)`` reports the download as it goes.
+
+async def check_url(policy: UrlPolicy, url: str, *, unresolvable: bool = False) -> None:
+    """The whole policy for one URL: shape, scheme, then every address its host resolves to.
+
+    With ``unresolvable=True`` a name that does not resolve here passes (the gateway leaves it
+    to the worker, which checks again where it connects); otherwise it is refused.
     """
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-        for _ in range(MAX_REDIRECTS + 1):
-            scheme, host, port = policy.split(url)
-            addresses = resolve(host, port)
-            policy.check_resolved(host, addresses)
-            target = addresses[0]
-            netloc = f"[{target}]" if target.version == 6 else str(target)
-            pinned = urlsplit(url)._replace(netloc=f"{netloc}:{port}").geturl()
-            default_port = port == (443 if scheme == "https" else 80)
-            headers = {"Host": host if default_port else f"{host}:{port}"}
-            extensions = {"sni_hostname": host} if scheme == "https" else {}
-            with client.stream("GET", pinned, headers=headers, extensions=extensions) as response:
-                if response.is_redirect:
-                    location = response.headers.get("location")
-                    if not location:
-                        raise FetchError(f"{url} redirected without a Location")
-                    url = urljoin(url, location)
-                    continue
-                if response.status_code != 200:
-                    raise FetchError(f"fetching {url} answered HTTP {response.status_code}")
-                declared = response.headers.get("content-length")
-                total = int(declared) if declared and declared.isdigit() else None
-                if total is not None and total > max_bytes:
-                    raise FetchError(f"{url} is {total} bytes, more than {max_bytes}")
-                chunks: list[bytes] = []
-                received = 0
-                for chunk in response.iter_bytes():
-                    received += len(chunk)
-                    if received > max_bytes:
-                        raise FetchError(f"{url} is larger than {max_bytes} bytes")
-                    chunks.append(chunk)
-                    if on_chunk is not None:
-                        on_chunk(received, total)
-                return b"".join(chunks)
-    raise FetchError(f"{url} redirected more than {MAX_REDIRECTS} times")
+    _, host, port = policy.split(url)
+    try:
+        addresses = await aresolve(host, port)
+    except UrlRefused:
+        if unresolvable:
+            return
+        raise
+    policy.check_resolved(host, addresses)
+
+
+async def check_urls(
+    policy: UrlPolicy, urls: Iterable[str], *, limit: int, deadline: float, unresolvable: bool
+) -> dict[str, UrlRefused]:
+    """Check at most ``limit`` URLs concurrently within ``deadline`` seconds in all; the
+    refusals by URL. Past the limit or the deadline every URL left counts as refused."""
+    distinct = list(dict.fromkeys(urls))
+    if len(distinct) > limit:
+        refusal = UrlRefused(f"more than {limit} URLs in one request")
+        return dict.fromkeys(distinct, refusal)
+
+    async def one(url: str) -> UrlRefused | None:
+        try:
+            await check_url(policy, url, unresolvable=unresolvable)
+        except UrlRefused as exc:
+            return exc
+        return None
+
+    try:
+        async with asyncio.timeout(deadline):
+            outcomes = await asyncio.gather(*(one(u) for u in distinct))
+    except TimeoutError:
+        refusal = UrlRefused(f"resolving the URLs took longer than {deadline:g}s")
+        return dict.fromkeys(distinct, refusal)
+    return {url: exc for url, exc in zip(distinct, outcomes, strict=True) if exc is not None}

@@ -1,0 +1,30 @@
+"""Where every change this process makes to a job is announced, once.
+
+Whoever moves a job (the events applier, a dismiss, a failed publish, the reaper) calls
+:meth:`Changes.made` with the record the store returned, and only when its conditional update
+applied: so each transition is counted once across gateway replicas, and every interested
+party hears of it — requests waiting on or streaming the job, and the metrics.
+"""
+
+from __future__ import annotations
+
+from gateway.metrics import Metrics
+from gateway.store import JobRecord
+from gateway.watch import JobWatch
+
+
+class Changes:
+    """Fans a job's changes out to the watch (waiters, streams) and the metrics."""
+
+    def __init__(self, watch: JobWatch, metrics: Metrics) -> None:
+        self.watch = watch
+        self.metrics = metrics
+
+    def made(self, record: JobRecord) -> None:
+        """This process changed the job to ``record``."""
+        self.watch.notify(record)
+        self.metrics.observe(record)
+
+    def seen(self, record: JobRecord) -> None:
+        """Another process changed the job (read back here): tell local waiters only."""
+        self.watch.notify(record)

@@ -1,0 +1,298 @@
+"""Running tasks: one handler call per run, stopped in two phases, ended by one outcome.
+
+A run is stopped (cancelled by its owner, or past its time limit) cooperatively first —
+``ctx.cancelled`` turns true, an async handler gets ``CancelledError`` — and, after the
+worker's ``cancel_grace``, by force: the task running it is cancelled, which kills a child
+process (a thread can only be abandoned).
+
+Every run ends in one outcome: a terminal event (succeeded, failed, cancelled) or a
+``retrying`` event for the next attempt. A result is checked before it is reported: one that
+is not JSON the gateway can keep, or larger than the task's ``max_result_bytes``, fails the
+job (``invalid_result``, ``result_too_large``) instead of reaching the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import pydantic_core
+from pydantic import ValidationError
+
+from ._context import JobContext
+from ._errors import HandlerError, Retry
+from ._handler import Handler, to_json
+from ._process import ChildDied, ChildFailed, ChildRunner
+from ._progress import Announcer, ProgressPump
+from .wire.messages import (
+    Cancelled,
+    ErrorInfo,
+    Failed,
+    JobEvent,
+    Progress,
+    Retrying,
+    RunStart,
+    Started,
+    Succeeded,
+    Task,
+    TerminalEvent,
+)
+from .wire.urls import UrlPolicy
+from .wire.values import check_value
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+log = logging.getLogger("worker_sdk")
+
+StopReason = Literal["cancelled", "time_limit"]
+CANCELLED_MEMORY = 10_000  # job ids a worker remembers as cancelled, to skip them on arrival
+MAX_RESULT_DEPTH = 32
+Outcome = TerminalEvent | Retrying
+Publish = Callable[[JobEvent], Coroutine[Any, Any, None]]
+
+
+def error_info(task: Task, exc: Exception) -> ErrorInfo:
+    """The job's error for what its handler raised."""
+    if isinstance(exc, ValidationError):
+        return ErrorInfo(code="invalid_input", type="ValidationError", message=str(exc))
+    if isinstance(exc, ChildFailed):
+        return ErrorInfo(
+            code=exc.code, type=exc.type_name, message=str(exc), retryable=exc.retryable
+        )
+    if isinstance(exc, HandlerError):
+        return ErrorInfo(
+            code=exc.code, type=type(exc).__name__, message=str(exc), retryable=exc.retryable
+        )
+    if isinstance(exc, Retry):
+        return ErrorInfo(code="retry", type="Retry", message=str(exc), retryable=True)
+    if isinstance(exc, ChildDied):
+        return ErrorInfo(code="handler_crashed", type="ChildDied", message=str(exc))
+    log.error("job %s failed", task.job_id, exc_info=exc)
+    return ErrorInfo(code="handler_error", type=type(exc).__name__, message=str(exc))
+
+
+def result_problem(task: Task, result: Any) -> ErrorInfo | None:
+    """Why a handler's result cannot be reported, or None."""
+    problems = check_value(result, root="/result", max_depth=MAX_RESULT_DEPTH)
+    if problems:
+        where = "; ".join(f"{p.path}: {p.message}" for p in problems[:3])
+        return ErrorInfo(
+            code="invalid_result",
+            type="InvalidResult",
+            message=f"the handler's result is not JSON the gateway can keep: {where}",
+        )
+    if task.max_result_bytes is not None:
+        size = len(pydantic_core.to_json(result))
+        if size > task.max_result_bytes:
+            return ErrorInfo(
+                code="result_too_large",
+                type="ResultTooLarge",
+                message=f"the result is {size} bytes as JSON; this service allows "
+                f"{task.max_result_bytes}",
+            )
+    return None
+
+
+class Run:
+    """One execution of a task, and how it is being stopped."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.handler: asyncio.Task[Any] | None = None
+        self.context: JobContext | None = None
+        self.reason: StopReason | None = None
+        self.stopping = asyncio.Event()
+
+
+class Runs:
+    """The runs of one worker session: starting, stopping and ending each."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        handler: Handler,
+        *,
+        worker_id: str,
+        host: str,
+        publish: Publish,
+        url_policy: UrlPolicy,
+        threads: ThreadPoolExecutor | None,
+        children: ChildRunner | None,
+    ) -> None:
+        self._worker = worker
+        self._handler = handler
+        self._worker_id = worker_id
+        self._host = host
+        self._publish = publish
+        self._url_policy = url_policy
+        self._threads = threads
+        self._children = children
+        self._runs: dict[uuid.UUID, Run] = {}
+        self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
+
+    def _base(self, task: Task, run_id: uuid.UUID) -> dict[str, Any]:
+        return {
+            "job_id": task.job_id,
+            "service": task.service,
+            "attempt": task.attempt,
+            "run_id": run_id,
+            "worker_id": self._worker_id,
+        }
+
+    async def execute(self, task: Task) -> Outcome:
+        """Run the task's handler once and say how it ended."""
+        run_id = uuid.uuid4()
+        base = self._base(task, run_id)
+        if task.job_id in self._cancelled:
+            log.info("job %s was cancelled before it arrived; skipping it", task.job_id)
+            return Cancelled(**base, message="cancelled before it started")
+        start = RunStart(
+            host=self._host, worker_version=self._worker.version, started_at=datetime.now(UTC)
+        )
+        started = Started(
+            **base,
+            host=start.host,
+            worker_version=start.worker_version,
+            emitted_at=start.started_at,
+        )
+        announcer = Announcer(lambda: self._publish(started), self._worker.started_delay)
+
+        async def publish_progress(percent: int, message: str | None, seq: int) -> None:
+            # Shielded: cancelling the pump at the end of the job must not cancel the start.
+            await asyncio.shield(announcer.now())
+            await self._publish(Progress(**base, percent=percent, message=message, seq=seq))
+
+        pump = ProgressPump(publish_progress, self._worker.progress_interval)
+        run = Run(task)
+        result: Any = None
+        error: ErrorInfo | None = None
+        delay: float | None = None
+        run.handler = asyncio.create_task(self._invoke(task, pump, run))
+        self._runs[task.job_id] = run
+        supervisor = asyncio.create_task(self._supervise(run))
+        timer = (
+            asyncio.get_running_loop().call_later(task.time_limit, self.stop, run, "time_limit")
+            if task.time_limit
+            else None
+        )
+        try:
+            result = await run.handler
+        except asyncio.CancelledError:  # the run stopped (cancel, time limit) or we are
+            current = asyncio.current_task()
+            if run.reason is None or (current is not None and current.cancelling()):
+                raise
+        except Exception as exc:  # noqa: BLE001 - every handler failure becomes the job's error
+            error = error_info(task, exc)
+            delay = self._retry_delay(exc, error)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            supervisor.cancel()
+            self._runs.pop(task.job_id, None)
+            await pump.close()
+            announced = await announcer.settle()
+        unannounced = None if announced else start
+        if run.reason == "cancelled":
+            return Cancelled(**base, message="cancelled by its owner", start=unannounced)
+        if run.reason == "time_limit":
+            error = ErrorInfo(
+                code="time_limit",
+                type="TimeoutError",
+                message=f"the job ran past its time limit of {task.time_limit}s",
+            )
+        elif error is not None and delay is not None and task.attempt < task.max_attempts:
+            return Retrying(**{**base, "attempt": task.attempt + 1}, delay=delay, error=error)
+        if error is None:
+            error = result_problem(task, result)
+        if error is not None:
+            return Failed(**base, error=error, start=unannounced)
+        return Succeeded(**base, result=result, start=unannounced)
+
+    def _retry_delay(self, exc: Exception, error: ErrorInfo) -> float | None:
+        """Seconds before another attempt, or None when the failure is final."""
+        if isinstance(exc, Retry):
+            return exc.delay
+        return self._worker.retry_delay if error.retryable else None
+
+    def _context(self, task: Task) -> dict[str, Any]:
+        """The context fields beyond identity: the URL policy and the old message's fields."""
+        return {
+            "url_policy": self._url_policy,
+            "document_url": task.document.url if task.document else None,
+            "annotation_service_url": task.annotation_service_url,
+            "misc": task.misc,
+            "submitted_at": task.submitted_at,
+        }
+
+    async def _invoke(self, task: Task, pump: ProgressPump, run: Run) -> Any:
+        handler = self._handler
+        inputs = handler.parse_inputs(task.inputs)
+        if handler.isolation == "process":
+            assert self._children is not None
+            return await self._children.run(
+                handler.fn,
+                job_id=task.job_id,
+                service=task.service,
+                attempt=task.attempt,
+                worker_id=self._worker_id,
+                inputs=inputs,
+                to_json=to_json,
+                on_progress=pump.offer,
+                cancel=run.stopping,
+                context=self._context(task),
+            )
+        ctx = JobContext(
+            job_id=task.job_id,
+            service=task.service,
+            attempt=task.attempt,
+            worker_id=self._worker_id,
+            sink=pump.offer,
+            **self._context(task),
+        )
+        run.context = ctx
+        if handler.isolation == "thread":
+            loop = asyncio.get_running_loop()
+            value = await loop.run_in_executor(self._threads, handler.fn, ctx, inputs)
+        else:
+            value = await handler.fn(ctx, inputs)
+        return to_json(value)
+
+    def cancel(self, job_id: uuid.UUID) -> None:
+        """Stop the job if it runs here, and skip it if it arrives later."""
+        self._cancelled[job_id] = None
+        while len(self._cancelled) > CANCELLED_MEMORY:
+            self._cancelled.popitem(last=False)
+        run = self._runs.get(job_id)
+        if run is not None:
+            self.stop(run, "cancelled")
+
+    def stop(self, run: Run, reason: StopReason) -> None:
+        """Phase one: ask the handler to stop; phase two, after the grace: make it."""
+        if run.reason is not None:
+            return
+        run.reason = reason
+        run.stopping.set()
+        if run.context is not None:
+            run.context._cancel()
+        if self._handler.isolation == "async" and run.handler is not None:
+            run.handler.cancel()  # CancelledError is how an async handler is asked to stop
+        log.info("job %s: stopping (%s)", run.task.job_id, reason)
+
+    async def _supervise(self, run: Run) -> None:
+        await run.stopping.wait()
+        assert run.handler is not None
+        done, _ = await asyncio.wait({run.handler}, timeout=self._worker.cancel_grace)
+        if not done:
+            log.warning(
+                "job %s did not stop within %.0fs; killing it",
+                run.task.job_id,
+                self._worker.cancel_grace,
+            )
+            run.handler.cancel()  # kills a child process; a thread can only be abandoned

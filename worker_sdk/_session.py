@@ -1,0 +1,375 @@
+"""One worker session: a connection, its consumer, and the deliveries in flight.
+
+Outcomes are explicit (STYLE §7):
+
+- a task is acked only after its outcome (terminal or ``retrying`` event) is confirmed;
+- a task whose outcome is not confirmed, or that shutdown interrupts, is handed back with a
+  requeue (the queue's delivery limit bounds how often);
+- a task the worker refuses (unreadable, another service's, a newer schema) is dead-lettered
+  with its reason in the ``x-sg-refused`` header, so its job fails at once, saying why;
+- a barrier is reported, then acked;
+- a task for a run this process already finished (a redelivery after a lost ack) is acked
+  without running the handler again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Literal
+
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pydantic import ValidationError
+
+from ._handler import Handler
+from ._process import ChildRunner
+from ._progress import PUBLISH_ERRORS
+from ._run import Runs
+from .legacy import call_back
+from .wire.messages import (
+    Barrier,
+    BarrierPassed,
+    CancelRequest,
+    Heartbeat,
+    JobEvent,
+    NewerSchema,
+    Retrying,
+    Task,
+    check_schema,
+    describe_error,
+    parse_task,
+)
+from .wire.publish import message, publish
+from .wire.settle import settle
+from .wire.supervisor import Supervisor, connect
+from .wire.topology import (
+    CoreExchanges,
+    Topology,
+    declare_retry_queue,
+    declare_task_queue,
+    declare_topology,
+    retry_tier,
+)
+from .wire.urls import UrlPolicy
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+log = logging.getLogger("worker_sdk")
+
+REFUSED_HEADER = "x-sg-refused"
+FINISHED_MEMORY = 10_000  # runs a session remembers as finished, to skip their redelivery
+Refusal = Literal["unreadable", "newer schema", "another service"]
+
+
+class Session:
+    """One :meth:`Worker.run`: a connection, its consumer and the jobs in flight."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        handler: Handler,
+        amqp_url: str,
+        topology: Topology,
+        concurrency: int,
+        url_policy: UrlPolicy,
+    ) -> None:
+        self.worker = worker
+        self.url_policy = url_policy
+        self.handler = handler
+        self.amqp_url = amqp_url
+        self.topology = topology
+        self.concurrency = concurrency
+        self.host = socket.gethostname()
+        self.worker_id = f"{worker.service}@{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._stop_consuming = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._channel: AbstractChannel | None = None
+        self._jobs: dict[asyncio.Task[None], uuid.UUID] = {}
+        self._retry_queues: dict[int, str] = {}
+        self._finished: OrderedDict[tuple[uuid.UUID, int], None] = OrderedDict()
+        self._exchanges: CoreExchanges | None = None
+        self._runs: Runs | None = None
+
+    def stop(self) -> None:
+        self._stop_consuming.set()
+
+    def cancel(self, job_id: uuid.UUID) -> None:
+        if self._runs is not None:
+            self._runs.cancel(job_id)
+
+    async def run(self, *, burst: bool) -> bool:
+        """Consume until stopped (False) or until the channel is lost for good (True)."""
+        threads = (
+            ThreadPoolExecutor(self.concurrency, thread_name_prefix="job")
+            if self.handler.isolation == "thread"
+            else None
+        )
+        children = (
+            ChildRunner([self.handler.fn.__module__])
+            if self.handler.isolation == "process"
+            else None
+        )
+        self._runs = Runs(
+            self.worker,
+            self.handler,
+            worker_id=self.worker_id,
+            host=self.host,
+            publish=self._publish,
+            url_policy=self.url_policy,
+            threads=threads,
+            children=children,
+        )
+        connection: AbstractRobustConnection = await connect(
+            self.amqp_url, name=self.worker_id, timeout=self.worker.connect_timeout
+        )
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._channel = channel
+            await channel.set_qos(prefetch_count=self.concurrency)
+            self._exchanges = await declare_topology(channel, self.topology)
+            queue = await declare_task_queue(
+                channel, self.topology, self.worker.service, self.worker.queue_options
+            )
+            control = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await control.bind(self.topology.control_exchange)
+            await control.consume(self._on_control, no_ack=True)
+            heartbeat = asyncio.create_task(self._heartbeats())
+            log.info("worker %s consuming %s", self.worker_id, queue.name)
+            if burst:
+                await self._drain(queue)
+                return False
+            return await self._consume(queue)
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
+            await connection.close()
+            if threads is not None:
+                threads.shutdown(wait=False, cancel_futures=True)
+            log.info("worker %s stopped", self.worker_id)
+
+    async def _consume(self, queue: AbstractQueue) -> bool:
+        tag = await queue.consume(self._on_message)
+        stopped = asyncio.create_task(self._stop_consuming.wait())
+        lost = asyncio.create_task(self._lost.wait())
+        await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        lost.cancel()
+        if self._lost.is_set():
+            log.error(
+                "worker %s: the channel stayed closed for %.0fs; dropping the connection",
+                self.worker_id,
+                self.worker.reconnect_after,
+            )
+            for job in list(self._jobs):
+                job.cancel()  # its task goes back to the queue with the connection
+            await asyncio.gather(*self._jobs, return_exceptions=True)
+            return not self._stop_consuming.is_set()
+        await queue.cancel(tag)
+        await self._finish_in_flight()
+        return False
+
+    async def _finish_in_flight(self) -> None:
+        if not self._jobs:
+            return
+        log.info("waiting up to %.0fs for %d job(s)", self.worker.shutdown_grace, len(self._jobs))
+        _, pending = await asyncio.wait(list(self._jobs), timeout=self.worker.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _drain(self, queue: AbstractQueue) -> None:
+        """Burst mode: run what the queue holds, then return once it is empty and idle."""
+        slots = asyncio.Semaphore(self.concurrency)
+        while not self._stop_consuming.is_set():
+            await slots.acquire()
+            delivery = await queue.get(no_ack=False, fail=False)
+            if delivery is None:
+                slots.release()
+                if not self._jobs:
+                    return
+                await asyncio.wait(list(self._jobs), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            task = asyncio.create_task(self._handle(delivery))
+            self._jobs[task] = uuid.UUID(int=0)
+
+            def done(t: asyncio.Task[None]) -> None:
+                self._jobs.pop(t, None)
+                slots.release()
+
+            task.add_done_callback(done)
+        await self._finish_in_flight()
+
+    async def _on_message(self, delivery: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._jobs[task] = uuid.UUID(int=0)
+        try:
+            await self._handle(delivery)
+        finally:
+            self._jobs.pop(task, None)
+
+    async def _handle(self, delivery: AbstractIncomingMessage) -> None:
+        try:
+            received = parse_task(delivery.body, delivery.type)
+        except NewerSchema as exc:
+            await self._refuse(delivery, "newer schema", str(exc))
+            return
+        except (ValidationError, ValueError) as exc:
+            await self._refuse(delivery, "unreadable", describe_error(exc))
+            return
+        if isinstance(received, Barrier):
+            await self._pass_barrier(delivery, received)
+            return
+        if received.service != self.worker.service:
+            await self._refuse(
+                delivery,
+                "another service",
+                f"a task for {received.service!r} reached a worker of {self.worker.service!r}",
+            )
+            return
+        await self._run_task(delivery, received)
+
+    async def _run_task(self, delivery: AbstractIncomingMessage, task: Task) -> None:
+        run_key = (task.job_id, task.attempt)
+        if run_key in self._finished:
+            log.info("job %s: its outcome was already reported; acking the redelivery", task.job_id)
+            await settle(delivery, "ack")
+            return
+        current = asyncio.current_task()
+        if current is not None:
+            self._jobs[current] = task.job_id
+        assert self._runs is not None
+        try:
+            outcome = await self._runs.execute(task)
+            if isinstance(outcome, Retrying):
+                await self._retry_later(task, outcome)
+            else:
+                await self._publish(outcome)
+                await call_back(task, outcome, self.url_policy)
+        except asyncio.CancelledError:
+            log.warning("job %s handed back to the queue", task.job_id)
+            await asyncio.shield(settle(delivery, "requeue"))
+            raise
+        except PUBLISH_ERRORS:
+            log.exception(
+                "job %s: its outcome was not confirmed; handing the task back", task.job_id
+            )
+            await settle(delivery, "requeue")
+            return
+        self._finished[run_key] = None
+        while len(self._finished) > FINISHED_MEMORY:
+            self._finished.popitem(last=False)
+        await settle(delivery, "ack")
+
+    async def _refuse(self, delivery: AbstractIncomingMessage, why: Refusal, detail: str) -> None:
+        """Dead-letter a task with the reason in a header, so the gateway can say it; if that
+        publish fails, reject it (the queue dead-letters it without the reason)."""
+        log.error("refusing message %s (%s): %s", delivery.message_id, why, detail)
+        assert self._exchanges is not None
+        outgoing = message(
+            delivery.body, type=delivery.type or "task", correlation_id=delivery.correlation_id
+        )
+        outgoing.headers = {REFUSED_HEADER: f"{why}: {detail}"[:1000]}
+        try:
+            await publish(
+                self._exchanges.dead_letter,
+                outgoing,
+                delivery.routing_key or self.worker.service,
+                timeout=self.worker.publish_timeout,
+            )
+        except PUBLISH_ERRORS:
+            await settle(delivery, "reject")
+            return
+        await settle(delivery, "ack")
+
+    async def _pass_barrier(self, delivery: AbstractIncomingMessage, barrier: Barrier) -> None:
+        passed = BarrierPassed(
+            barrier_id=barrier.barrier_id, service=barrier.service, worker_id=self.worker_id
+        )
+        try:
+            await self._publish(passed)
+        except PUBLISH_ERRORS:
+            await settle(delivery, "requeue")
+            return
+        await settle(delivery, "ack")
+
+    async def _retry_later(self, task: Task, retrying: Retrying) -> None:
+        """Park a copy of the task (next attempt) in the holding queue of its delay, then say
+        so; both confirmed before the original is acked."""
+        assert self._channel is not None
+        tier = retry_tier(retrying.delay)
+        if tier not in self._retry_queues:
+            self._retry_queues[tier] = await declare_retry_queue(
+                self._channel, self.topology, task.service, tier
+            )
+        copy = task.model_copy(update={"attempt": retrying.attempt})
+        outgoing = message(copy.to_bytes(), type="task", correlation_id=str(task.job_id))
+        await publish(
+            self._channel.default_exchange,
+            outgoing,
+            self._retry_queues[tier],
+            timeout=self.worker.publish_timeout,
+        )
+        log.info("job %s: attempt %d in %ds", task.job_id, retrying.attempt, tier)
+        await self._publish(retrying)
+
+    async def _on_control(self, delivery: AbstractIncomingMessage) -> None:
+        try:
+            request = CancelRequest.model_validate_json(delivery.body)
+            check_schema(request)
+        except (ValidationError, NewerSchema):
+            log.warning("ignoring an unreadable control message")
+            return
+        self.cancel(request.job_id)
+
+    async def _publish(
+        self, event: JobEvent | Heartbeat | BarrierPassed, *, expiration: float | None = None
+    ) -> None:
+        assert self._exchanges is not None
+        job_id = getattr(event, "job_id", None)
+        outgoing = message(
+            event.to_bytes(),
+            type=event.kind,
+            correlation_id=str(job_id) if job_id is not None else None,
+            expiration=expiration,
+        )
+        await publish(
+            self._exchanges.events,
+            outgoing,
+            f"{event.service}.{event.kind}",
+            timeout=self.worker.publish_timeout,
+        )
+
+    async def _heartbeats(self) -> None:
+        """Announce the worker, and watch its channel (the watchdog behind reconnect_after)."""
+        interval = self.worker.heartbeat_interval
+        supervisor = Supervisor(self.worker.reconnect_after)
+        while True:
+            if supervisor.due(self._channel is not None and self._channel.is_closed):
+                self._lost.set()
+            beat = Heartbeat(
+                worker_id=self.worker_id,
+                service=self.worker.service,
+                version=self.worker.version,
+                host=self.host,
+                concurrency=self.concurrency,
+                running=[j for j in self._jobs.values() if j.int],
+            )
+            try:
+                await self._publish(beat, expiration=interval * 3)
+            except PUBLISH_ERRORS as exc:
+                log.warning("heartbeat not published: %r", exc)
+            await asyncio.sleep(min(interval, supervisor.period))  # the period
