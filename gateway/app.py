@@ -155,6 +155,8 @@ def create_app(
                     sweeper=sweeper,
                     metrics=changes.metrics,
                     inputs=inputs,
+                    recovery=recovery,
+                    watch=watch,
                 )
             }
 

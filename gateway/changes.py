@@ -26,5 +26,6 @@ class Changes:
         self.metrics.observe(record)
 
     def seen(self, record: JobRecord) -> None:
-        """Another process changed the job (read back here): tell local waiters only."""
+        """A change that is no transition (a purge), or one another process made and this one
+        read back: tell local waiters and streams only."""
         self.watch.notify(record)

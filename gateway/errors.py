@@ -281,9 +281,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}.get(
-            exc.status_code, f"http-{exc.status_code}"
-        )
+        code = {
+            400: "invalid-request",
+            404: "not-found",
+            405: "method-not-allowed",
+            413: "body-too-large",
+        }.get(exc.status_code, f"http-{exc.status_code}")
         problem = Problem(
             type=f"urn:service-gateway:error:{code}",
             title=str(exc.detail),

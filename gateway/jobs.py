@@ -295,7 +295,7 @@ class JobService:
         purged = await self._store.purge(job_id, at=datetime.now(UTC))
         if purged is None:
             return await self.get(job_id, principal)
-        self._changes.made(purged)
+        self._changes.seen(purged)
         return purged
 
     async def _cancel_active(self, record: JobRecord) -> JobRecord | None:

@@ -105,6 +105,17 @@ class Recovery:
             if barrier.id == barrier_id and not barrier.passed.is_set():
                 barrier.passed_at = asyncio.get_running_loop().time()
                 barrier.passed.set()
+                self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Barriers in flight."""
+        return len(self._barriers)
+
+    def _barrier_due(self, now: float) -> bool:
+        return any(
+            b.passed.is_set() and now - b.passed_at >= self._grace for b in self._barriers.values()
+        )
 
     async def run(self) -> None:
         """Mark and recover until cancelled; the first pass runs at once."""
@@ -113,7 +124,8 @@ class Recovery:
         try:
             while True:
                 await self._flush_marks()
-                if loop.time() >= next_pass or self._wake.is_set():
+                now = loop.time()
+                if now >= next_pass or self._wake.is_set() or self._barrier_due(now):
                     self._wake.clear()
                     await self._pass()
                     next_pass = loop.time() + self._interval

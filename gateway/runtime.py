@@ -15,9 +15,11 @@ from gateway.catalogue import Catalogue
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
 from gateway.metrics import Metrics
+from gateway.recovery import Recovery
 from gateway.settings import Settings
 from gateway.store import JobRecord, JobStore
 from gateway.sweeper import Sweeper
+from gateway.watch import JobWatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +33,8 @@ class Runtime:
     sweeper: Sweeper
     metrics: Metrics
     inputs: InputChecker
+    recovery: Recovery
+    watch: JobWatch
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies on its

@@ -76,6 +76,20 @@ services:
     title: Kept briefly
     version: "1.0.0"
     retention: 60
+  counted:
+    title: Counts its completions
+    version: "1.0.0"
+  fetcher:
+    title: Takes a URL
+    version: "1.0.0"
+    inputs:
+      type: object
+      properties:
+        url: {type: string, format: uri}
+  bigresult:
+    title: Returns what it is asked to
+    version: "1.0.0"
+    max_result_bytes: 1000
 """
 
 

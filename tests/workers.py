@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,29 @@ drifted = Worker("slow", version="0.9.0")
 @drifted.handler
 async def drifted_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
     return await slow_handler(ctx, inputs)
+
+
+# Counts how often its handler ran to completion, per job: a job must complete once.
+completions: Counter[str] = Counter()
+counted = Worker("counted", version="1.0.0", heartbeat_interval=1.0, shutdown_grace=5)
+
+
+@counted.handler
+async def counted_handler(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    completions[str(ctx.job_id)] += 1
+    return {"n": inputs.get("n")}
+
+
+# Returns the value it is given (a result as large, deep or strange as a test needs).
+bigresult_calls: Counter[str] = Counter()
+bigresult = Worker("bigresult", version="1.0.0")
+
+
+@bigresult.handler
+async def bigresult_handler(ctx: JobContext, inputs: dict[str, Any]) -> Any:
+    bigresult_calls[str(ctx.job_id)] += 1
+    if "size" in inputs:
+        return {"blob": "x" * int(inputs["size"])}
+    if inputs.get("nan"):
+        return {"value": float("nan")}
+    return inputs.get("value")

@@ -287,7 +287,7 @@ class Session:
             await publish(
                 self._exchanges.dead_letter,
                 outgoing,
-                delivery.routing_key or self.worker.service,
+                self.worker.service,  # the dead-letter queue is bound by service id
                 timeout=self.worker.publish_timeout,
             )
         except PUBLISH_ERRORS:

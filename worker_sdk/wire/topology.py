@@ -86,11 +86,14 @@ class TaskQueueOptions:
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
     max_length: int | None = None
 
-    def arguments(self, topology: Topology) -> FieldTable:
+    def arguments(self, topology: Topology, service: str) -> FieldTable:
+        """The queue's arguments; its dead letters are routed by the service id, however a
+        message reached the queue."""
         args: FieldTable = {
             "x-queue-type": "quorum",
             "x-delivery-limit": self.delivery_limit,
             "x-dead-letter-exchange": topology.dead_letter_exchange,
+            "x-dead-letter-routing-key": service,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
@@ -145,7 +148,7 @@ async def declare_task_queue(
     queue = await declare_queue(
         channel,
         topology.task_queue(service),
-        options.arguments(topology),
+        options.arguments(topology, service),
         what="align the catalogue's delivery_limit/max_queued with it, or delete the queue",
     )
     await queue.bind(topology.tasks_exchange, routing_key=service)
