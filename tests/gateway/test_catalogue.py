@@ -110,3 +110,61 @@ def test_check_command_reports_bad_settings(
     monkeypatch.delenv("SG_AMQP_URL")
     assert main(["check"]) == 1
     assert "SG_JWT_SECRET" in capsys.readouterr().out
+
+
+def test_the_platform_block_is_optional_and_normalised() -> None:
+    bare = parse_catalogue("services:\n  a:\n    title: A\n    version: '1'\n")
+    assert bare.platform.institution is None
+    assert bare.platform.pages == {}
+    text = (
+        "platform:\n"
+        "  institution: CRIM\n"
+        "  releaseTime: 2026-01-15\n"  # YAML reads a date
+        "  supportEmail: help@example.org\n"
+        "  tags: 'audio, video'\n"
+        "  pages: {source: ',204', doc: 'https://example.org/doc', tryme: tryme.html}\n"
+        "services:\n"
+        "  a:\n"
+        "    title: A\n"
+        "    version: '1'\n"
+        "    canarie: {releaseTime: '2026-02-01T12:00:00+02:00'}\n"
+    )
+    catalogue = parse_catalogue(text)
+    assert catalogue.platform.release_time == "2026-01-15T00:00:00Z"
+    assert catalogue.platform.tags == ("audio", "video")
+    spec = catalogue.get("a")
+    assert spec is not None
+    assert spec.canarie.release_time == "2026-02-01T10:00:00Z"
+
+
+def test_platform_errors_name_the_field_and_the_line() -> None:
+    text = (
+        "services:\n"
+        "  a:\n"
+        "    title: A\n"
+        "    version: '1'\n"
+        "platform:\n"
+        "  releaseTime: last tuesday\n"
+        "  supportEmail: nobody\n"
+        "  colour: blue\n"
+        "  pages:\n"
+        "    license: https://example.org/licence\n"
+        "    doc: ../../etc/passwd.html\n"
+        "    source: 'hidden,999'\n"
+    )
+    with pytest.raises(CatalogueError) as caught:
+        parse_catalogue(text, source="services.yaml")
+    problems = caught.value.problems
+    expected = {
+        6: "releaseTime",
+        7: "supportEmail",
+        8: "colour",
+        10: "pages.license",
+        11: "pages.doc",
+        12: "pages.source",
+    }
+    for line, field in expected.items():
+        assert any(
+            p.startswith("platform: ") and f"line {line}:" in p and field in p for p in problems
+        ), (line, problems)
+
