@@ -168,3 +168,33 @@ def test_platform_errors_name_the_field_and_the_line() -> None:
             p.startswith("platform: ") and f"line {line}:" in p and field in p for p in problems
         ), (line, problems)
 
+
+def test_check_command_refuses_pages_it_cannot_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SG_JWT_SECRET", "s" * 32)
+    catalogue = tmp_path / "services.yaml"
+    catalogue.write_text(
+        "platform: {pages: {doc: platform.html}}\n"
+        "services:\n  a:\n    title: A\n    version: '1'\n"
+        "    canarie: {pages: {tryme: tryme.html}}\n"
+    )
+    assert main(["check", "--catalogue", str(catalogue)]) == 1
+    assert "SG_CANARIE_TEMPLATES is not set" in capsys.readouterr().out
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "platform.html").write_text("<p>{{ platform.name }}</p>")
+    (templates / "tryme.html").write_text("{% if %}")
+    monkeypatch.setenv("SG_CANARIE_TEMPLATES", str(templates))
+    assert main(["check", "--catalogue", str(catalogue)]) == 1
+    out = capsys.readouterr().out
+    assert "service 'a': page 'tryme'" in out
+    assert "platform" not in out.split("cannot be served")[1]
+
+    (templates / "tryme.html").write_text("<p>{{ service.title }}</p>")
+    assert main(["check", "--catalogue", str(catalogue)]) == 0
+    out = capsys.readouterr().out
+    assert "configuration OK" in out
+    assert "platform.institution is not set" in out
+    assert "platform.supportEmail is not set" in out
