@@ -35,6 +35,7 @@ from gateway.canarie import (
 from gateway.catalogue import ServiceSpec
 from gateway.errors import ServiceUnavailable, UnknownProcess, responses
 from gateway.jobs import SUBMISSIONS
+from gateway.negotiation import best_match
 from gateway.pages import PageName, PageSource, page_templates
 from gateway.runtime import RuntimeDep
 from gateway.store import StoreError
@@ -53,49 +54,13 @@ PAGE_TITLES = {
     "provenance": "provenance",
     "factsheet": "factsheet",
 }
-# An Accept header longer than this is read only this far: what matters comes first, and the
-# default (HTML) is what a cut-off entry yields.
-MAX_ACCEPT = 4096
 _NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 def wants_json(accept: str | None) -> bool:
-    """Whether ``Accept`` prefers JSON to HTML (CANARIE: HTML is the default).
-
-    Each media type takes the quality of the most specific range that matches it
-    (RFC 9110 §12.5.1): ``application/json`` over ``application/*`` over ``*/*``. JSON wins
-    only with a higher quality than HTML. Never raises: an unreadable ``q`` drops its entry,
-    anything else unreadable is ignored.
-    """
-    if not accept:
-        return False
-    ranges: dict[str, float] = {}
-    for entry in accept[:MAX_ACCEPT].split(","):
-        media, _, params = entry.partition(";")
-        media = media.strip().lower()
-        if media.count("/") != 1:
-            continue
-        quality = 1.0
-        for param in params.split(";"):
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value.strip())
-                except ValueError:
-                    quality = -1.0
-                if not 0.0 <= quality <= 1.0:  # also NaN
-                    quality = -1.0
-        if quality >= 0.0:
-            ranges[media] = max(quality, ranges.get(media, 0.0))
-
-    def quality_of(kind: str) -> float:
-        for candidate in (kind, kind.split("/")[0] + "/*", "*/*"):
-            if candidate in ranges:
-                return ranges[candidate]
-        return 0.0
-
-    json_q = quality_of("application/json")
-    return json_q > 0.0 and json_q > quality_of("text/html")
+    """Whether ``Accept`` prefers JSON to HTML. HTML is offered first, so it wins a tie, and
+    no header, ``*/*`` or an unreadable one gives HTML, as CANARIE requires."""
+    return best_match(accept, ["text/html", "application/json"]) == "application/json"
 
 
 def _links(request: Request) -> Links:
