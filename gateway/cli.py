@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.auth import AuthConfigError, check_auth_settings, mint_token
-from gateway.catalogue import CatalogueError, load_catalogue
+from gateway.canarie import DEFAULT_INSTITUTION, page_problems, unset_platform_fields
+from gateway.catalogue import Catalogue, CatalogueError, load_catalogue
 from gateway.settings import Settings
 from worker_sdk import Worker
 
@@ -47,12 +48,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     try:
         check_auth_settings(settings)
-        load_catalogue(settings.catalogue)
+        catalogue = load_catalogue(settings.catalogue)
     except AuthConfigError as exc:
         console.print(f"[red]invalid settings: {exc}[/red]", markup=True)
         return 2
     except CatalogueError as exc:
         _print_catalogue_error(console, exc)
+        return 2
+    if not _pages_ok(console, catalogue, settings):
         return 2
     uvicorn.run(
         "gateway.app:app_factory",
@@ -85,6 +88,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except CatalogueError as exc:
         _print_catalogue_error(console, exc)
         return 1
+    if not _pages_ok(console, catalogue, settings):
+        return 1
     table = Table(title=f"{path}: {len(catalogue)} service(s)")
     for column in (
         "id",
@@ -109,8 +114,22 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"broker {settings.amqp_url.split('@')[-1]}, namespace {settings.namespace!r}, "
         f"store {settings.store_url}"
     )
+    for name in unset_platform_fields(catalogue):
+        shown = "an empty address" if name == "supportEmail" else repr(DEFAULT_INSTITUTION)
+        console.print(
+            f"[yellow]platform.{name} is not set: the CANARIE info reports {shown}[/yellow]"
+        )
     console.print("[green]configuration OK[/green]")
     return 0
+
+
+def _pages_ok(console: Console, catalogue: Catalogue, settings: Settings) -> bool:
+    problems = page_problems(catalogue, settings.canarie_templates)
+    if problems:
+        console.print("[red]CANARIE pages that cannot be served[/red]")
+        for problem in problems:
+            console.print(f"  {problem}", markup=False)
+    return not problems
 
 
 def _print_catalogue_error(console: Console, exc: CatalogueError) -> None:

@@ -216,6 +216,12 @@ class Settings(BaseSettings):
         description="Where workers upload derived files (sent as misc.upload_url).",
     )
 
+    canarie_templates: Path | None = Field(
+        default=None,
+        description="Directory of the CANARIE page templates: a page value such as `doc.html` "
+        "names a file in it, rendered in a Jinja2 sandbox.",
+    )
+
     # URL inputs (SSRF policy)
     url_schemes: CommaList = Field(
         default=("http", "https"), description="Schemes allowed in URL inputs."

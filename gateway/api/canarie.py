@@ -3,65 +3,108 @@
 Every route is public, answers HEAD, and answers HTML unless the client prefers JSON (CANARIE
 requires HTML by default). ``info`` and ``stats`` come from the catalogue and the store;
 ``stats`` answers 503 when the broker or the store is down, as the CANARIE specification asks
-(the old gateway never did). The doc pages come from each service's ``canarie.pages``: a URL
-is a redirect, ``"text,status"`` that response; ``source`` is 204 when not given.
+(the old gateway never did). Each page is the operator's (``canarie.pages`` of a service,
+``platform.pages``: a URL redirects, a template name is rendered in a sandbox, ``"text,status"``
+is sent as is) or else generated from the catalogue; ``source`` is 204 unless configured.
+
+Service routes answer under ``/{service}/service/`` and the old short form ``/{service}/``;
+platform routes under ``/platform/`` and ``/service/``. Only the first of each is in the
+OpenAPI document; HEAD is never listed there.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from fastapi.templating import Jinja2Templates
 
+from gateway.api.html import html_response, new_nonce, security_headers
 from gateway.broker import BrokerDown
+from gateway.canarie import (
+    Links,
+    configured_page,
+    platform_context,
+    platform_info,
+    platform_services,
+    service_context,
+    service_info,
+)
 from gateway.catalogue import ServiceSpec
 from gateway.errors import ServiceUnavailable, UnknownProcess, responses
 from gateway.jobs import SUBMISSIONS
+from gateway.negotiation import best_match
+from gateway.pages import PageName, PageSource, page_templates
 from gateway.runtime import RuntimeDep
 from gateway.store import StoreError
 
+log = logging.getLogger("gateway.canarie")
 router = APIRouter(tags=["CANARIE monitoring"])
-templates = Jinja2Templates(directory=Path(__file__).resolve().parent.parent / "templates")
 
-Page = Literal[
-    "doc", "releasenotes", "support", "source", "tryme", "licence", "provenance", "factsheet"
-]
 AcceptHeader = Annotated[str | None, Header(alias="accept", include_in_schema=False)]
-PLATFORM_NAME = "Service Gateway"
-API_VERSION = "0.1.0"
+PAGE_TITLES = {
+    "doc": "documentation",
+    "releasenotes": "release notes",
+    "support": "support",
+    "source": "source",
+    "tryme": "try me",
+    "licence": "licence",
+    "provenance": "provenance",
+    "factsheet": "factsheet",
+}
+_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 def wants_json(accept: str | None) -> bool:
-    """JSON only when asked for above HTML (CANARIE: HTML is the default)."""
-    if not accept:
-        return False
-    quality: dict[str, float] = {}
-    for part in accept.split(","):
-        media, *params = (p.strip() for p in part.split(";"))
-        q = 1.0
-        for param in params:
-            if param.startswith("q="):
-                try:
-                    q = float(param[2:])
-                except ValueError:
-                    q = 0.0
-        quality[media.lower()] = max(q, quality.get(media.lower(), 0.0))
-    json_q = quality.get("application/json", 0.0)
-    html_q = max(quality.get("text/html", 0.0), quality.get("text/*", 0.0))
-    return json_q > 0 and json_q > html_q
+    """Whether ``Accept`` prefers JSON to HTML. HTML is offered first, so it wins a tie, and
+    no header, ``*/*`` or an unreadable one gives HTML, as CANARIE requires."""
+    return best_match(accept, ["text/html", "application/json"]) == "application/json"
 
 
-def _render(request: Request, accept: str | None, title: str, body: dict[str, Any]) -> Response:
-    if wants_json(accept):
-        return JSONResponse(body)
-    response: Response = templates.TemplateResponse(
-        request, "canarie.html", {"title": title, "fields": body}
+def _links(request: Request) -> Links:
+    base = str(request.base_url).rstrip("/")
+    docs = request.app.docs_url
+    return Links(
+        base=base,
+        swagger_execute=_swagger_execute(request, base),
+        docs=f"{base}{docs}" if docs else None,
     )
-    return response
+
+
+def _swagger_execute(request: Request, base: str) -> str | None:
+    """Swagger UI's deep link to the execute operation: ``#/{tag}/{operationId}``, read from
+    this application's OpenAPI document (FastAPI turns Swagger UI's ``deepLinking`` on)."""
+    app = request.app
+    if not app.docs_url:
+        return None
+    paths: dict[str, Any] = app.openapi().get("paths", {})
+    for path, operations in paths.items():
+        post = operations.get("post")
+        if path.startswith("/processes/") and path.endswith("/execution") and post:
+            tag = (post.get("tags") or ["default"])[0]
+            # Swagger UI's createDeepLinkPath: trimmed, whitespace as %20.
+            anchor = "/".join("%20".join(str(part).split()) for part in (tag, post["operationId"]))
+            return f"{base}{app.docs_url}#/{anchor}"
+    return None
+
+
+def _fields(
+    request: Request, accept: str | None, title: str, body: dict[str, Any], service: str | None
+) -> Response:
+    """``info`` and ``stats``: JSON when preferred, else a table in the layout."""
+    if wants_json(accept):
+        return JSONResponse(body, headers=_NOSNIFF)
+    links = _links(request)
+    context = {
+        "title": title,
+        "fields": body,
+        "service": service,
+        "links": links.service(service) if service else links.platform(),
+        "platform_links": links.platform(),
+    }
+    return html_response(request, "canarie_fields.html", context)
 
 
 def _service(runtime: RuntimeDep, service: str) -> ServiceSpec:
@@ -71,25 +114,12 @@ def _service(runtime: RuntimeDep, service: str) -> ServiceSpec:
     return spec
 
 
-async def _info(runtime: RuntimeDep, spec: ServiceSpec) -> dict[str, Any]:
+async def _active_workers(runtime: RuntimeDep, spec: ServiceSpec) -> int:
     since = datetime.now(UTC) - timedelta(seconds=runtime.settings.heartbeat_silence)
     try:
-        workers = await runtime.store.active_workers(spec.id, since=since)
+        return await runtime.store.active_workers(spec.id, since=since)
     except StoreError as exc:
         raise ServiceUnavailable(f"the job store does not answer: {exc}") from exc
-    meta = spec.canarie
-    return {
-        "name": meta.name or spec.title,
-        "synopsis": meta.synopsis or spec.description,
-        "version": spec.version,
-        "institution": meta.institution,
-        "releaseTime": meta.release_time,
-        "researchSubject": meta.research_subject,
-        "supportEmail": meta.support_email,
-        "category": meta.category,
-        "tags": list(meta.tags),
-        "activeWorkers": workers,
-    }
 
 
 async def _stats(runtime: RuntimeDep, services: list[ServiceSpec]) -> dict[str, Any]:
@@ -107,22 +137,42 @@ async def _stats(runtime: RuntimeDep, services: list[ServiceSpec]) -> dict[str, 
     }
 
 
-def _page(spec: ServiceSpec | None, page: Page) -> Response:
-    source = spec.canarie.pages.get(page) if spec is not None else None
+def _page(
+    request: Request,
+    runtime: RuntimeDep,
+    page: PageName,
+    source: PageSource | None,
+    context: dict[str, Any],
+    title: str,
+) -> Response:
+    context = {**context, "page": page, "title": f"{title}: {PAGE_TITLES[page]}"}
     if source is None:
         if page == "source":
-            return Response(status_code=204)
-        raise UnknownProcess(f"no {page} page for {spec.id if spec else 'the platform'}")
-    if source.startswith(("http://", "https://")):
-        return RedirectResponse(source, status_code=302)
-    text, _, status = source.rpartition(",")
-    if status.isdigit():
-        return (
-            HTMLResponse(text, status_code=int(status))
-            if text
-            else Response(status_code=int(status))
+            return Response(status_code=204, headers=_NOSNIFF)
+        return html_response(request, f"canarie_{page}.html", context)
+    if source.kind == "redirect":
+        return RedirectResponse(source.value, status_code=302, headers=_NOSNIFF)
+    nonce = new_nonce()
+    if source.kind == "text":
+        if not source.value or source.status in (204, 304):
+            return Response(status_code=source.status, headers=_NOSNIFF)
+        return HTMLResponse(
+            source.value, status_code=source.status, headers=security_headers(nonce)
         )
-    return HTMLResponse(source)
+    directory = runtime.settings.canarie_templates
+    if directory is None:
+        log.error(
+            "the %s page names template %r but SG_CANARIE_TEMPLATES is not set", page, source.value
+        )
+        raise ServiceUnavailable(f"the {page} page cannot be rendered (see the gateway's log)")
+    try:
+        text = page_templates(directory).render(source.value, {**context, "csp_nonce": nonce})
+    except Exception:  # the sandbox's refusals, and whatever a template's expressions raise
+        log.exception("the %s page template %r cannot be rendered", page, source.value)
+        raise ServiceUnavailable(
+            f"the {page} page cannot be rendered (see the gateway's log)"
+        ) from None
+    return HTMLResponse(text, headers=security_headers(nonce))
 
 
 HTML_OR_JSON: dict[int | str, dict[str, Any]] = {
@@ -130,71 +180,104 @@ HTML_OR_JSON: dict[int | str, dict[str, Any]] = {
         "description": "HTML unless the client prefers JSON.",
         "content": {"text/html": {"schema": {"type": "string"}}, "application/json": {}},
     },
-    **responses(UnknownProcess),
 }
-STATS = {**HTML_OR_JSON, **responses(ServiceUnavailable)}
+SERVICE_INFO = {**HTML_OR_JSON, **responses(UnknownProcess, ServiceUnavailable)}
+STATS = {**HTML_OR_JSON, **responses(UnknownProcess, ServiceUnavailable)}
+PLATFORM_STATS = {**HTML_OR_JSON, **responses(ServiceUnavailable)}
 PAGES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
     204: {"description": "Not public (source) or empty."},
     302: {"description": "The page lives elsewhere."},
-    **responses(UnknownProcess),
+    **responses(ServiceUnavailable),
 }
+SERVICE_PAGES = {**PAGES, **responses(UnknownProcess, ServiceUnavailable)}
 
 
-def _route(path: str, endpoint: Any, summary: str, documented: dict[int | str, Any]) -> None:
-    """GET in the OpenAPI document, and HEAD beside it (CANARIE asks for HEAD everywhere)."""
-    router.add_api_route(path, endpoint, methods=["GET"], summary=summary, responses=documented)
-    router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+# The platform routes come first: /platform/... and /service/... must not be read as a
+# service called "platform" or "service". Within each family, info and stats come before
+# the {page} route that would otherwise answer their paths with 422.
 
 
-def _service_routes(prefix: str) -> None:
-    async def service_info(
-        service: str, request: Request, runtime: RuntimeDep, accept: AcceptHeader = None
-    ) -> Response:
-        spec = _service(runtime, service)
-        return _render(request, accept, f"{spec.title}: info", await _info(runtime, spec))
-
-    async def service_stats(
-        service: str, request: Request, runtime: RuntimeDep, accept: AcceptHeader = None
-    ) -> Response:
-        spec = _service(runtime, service)
-        return _render(request, accept, f"{spec.title}: stats", await _stats(runtime, [spec]))
-
-    async def service_page(service: str, page: Page, runtime: RuntimeDep) -> Response:
-        return _page(_service(runtime, service), page)
-
-    _route(f"{prefix}/info", service_info, "CANARIE service info", HTML_OR_JSON)
-    _route(f"{prefix}/stats", service_stats, "CANARIE service stats", STATS)
-    _route(f"{prefix}/{{page}}", service_page, "CANARIE service page", PAGES)
+@router.get("/platform/info", summary="CANARIE platform info", responses=HTML_OR_JSON)
+@router.get("/service/info", include_in_schema=False)
+@router.head("/platform/info", include_in_schema=False)
+@router.head("/service/info", include_in_schema=False)
+async def platform_info_route(
+    request: Request, runtime: RuntimeDep, accept: AcceptHeader = None
+) -> Response:
+    """The platform: name, synopsis, version, institution, releaseTime, researchSubject,
+    supportEmail, tags, and its services with links."""
+    links = _links(request)
+    body = platform_info(runtime.catalogue)
+    body["services"] = platform_services(runtime.catalogue, links)
+    return _fields(request, accept, f"{body['name']}: info", body, None)
 
 
-def _platform_routes(prefix: str) -> None:
-    async def platform_info(
-        request: Request, runtime: RuntimeDep, accept: AcceptHeader = None
-    ) -> Response:
-        body = {
-            "name": PLATFORM_NAME,
-            "synopsis": "A job gateway for CPU-heavy research services.",
-            "version": API_VERSION,
-            "services": [s.id for s in runtime.catalogue],
-        }
-        return _render(request, accept, f"{PLATFORM_NAME}: info", body)
-
-    async def platform_stats(
-        request: Request, runtime: RuntimeDep, accept: AcceptHeader = None
-    ) -> Response:
-        body = await _stats(runtime, list(runtime.catalogue))
-        return _render(request, accept, f"{PLATFORM_NAME}: stats", body)
-
-    async def platform_page(page: Page) -> Response:
-        return _page(None, page)
-
-    _route(f"{prefix}/info", platform_info, "CANARIE platform info", HTML_OR_JSON)
-    _route(f"{prefix}/stats", platform_stats, "CANARIE platform stats", STATS)
-    _route(f"{prefix}/{{page}}", platform_page, "CANARIE platform page", PAGES)
+@router.get("/platform/stats", summary="CANARIE platform stats", responses=PLATFORM_STATS)
+@router.get("/service/stats", include_in_schema=False)
+@router.head("/platform/stats", include_in_schema=False)
+@router.head("/service/stats", include_in_schema=False)
+async def platform_stats_route(
+    request: Request, runtime: RuntimeDep, accept: AcceptHeader = None
+) -> Response:
+    """Submissions to every service since ``lastReset``; 503 when a dependency is down."""
+    body = await _stats(runtime, list(runtime.catalogue))
+    name = platform_info(runtime.catalogue)["name"]
+    return _fields(request, accept, f"{name}: stats", body, None)
 
 
-for _prefix in ("/platform", "/service"):
-    _platform_routes(_prefix)
-for _prefix in ("/{service}/service", "/{service}"):
-    _service_routes(_prefix)
+@router.get("/platform/{page}", summary="CANARIE platform page", responses=PAGES)
+@router.get("/service/{page}", include_in_schema=False)
+@router.head("/platform/{page}", include_in_schema=False)
+@router.head("/service/{page}", include_in_schema=False)
+async def platform_page_route(page: PageName, request: Request, runtime: RuntimeDep) -> Response:
+    """The platform's page: configured in ``platform.pages``, else generated."""
+    catalogue = runtime.catalogue
+    context = platform_context(catalogue, _links(request))
+    source = configured_page(None, page, catalogue.platform)
+    return _page(request, runtime, page, source, context, context["platform"]["name"])
+
+
+@router.get("/{service}/service/info", summary="CANARIE service info", responses=SERVICE_INFO)
+@router.get("/{service}/info", include_in_schema=False)
+@router.head("/{service}/service/info", include_in_schema=False)
+@router.head("/{service}/info", include_in_schema=False)
+async def service_info_route(
+    service: str, request: Request, runtime: RuntimeDep, accept: AcceptHeader = None
+) -> Response:
+    """The service: name, synopsis, version, institution, releaseTime, researchSubject,
+    supportEmail, category, tags, and ``activeWorkers`` (workers heard from lately)."""
+    spec = _service(runtime, service)
+    body = service_info(spec, runtime.catalogue)
+    body["activeWorkers"] = await _active_workers(runtime, spec)
+    return _fields(request, accept, f"{body['name']}: info", body, spec.id)
+
+
+@router.get("/{service}/service/stats", summary="CANARIE service stats", responses=STATS)
+@router.get("/{service}/stats", include_in_schema=False)
+@router.head("/{service}/service/stats", include_in_schema=False)
+@router.head("/{service}/stats", include_in_schema=False)
+async def service_stats_route(
+    service: str, request: Request, runtime: RuntimeDep, accept: AcceptHeader = None
+) -> Response:
+    """Submissions to the service since ``lastReset``; 503 when a dependency is down."""
+    spec = _service(runtime, service)
+    body = await _stats(runtime, [spec])
+    name = service_info(spec, runtime.catalogue)["name"]
+    return _fields(request, accept, f"{name}: stats", body, spec.id)
+
+
+@router.get("/{service}/service/{page}", summary="CANARIE service page", responses=SERVICE_PAGES)
+@router.get("/{service}/{page}", include_in_schema=False)
+@router.head("/{service}/service/{page}", include_in_schema=False)
+@router.head("/{service}/{page}", include_in_schema=False)
+async def service_page_route(
+    service: str, page: PageName, request: Request, runtime: RuntimeDep
+) -> Response:
+    """The service's page: configured in its ``canarie.pages`` (licence and provenance also
+    in ``platform.pages``), else generated from the catalogue."""
+    spec = _service(runtime, service)
+    catalogue = runtime.catalogue
+    context = service_context(spec, catalogue, _links(request))
+    source = configured_page(spec, page, catalogue.platform)
+    return _page(request, runtime, page, source, context, context["service"]["info"]["name"])

@@ -110,3 +110,91 @@ def test_check_command_reports_bad_settings(
     monkeypatch.delenv("SG_AMQP_URL")
     assert main(["check"]) == 1
     assert "SG_JWT_SECRET" in capsys.readouterr().out
+
+
+def test_the_platform_block_is_optional_and_normalised() -> None:
+    bare = parse_catalogue("services:\n  a:\n    title: A\n    version: '1'\n")
+    assert bare.platform.institution is None
+    assert bare.platform.pages == {}
+    text = (
+        "platform:\n"
+        "  institution: CRIM\n"
+        "  releaseTime: 2026-01-15\n"  # YAML reads a date
+        "  supportEmail: help@example.org\n"
+        "  tags: 'audio, video'\n"
+        "  pages: {source: ',204', doc: 'https://example.org/doc', tryme: tryme.html}\n"
+        "services:\n"
+        "  a:\n"
+        "    title: A\n"
+        "    version: '1'\n"
+        "    canarie: {releaseTime: '2026-02-01T12:00:00+02:00'}\n"
+    )
+    catalogue = parse_catalogue(text)
+    assert catalogue.platform.release_time == "2026-01-15T00:00:00Z"
+    assert catalogue.platform.tags == ("audio", "video")
+    spec = catalogue.get("a")
+    assert spec is not None
+    assert spec.canarie.release_time == "2026-02-01T10:00:00Z"
+
+
+def test_platform_errors_name_the_field_and_the_line() -> None:
+    text = (
+        "services:\n"
+        "  a:\n"
+        "    title: A\n"
+        "    version: '1'\n"
+        "platform:\n"
+        "  releaseTime: last tuesday\n"
+        "  supportEmail: nobody\n"
+        "  colour: blue\n"
+        "  pages:\n"
+        "    license: https://example.org/licence\n"
+        "    doc: ../../etc/passwd.html\n"
+        "    source: 'hidden,999'\n"
+    )
+    with pytest.raises(CatalogueError) as caught:
+        parse_catalogue(text, source="services.yaml")
+    problems = caught.value.problems
+    expected = {
+        6: "releaseTime",
+        7: "supportEmail",
+        8: "colour",
+        10: "pages.license",
+        11: "pages.doc",
+        12: "pages.source",
+    }
+    for line, field in expected.items():
+        assert any(
+            p.startswith("platform: ") and f"line {line}:" in p and field in p for p in problems
+        ), (line, problems)
+
+
+def test_check_command_refuses_pages_it_cannot_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SG_JWT_SECRET", "s" * 32)
+    catalogue = tmp_path / "services.yaml"
+    catalogue.write_text(
+        "platform: {pages: {doc: platform.html}}\n"
+        "services:\n  a:\n    title: A\n    version: '1'\n"
+        "    canarie: {pages: {tryme: tryme.html}}\n"
+    )
+    assert main(["check", "--catalogue", str(catalogue)]) == 1
+    assert "SG_CANARIE_TEMPLATES is not set" in capsys.readouterr().out
+
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "platform.html").write_text("<p>{{ platform.name }}</p>")
+    (templates / "tryme.html").write_text("{% if %}")
+    monkeypatch.setenv("SG_CANARIE_TEMPLATES", str(templates))
+    assert main(["check", "--catalogue", str(catalogue)]) == 1
+    out = capsys.readouterr().out
+    assert "service 'a': page 'tryme'" in out
+    assert "platform" not in out.split("cannot be served")[1]
+
+    (templates / "tryme.html").write_text("<p>{{ service.title }}</p>")
+    assert main(["check", "--catalogue", str(catalogue)]) == 0
+    out = capsys.readouterr().out
+    assert "configuration OK" in out
+    assert "platform.institution is not set" in out
+    assert "platform.supportEmail is not set" in out
