@@ -67,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         proxy_headers=True,
         forwarded_allow_ips=list(settings.forwarded_allow_ips),
+        timeout_graceful_shutdown=settings.shutdown_grace,
     )
     return 0
 

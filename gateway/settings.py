@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Address `sgw serve` binds.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `sgw serve` listens on.")
     workers: int = Field(default=1, ge=1, description="Gateway processes started by `sgw serve`.")
+    shutdown_grace: int = Field(
+        default=65,
+        ge=1,
+        description="Seconds `sgw serve` lets open requests (Prefer: wait, event streams) run "
+        "after SIGTERM before it cancels them and closes; keep it above SG_MAX_WAIT.",
+    )
 
     # Authentication (PyJWT)
     auth_disabled: bool = Field(
