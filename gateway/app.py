@@ -16,7 +16,7 @@ from gateway.api import canarie, jobs, legacy, ops, processes
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
-from gateway.catalogue import Catalogue, load_catalogue
+from gateway.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 from gateway.changes import Changes
 from gateway.errors import COMMON_RESPONSES, install_error_handlers
 from gateway.inputs import InputChecker
@@ -25,6 +25,7 @@ from gateway.limits import SubmitLimiter
 from gateway.metrics import Metrics
 from gateway.recovery import Recovery
 from gateway.runtime import Runtime
+from gateway.server import GuardedHttpProtocol
 from gateway.settings import Settings
 from gateway.store import JobStore, open_store
 from gateway.sweeper import Sweeper
@@ -56,6 +57,13 @@ def create_app(
     the broker are opened by the lifespan and closed in reverse order, even after a failed
     start. ``catalogue`` and ``store`` replace the ones the settings name (tests)."""
     services = catalogue if catalogue is not None else load_catalogue(settings.catalogue)
+    oversized = size_problems(
+        services,
+        broker_max_bytes=settings.broker_max_message_bytes,
+        store_max_bytes=settings.store_max_bytes,
+    )
+    if oversized:
+        raise CatalogueError(str(settings.catalogue), oversized)
     auth = Authenticator(settings)
 
     @asynccontextmanager
@@ -81,7 +89,7 @@ def create_app(
             await broker.connect()
             watch = JobWatch()
             stack.push_async_callback(watch.close)
-            changes = Changes(watch, Metrics())
+            changes = Changes(watch, Metrics(settings.prometheus_multiproc_dir))
             recovery = Recovery(
                 jobs_store,
                 broker,
@@ -187,4 +195,8 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory gateway.app:app_factory`` (reads ``SG_*``)."""
-    return create_app(Settings())
+    settings = Settings()
+    GuardedHttpProtocol.configure(
+        header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
+    )
+    return create_app(settings)

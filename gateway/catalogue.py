@@ -309,3 +309,27 @@ def _line_index(node: yaml.Node) -> dict[tuple[str | int, ...], int]:
 
     walk(node, ())
     return index
+
+
+ENVELOPE_BYTES = 64 * 1024  # a terminal event's fields around its result, with room to spare
+
+
+def size_problems(
+    catalogue: Catalogue, *, broker_max_bytes: int, store_max_bytes: int
+) -> list[str]:
+    """Services whose largest result would not fit the broker's or the store's limit.
+
+    A result travels in one message (the worker's terminal event) and is kept in one record.
+    """
+    problems = []
+    for spec in catalogue:
+        for limit, where in (
+            (broker_max_bytes, "the broker's message"),
+            (store_max_bytes, "a stored job"),
+        ):
+            if spec.max_result_bytes + ENVELOPE_BYTES > limit:
+                problems.append(
+                    f"service {spec.id!r}: max_result_bytes {spec.max_result_bytes} does not fit "
+                    f"{where} limit of {limit} bytes (less {ENVELOPE_BYTES} for the envelope)"
+                )
+    return problems

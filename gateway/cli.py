@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from rich.table import Table
 
 from gateway.auth import AuthConfigError, check_auth_settings, mint_token
 from gateway.canarie import DEFAULT_INSTITUTION, page_problems, unset_platform_fields
-from gateway.catalogue import Catalogue, CatalogueError, load_catalogue
+from gateway.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
+from gateway.server import GuardedHttpProtocol
 from gateway.settings import Settings
 from worker_sdk import Worker
 
@@ -57,17 +59,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if not _pages_ok(console, catalogue, settings):
         return 2
+    workers = args.workers or settings.workers
+    if workers > 1 and settings.prometheus_multiproc_dir is None:
+        # prometheus-client finds its multiprocess directory in the environment of every
+        # process (it chooses its storage when imported), so the worker processes inherit it.
+        directory = tempfile.mkdtemp(prefix="sg-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     uvicorn.run(
         "gateway.app:app_factory",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
-        workers=args.workers or settings.workers,
+        workers=workers,
         log_level=settings.log_level.lower(),
         access_log=args.access_log,
+        http=GuardedHttpProtocol,
         proxy_headers=True,
         forwarded_allow_ips=list(settings.forwarded_allow_ips),
         timeout_graceful_shutdown=settings.shutdown_grace,
+        # uvicorn kills a worker process that does not answer its ping within this long; a
+        # process still importing on a loaded host must not count as hung.
+        timeout_worker_healthcheck=30,
     )
     return 0
 
@@ -90,6 +102,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         _print_catalogue_error(console, exc)
         return 1
     if not _pages_ok(console, catalogue, settings):
+        return 1
+    oversized = size_problems(
+        catalogue,
+        broker_max_bytes=settings.broker_max_message_bytes,
+        store_max_bytes=settings.store_max_bytes,
+    )
+    if oversized:
+        _print_catalogue_error(console, CatalogueError(str(path), oversized))
         return 1
     table = Table(title=f"{path}: {len(catalogue)} service(s)")
     for column in (

@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds the URL checks of one submission may take in all (DNS lookups).",
     )
+    broker_max_message_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="The broker's max_message_size (RabbitMQ 4 defaults to 16 MiB, 3.x to 128 "
+        "MiB); every service's max_result_bytes must fit under it.",
+    )
     events_prefetch: int = Field(default=128, ge=1, description="Events applied concurrently.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level of the gateway and of workers started by `sgw`."
@@ -124,6 +130,22 @@ class Settings(BaseSettings):
         default=("127.0.0.1",),
         description="Proxies whose X-Forwarded-For/-Proto headers `sgw serve` trusts ('*' for "
         "any: only behind a proxy that sets them).",
+    )
+    prometheus_multiproc_dir: Path | None = Field(
+        default=None,
+        validation_alias="PROMETHEUS_MULTIPROC_DIR",
+        description="prometheus-client's multiprocess directory; `sgw serve --workers N` "
+        "(N > 1) sets it, so that every process's metrics add up in each scrape.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's headers (408 and close past it).",
+    )
+    body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a client has to send a request's body once its headers are in.",
     )
     host: str = Field(default="127.0.0.1", description="Address `sgw serve` binds.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port `sgw serve` listens on.")
@@ -180,6 +202,13 @@ class Settings(BaseSettings):
         "submitted on the old routes, as the old gateway did (the uuid is the capability). "
         "Defaults to SG_LEGACY_TOKENS.",
     )
+
+    @property
+    def store_max_bytes(self) -> int:
+        """The largest record the configured store keeps (a MongoDB document: 16 MiB)."""
+        if self.store_url.startswith("mongodb"):
+            return 16 * 1024 * 1024
+        return 1_000_000_000  # SQLite's default SQLITE_MAX_LENGTH
 
     @property
     def open_legacy_status(self) -> bool:

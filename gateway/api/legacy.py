@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from gateway.api.html import new_nonce, security_headers
 from gateway.applier import version_mismatch
 from gateway.auth import Principal
 from gateway.catalogue import ServiceSpec
@@ -138,7 +139,7 @@ def render_error(request: Request, exc: LegacyError) -> Response:
         f"<h2>{exc.status} : {html.escape(reason)}</h2>"
         f"<p>Internal error code: {exc.code} : {html.escape(exc.message)}</p>"
     )
-    return HTMLResponse(page, status_code=exc.status)
+    return HTMLResponse(page, status_code=exc.status, headers=security_headers(new_nonce()))
 
 
 class LegacyRoute(APIRoute):

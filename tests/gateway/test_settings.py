@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_setting_is_documented() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
-    documented = set(re.findall(r"`(SG_[A-Z0-9_]+)`", text))
-    expected = {f"SG_{name.upper()}" for name in Settings.model_fields}
+    documented = set(re.findall(r"`((?:SG|PROMETHEUS)_[A-Z0-9_]+)`", text))
+    expected = {
+        str(field.validation_alias) if field.validation_alias else f"SG_{name.upper()}"
+        for name, field in Settings.model_fields.items()
+    }
     assert expected - documented == set(), "settings missing from docs/configuration.md"
     assert documented - expected == set(), "docs/configuration.md names settings that do not exist"
 

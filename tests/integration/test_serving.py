@@ -1,0 +1,164 @@
+"""How the gateway serves HTTP: slow clients, public links, streams that outlive their token,
+and metrics that add up over several gateway processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.app import create_app
+from gateway.catalogue import CatalogueError, parse_catalogue
+from gateway.settings import Settings
+from tests.conftest import TEST_SECRET, GatewayFactory
+from tests.live import LiveGateway
+from tests.support import TEST_CATALOGUE, submit
+
+pytestmark = pytest.mark.integration
+
+
+def _token(lifetime: float = 600) -> str:
+    return jwt.encode(
+        {"sub": "alice", "exp": int(time.time() + lifetime)}, TEST_SECRET, algorithm="HS256"
+    )
+
+
+@pytest.fixture
+async def live(namespace: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
+    server = LiveGateway(
+        namespace=namespace,
+        workdir=tmp_path,
+        catalogue=TEST_CATALOGUE,
+        header_timeout="0.5",
+        body_timeout="0.5",
+        public_url="https://jobs.example.org/gw",
+    )
+    server.start()
+    await server.ready()
+    yield server
+    await server.stop()
+
+
+async def _closed_after(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    return await asyncio.wait_for(reader.read(), timeout=10)
+
+
+class TestSlowClients:
+    async def test_trickled_headers_get_408_and_a_closed_connection(
+        self, live: LiveGateway
+    ) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        await writer.drain()
+        answer = await _closed_after(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408")
+
+    async def test_a_silent_connection_is_closed(self, live: LiveGateway) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        answer = await _closed_after(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408")
+
+    async def test_a_trickled_body_gets_408(self, live: LiveGateway) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(
+            b"POST /processes/echo/execution HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {_token()}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        await writer.drain()
+        answer = await _closed_after(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408")
+
+    async def test_normal_requests_are_unaffected(self, live: LiveGateway) -> None:
+        async with httpx.AsyncClient(base_url=live.base) as client:
+            for _ in range(3):
+                assert (await client.get("/healthz")).status_code == 200
+
+
+class TestLinks:
+    async def test_links_use_the_public_url_not_the_host_header(self, live: LiveGateway) -> None:
+        headers = {"Authorization": f"Bearer {_token()}", "Host": "evil.example.com"}
+        async with httpx.AsyncClient(base_url=live.base, headers=headers) as client:
+            response = await submit(client, "echo", {})
+            assert response.status_code == 201
+            job = response.json()
+            assert (
+                response.headers["location"] == f"https://jobs.example.org/gw/jobs/{job['jobID']}"
+            )
+            assert all(
+                link["href"].startswith("https://jobs.example.org/gw/") for link in job["links"]
+            )
+            forwarded = await client.get(
+                "/", headers={"X-Forwarded-Host": "evil.example.com", "X-Forwarded-Proto": "gopher"}
+            )
+            assert "evil" not in forwarded.text
+            assert "gopher" not in forwarded.text
+
+
+async def test_a_stream_ends_when_its_token_expires(gateway_factory: GatewayFactory) -> None:
+    gateway = await gateway_factory(jwt_leeway=0)
+    job = (await submit(gateway.client, "echo", {})).json()["jobID"]
+    short = gateway.token("alice", lifetime=2)
+    started = time.monotonic()
+    response = await gateway.client.get(
+        f"/jobs/{job}/events", headers={"Authorization": f"Bearer {short}"}
+    )
+    assert response.status_code == 200
+    assert response.text.count("event: status") == 1  # the job as it was, then the end
+    assert time.monotonic() - started < 30
+
+
+def test_a_result_limit_past_the_brokers_is_refused_at_start() -> None:
+    catalogue = parse_catalogue(
+        TEST_CATALOGUE + "  huge:\n    title: H\n    version: '1'\n    max_result_bytes: 20000000\n"
+    )
+    settings = Settings(_env_file=None, jwt_secret=TEST_SECRET)  # type: ignore[call-arg]
+    with pytest.raises(CatalogueError, match=r"huge.*does not fit the broker's message limit"):
+        create_app(settings, catalogue=catalogue)
+    mongo = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        jwt_secret=TEST_SECRET,
+        broker_max_message_bytes=128 * 1024 * 1024,
+        store_url="mongodb://localhost/sg",
+    )
+    with pytest.raises(CatalogueError, match="does not fit a stored job limit"):
+        create_app(mongo, catalogue=catalogue)
+
+
+async def test_metrics_add_up_over_gateway_processes(namespace: str, tmp_path: Path) -> None:
+    server = LiveGateway(
+        namespace=namespace, workdir=tmp_path, catalogue=TEST_CATALOGUE, workers="2"
+    )
+    server.start()
+    try:
+        await server.ready()
+        auth = {"Authorization": f"Bearer {_token()}"}
+        for _ in range(20):  # a connection each, so both processes take some
+            async with httpx.AsyncClient(base_url=server.base, headers=auth) as client:
+                assert (await submit(client, "echo", {})).status_code == 201
+
+        async def submitted() -> float:
+            async with httpx.AsyncClient(base_url=server.base) as client:
+                text = (await client.get("/metrics")).text
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == "sg_jobs_submitted_total" and sample.labels == {
+                        "service": "echo"
+                    }:
+                        return sample.value
+            return 0.0
+
+        for _ in range(10):  # whichever process answers, the sum is the same
+            assert await submitted() == 20.0
+    finally:
+        await server.stop()
