@@ -16,7 +16,6 @@ from gateway.api import canarie, jobs, legacy, ops, processes
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
-from gateway.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 from gateway.changes import Changes
 from gateway.errors import COMMON_RESPONSES, install_error_handlers
 from gateway.inputs import InputChecker
@@ -26,11 +25,12 @@ from gateway.metrics import Metrics
 from gateway.recovery import Recovery
 from gateway.runtime import Runtime
 from gateway.server import GuardedHttpProtocol
-from gateway.settings import Settings
+from gateway.settings import Settings, load_settings
 from gateway.store import JobStore, open_store
 from gateway.sweeper import Sweeper
 from gateway.watch import JobWatch
 from worker_sdk.wire import Topology
+from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 
 log = logging.getLogger("gateway")
 
@@ -195,7 +195,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory gateway.app:app_factory`` (reads ``SG_*``)."""
-    settings = Settings()
+    settings = load_settings()
     GuardedHttpProtocol.configure(
         header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
     )

@@ -30,7 +30,6 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
-from gateway.catalogue import Catalogue
 from gateway.changes import Changes
 from gateway.store import (
     ACTIVE,
@@ -64,6 +63,7 @@ from worker_sdk.wire import (
     parse_task,
     settle,
 )
+from worker_sdk.wire.catalogue import Catalogue
 
 log = logging.getLogger("gateway.events")
 

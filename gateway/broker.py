@@ -23,7 +23,6 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPError
 
-from gateway.catalogue import Catalogue, ServiceSpec
 from worker_sdk.wire import (
     BARRIER,
     TASK,
@@ -35,6 +34,7 @@ from worker_sdk.wire import (
     declare_task_queue,
     declare_topology,
 )
+from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
 from worker_sdk.wire.publish import PublishLost, PublishRefused, message, publish
 from worker_sdk.wire.supervisor import BrokerUnreachable, Supervisor, connect
 

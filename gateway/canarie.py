@@ -17,8 +17,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gateway.catalogue import Catalogue, PlatformInfo, ServiceSpec
-from gateway.pages import PageName, PageSource, page_templates, parse_page_source
+from gateway.pages import page_templates
+from worker_sdk.wire.canarie import PageName, PageSource, PlatformInfo, parse_page_source
+from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
 
 DISTRIBUTION = "service-gateway"
 # The version and release time of the gateway itself, reported as the platform's when the

@@ -17,19 +17,26 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from gateway.app import create_app
 from gateway.auth import AuthConfigError, check_auth_settings, mint_token
 from gateway.canarie import DEFAULT_INSTITUTION, page_problems, unset_platform_fields
-from gateway.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
+from gateway.checks import route_warnings, secret_warnings
 from gateway.server import GuardedHttpProtocol
-from gateway.settings import Settings
-from worker_sdk import Worker
+from gateway.settings import Settings, SettingsFileMissing, load_settings
+from worker_sdk import UnknownService, Worker
+from worker_sdk.wire import TopologyMismatch
+from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
+from worker_sdk.wire.supervisor import BrokerUnreachable
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def _settings(console: Console) -> Settings | None:
+def _settings(console: Console, env_file: Path | None = None) -> Settings | None:
     try:
-        settings = Settings()
+        settings = load_settings(env_file)
+    except SettingsFileMissing as exc:
+        console.print(f"[red]{exc}[/red]")
+        return None
     except ValidationError as exc:
         console.print("[red]invalid settings[/red]")
         for error in exc.errors():
@@ -38,6 +45,9 @@ def _settings(console: Console) -> Settings | None:
             console.print(f"  {name}: {error['msg']}", markup=False)
         return None
     logging.getLogger().setLevel(settings.log_level)
+    if settings.env_file is not None:
+        # The gateway's processes and anything they start read the same file.
+        os.environ["SG_ENV_FILE"] = str(settings.env_file.resolve())
     return settings
 
 
@@ -45,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     console = Console(stderr=True)
-    settings = _settings(console)
+    settings = _settings(console, args.env_file)
     if settings is None:
         return 2
     try:
@@ -86,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     console = Console()
-    settings = _settings(console)
+    settings = _settings(console, args.env_file)
     if settings is None:
         return 1
     try:
@@ -140,6 +150,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         console.print(
             f"[yellow]platform.{name} is not set: the CANARIE info reports {shown}[/yellow]"
         )
+    app = create_app(settings, catalogue=catalogue)
+    for warning in secret_warnings(settings) + route_warnings(app, catalogue):
+        console.print(warning, style="yellow", markup=False)
     console.print("[green]configuration OK[/green]")
     return 0
 
@@ -175,13 +188,18 @@ def load_worker(reference: str) -> Worker:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    settings = _settings(console)
+    settings = _settings(console, args.env_file)
     if settings is None:
         return 2
     try:
         worker = load_worker(args.reference)
-    except (ImportError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
+        catalogue = load_catalogue(settings.catalogue)
+        worker.spec(catalogue)
+    except CatalogueError as exc:
+        _print_catalogue_error(console, exc)
+        return 2
+    except (ImportError, ValueError, UnknownService) as exc:
+        console.print(f"[red]{exc}[/red]", markup=False)
         return 2
     if args.shutdown_grace is not None:
         worker.shutdown_grace = args.shutdown_grace
@@ -193,6 +211,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         try:
             await worker.run(
                 amqp_url=settings.amqp_url,
+                catalogue=catalogue,
                 namespace=settings.namespace,
                 concurrency=args.concurrency,
                 burst=args.burst,
@@ -202,13 +221,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (TopologyMismatch, BrokerUnreachable) as exc:
+        console.print(f"[red]{exc}[/red]", markup=False)
+        return 3
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    settings = _settings(console)
+    settings = _settings(console, args.env_file)
     if settings is None:
         return 2
     private_key = args.private_key.read_text() if args.private_key else None
@@ -233,19 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sgw", description="Service Gateway: job gateway and workers (settings: SG_*)."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--env-file",
+        type=Path,
+        help="settings file (SG_ENV_FILE; default: .env beside the catalogue, else here)",
+    )
 
-    serve = commands.add_parser("serve", help="run the HTTP gateway")
+    serve = commands.add_parser("serve", parents=[common], help="run the HTTP gateway")
     serve.add_argument("--host", help="bind address (SG_HOST)")
     serve.add_argument("--port", type=int, help="port (SG_PORT)")
     serve.add_argument("--workers", type=int, help="gateway processes (SG_WORKERS)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(func=cmd_serve)
 
-    check = commands.add_parser("check", help="validate settings and the catalogue, then exit")
+    check = commands.add_parser(
+        "check", parents=[common], help="validate settings and the catalogue, then exit"
+    )
     check.add_argument("--catalogue", type=Path, help="catalogue file (SG_CATALOGUE)")
     check.set_defaults(func=cmd_check)
 
-    worker = commands.add_parser("worker", help="run a worker: sgw worker module:attribute")
+    worker = commands.add_parser(
+        "worker", parents=[common], help="run a worker: sgw worker module:attribute"
+    )
     worker.add_argument("reference", help="e.g. examples.thumbnail:worker")
     worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (= prefetch)")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
@@ -255,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds running jobs get to finish after SIGTERM before they are handed back",
     )
     worker.set_defaults(func=cmd_worker)
-    token = commands.add_parser("token", help="mint a JWT the gateway accepts (development)")
+    token = commands.add_parser(
+        "token", parents=[common], help="mint a JWT the gateway accepts (development)"
+    )
     token.add_argument("--sub", default="dev", help="the owner of the caller's jobs")
     token.add_argument("--scope", action="append", default=[], help="a scope (repeatable)")
     token.add_argument("--lifetime", type=float, default=3600, help="seconds until it expires")

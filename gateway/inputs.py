@@ -17,8 +17,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-from gateway.catalogue import Catalogue, ServiceSpec
 from gateway.errors import FieldError, InvalidInput
+from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
 from worker_sdk.wire.urls import UrlPolicy, UrlRefused, check_urls
 from worker_sdk.wire.values import check_value
 

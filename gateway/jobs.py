@@ -20,7 +20,6 @@ from typing import Any
 
 from gateway.auth import Principal
 from gateway.broker import Broker, BrokerDown, PublishRefused
-from gateway.catalogue import Catalogue, ServiceSpec
 from gateway.changes import Changes
 from gateway.errors import (
     BrokerUnavailable,
@@ -47,6 +46,7 @@ from gateway.store import (
     StoreError,
 )
 from worker_sdk.wire import CancelRequest, ErrorInfo, Task
+from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
 
 log = logging.getLogger("gateway.jobs")
 

@@ -1,15 +1,8 @@
-"""The CANARIE pages an operator configures: what a page value means, and the sandbox that
-renders the ones naming a template.
+"""The sandbox that renders the CANARIE pages naming a template (what a page value may be is
+:mod:`worker_sdk.wire.canarie`).
 
-A page value (``canarie.pages.<page>`` of a service, ``platform.pages.<page>``) is one of:
-
-- a URL (``http://`` or ``https://``): the page answers 302 to it;
-- a template name (``doc.html``, ``notes/1.2.j2``): a file of the directory
-  ``SG_CANARIE_TEMPLATES``, rendered by a sandboxed Jinja2 environment;
-- ``"text,status"``: that text with that status (``",204"`` is an empty 204);
-- any other text: sent as the HTML of the page.
-
-Templates are operator-written but rendered with the least power that still makes a page:
+Templates are files of the directory ``SG_CANARIE_TEMPLATES``, operator-written, rendered
+with the least power that still makes a page:
 :class:`jinja2.sandbox.ImmutableSandboxedEnvironment` (no attribute starting with ``_``, no
 mutation of the data handed in), autoescaping, a loader that reads only inside the directory
 (no ``..``, no symlink leading out of it), and plain data as context (never a live object).
@@ -19,11 +12,9 @@ from __future__ import annotations
 
 import operator
 import os
-import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 from jinja2 import (
     BaseLoader,
@@ -36,46 +27,10 @@ from jinja2 import (
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import MAX_RANGE, ImmutableSandboxedEnvironment
 
-PageName = Literal[
-    "doc", "releasenotes", "support", "source", "tryme", "licence", "provenance", "factsheet"
-]
-PAGE_NAMES: tuple[PageName, ...] = get_args(PageName)
-
 # What the layout of the gateway's own pages is called inside the sandbox, so that an
 # operator's template can ``{% extends "gateway/base.html" %}``.
 BASE_TEMPLATE = "gateway/base.html"
 _TEMPLATES = Path(__file__).resolve().parent / "templates"
-_TEMPLATE_NAME = re.compile(
-    r"^(?!.*(?:^|/)\.\.?(?:/|$))[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}\.(?:html?|j2|jinja2?)(?:#.*)?$"
-)
-_TEXT_STATUS = re.compile(r"^(?P<text>.*),(?P<status>\d{3})$", re.DOTALL)
-
-
-@dataclass(frozen=True, slots=True)
-class PageSource:
-    """A configured page value, classified."""
-
-    kind: Literal["redirect", "template", "text"]
-    value: str
-    status: int = 200
-
-
-def parse_page_source(value: str) -> PageSource:
-    """Classify a page value; raise ``ValueError`` when it cannot be served."""
-    if value.startswith(("http://", "https://")):
-        return PageSource("redirect", value, 302)
-    if _TEMPLATE_NAME.match(value):
-        # The old gateway allowed "page.html#anchor"; the anchor means nothing on the server.
-        return PageSource("template", value.split("#", 1)[0])
-    if "/" in value and value.rsplit(".", 1)[-1] in {"html", "htm", "j2", "jinja", "jinja2"}:
-        raise ValueError(f"{value!r} is not a template name inside the templates directory")
-    match = _TEXT_STATUS.match(value)
-    if match is not None:
-        status = int(match["status"])
-        if not 200 <= status <= 599:
-            raise ValueError(f"status {status} of {value!r} is not between 200 and 599")
-        return PageSource("text", match["text"], status)
-    return PageSource("text", value)
 
 
 class _RootedLoader(FileSystemLoader):

@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from gateway.broker import Broker, BrokerDown, PublishRefused
-from gateway.catalogue import Catalogue, ServiceSpec
 from gateway.store import JobRecord, JobStatus, JobStore, StoreError
 from gateway.watch import JobWatch
 from worker_sdk.wire import Barrier, LegacyDocument, Task
+from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
 
 log = logging.getLogger("gateway.recovery")
 

@@ -11,7 +11,6 @@ from fastapi.security import HTTPBearer
 from gateway.api.schemas import StatusInfo
 from gateway.auth import Authenticator, Principal
 from gateway.broker import Broker
-from gateway.catalogue import Catalogue
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
 from gateway.metrics import Metrics
@@ -20,6 +19,7 @@ from gateway.settings import Settings
 from gateway.store import JobRecord, JobStore
 from gateway.sweeper import Sweeper
 from gateway.watch import JobWatch
+from worker_sdk.wire.catalogue import Catalogue
 
 
 @dataclass(frozen=True, slots=True)

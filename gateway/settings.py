@@ -28,12 +28,18 @@ CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
 class Settings(BaseSettings):
     """Every knob of the gateway and of the workers the CLI starts.
 
-    Build it once (``Settings()`` reads ``SG_*`` variables and ``.env``) and pass it on;
-    nothing else reads the environment.
+    Build it once (:func:`load_settings` reads ``SG_*`` variables and the settings file) and
+    pass it on; nothing else reads the environment.
     """
 
     model_config = SettingsConfigDict(
         env_prefix="SG_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    env_file: Path | None = Field(
+        default=None,
+        description="The settings file (`KEY=value` lines) to read beside the environment; "
+        "unset, `.env` beside the catalogue, else in the working directory.",
     )
 
     amqp_url: str = Field(
@@ -304,3 +310,38 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a valid MongoDB URL: {exc}") from exc
             return value
         raise ValueError("must be sqlite:///<path> or mongodb://host[:port]/<database>")
+
+
+class _Locator(BaseSettings):
+    """The two settings that say where the others are, read first from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SG_", extra="ignore")
+
+    env_file: Path | None = None
+    catalogue: Path = Path("services.yaml")
+
+
+class SettingsFileMissing(FileNotFoundError):
+    """The settings file named by ``--env-file`` or ``SG_ENV_FILE`` does not exist."""
+
+
+def env_file_for(explicit: Path | None = None) -> Path | None:
+    """The settings file every command reads, found the same way wherever it starts:
+    ``--env-file``, else ``SG_ENV_FILE``, else ``.env`` beside the catalogue, else ``.env``
+    in the working directory (none when there is no such file)."""
+    locator = _Locator()
+    named = explicit if explicit is not None else locator.env_file
+    if named is not None:
+        if not named.is_file():
+            raise SettingsFileMissing(f"settings file {named} does not exist")
+        return named
+    for candidate in (locator.catalogue.parent / ".env", Path(".env")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    """The settings, from the environment and the file :func:`env_file_for` finds."""
+    path = env_file_for(env_file)
+    return Settings(_env_file=path, env_file=path)

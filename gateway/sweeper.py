@@ -18,10 +18,10 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gateway.catalogue import Catalogue
 from gateway.changes import Changes
 from gateway.store import JobStatus, JobStore, Reason, StoreError
 from worker_sdk.wire import ErrorInfo
+from worker_sdk.wire.catalogue import Catalogue
 
 log = logging.getLogger("gateway.sweeper")
 

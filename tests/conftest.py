@@ -22,12 +22,12 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import Settings, create_app
 from gateway.auth import mint_token
-from gateway.catalogue import Catalogue, parse_catalogue
 from gateway.runtime import Runtime
 from gateway.store import JobStore
 from tests.support import TEST_CATALOGUE
 from worker_sdk import UrlPolicy, Worker
 from worker_sdk.wire import Topology, delete_topology
+from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
 
 TEST_SECRET = "a-test-secret-long-enough-for-every-hs-algorithm-of-rfc-7518-0123"
 AMQP_URL = os.environ.get("SG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -143,7 +143,9 @@ def client(gateway: Gateway) -> httpx.AsyncClient:
 
 
 @pytest.fixture
-async def run_worker(namespace: str) -> AsyncIterator[Callable[..., asyncio.Task[None]]]:
+async def run_worker(
+    namespace: str, catalogue: Catalogue
+) -> AsyncIterator[Callable[..., asyncio.Task[None]]]:
     """Run SDK workers in this process as tasks; each is stopped and awaited at teardown."""
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
@@ -153,6 +155,7 @@ async def run_worker(namespace: str) -> AsyncIterator[Callable[..., asyncio.Task
         task = asyncio.create_task(
             worker.run(
                 amqp_url=AMQP_URL,
+                catalogue=catalogue,
                 namespace=namespace,
                 concurrency=concurrency,
                 url_policy=url_policy,
@@ -169,14 +172,24 @@ async def run_worker(namespace: str) -> AsyncIterator[Callable[..., asyncio.Task
 
 
 @pytest.fixture
-def spawn_worker(namespace: str) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Run ``sgw worker`` in child processes; any still alive at teardown is killed."""
+def spawn_worker(
+    namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Run ``sgw worker`` in child processes (on the tests' catalogue); any still alive at
+    teardown is killed."""
     processes: list[subprocess.Popen[bytes]] = []
+    catalogue_file = tmp_path / "workers-catalogue.yaml"
+    catalogue_file.write_text(TEST_CATALOGUE)
 
     def start(
         reference: str, *, concurrency: int = 1, extra: tuple[str, ...] = ()
     ) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "SG_AMQP_URL": AMQP_URL, "SG_NAMESPACE": namespace}
+        env = {
+            **os.environ,
+            "SG_AMQP_URL": AMQP_URL,
+            "SG_NAMESPACE": namespace,
+            "SG_CATALOGUE": str(catalogue_file),
+        }
         process = subprocess.Popen(
             [
                 sys.executable,

@@ -23,10 +23,10 @@ import pytest
 import yaml
 from pymongo.uri_parser import parse_uri
 
-from gateway.catalogue import load_catalogue
 from gateway.cli import build_parser
 from gateway.settings import Settings
 from tests.invocations import InvalidInvocation, check_invocation
+from worker_sdk.wire.catalogue import load_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = {f"SG_{name.upper()}" for name in Settings.model_fields}

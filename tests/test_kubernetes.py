@@ -28,11 +28,11 @@ import referencing
 import yaml
 from referencing.jsonschema import DRAFT202012
 
-from gateway.catalogue import load_catalogue
 from gateway.cli import build_parser, load_worker
 from gateway.settings import Settings
 from tests.invocations import check_invocation
 from worker_sdk.wire import Topology
+from worker_sdk.wire.catalogue import load_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"

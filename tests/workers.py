@@ -79,7 +79,7 @@ async def slow_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
 
 
 # A handler that kills its own worker process every time: a crash loop.
-suicide = Worker("suicide", version="1.0.0", delivery_limit=1)
+suicide = Worker("suicide", version="1.0.0")  # the catalogue gives it delivery_limit 1
 
 
 @suicide.handler

@@ -22,7 +22,7 @@ from ._context import JobContext
 from ._errors import HandlerError, Retry
 from ._fetch import FetchError, fetch
 from ._handler import Isolation
-from ._worker import Worker
+from ._worker import UnknownService, Worker
 from .wire.urls import UrlPolicy, UrlRefused
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Isolation",
     "JobContext",
     "Retry",
+    "UnknownService",
     "UrlPolicy",
     "UrlRefused",
     "Worker",

@@ -54,6 +54,7 @@ from .wire.settle import settle
 from .wire.supervisor import Supervisor, connect
 from .wire.topology import (
     CoreExchanges,
+    TaskQueueOptions,
     Topology,
     declare_retry_queue,
     declare_task_queue,
@@ -79,6 +80,7 @@ class Session:
         self,
         worker: Worker,
         handler: Handler,
+        queue_options: TaskQueueOptions,
         amqp_url: str,
         topology: Topology,
         concurrency: int,
@@ -87,6 +89,7 @@ class Session:
         self.worker = worker
         self.url_policy = url_policy
         self.handler = handler
+        self.queue_options = queue_options
         self.amqp_url = amqp_url
         self.topology = topology
         self.concurrency = concurrency
@@ -140,7 +143,7 @@ class Session:
             await channel.set_qos(prefetch_count=self.concurrency)
             self._exchanges = await declare_topology(channel, self.topology)
             queue = await declare_task_queue(
-                channel, self.topology, self.worker.service, self.worker.queue_options
+                channel, self.topology, self.worker.service, self.queue_options
             )
             control = await channel.declare_queue(exclusive=True, auto_delete=True)
             await control.bind(self.topology.control_exchange)

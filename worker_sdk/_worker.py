@@ -12,28 +12,29 @@ from typing import Any, TypeVar, overload
 
 from ._handler import Handler, Isolation
 from ._session import Session
-from .wire.topology import (
-    DEFAULT_DELIVERY_LIMIT,
-    DEFAULT_NAMESPACE,
-    TaskQueueOptions,
-    Topology,
-)
+from .wire.catalogue import Catalogue, ServiceSpec
+from .wire.topology import DEFAULT_NAMESPACE, Topology
 from .wire.urls import UrlPolicy
 
 log = logging.getLogger("worker_sdk")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["Isolation", "Worker"]
+__all__ = ["Isolation", "UnknownService", "Worker"]
+
+
+class UnknownService(LookupError):
+    """The worker's service is not in the catalogue it was given."""
 
 
 class Worker:
     """A service's worker: register one handler, then :meth:`run` it against the broker.
 
+    The service's queue (its delivery limit, its bound) is the catalogue's: :meth:`run` takes
+    the catalogue and refuses to start for a service that is not in it.
+
     :param service: the catalogue id of the service this worker serves.
     :param version: the worker's version, announced in ``started`` events and heartbeats.
-    :param delivery_limit: must equal the catalogue's ``delivery_limit`` for the service.
-    :param max_queued: must equal the catalogue's ``max_queued`` for the service.
     :param heartbeat_interval: seconds between heartbeats.
     :param progress_interval: shortest gap between two progress events of one job.
     :param started_delay: seconds a run may go before its ``started`` event is announced
@@ -58,8 +59,6 @@ class Worker:
         service: str,
         *,
         version: str,
-        delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
-        max_queued: int | None = None,
         heartbeat_interval: float = 5.0,
         progress_interval: float = 0.25,
         started_delay: float = 0.1,
@@ -72,7 +71,6 @@ class Worker:
     ) -> None:
         self.service = service
         self.version = version
-        self.queue_options = TaskQueueOptions(delivery_limit=delivery_limit, max_length=max_queued)
         self.heartbeat_interval = heartbeat_interval
         self.progress_interval = progress_interval
         self.started_delay = started_delay
@@ -113,10 +111,22 @@ class Worker:
 
         return register(fn) if fn is not None else register
 
+    def spec(self, catalogue: Catalogue) -> ServiceSpec:
+        """This worker's service in ``catalogue``; :class:`UnknownService` when it is not there."""
+        spec = catalogue.get(self.service)
+        if spec is None:
+            known = ", ".join(sorted(s.id for s in catalogue)) or "none"
+            raise UnknownService(
+                f"service {self.service!r} is not in the catalogue {catalogue.source} "
+                f"(its services: {known})"
+            )
+        return spec
+
     async def run(
         self,
         *,
         amqp_url: str,
+        catalogue: Catalogue,
         namespace: str = DEFAULT_NAMESPACE,
         concurrency: int = 1,
         burst: bool = False,
@@ -124,6 +134,8 @@ class Worker:
     ) -> None:
         """Consume and run jobs until :meth:`stop` (or, with ``burst``, until the queue is empty).
 
+        The service's queue arguments come from ``catalogue`` (the gateway's own); a service
+        that is not in it raises :class:`UnknownService` before anything connects.
         ``concurrency`` is both the number of jobs run at once and the prefetch count;
         ``url_policy`` governs :meth:`JobContext.fetch` (public addresses only by default).
         """
@@ -131,11 +143,20 @@ class Worker:
             raise RuntimeError(f"worker {self.service!r} has no handler; decorate one first")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        spec = self.spec(catalogue)
+        if spec.version != self.version:
+            log.warning(
+                "worker %s is version %s; the catalogue says %s (the gateway reports it on jobs)",
+                self.service,
+                self.version,
+                spec.version,
+            )
         self._stopping = False
         while not self._stopping:
             session = Session(
                 self,
                 self._handler,
+                spec.queue_options,
                 amqp_url,
                 Topology(namespace),
                 concurrency,

@@ -32,13 +32,14 @@ from gateway.canarie import (
     service_context,
     service_info,
 )
-from gateway.catalogue import ServiceSpec
 from gateway.errors import ServiceUnavailable, UnknownProcess, responses
 from gateway.jobs import SUBMISSIONS
 from gateway.negotiation import best_match
-from gateway.pages import PageName, PageSource, page_templates
+from gateway.pages import page_templates
 from gateway.runtime import RuntimeDep
 from gateway.store import StoreError
+from worker_sdk.wire.canarie import PageName, PageSource
+from worker_sdk.wire.catalogue import ServiceSpec
 
 log = logging.getLogger("gateway.canarie")
 router = APIRouter(tags=["CANARIE monitoring"])

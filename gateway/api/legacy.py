@@ -32,7 +32,6 @@ from pydantic import BaseModel
 from gateway.api.html import new_nonce, security_headers
 from gateway.applier import version_mismatch
 from gateway.auth import Principal
-from gateway.catalogue import ServiceSpec
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -45,6 +44,7 @@ from gateway.errors import (
 from gateway.negotiation import best_match
 from gateway.runtime import Runtime, RuntimeDep
 from gateway.store import JobRecord, JobStatus, LegacyFields, Reason, StoreError
+from worker_sdk.wire.catalogue import ServiceSpec
 
 # Vesta codes of the old gateway (reference §6.2), for failures named by exception type.
 VESTA_CODES = {

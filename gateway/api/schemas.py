@@ -9,8 +9,8 @@ from uuid import UUID
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.catalogue import ServiceSpec
 from gateway.store import JobRecord, JobStatus
+from worker_sdk.wire.catalogue import ServiceSpec
 
 
 class Link(BaseModel):

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.catalogue import CatalogueError, load_catalogue, parse_catalogue
 from gateway.cli import main
+from worker_sdk.wire.catalogue import CatalogueError, load_catalogue, parse_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 

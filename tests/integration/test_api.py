@@ -14,10 +14,10 @@ import pytest
 from gateway import Settings, create_app
 from gateway.api.processes import _prefer_wait
 from gateway.broker import BrokerDown
-from gateway.catalogue import Catalogue
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import job_state, submit
 from worker_sdk.wire import Task, Topology
+from worker_sdk.wire.catalogue import Catalogue
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from jsonschema import Draft202012Validator
 
-from gateway.catalogue import Catalogue, parse_catalogue
 from tests.conftest import Gateway
+from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
 
 pytestmark = pytest.mark.integration
 

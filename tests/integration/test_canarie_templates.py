@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.catalogue import Catalogue, parse_catalogue
 from tests.conftest import Gateway, GatewayFactory
+from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from examples.textstats import worker as textstats_worker
-from gateway.catalogue import Catalogue, load_catalogue
 from gateway.cli import main
 from tests.conftest import ROOT, Gateway, GatewayFactory
 from tests.support import submit, wait_status
 from worker_sdk import UrlPolicy
+from worker_sdk.wire.catalogue import Catalogue, load_catalogue
 
 pytestmark = pytest.mark.integration
 

@@ -21,6 +21,7 @@ from tests import workers
 from tests.conftest import AMQP_URL, Gateway
 from tests.support import eventually, job_state, submit, wait_status
 from worker_sdk.wire import Event, Heartbeat, Progress, Started, Succeeded, Topology, parse_event
+from worker_sdk.wire.catalogue import Catalogue
 
 pytestmark = pytest.mark.integration
 
@@ -236,11 +237,13 @@ async def test_sigterm_lets_the_running_job_finish_then_exits(
 
 
 async def test_burst_mode_drains_the_queue_then_returns(
-    client: httpx.AsyncClient, namespace: str
+    client: httpx.AsyncClient, namespace: str, catalogue: Catalogue
 ) -> None:
     jobs = [(await submit(client, "echo", {"text": str(i)})).json() for i in range(5)]
     await asyncio.wait_for(
-        echo_worker.run(amqp_url=AMQP_URL, namespace=namespace, concurrency=2, burst=True),
+        echo_worker.run(
+            amqp_url=AMQP_URL, catalogue=catalogue, namespace=namespace, concurrency=2, burst=True
+        ),
         timeout=30,
     )
     for job in jobs:

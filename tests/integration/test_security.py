@@ -291,8 +291,8 @@ class TestOwnership:
 class TestScopesAndLimits:
     @pytest.fixture
     def catalogue(self) -> Any:
-        from gateway.catalogue import parse_catalogue
         from tests.support import TEST_CATALOGUE
+        from worker_sdk.wire.catalogue import parse_catalogue
 
         return parse_catalogue(
             TEST_CATALOGUE + "  guarded:\n    title: G\n    version: '1'\n    scopes: [stats:run]\n"
@@ -368,8 +368,8 @@ URL_ATTACKS = [
 class TestUrlInputs:
     @pytest.fixture
     def catalogue(self) -> Any:
-        from gateway.catalogue import load_catalogue
         from tests.conftest import ROOT
+        from worker_sdk.wire.catalogue import load_catalogue
 
         return load_catalogue(ROOT / "services.yaml")
 

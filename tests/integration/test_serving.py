@@ -14,11 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
-from gateway.catalogue import CatalogueError, parse_catalogue
 from gateway.settings import Settings
 from tests.conftest import TEST_SECRET, GatewayFactory
 from tests.live import LiveGateway
 from tests.support import TEST_CATALOGUE, submit
+from worker_sdk.wire.catalogue import CatalogueError, parse_catalogue
 
 pytestmark = pytest.mark.integration
 

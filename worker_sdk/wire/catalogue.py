@@ -6,27 +6,24 @@ and the line of the file that is wrong.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
 )
 
-from gateway.pages import PageName, parse_page_source
-from worker_sdk.wire import DEFAULT_DELIVERY_LIMIT, TaskQueueOptions
+from .canarie import CanarieInfo, PlatformInfo
+from .topology import DEFAULT_DELIVERY_LIMIT, TaskQueueOptions
 
 DEFAULT_RETENTION = 7 * 86400
 DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024
@@ -53,79 +50,6 @@ class _SchemaProblem(ValueError):
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _release_time(value: object) -> object:
-    """ISO 8601 (a date, or a date and time; naive means UTC) to the CANARIE form
-    ``YYYY-MM-DDThh:mm:ssZ``. YAML reads unquoted dates as date or datetime objects."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise ValueError("not an ISO 8601 date or date and time") from None
-    if isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return value
-
-
-def _split_tags(value: object) -> object:
-    # The old gateway kept tags as one comma-separated string.
-    if isinstance(value, str):
-        return tuple(t.strip() for t in value.split(",") if t.strip())
-    return value
-
-
-def _page_value(value: str) -> str:
-    parse_page_source(value)
-    return value
-
-
-def _email(value: str) -> str:
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value) or len(value) > 254:
-        raise ValueError("not an e-mail address")
-    return value
-
-
-ReleaseTime = Annotated[str, BeforeValidator(_release_time)]
-Tags = Annotated[
-    tuple[Annotated[str, Field(min_length=1, max_length=100)], ...],
-    BeforeValidator(_split_tags),
-]
-Email = Annotated[str, AfterValidator(_email)]
-Pages = Annotated[
-    Mapping[PageName, Annotated[str, AfterValidator(_page_value)]],
-    Field(
-        description="doc, releasenotes, support, source, tryme, licence, provenance, "
-        "factsheet: a URL, a template name or 'text,status'."
-    ),
-]
-
-
-class CanarieInfo(_Frozen):
-    """The CANARIE registry metadata of a service (served by the monitoring routes); what is
-    left out comes from the platform block and the service itself."""
-
-    name: str | None = None
-    synopsis: str | None = None
-    institution: str | None = None
-    release_time: ReleaseTime | None = Field(default=None, alias="releaseTime")
-    support_email: Email | None = Field(default=None, alias="supportEmail")
-    category: str | None = None
-    research_subject: str | None = Field(default=None, alias="researchSubject")
-    tags: Tags = ()
-    pages: Pages = Field(default_factory=dict)
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-class PlatformInfo(CanarieInfo):
-    """The ``platform:`` block: the gateway as a CANARIE platform, and the defaults of its
-    services' CANARIE metadata (institution, releaseTime, researchSubject, supportEmail,
-    category, tags). Unset fields take the defaults of :mod:`gateway.canarie`."""
 
 
 class ServiceSpec(_Frozen):
@@ -206,9 +130,16 @@ class ServiceSpec(_Frozen):
 class Catalogue:
     """The frozen set of services, looked up by id."""
 
-    def __init__(self, services: list[ServiceSpec], platform: PlatformInfo | None = None) -> None:
+    def __init__(
+        self,
+        services: list[ServiceSpec],
+        platform: PlatformInfo | None = None,
+        *,
+        source: str = "<catalogue>",
+    ) -> None:
         self._services = {s.id: s for s in services}
         self.platform = platform if platform is not None else PlatformInfo()
+        self.source = source
 
     def __iter__(self) -> Iterator[ServiceSpec]:
         return iter(self._services.values())
@@ -277,7 +208,7 @@ def parse_catalogue(text: str, *, source: str = "<catalogue>") -> Catalogue:
         problems.extend(f"platform: {p}" for p in _describe(exc, ("platform",), where))
     if problems:
         raise CatalogueError(source, problems)
-    return Catalogue(services, platform)
+    return Catalogue(services, platform, source=source)
 
 
 def _describe(exc: ValidationError, prefix: tuple[str | int, ...], where: Any) -> list[str]:
