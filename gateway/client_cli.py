@@ -150,14 +150,6 @@ def _follow(client: Client, job: Job, err: Console, timeout: float | None) -> Jo
         return job
 
 
-def _finish(job: Job, out: Console, client: Client, *, print_result: bool) -> int:
-    if job.status is not JobStatus.SUCCESSFUL:
-        return NOT_SUCCESSFUL
-    if print_result:
-        out.print_json(json.dumps(client.results(job)))
-    return OK
-
-
 def cmd_submit(args: argparse.Namespace, out: Console, err: Console) -> int:
     inputs = _inputs(args)
     with _client(args) as client:
@@ -167,13 +159,16 @@ def cmd_submit(args: argparse.Namespace, out: Console, err: Console) -> int:
             out.print(str(job.id), highlight=False)
             return OK
         job = _follow(client, job, err, args.timeout)
-        return _finish(job, out, client, print_result=True)
+        if job.status is not JobStatus.SUCCESSFUL:
+            return NOT_SUCCESSFUL
+        out.print_json(json.dumps(client.results(job)))
+        return OK
 
 
 def cmd_watch(args: argparse.Namespace, out: Console, err: Console) -> int:
     with _client(args) as client:
         job = _follow(client, client.status(args.id), err, args.timeout)
-        return _finish(job, out, client, print_result=False)
+    return OK if job.status is JobStatus.SUCCESSFUL else NOT_SUCCESSFUL
 
 
 def cmd_result(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -258,12 +253,13 @@ def run(
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         return USAGE
     except WaitTimeout as exc:
-        job = exc.job
-        status = job.status if isinstance(job, Job) else "unfinished"
-        err.print(
-            f"[yellow]job {escape(str(args_id(args, job)))} still {status} after "
-            f"{args.timeout:g} s[/yellow]; follow it with: sgw watch {args_id(args, job)}"
-        )
+        if exc.job is None:
+            err.print(f"[yellow]still waiting after {args.timeout:g} s[/yellow]")
+        else:
+            err.print(
+                f"[yellow]job {exc.job.id} still {exc.job.status} after {args.timeout:g} s"
+                f"[/yellow]; follow it with: sgw watch {exc.job.id}"
+            )
         return NOT_SUCCESSFUL
     except (JobFailed, JobDismissed, ResultNotReady, Gone) as exc:
         err.print(f"[red]{escape(exc.detail)}[/red]")
@@ -287,10 +283,6 @@ def run(
         return UNREACHABLE
     except KeyboardInterrupt:
         return INTERRUPTED
-
-
-def args_id(args: argparse.Namespace, job: Job | None) -> str:
-    return str(job.id) if job is not None else str(getattr(args, "id", "?"))
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

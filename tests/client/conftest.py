@@ -21,8 +21,9 @@ from gateway.auth import mint_token
 from sgw_client import AsyncClient, Client, RetryPolicy
 from tests.support import TEST_CATALOGUE, eventually
 
-# Short pauses so that the tests spend their time on the gateway, not on back-off.
-FAST_RETRY = RetryPolicy(attempts=40, backoff=0.1, max_backoff=0.5)
+# Short pauses so that the tests spend their time on the gateway, not on back-off; enough
+# tries (about a minute) to outlast a gateway restart on a loaded machine.
+FAST_RETRY = RetryPolicy(attempts=120, backoff=0.1, max_backoff=0.5)
 
 
 def free_port() -> int:
