@@ -20,6 +20,7 @@ from sgw_client._client import Client
 from sgw_client._config import DEFAULT_URL, NO_RETRY, TOKEN_ENV, URL_ENV, RetryPolicy
 from sgw_client._errors import (
     ApiError,
+    BadRequest,
     BodyTooLarge,
     BrokerUnavailable,
     ClientError,
@@ -28,7 +29,6 @@ from sgw_client._errors import (
     Gone,
     IdempotencyConflict,
     InvalidInput,
-    InvalidRequest,
     JobDismissed,
     JobFailed,
     JobGone,
@@ -66,6 +66,7 @@ __all__ = [
     "URL_ENV",
     "ApiError",
     "AsyncClient",
+    "BadRequest",
     "BodyTooLarge",
     "BrokerUnavailable",
     "Client",
@@ -76,7 +77,6 @@ __all__ = [
     "Gone",
     "IdempotencyConflict",
     "InvalidInput",
-    "InvalidRequest",
     "Job",
     "JobDismissed",
     "JobError",

@@ -6,6 +6,7 @@
     ├── WaitTimeout                   the job did not end in time (also a TimeoutError)
     ├── UnexpectedResponse            an answer the API does not promise
     └── ApiError                      a problem document; .status .code .detail .errors
+        ├── BadRequest (400)          invalid-request
         ├── Unauthorized (401)        unauthorized
         ├── Forbidden (403)           forbidden
         ├── NotFound (404)            not-found
@@ -19,7 +20,6 @@
         │   └── JobGone               job-gone
         ├── BodyTooLarge (413)        body-too-large
         ├── Unprocessable (422)
-        │   ├── InvalidRequest        invalid-request
         │   ├── InvalidInput          invalid-input
         │   └── JobFailed             job-failed (.job_error says why)
         ├── TooManyRequests (429)
@@ -133,6 +133,14 @@ def error_class(status: int, code: str) -> type[ApiError]:
     return _BY_CODE.get(code) or _BY_STATUS.get(status) or ApiError
 
 
+class BadRequest(ApiError):
+    """The request itself is malformed: its body, a parameter (a job id that is not a UUID)
+    or a header."""
+
+    status_code = 400
+    error_code = "invalid-request"
+
+
 class Unauthorized(ApiError):
     """No valid token (missing, expired, wrong signature)."""
 
@@ -201,12 +209,6 @@ class BodyTooLarge(ApiError):
 
 class Unprocessable(ApiError):
     status_code = 422
-
-
-class InvalidRequest(Unprocessable):
-    """A malformed parameter or body (a job id that is not a UUID, ...)."""
-
-    error_code = "invalid-request"
 
 
 class InvalidInput(Unprocessable):

@@ -15,9 +15,7 @@ from tests.test_layering import ROOT, _imports
 def test_the_client_imports_neither_the_gateway_nor_the_worker_sdk() -> None:
     files = sorted((ROOT / "sgw_client").glob("**/*.py"))
     assert files
-    offenders = [
-        str(f.relative_to(ROOT)) for f in files if _imports(f) & {"gateway", "worker_sdk"}
-    ]
+    offenders = [str(f.relative_to(ROOT)) for f in files if _imports(f) & {"gateway", "worker_sdk"}]
     assert offenders == []
     # Nor through a dependency: importing it loads neither.
     loaded = subprocess.run(
@@ -65,7 +63,7 @@ def test_each_gateway_error_has_its_client_class() -> None:
         assert client.__name__ == error.__name__, error.code
         assert issubclass(client, ApiError)
     # The framework's own problems (malformed requests, unknown routes, large bodies).
-    assert error_class(422, "invalid-request").__name__ == "InvalidRequest"
+    assert error_class(400, "invalid-request").__name__ == "BadRequest"
     assert error_class(404, "not-found").__name__ == "NotFound"
     assert error_class(413, "body-too-large").__name__ == "BodyTooLarge"
     assert error_class(429, "a-new-code").__name__ == "TooManyRequests"
