@@ -10,6 +10,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY worker_sdk ./worker_sdk
+COPY sgw_client ./sgw_client
 RUN pip install .
 COPY examples ./examples
 COPY services.yaml ./

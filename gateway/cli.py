@@ -1,4 +1,4 @@
-"""``sgw``: serve the gateway, check a configuration, run a worker."""
+"""``sgw``: serve the gateway, check a configuration, run a worker; submit and follow jobs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from gateway import client_cli
 from gateway.app import create_app
 from gateway.auth import AuthConfigError, check_auth_settings, mint_token
 from gateway.canarie import DEFAULT_INSTITUTION, page_problems, unset_platform_fields
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--legacy", action="store_true", help="no sub, as the old gateway minted (aud + exp)"
     )
     token.set_defaults(func=cmd_token)
+    client_cli.add_commands(commands)  # submit, watch, result, cancel, jobs, workers
     return parser
 
 

@@ -129,8 +129,11 @@ class Recovery:
                     self._wake.clear()
                     await self._pass()
                     next_pass = loop.time() + self._interval
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+                # lands as the event is set, and the gateway's shutdown then waits forever.
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=MARK_INTERVAL)
+                    async with asyncio.timeout(MARK_INTERVAL):
+                        await self._wake.wait()
         finally:
             for _ in self._barriers:
                 self._watch.release()
