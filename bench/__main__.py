@@ -28,11 +28,16 @@ import argparse
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import IO
+
+from rich.markup import escape
 
 from bench import isolation, joblist, ours, sse
 from bench.baseline import measure as baseline
@@ -43,26 +48,46 @@ from bench.support import CATALOGUE, Phase, Sizes, console, step
 from bench.table import build, render
 
 
-def _ours(sizes: Sizes, workdir: Path, log: IO[bytes]) -> Phase:
+def _ours(sizes: Sizes, workdir: Path, log: IO[bytes], failures: list[str]) -> Phase:
     phase = Phase()
     with Gateway(workdir, log, processes=2) as gateway:
         _merge(phase, ours.measure(sizes, gateway))
-        step(f"ours: {sizes.sse_streams:,} SSE streams")
-        store = gateway.store()
-        accepted = store.execute("SELECT count(*) FROM jobs WHERE status = 'accepted'")
-        missing = sizes.sse_streams - int(accepted.fetchone()[0])
-        if missing > 0:
-            asyncio.run(submit_count(gateway.submit_url("echo"), missing, b'{"inputs": {}}'))
-        streams = sse.measure(sizes.sse_streams, "127.0.0.1", gateway.port, store, [gateway.pid])
-        _merge(phase, streams)
-        store.close()
-        _merge(phase, isolation.measure(sizes, gateway))
-    step(f"ours: job list on a store of {sizes.store_jobs:,} jobs")
-    db = workdir / "list.db"
-    joblist.fill(db, sizes.store_jobs)
-    with Gateway(workdir, log, processes=1, db=db) as gateway:
-        _merge(phase, joblist.measure(sizes, gateway.base))
+
+        def streams() -> Phase:
+            step(f"ours: {sizes.sse_streams:,} SSE streams")
+            with closing(gateway.store()) as store:
+                accepted = store.execute("SELECT count(*) FROM jobs WHERE status = 'accepted'")
+                missing = sizes.sse_streams - int(accepted.fetchone()[0])
+                if missing > 0:
+                    url = gateway.submit_url("echo")
+                    asyncio.run(submit_count(url, missing, b'{"inputs": {}}'))
+                return sse.measure(
+                    sizes.sse_streams, "127.0.0.1", gateway.port, store, [gateway.pid]
+                )
+
+        _attempt("SSE memory", phase, streams, failures)
+        _attempt("process handlers", phase, lambda: isolation.measure(sizes, gateway), failures)
+
+    def job_list() -> Phase:
+        step(f"ours: job list on a store of {sizes.store_jobs:,} jobs")
+        db = workdir / "list.db"
+        joblist.fill(db, sizes.store_jobs)
+        with Gateway(workdir, log, processes=1, db=db) as gateway:
+            return joblist.measure(sizes, gateway.base)
+
+    _attempt("job list", phase, job_list, failures)
     return phase
+
+
+def _attempt(what: str, into: Phase, measure: Callable[[], Phase], failures: list[str]) -> None:
+    """Run one measure of ours-only rows; when it fails, its rows stay empty, the failure is
+    reported under the table (and in the exit status), and the other measures still run."""
+    try:
+        _merge(into, measure())
+    except Exception as exc:  # noqa: BLE001 - one failed measure must not cost the other rows
+        reason = f"{type(exc).__name__}: {exc}"
+        failures.append(f"{what}: {reason}")
+        console.print(f"[red]{what} failed:[/red] {escape(reason)}", highlight=False)
 
 
 def _merge(into: Phase, phase: Phase) -> None:
@@ -70,8 +95,10 @@ def _merge(into: Phase, phase: Phase) -> None:
     into.notes.update(phase.notes)
 
 
-def run(sizes: Sizes) -> None:
+def run(sizes: Sizes) -> int:
+    """Measure, print the table; the exit status: 1 when a measure failed."""
     sse.raise_fd_limit()
+    failures: list[str] = []
     workdir = Path(tempfile.mkdtemp(prefix="sg-bench-"))
     log_path = workdir / "processes.log"
     log = log_path.open("wb")
@@ -84,11 +111,17 @@ def run(sizes: Sizes) -> None:
         finally:
             asyncio.run(delete_namespace(namespace, ()))
         base = baseline.measure(sizes, workdir, log)
-        mine = _ours(sizes, workdir, log)
+        mine = _ours(sizes, workdir, log, failures)
+        if failures:
+            log.flush()
+            tail = log_path.read_text(errors="replace")[-3000:]
+            console.print("[red]the processes said:[/red]")
+            console.print(tail, markup=False, highlight=False)
     except BaseException:
         log.close()
         tail = log_path.read_text(errors="replace")[-4000:]
-        console.print(f"[red]the benchmark failed; the processes said:[/red]\n{tail}", markup=True)
+        console.print("[red]the benchmark failed; the processes said:[/red]")
+        console.print(tail, markup=False, highlight=False)
         raise
     finally:
         log.close()
@@ -100,6 +133,9 @@ def run(sizes: Sizes) -> None:
         f"catalogue {CATALOGUE.relative_to(CATALOGUE.parent.parent)})"
     )
     render(console, rows, raw, title)
+    for failure in failures:
+        console.print(f"[red]not measured[/red] {escape(failure)}", highlight=False)
+    return 1 if failures else 0
 
 
 def main() -> None:
@@ -110,7 +146,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check")
     args = parser.parse_args()
-    run(Sizes.quick() if args.quick else Sizes())
+    sys.exit(run(Sizes.quick() if args.quick else Sizes()))
 
 
 if __name__ == "__main__":

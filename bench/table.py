@@ -110,8 +110,12 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
             "gateway RSS per SSE stream",
             "KiB",
             o.get("sse-kib"),
-            note=ours.notes.get("sse")
-            or f"{o.get('sse-streams', 0):,.0f} streams, {o.get('sse-rss-mib', 0):,.0f} MiB RSS",
+            note=ours.notes.get("sse", "")
+            or (
+                f"{o['sse-streams']:,.0f} streams, {o['sse-rss-mib']:,.0f} MiB RSS"
+                if "sse-streams" in o
+                else ""
+            ),
             how="The gateway's resident memory (VmRSS of its process tree, from /proc) with "
             "that many GET /jobs/{id}/events streams open on accepted jobs, each having "
             "received its first event, minus the RSS just before; divided by the streams. "
