@@ -110,8 +110,9 @@ def processes(
             p.wait()
 
 
-def wait_ready(url: str, within: float = 120) -> None:
-    """Wait until ``url`` answers 200."""
+def wait_ready(url: str, within: float = 300) -> None:
+    """Wait until ``url`` answers 200 (minutes on a loaded machine, where uvicorn restarts
+    gateway processes slow to answer its health check)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
