@@ -103,8 +103,9 @@ def hammer(url: str, method: str, seconds: float, connections: int) -> tuple[flo
 async def submit_count(url: str, total: int, body: bytes, connections: int = 32) -> list[str]:
     """POST ``body`` to ``url`` exactly ``total`` times; the job ids (``jobID``) answered.
 
-    A 503 (the broker did not confirm, as when its connections are closed under us) or 429 is
-    retried after a pause, as a client should; any other refusal stops the bench.
+    A 503 (the broker did not confirm, as when its connections are closed under us), a 429 or
+    a dropped connection is retried after a pause, as a client should; any other refusal stops
+    the bench.
     """
     limits = httpx.Limits(max_connections=connections)
     ids: list[str] = []
@@ -112,14 +113,20 @@ async def submit_count(url: str, total: int, body: bytes, connections: int = 32)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
         async def one() -> str:
+            failure = "no answer"
             for _ in range(RETRIES):
-                r = await client.post(url, content=body, headers=HEADERS)
-                if r.status_code == 201:
-                    return str(r.json()["jobID"])
-                if r.status_code not in (429, 503):
-                    break
+                try:
+                    r = await client.post(url, content=body, headers=HEADERS)
+                except httpx.TransportError as exc:  # a gateway process restarted under us
+                    failure = repr(exc)
+                else:
+                    if r.status_code == 201:
+                        return str(r.json()["jobID"])
+                    failure = f"{r.status_code} {r.text}"
+                    if r.status_code not in (429, 503):
+                        break
                 await asyncio.sleep(0.5)
-            raise RuntimeError(f"submit failed: {r.status_code} {r.text}")
+            raise RuntimeError(f"submit failed: {failure}")
 
         async def loop() -> None:
             nonlocal remaining

@@ -52,6 +52,8 @@ def measure(sizes: Sizes, gateway: Gateway) -> Phase:
         store.close()
     phase.values["sustained"] = run.rate
     phase.notes["sustained"] = outcome(run.tool, failed, run.jobs)
+    if run.changed:
+        phase.notes["cpu"] = f"{', '.join(run.changed)} restarted processes during the run"
     for group in run.cpu:
         phase.values[f"cpu-{group}"] = run.cpu_ms_per_job(group)
     return phase

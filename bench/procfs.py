@@ -81,6 +81,12 @@ def cpu_seconds(groups: dict[str, list[int]]) -> dict[str, float]:
     }
 
 
+def members(groups: dict[str, list[int]]) -> dict[str, set[int]]:
+    """The live processes of each group now."""
+    stats = snapshot()
+    return {name: tree(roots, stats) for name, roots in groups.items()}
+
+
 def rss_bytes(roots: Iterable[int]) -> int:
     """Resident memory of the process trees under ``roots`` (shared pages counted in each)."""
     total = 0

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.load import Flood
-from bench.procfs import cpu_seconds
+from bench.procfs import cpu_seconds, members
 
 # A run is over once the done count has not moved for this long after reaching the target
 # (requests wrk had in flight when it stopped may still turn into jobs).
@@ -21,6 +21,7 @@ class Sustained:
     seconds: float
     cpu: dict[str, float]  # CPU seconds per group over the run
     tool: str
+    changed: list[str]  # groups whose processes were not the same at the end (restarts)
 
     @property
     def rate(self) -> float:
@@ -42,9 +43,12 @@ async def flood_until_done(
     stays still; ``seconds`` runs from the first submit to the last job seen done.
 
     CPU is read from ``/proc`` for each group of process trees before the first submit and
-    after the run (the settle time adds idle processes' CPU only).
+    after the run (the settle time adds idle processes' CPU only). A group whose processes
+    changed meanwhile (a server restarted one) is named in ``changed``: its CPU then includes
+    the new processes' start.
     """
     before = cpu_seconds(groups)
+    processes = members(groups)
     start = time.perf_counter()
     count, changed = 0, start
     async with Flood(url, total) as flood:
@@ -59,9 +63,11 @@ async def flood_until_done(
                 raise RuntimeError(f"only {count} of {total} jobs were done after {within:g} s")
             await asyncio.sleep(0.02)
     after = cpu_seconds(groups)
+    final = members(groups)
     return Sustained(
         jobs=count,
         seconds=changed - start,
         cpu={group: after[group] - before[group] for group in groups},
         tool=flood.tool,
+        changed=[group for group in groups if final[group] != processes[group]],
     )

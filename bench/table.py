@@ -25,6 +25,7 @@ def _cpu_rows(sizes: Sizes, ours: Phase, base: Phase) -> list[Row]:
             total(ours),
             total(base),
             decimals=2,
+            note=_pair(ours, base, "cpu"),
             how=f"utime+stime from /proc/<pid>/stat of every process of each group, children "
             f"included, before and after about {sizes.sustained_jobs:,} jobs submitted by wrk "
             "(32 connections) until all are terminal in the store; divided by the jobs the "

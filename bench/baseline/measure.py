@@ -103,6 +103,9 @@ def measure(sizes: Sizes, workdir: Path, log: IO[bytes]) -> Phase:
                 results.close()
                 phase.values["sustained"] = run.rate
                 phase.notes["sustained"] = outcome(run.tool, failed, run.jobs)
+                if run.changed:
+                    restarted = ", ".join(run.changed)
+                    phase.notes["cpu"] = f"{restarted} restarted processes during the run"
                 for group in run.cpu:
                     phase.values[f"cpu-{group}"] = run.cpu_ms_per_job(group)
     finally:
