@@ -31,8 +31,14 @@ lint: install
 check: install
 	$(VENV)/bin/sgw check
 
+# `make bench ARGS=--quick` for a short run. wrk comes from Debian when missing (as root);
+# without it the bench falls back to its slower httpx loader.
 bench: install broker
-	$(PY) -m bench
+	$(PY) -m pip install -q -e '.[bench]'
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } \
+		|| echo "wrk is not installed: the bench uses its httpx loader" >&2
+	$(PY) -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache servicegateway.db*

@@ -1,0 +1,239 @@
+"""The bench's table: one row per measure, ours beside the baseline's, how each was measured
+in numbered footnotes."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.isolation import CPU_MS
+from bench.ours import ECHO_CONCURRENCY, ECHO_WORKERS
+from bench.support import Phase, Row, Sizes
+
+CPU_GROUPS = (("gateway", "gateway"), ("workers", "workers"), ("broker", "RabbitMQ"))
+
+
+def _cpu_rows(sizes: Sizes, ours: Phase, base: Phase) -> list[Row]:
+    def total(phase: Phase) -> float | None:
+        parts = [phase.values.get(f"cpu-{g}") for g, _ in CPU_GROUPS]
+        return sum(p for p in parts if p is not None) if None not in parts else None
+
+    rows = [
+        Row(
+            "server CPU per no-op job",
+            "ms",
+            total(ours),
+            total(base),
+            decimals=2,
+            note=_pair(ours, base, "cpu"),
+            how=f"utime+stime from /proc/<pid>/stat of every process of each group, children "
+            f"included, before and after about {sizes.sustained_jobs:,} jobs submitted by wrk "
+            "(32 connections) until all are terminal in the store; divided by the jobs the "
+            "store counts. RabbitMQ is the beam.smp process tree: it is shared, so its figure "
+            "includes whatever else used the broker meanwhile.",
+        )
+    ]
+    for group, label in CPU_GROUPS:
+        rows.append(
+            Row(
+                f"  {label}",
+                "ms",
+                ours.values.get(f"cpu-{group}"),
+                base.values.get(f"cpu-{group}"),
+                decimals=2,
+            )
+        )
+    return rows
+
+
+def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
+    """Every row, from the figures of our phases and of the baseline's."""
+    o, b = ours.values, base.values
+    rows = [
+        Row(
+            "raw confirmed publish (ceiling)",
+            "msg/s",
+            raw,
+            note="aio-pika, 64 in flight",
+            versus_raw=True,
+            how="Persistent, mandatory publishes to a quorum queue with publisher confirms, "
+            "64 unconfirmed at most, from one aio-pika channel: what any confirmed submit "
+            "is bounded by.",
+        ),
+        *_cpu_rows(sizes, ours, base),
+        Row(
+            "no-op latency p50, 1 client",
+            "ms",
+            o.get("p50"),
+            b.get("p50"),
+            decimals=2,
+            how=f"{sizes.latency_samples} sequential no-op jobs from one httpx client, request "
+            "sent → answer holding the finished job. Ours: Prefer: wait=10 (the gateway is told "
+            "of the end). Celery: the same request to a Flask route that submits and then "
+            "polls AsyncResult.get every 1 ms (the database backend cannot push): the fairest "
+            "equivalent, since a client polling over HTTP would add a request per poll.",
+        ),
+        Row("no-op latency p99, 1 client", "ms", o.get("p99"), b.get("p99"), decimals=2),
+        Row(
+            f"sustained no-op jobs/s, {ECHO_WORKERS} workers",
+            "jobs/s",
+            o.get("sustained"),
+            b.get("sustained"),
+            note=_pair(ours, base, "sustained"),
+            versus_raw=True,
+            how="The run of the CPU row: jobs counted terminal in the store, from the first "
+            f"submit to the last job seen done. Ours: {ECHO_WORKERS} `sgw worker` processes, "
+            f"--concurrency {ECHO_CONCURRENCY}; Celery: prefork, 2 processes, prefetch "
+            "multiplier 4 (its default).",
+        ),
+        Row(
+            f"submits/s, {sizes.connections} conns, no worker",
+            "req/s",
+            o.get("submit"),
+            b.get("submit"),
+            note=_pair(ours, base, "submit"),
+            versus_raw=True,
+            how=f"wrk, 2 threads, {sizes.connections} connections, {sizes.seconds:g} s of "
+            "POST /processes/echo/execution with a bearer token, no worker running (the queue "
+            "is purged after). Ours: 2 gateway processes, confirmed and persisted before the "
+            "201; Celery: gunicorn, 2 sync processes, no publisher confirms.",
+        ),
+        Row(
+            "status reads/s, GET /jobs/{id}",
+            "req/s",
+            o.get("status"),
+            b.get("status"),
+            note=_pair(ours, base, "status"),
+            how=f"wrk, 32 connections, {sizes.seconds:g} s on one finished job. Celery: "
+            "AsyncResult(id).state from the SQLite result backend.",
+        ),
+        Row(
+            "gateway RSS per SSE stream",
+            "KiB",
+            o.get("sse-kib"),
+            note=ours.notes.get("sse", "")
+            or (
+                f"{o['sse-streams']:,.0f} streams, {o['sse-rss-mib']:,.0f} MiB RSS"
+                if "sse-streams" in o
+                else ""
+            ),
+            how="The gateway's resident memory (VmRSS of its process tree, from /proc) with "
+            "that many GET /jobs/{id}/events streams open on accepted jobs, each having "
+            "received its first event, minus the RSS just before; divided by the streams. "
+            "Celery + Flask has no such stream.",
+        ),
+    ]
+    for concurrency in (1, 2):
+        rows.append(
+            Row(
+                f"process no-op jobs/s, concurrency {concurrency}",
+                "jobs/s",
+                o.get(f"process-rate-{concurrency}"),
+                note=ours.notes.get(f"process-{concurrency}", ""),
+                how=""
+                if concurrency == 2
+                else "A no-op isolation='process' handler (bench/workers.py), one `sgw worker` "
+                "process: jobs queued ahead; once the first has finished (warm), "
+                f"{sizes.window:g} s more (at least 5 jobs). Rate = jobs finished after the "
+                "first / time since it finished; overhead = median of finished − started, read "
+                "from the job records.",
+            )
+        )
+        rows.append(
+            Row(
+                f"process overhead p50, concurrency {concurrency}",
+                "ms",
+                o.get(f"process-overhead-{concurrency}"),
+                decimals=2,
+            )
+        )
+    one, two = o.get("cpu-rate-1"), o.get("cpu-rate-2")
+    rows += [
+        Row(
+            f"{CPU_MS} ms CPU jobs/s, 1 worker process",
+            "jobs/s",
+            one,
+            decimals=2,
+            note=ours.notes.get("cpu-1", ""),
+            how=f"A process-isolated handler that spends {CPU_MS} ms of CPU time "
+            "(bench/workers.py), measured as the process handler rows, with 1 then 2 `sgw "
+            "worker --concurrency 1` processes.",
+        ),
+        Row(
+            f"{CPU_MS} ms CPU jobs/s, 2 worker processes",
+            "jobs/s",
+            two,
+            decimals=2,
+            note=f"{two / one:.2f}× one process" if one and two else "",
+        ),
+        Row(
+            "GET /jobs?limit=100, first page",
+            "ms",
+            o.get("list-first"),
+            decimals=2,
+            note=ours.notes.get("list", ""),
+            how="A store filled with SQL in one statement (finished jobs of the bench's "
+            "owner), one gateway process; median time of GET /jobs?limit=100 from httpx, "
+            "and of the deep page: reached through the next link's offset, or by following "
+            "next links when they carry a cursor.",
+        ),
+        Row(
+            "GET /jobs?limit=100, deep page",
+            "ms",
+            o.get("list-deep"),
+            decimals=2,
+            note=_ratio_note(o.get("list-deep"), o.get("list-first"), "first page"),
+        ),
+    ]
+    return rows
+
+
+def _pair(ours: Phase, base: Phase, key: str) -> str:
+    parts = []
+    if ours.notes.get(key):
+        parts.append(f"ours {ours.notes[key]}")
+    if base.notes.get(key):
+        parts.append(f"Celery {base.notes[key]}")
+    return "; ".join(parts)
+
+
+def _ratio_note(value: float | None, reference: float | None, what: str) -> str:
+    if value is None or not reference:
+        return ""
+    return f"{value / reference:,.1f}× the {what}"
+
+
+def _fmt(value: float | None, decimals: int) -> str:
+    return "—" if value is None else f"{value:,.{decimals}f}"
+
+
+def render(console: Console, rows: list[Row], raw: float, title: str) -> None:
+    table = Table(title=title)
+    for column in ("measure", "Celery + Flask", "ours", "ours ÷ Celery", "÷ raw", "unit"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    table.add_column("notes")
+    footnotes: list[str] = []
+    for row in rows:
+        name = row.name
+        if row.how:
+            footnotes.append(row.how)
+            name += f" [{len(footnotes)}]"
+        ratio = f"{row.ours / row.baseline:.2f}" if row.ours is not None and row.baseline else ""
+        versus_raw = f"{row.ours / raw:.2f}" if row.versus_raw and row.ours is not None else ""
+        table.add_row(
+            name,
+            _fmt(row.baseline, row.decimals),
+            _fmt(row.ours, row.decimals),
+            ratio,
+            versus_raw,
+            row.unit,
+            row.note,
+        )
+    console.print(table)
+    console.print(
+        "ours ÷ Celery: below 1 is better for ms, above 1 for rates; ÷ raw: a rate over the raw "
+        "confirmed-publish ceiling.",
+        highlight=False,
+    )
+    for number, text in enumerate(footnotes, start=1):
+        console.print(f"[{number}] {text}", markup=False, highlight=False)
