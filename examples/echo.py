@@ -8,17 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from examples.models import EchoInputs  # generated from services.yaml by `sgw models`
 from worker_sdk import HandlerError, JobContext, Worker
-
-
-class EchoInputs(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    delay: float = Field(default=0.0, ge=0, le=3600, description="Seconds to wait first.")
-    fail: str | None = Field(default=None, description="Fail the job with this message.")
-
 
 worker = Worker("echo", version="1.0.0")
 

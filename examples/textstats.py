@@ -13,19 +13,15 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel
 
+from examples.models import TextstatsInputs  # generated from services.yaml by `sgw models`
 from worker_sdk import FetchError, HandlerError, JobContext, UrlRefused, Worker
 
 MAX_BYTES = 20 * 1024 * 1024
 FETCH_TIMEOUT = 30.0
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
-
-
-class TextStatsInputs(BaseModel):
-    url: HttpUrl = Field(description="The text document (UTF-8) to analyse.")
-    top: int = Field(default=10, ge=1, le=1000, description="How many frequent words to list.")
 
 
 class WordCount(BaseModel):
@@ -47,7 +43,7 @@ worker = Worker("textstats", version="1.0.0")
 
 
 @worker.handler(isolation="process")
-def text_stats(ctx: JobContext, inputs: TextStatsInputs) -> TextStats:
+def text_stats(ctx: JobContext, inputs: TextstatsInputs) -> TextStats:
     ctx.progress(0, "downloading")
     try:
         body = ctx.fetch(

@@ -255,10 +255,8 @@ class Broker:
         if not self.connected or self._channel is None or self._channel.is_closed:
             raise BrokerDown("not connected to RabbitMQ")
         try:
-            await asyncio.wait_for(
-                self._channel.declare_exchange(self.topology.tasks_exchange, passive=True),
-                timeout=self._publish_timeout,
-            )
+            async with asyncio.timeout(self._publish_timeout):
+                await self._channel.declare_exchange(self.topology.tasks_exchange, passive=True)
         except (TimeoutError, AMQPError, OSError, RuntimeError) as exc:
             raise BrokerDown(f"RabbitMQ does not answer: {exc!r}") from exc
 
@@ -299,7 +297,8 @@ class Broker:
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
-                await asyncio.wait_for(connection.close(), timeout=self._publish_timeout)
+                async with asyncio.timeout(self._publish_timeout):
+                    await connection.close()
             except (TimeoutError, AMQPError, OSError, RuntimeError):
                 log.debug("the old connection did not close cleanly")
 

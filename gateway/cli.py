@@ -22,6 +22,7 @@ from gateway.app import create_app
 from gateway.auth import AuthConfigError, check_auth_settings, mint_token
 from gateway.canarie import DEFAULT_INSTITUTION, page_problems, unset_platform_fields
 from gateway.checks import route_warnings, secret_warnings
+from gateway.codegen import CodegenUnavailable, generate_models
 from gateway.server import GuardedHttpProtocol
 from gateway.settings import Settings, SettingsFileMissing, load_settings
 from worker_sdk import UnknownService, Worker
@@ -230,6 +231,29 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    settings = _settings(console, args.env_file)
+    if settings is None:
+        return 2
+    path = args.catalogue or settings.catalogue
+    try:
+        catalogue = load_catalogue(path)
+        source = generate_models(catalogue, output=str(args.output or "<module>.py"))
+    except CatalogueError as exc:
+        _print_catalogue_error(console, exc)
+        return 1
+    except CodegenUnavailable as exc:
+        console.print(f"[red]{exc}[/red]", markup=False)
+        return 2
+    if args.output is None:
+        print(source, end="")  # noqa: T201 - the command's output
+    else:
+        args.output.write_text(source)
+        console.print(f"wrote the inputs models of {len(catalogue)} service(s) to {args.output}")
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     settings = _settings(console, args.env_file)
@@ -289,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds running jobs get to finish after SIGTERM before they are handed back",
     )
     worker.set_defaults(func=cmd_worker)
+    models = commands.add_parser(
+        "models",
+        parents=[common],
+        help="generate typed inputs models of the catalogue's services for worker handlers",
+    )
+    models.add_argument("--catalogue", type=Path, help="catalogue file (SG_CATALOGUE)")
+    models.add_argument("--output", type=Path, help="write the module here (default: stdout)")
+    models.set_defaults(func=cmd_models)
     token = commands.add_parser(
         "token", parents=[common], help="mint a JWT the gateway accepts (development)"
     )

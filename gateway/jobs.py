@@ -166,7 +166,8 @@ class JobService:
             async with self._changes.watch.waiting(record.id) as finished:
                 await self._publish(record, task, spec)
                 try:
-                    return await asyncio.wait_for(asyncio.shield(finished), timeout=wait), False
+                    async with asyncio.timeout(wait):
+                        return await asyncio.shield(finished), False
                 except TimeoutError:
                     return record, False
         finally:

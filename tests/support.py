@@ -25,10 +25,10 @@ services:
         doc: https://example.org/echo/doc
         releasenotes: "<p>1.0.0: first release</p>,200"
         provenance: ",204"
-    inputs:
+    inputs:  # as in services.yaml, whose generated model examples/echo.py takes
       type: object
       properties:
-        delay: {type: number, minimum: 0}
+        delay: {type: number, minimum: 0, maximum: 3600}
         fail: {type: string}
         text: {type: string, maxLength: 100}
   crunch:

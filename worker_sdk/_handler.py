@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints
@@ -49,6 +50,31 @@ def inputs_model(fn: Callable[..., Any]) -> type[BaseModel] | None:
     annotation = hints.get(params[1].name)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
+    return None
+
+
+class InputsModelOutOfDate(ValueError):
+    """The handler's inputs model was generated from another schema than the catalogue's."""
+
+
+def check_inputs_model(handler: Handler, service: str, digest: str) -> str | None:
+    """Refuse a model generated (``sgw models``) from another schema of ``service`` than the
+    one whose digest is ``digest``; a hand-written model is allowed, with a warning returned."""
+    model = handler.inputs_model
+    if model is None:
+        return None
+    module = sys.modules.get(model.__module__)
+    generated = getattr(module, "CATALOGUE_DIGESTS", {}).get(model.__name__)
+    if generated is None:
+        return (
+            f"{model.__module__}.{model.__name__} is not generated from the catalogue "
+            "(sgw models): nothing keeps it in step with the schema the gateway checks"
+        )
+    if tuple(generated) != (service, digest):
+        raise InputsModelOutOfDate(
+            f"{model.__module__}.{model.__name__} was generated from another inputs schema "
+            f"than the catalogue's for {service!r}: run sgw models"
+        )
     return None
 
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-from ._handler import Handler, Isolation
+from ._handler import Handler, Isolation, check_inputs_model
 from ._session import Session
 from .wire.catalogue import Catalogue, ServiceSpec
 from .wire.topology import DEFAULT_NAMESPACE, Topology
@@ -112,7 +112,9 @@ class Worker:
         return register(fn) if fn is not None else register
 
     def spec(self, catalogue: Catalogue) -> ServiceSpec:
-        """This worker's service in ``catalogue``; :class:`UnknownService` when it is not there."""
+        """This worker's service in ``catalogue``: :class:`UnknownService` when it is not
+        there, ``InputsModelOutOfDate`` when the handler's generated inputs model was made
+        from another schema."""
         spec = catalogue.get(self.service)
         if spec is None:
             known = ", ".join(sorted(s.id for s in catalogue)) or "none"
@@ -120,6 +122,8 @@ class Worker:
                 f"service {self.service!r} is not in the catalogue {catalogue.source} "
                 f"(its services: {known})"
             )
+        if self._handler is not None:
+            check_inputs_model(self._handler, spec.id, spec.inputs_digest)
         return spec
 
     async def run(
@@ -144,6 +148,9 @@ class Worker:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         spec = self.spec(catalogue)
+        drift = check_inputs_model(self._handler, spec.id, spec.inputs_digest)
+        if drift is not None:
+            log.warning("worker %s: %s", self.service, drift)
         if spec.version != self.version:
             log.warning(
                 "worker %s is version %s; the catalogue says %s (the gateway reports it on jobs)",

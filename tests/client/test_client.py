@@ -191,7 +191,7 @@ async def test_a_broken_submit_is_retried_without_a_second_job(
     assert len({p.headers["idempotency-key"] for p in posts}) == 1
 
 
-bounded = Worker("bounded", version="1.0.0", max_queued=1)  # the queue as the catalogue has it
+bounded = Worker("bounded", version="1.0.0")  # its queue bound is the catalogue's
 
 
 @bounded.handler

@@ -137,3 +137,36 @@ async def test_a_queue_the_broker_holds_with_other_arguments_is_one_line(
     assert "exists on the broker with other arguments" in line
     assert "x-delivery-limit" in line or "inequivalent" in line
     assert "Traceback" not in done.stderr
+
+
+def test_the_generated_models_are_those_of_the_catalogue(tmp_path: Path) -> None:
+    """examples/models.py is what `sgw models` makes of services.yaml now."""
+    from gateway.cli import main
+    from gateway.codegen import generate_models
+    from worker_sdk.wire.catalogue import load_catalogue
+
+    catalogue = load_catalogue(ROOT / "services.yaml")
+    committed = (ROOT / "examples" / "models.py").read_text()
+    assert generate_models(catalogue, output="examples/models.py") == committed
+    out = tmp_path / "models.py"
+    assert main(["models", "--catalogue", str(ROOT / "services.yaml"), "--output", str(out)]) == 0
+    assert out.read_text().replace(str(out), "examples/models.py") == committed
+
+
+async def test_a_model_generated_from_another_schema_refuses_to_start(
+    namespace: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "catalogue.yaml"
+    changed = (
+        (ROOT / "services.yaml")
+        .read_text()
+        .replace(
+            "delay: {type: number, minimum: 0, maximum: 3600}", "delay: {type: number, minimum: 1}"
+        )
+    )
+    file.write_text(changed)
+    done = _sgw_worker("examples.echo:worker", namespace, file)
+    assert done.returncode == 2
+    (line,) = _errors(done.stderr)
+    assert "examples.models.EchoInputs was generated from another inputs schema" in line
+    assert "sgw models" in line

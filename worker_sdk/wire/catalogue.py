@@ -6,6 +6,8 @@ and the line of the file that is wrong.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -121,6 +123,13 @@ class ServiceSpec(_Frozen):
         if value.get("type", "object") != "object":
             raise ValueError("the inputs schema must describe an object")
         return value
+
+    @property
+    def inputs_digest(self) -> str:
+        """A digest of the inputs schema (its canonical JSON), naming the schema a generated
+        inputs model was made from."""
+        canonical = json.dumps(self.inputs, sort_keys=True, separators=(",", ":"), default=list)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property
     def queue_options(self) -> TaskQueueOptions:
