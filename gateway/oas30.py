@@ -63,6 +63,9 @@ _KEEP = frozenset(
 )
 # Further members the OpenAPI document (not an OGC description) may carry.
 _DOCUMENT_ONLY = frozenset({"discriminator", "xml", "externalDocs"})
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly"}
+)
 _TYPES = frozenset({"array", "boolean", "integer", "number", "object", "string"})
 _MAX_INLINE_DEPTH = 16
 
@@ -113,9 +116,9 @@ class _Converter:
             if ref in inlining or len(inlining) >= _MAX_INLINE_DEPTH:
                 return {}  # a recursive definition: described as any value
             target = self.convert(self._defs[ref], (*inlining, ref))
-            if siblings:
-                return {"allOf": [target], **self.convert(siblings, inlining)}
-            return target
+            if siblings.keys() <= _ANNOTATIONS:
+                return {**target, **self.convert(siblings, inlining)}
+            return {"allOf": [target], **self.convert(siblings, inlining)}
         if not self._strict and ref.startswith("#/components/"):
             if siblings:  # 3.0 ignores a reference's siblings: keep them beside it
                 return {"allOf": [{"$ref": ref}], **self.convert(siblings, inlining)}

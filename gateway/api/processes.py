@@ -26,6 +26,7 @@ from gateway.errors import (
     BadRequest,
     BrokerUnavailable,
     Forbidden,
+    GatewayError,
     IdempotencyConflict,
     InvalidInput,
     InvalidParameterValue,
@@ -232,5 +233,9 @@ async def execute(
         headers["Preference-Applied"] = mode.applied
     if mode.wait is not None and record.status.terminal:
         headers["Link"] = f'<{location}>; rel="monitor"'
-        return results_response(record, spec, headers)
+        try:
+            return results_response(record, spec, headers)
+        except GatewayError as exc:  # a failed or dismissed job: its exception, and where it is
+            exc.headers.update(headers)
+            raise
     return present(record).response(status_code=200 if replayed else 201, headers=headers)
