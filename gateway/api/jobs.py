@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -36,7 +36,7 @@ _EVENT_ID = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 AcceptHeader = Annotated[str | None, Header(alias="accept", include_in_schema=False)]
 Format = Annotated[
-    str | None,
+    Literal["json", "html"] | None,
     Query(description="`json` (the default) or `html`; else the `Accept` header decides."),
 ]
 JobId = Annotated[UUID, Path(alias="jobID", description="The job's id.")]

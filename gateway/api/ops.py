@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
@@ -29,7 +29,7 @@ CONFORMANCE = [
 OPENAPI_30 = "application/vnd.oai.openapi+json;version=3.0"
 AcceptHeader = Annotated[str | None, Header(alias="accept", include_in_schema=False)]
 Format = Annotated[
-    str | None,
+    Literal["json", "html"] | None,
     Query(description="`json` (the default) or `html`; else the `Accept` header decides."),
 ]
 

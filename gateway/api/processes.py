@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -53,7 +53,7 @@ ProcessId = Annotated[
 ]
 AcceptHeader = Annotated[str | None, Header(alias="accept", include_in_schema=False)]
 Format = Annotated[
-    str | None,
+    Literal["json", "html"] | None,
     Query(description="`json` (the default) or `html`; else the `Accept` header decides."),
 ]
 _LISTED: dict[int | str, dict[str, Any]] = {
