@@ -12,7 +12,7 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 
-from gateway.api import canarie, jobs, legacy, ops, processes
+from gateway.api import canarie, jobs, legacy, openapi, ops, processes
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
@@ -180,8 +180,10 @@ def create_app(
         responses=COMMON_RESPONSES,
         # FastAPI's own limit: bodies past it are answered 413 (plain text) before any parsing.
         max_body_size=settings.max_body_size,
+        generate_unique_id_function=openapi.operation_id,
     )
     install_error_handlers(app)
+    openapi.install(app, services)
     # The CANARIE routes last: their /{service}/... paths must not shadow the others.
     for router in (ops.router, processes.router, jobs.router, legacy.router, canarie.router):
         app.include_router(router)

@@ -9,6 +9,9 @@
     │   ├── ResultNotReady        result-not-ready
     │   └── JobDismissed          job-dismissed
     ├── BadRequest (400)          invalid-request
+    │   ├── InvalidQueryParameter invalid-query-parameter-value
+    │   ├── InvalidParameterValue invalid-parameter-value
+    │   └── NoSuchOutput          no-such-output
     ├── Unauthorized (401)        unauthorized
     ├── Forbidden (403)           forbidden
     ├── IdempotencyConflict (409) idempotency-conflict
@@ -134,6 +137,29 @@ class BadRequest(GatewayError):
     code = "invalid-request"
     title = "Invalid request"
     ogc = False
+
+
+class InvalidQueryParameter(BadRequest):
+    """A query parameter's value cannot be used (a filter, a cursor, a page size)."""
+
+    code = "invalid-query-parameter-value"
+    title = "Invalid query parameter value"
+    ogc = True
+
+
+class InvalidParameterValue(BadRequest):
+    """An execute request asks for a results form the process cannot give."""
+
+    code = "invalid-parameter-value"
+    title = "Invalid parameter value"
+
+
+class NoSuchOutput(BadRequest):
+    """An execute request names an output the process does not have."""
+
+    code = "no-such-output"
+    title = "No such output"
+    ogc = True
 
 
 class Unauthorized(GatewayError):
@@ -277,6 +303,8 @@ def install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
+        if all(e["loc"][:1] == ("query",) for e in exc.errors()):
+            return problem_response(InvalidQueryParameter(detail, errors=errors).problem())
         return problem_response(BadRequest(detail, errors=errors).problem())
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

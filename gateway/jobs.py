@@ -13,8 +13,9 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,7 +38,9 @@ from gateway.limits import SubmitLimiter
 from gateway.recovery import Recovery, task_for
 from gateway.store import (
     ACTIVE,
+    Delivery,
     DuplicateJob,
+    JobQuery,
     JobRecord,
     JobStatus,
     JobStore,
@@ -117,6 +120,7 @@ class JobService:
         wait: float | None = None,
         idempotency_key: str | None = None,
         legacy: LegacyFields | None = None,
+        delivery: Delivery | None = None,
     ) -> tuple[JobRecord, bool]:
         """Record the job, publish its task and (with ``wait``) wait for its end.
 
@@ -146,6 +150,7 @@ class JobService:
             idempotency_key=idempotency_key,
             request_hash=fingerprint or None,
             legacy=legacy,
+            delivery=delivery,
         )
         task = task_for(record, spec)
         try:
@@ -324,20 +329,7 @@ class JobService:
                 job_id,
             )
 
-    async def list(
-        self,
-        principal: Principal,
-        *,
-        service: str | None,
-        statuses: Collection[JobStatus],
-        limit: int,
-        offset: int,
-    ) -> list[JobRecord]:
-        """The principal's jobs (every job for an admin), newest first."""
-        return await self._store.list_jobs(
-            owner=None if principal.admin else principal.subject,
-            service=service,
-            statuses=statuses,
-            limit=limit,
-            offset=offset,
-        )
+    async def page(self, principal: Principal, query: JobQuery) -> list[JobRecord]:
+        """A page of the principal's jobs (every job for an admin), newest first."""
+        owner = None if principal.admin else principal.subject
+        return await self._store.page_jobs(replace(query, owner=owner))

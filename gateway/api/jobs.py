@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from gateway.api.schemas import JobList, Link, StatusInfo
+from gateway.api import listing
+from gateway.api.execution import results_response
+from gateway.api.html import html_response
+from gateway.api.schemas import HTML, JSON, JobList, Link, StatusInfo
 from gateway.errors import (
+    InvalidQueryParameter,
     JobDismissed,
     JobFailed,
     ResultNotReady,
@@ -22,89 +26,196 @@ from gateway.errors import (
     UnknownJob,
     responses,
 )
-from gateway.runtime import JobsDep, Presenter, PresenterDep, PrincipalDep
-from gateway.store import JobRecord, JobStatus
+from gateway.runtime import JobsDep, Presenter, PresenterDep, PrincipalDep, RuntimeDep
+from gateway.store import JobQuery, JobRecord
 
 router = APIRouter(tags=["jobs"])
 
 _EVENT_ID = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
+AcceptHeader = Annotated[str | None, Header(alias="accept", include_in_schema=False)]
+Format = Annotated[
+    Literal["json", "html"] | None,
+    Query(description="`json` (the default) or `html`; else the `Accept` header decides."),
+]
+JobId = Annotated[UUID, Path(alias="jobID", description="The job's id.")]
+_HTML: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {"schema": {"type": "string"}}}}
+}
+MAX_LIMIT = 1000
+
+
 @router.get(
     "/jobs",
     response_model=JobList,
     summary="List your jobs",
-    responses=responses(Unauthorized, StoreUnavailable),
+    operation_id="getJobs",
+    response_model_exclude_none=True,
+    responses={**_HTML, **responses(InvalidQueryParameter, Unauthorized, StoreUnavailable)},
 )
 async def list_jobs(
+    request: Request,
     jobs: JobsDep,
     principal: PrincipalDep,
     present: PresenterDep,
     process_id: Annotated[
-        str | None, Query(alias="processID", max_length=64, description="Only this process.")
+        list[str] | None,
+        Query(alias="processID", description="Only these processes (repeat, or comma-separate)."),
     ] = None,
     status: Annotated[
-        list[JobStatus] | None, Query(description="Only these statuses (repeatable).")
+        list[str] | None,
+        Query(description="Only these statuses (repeat, or comma-separate)."),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Jobs to skip.")] = 0,
+    type_: Annotated[
+        list[str] | None,
+        Query(alias="type", description="`process`: every job here is a process job."),
+    ] = None,
+    datetime_: Annotated[
+        str | None,
+        Query(
+            alias="datetime",
+            max_length=100,
+            description="Jobs created at this instant or within this interval (RFC 3339; "
+            "`start/end`, either end open with `..`).",
+        ),
+    ] = None,
+    min_duration: Annotated[
+        int | None,
+        Query(
+            alias="minDuration",
+            ge=0,
+            description="Only jobs that ran at least this many seconds (running jobs: so far).",
+        ),
+    ] = None,
+    max_duration: Annotated[
+        int | None,
+        Query(
+            alias="maxDuration", ge=0, description="Only jobs that ran at most this many seconds."
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=listing.MAX_CURSOR, description="From the `next` link of a page."),
+    ] = None,
+    f: Format = None,
+    accept: AcceptHeader = None,
 ) -> Response:
-    """The caller's jobs, newest first (an admin sees everyone's); ``next`` links page on."""
-    records = await jobs.list(
-        principal, service=process_id, statuses=status or (), limit=limit, offset=offset
+    """The caller's jobs (an admin sees everyone's), newest first, a page at a time: the
+    ``next`` link carries an opaque cursor (the position after the page's last job), so any
+    page costs the same however deep. Filters are OGC's job-list parameters."""
+    html = listing.wants_html(accept, f)
+    created_from, created_to = listing.parse_datetime(datetime_)
+    processes = listing.split(process_id, "processID")
+    shown = listing.statuses(status)
+    types = listing.split(type_, "type")
+    query = JobQuery(
+        owner=principal.subject,
+        services=processes,
+        statuses=shown,
+        created_from=created_from,
+        created_to=created_to,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        after=listing.decode_cursor(cursor) if cursor is not None else None,
+        limit=limit,
     )
+    # Every job of this gateway runs a process: any other type lists nothing.
+    records = await jobs.page(principal, query) if not types or "process" in types else []
     base = present.base
-    links = []
+    params: dict[str, str | int | float | tuple[str, ...] | None] = {
+        "processID": processes or None,
+        "status": tuple(sorted(shown)) or None,
+        "type": types or None,
+        "datetime": datetime_,
+        "minDuration": min_duration,
+        "maxDuration": max_duration,
+        "limit": limit,
+    }
+    here = listing.query_string({**params, "cursor": cursor})
+    links = [
+        Link(href=f"{base}/jobs?{here}", rel="self", type=JSON, title="This page"),
+        Link(href=f"{base}/jobs?{here}&f=html", rel="alternate", type=HTML, title="As HTML"),
+    ]
     if len(records) == limit:
-        query = f"limit={limit}&offset={offset + limit}"
-        if process_id:
-            query += f"&processID={process_id}"
-        for s in status or ():
-            query += f"&status={s}"
-        links.append(Link(href=f"{base}/jobs?{query}", rel="next", type="application/json"))
+        last = records[-1]
+        following = listing.query_string(
+            {**params, "cursor": listing.encode_cursor(last.created, last.id)}
+        )
+        links.append(Link(href=f"{base}/jobs?{following}", rel="next", type=JSON, title="Next"))
     body = JobList(jobs=[present(r) for r in records], links=links)
-    return Response(body.model_dump_json(exclude_none=True), media_type="application/json")
+    if html:
+        context = {"title": "Jobs", "body": body, "base": base}
+        return html_response(request, "ogc_jobs.html", context)
+    return Response(body.model_dump_json(exclude_none=True), media_type=JSON)
 
 
 @router.get(
-    "/jobs/{job_id}",
+    "/jobs/{jobID}",
     response_model=StatusInfo,
     summary="Job status",
+    operation_id="getStatus",
     response_model_exclude_none=True,
-    responses=responses(Unauthorized, UnknownJob, StoreUnavailable),
+    responses={
+        **_HTML,
+        **responses(InvalidQueryParameter, Unauthorized, UnknownJob, StoreUnavailable),
+    },
 )
 async def job_status(
-    job_id: UUID, jobs: JobsDep, principal: PrincipalDep, present: PresenterDep
+    request: Request,
+    job_id: JobId,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+    present: PresenterDep,
+    f: Format = None,
+    accept: AcceptHeader = None,
 ) -> Response:
     """Status, progress and timestamps of one of the caller's jobs."""
-    return present(await jobs.get(job_id, principal)).response()
+    html = listing.wants_html(accept, f)
+    status = present(await jobs.get(job_id, principal))
+    if html:
+        context = {"title": f"Job {job_id}", "job": status, "base": present.base}
+        return html_response(request, "ogc_job.html", context)
+    return status.response()
 
 
 @router.delete(
-    "/jobs/{job_id}",
+    "/jobs/{jobID}",
     response_model=StatusInfo,
     summary="Dismiss a job",
+    operation_id="dismiss",
     response_model_exclude_none=True,
     responses=responses(Unauthorized, UnknownJob, StoreUnavailable),
 )
 async def dismiss_job(
-    job_id: UUID, jobs: JobsDep, principal: PrincipalDep, present: PresenterDep
+    job_id: JobId, jobs: JobsDep, principal: PrincipalDep, present: PresenterDep
 ) -> Response:
-    """Cancel a queued or running job, or purge a finished job's result.
+    """Cancel a queued or running job, or purge a finished job's result; either way the job
+    then shows ``dismissed``.
 
     A queued or running job ends ``dismissed`` (reason ``cancelled``) at once and its workers
     are told to stop: cooperatively first, then, past their grace, by killing that job's
-    process. A finished job keeps its status and loses its result (``GET .../results`` then
-    answers 410). Repeating the call is harmless.
+    process. A finished job loses its result (``GET .../results`` then answers 410) and
+    keeps the status it ended with as ``outcome``. Repeating the call is harmless.
     """
     return present(await jobs.dismiss(job_id, principal)).response()
 
 
 @router.get(
-    "/jobs/{job_id}/results",
+    "/jobs/{jobID}/results",
     summary="Job results",
+    operation_id="getResult",
     responses={
-        200: {"description": "The handler's JSON result."},
+        200: {
+            "description": "The results, in the form the execute request asked for (`raw`: "
+            "the output's value, `multipart/related` for several; `document`: the results "
+            "document).",
+            "content": {
+                "application/json": {"schema": {}},
+                "multipart/related": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
         **responses(
             Unauthorized,
             UnknownJob,
@@ -116,28 +227,16 @@ async def dismiss_job(
         ),
     },
 )
-async def job_results(job_id: UUID, jobs: JobsDep, principal: PrincipalDep) -> Any:
-    """The result of a successful job; 404 ``result-not-ready`` while it is queued or running,
-    422 ``job-failed`` with the job's error when it failed."""
+async def job_results(
+    job_id: JobId, jobs: JobsDep, principal: PrincipalDep, runtime: RuntimeDep
+) -> Response:
+    """The results of a successful job; 404 ``result-not-ready`` while it is queued or
+    running, 422 ``job-failed`` with the job's error when it failed."""
     job = await jobs.get(job_id, principal)
-    if job.purged is not None:
-        raise ResultPurged(f"job {job_id}'s result was purged at {job.purged.isoformat()}")
-    match job.status:
-        case JobStatus.SUCCESSFUL:
-            return job.result
-        case JobStatus.FAILED:
-            raise JobFailed(
-                f"job {job_id} failed ({job.reason}): "
-                + (job.error.message if job.error else "no detail"),
-                job_error=job.error,
-            )
-        case JobStatus.DISMISSED:
-            raise JobDismissed(f"job {job_id} was dismissed ({job.reason}); it has no result")
-        case _:
-            raise ResultNotReady(f"job {job_id} is {job.status}; its result is not ready")
+    return results_response(job, runtime.catalogue.get(job.service))
 
 
-async def _owned_job(job_id: UUID, jobs: JobsDep, principal: PrincipalDep) -> JobRecord:
+async def _owned_job(job_id: JobId, jobs: JobsDep, principal: PrincipalDep) -> JobRecord:
     """Ownership checked before a stream starts (errors inside a stream come too late)."""
     return await jobs.get(job_id, principal)
 
@@ -160,13 +259,14 @@ def _last_seen(last_event_id: str | None) -> int:
 
 
 @router.get(
-    "/jobs/{job_id}/events",
+    "/jobs/{jobID}/events",
+    operation_id="getEvents",
     response_class=EventSourceResponse,
     summary="Follow a job (server-sent events)",
     responses=responses(Unauthorized, UnknownJob, StoreUnavailable),
 )
 async def job_events(
-    job_id: UUID,
+    job_id: JobId,
     jobs: JobsDep,
     principal: PrincipalDep,
     present: PresenterDep,

@@ -291,6 +291,7 @@ SUBMIT_DOC: dict[str, Any] = {
     "responses": {200: {"description": '`{"uuid": "<job id>"}`'}, **LEGACY_ERRORS},
     "description": "Submits a job the old way: `doc_url` (or a storage id), `ann_doc_id`, "
     "`storage_<t>_id`, `*_url` and any other value go to the task's `misc`. Needs a token.",
+    "openapi_extra": {"security": [{"bearer": []}]},
 }
 
 

@@ -2,50 +2,122 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
-from gateway.api.schemas import Health, Link
+from gateway.api.html import html_response
+from gateway.api.listing import wants_html
+from gateway.api.schemas import HTML, JSON, OGC_REL, Health, Link
 from gateway.broker import BrokerDown
+from gateway.errors import InvalidQueryParameter, responses
 from gateway.runtime import BaseUrlDep, RuntimeDep
 from gateway.store import StoreError
 
 router = APIRouter(tags=["operations"])
 
+CONFORMANCE_ROOT = "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/"
+# Each class is here because a test shows it (docs/ogc.md names the tests).
 CONFORMANCE = [
-    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/core",
-    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/json",
-    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/oas30",
-    "http://www.opengis.net/spec/ogcapi-processes-1/1.0/conf/job-list",
+    CONFORMANCE_ROOT + name
+    for name in ("core", "ogc-process-description", "json", "oas30", "job-list", "dismiss")
+]
+OPENAPI_30 = "application/vnd.oai.openapi+json;version=3.0"
+AcceptHeader = Annotated[str | None, Header(alias="accept", include_in_schema=False)]
+Format = Annotated[
+    Literal["json", "html"] | None,
+    Query(description="`json` (the default) or `html`; else the `Accept` header decides."),
 ]
 
 
-@router.get("/", summary="Landing page")
-async def landing(base: BaseUrlDep) -> dict[str, Any]:
-    """Links to the API description, the conformance classes and the processes."""
+class LandingPage(BaseModel):
+    """OGC ``landingPage``."""
+
+    title: str
+    description: str
+    links: list[Link]
+
+
+class Conformance(BaseModel):
+    """OGC ``confClasses``."""
+
+    conformsTo: list[str]
+
+
+@router.get(
+    "/",
+    summary="Landing page",
+    operation_id="getLandingPage",
+    response_model=LandingPage,
+    response_model_exclude_none=True,
+    responses={
+        200: {"content": {"text/html": {"schema": {"type": "string"}}}},
+        **responses(InvalidQueryParameter),
+    },
+)
+async def landing(
+    request: Request, base: BaseUrlDep, f: Format = None, accept: AcceptHeader = None
+) -> Response:
+    """Links to the API definition, the conformance classes, the processes and the jobs."""
+    html = wants_html(accept, f)
     links = [
-        Link(
-            href=f"{base}/openapi.json",
-            rel="service-desc",
-            type="application/vnd.oai.openapi+json;version=3.0",
-        ),
-        Link(href=f"{base}/docs", rel="service-doc", type="text/html"),
-        Link(href=f"{base}/conformance", rel="http://www.opengis.net/def/rel/ogc/1.0/conformance"),
-        Link(href=f"{base}/processes", rel="http://www.opengis.net/def/rel/ogc/1.0/processes"),
+        Link(href=f"{base}/", rel="self", type=JSON, title="This document"),
+        Link(href=f"{base}/?f=html", rel="alternate", type=HTML, title="As HTML"),
+        Link(href=f"{base}/api", rel="service-desc", type=OPENAPI_30, title="OpenAPI 3.0"),
+        Link(href=f"{base}/docs", rel="service-doc", type=HTML, title="Swagger UI"),
+        Link(href=f"{base}/conformance", rel=f"{OGC_REL}conformance", type=JSON),
+        Link(href=f"{base}/processes", rel=f"{OGC_REL}processes", type=JSON, title="Processes"),
+        Link(href=f"{base}/jobs", rel=f"{OGC_REL}job-list", type=JSON, title="Your jobs"),
     ]
-    return {
-        "title": "Service Gateway",
-        "links": [link.model_dump(exclude_none=True) for link in links],
-    }
+    body = LandingPage(
+        title="Service Gateway",
+        description="Research services as OGC API – Processes: execute a process, follow its "
+        "job, fetch its results.",
+        links=links,
+    )
+    if html:
+        return html_response(request, "ogc_landing.html", {"title": body.title, "body": body})
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True))
 
 
-@router.get("/conformance", summary="Conformance classes")
-async def conformance() -> dict[str, list[str]]:
-    """The OGC API – Processes conformance classes this gateway implements."""
-    return {"conformsTo": CONFORMANCE}
+@router.get(
+    "/conformance",
+    summary="Conformance classes",
+    operation_id="getConformance",
+    response_model=Conformance,
+)
+async def conformance() -> Conformance:
+    """The OGC API – Processes 1.0 conformance classes this gateway implements."""
+    return Conformance(conformsTo=CONFORMANCE)
+
+
+@router.get(
+    "/api",
+    summary="The API definition",
+    operation_id="getAPI",
+    responses={
+        200: {
+            "description": "The OpenAPI 3.0 document; with `f=html` or a browser's `Accept`, "
+            "a redirect to Swagger UI.",
+            "content": {OPENAPI_30: {"schema": {"type": "object"}}},
+        },
+        303: {"description": "To Swagger UI."},
+        **responses(InvalidQueryParameter),
+    },
+)
+async def api_definition(
+    request: Request, base: BaseUrlDep, f: Format = None, accept: AcceptHeader = None
+) -> Response:
+    """This API's OpenAPI 3.0 document (the same as ``/openapi.json``), as OGC's ``oas30``
+    class asks: media type ``application/vnd.oai.openapi+json;version=3.0``."""
+    if wants_html(accept, f):
+        return RedirectResponse(f"{base}/docs", status_code=303)
+    document = json.dumps(request.app.openapi(), separators=(",", ":"))
+    return Response(document, media_type=OPENAPI_30)
 
 
 @router.get("/healthz", summary="Liveness", response_model=Health)

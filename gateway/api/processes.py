@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated
+import json
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 
+from gateway.api.execution import delivery, execution_mode, results_response
+from gateway.api.html import html_response
+from gateway.api.listing import query_string, wants_html
 from gateway.api.schemas import (
+    HTML,
+    JSON,
     ExecuteRequest,
     Link,
     ProcessDescription,
@@ -15,15 +21,23 @@ from gateway.api.schemas import (
     ProcessSummary,
     StatusInfo,
 )
+from gateway.canarie import example_inputs
 from gateway.errors import (
     BadRequest,
     BrokerUnavailable,
     Forbidden,
+    GatewayError,
     IdempotencyConflict,
     InvalidInput,
+    InvalidParameterValue,
+    InvalidQueryParameter,
+    JobDismissed,
+    JobFailed,
+    NoSuchOutput,
     QueueFull,
     QuotaExceeded,
     RateLimited,
+    ResultPurged,
     StoreUnavailable,
     Unauthorized,
     UnknownProcess,
@@ -33,63 +47,126 @@ from gateway.runtime import BaseUrlDep, JobsDep, PresenterDep, PrincipalDep, Run
 
 router = APIRouter(tags=["processes"])
 
-ProcessId = Annotated[str, Path(description="The service id from the catalogue.", max_length=64)]
-_WAIT = re.compile(r"(?:^|[\s,;])wait\s*=\s*(\d{1,6})(?:$|[\s,;])")
-
-
-def _prefer_wait(prefer: str | None, limit: float) -> float | None:
-    """Seconds asked for by ``Prefer: wait=N`` (capped), or None for asynchronous execution."""
-    if not prefer or "respond-async" in prefer:
-        return None
-    match = _WAIT.search(prefer)
-    if match is None:
-        return None
-    return min(float(match.group(1)), limit)
+ProcessId = Annotated[
+    str,
+    Path(alias="processID", description="The service id from the catalogue.", max_length=64),
+]
+AcceptHeader = Annotated[str | None, Header(alias="accept", include_in_schema=False)]
+Format = Annotated[
+    Literal["json", "html"] | None,
+    Query(description="`json` (the default) or `html`; else the `Accept` header decides."),
+]
+_LISTED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {"schema": {"type": "string"}}}}
+}
 
 
 @router.get(
     "/processes",
     response_model=ProcessList,
     summary="List the processes",
+    operation_id="getProcesses",
     response_model_exclude_none=True,
+    responses={**_LISTED, **responses(InvalidQueryParameter)},
 )
-async def list_processes(runtime: RuntimeDep, base: BaseUrlDep) -> ProcessList:
-    """Every service of the catalogue."""
-    return ProcessList(
-        processes=[ProcessSummary.of(spec, base) for spec in runtime.catalogue],
-        links=[Link(href=f"{base}/processes", rel="self", type="application/json")],
-    )
+async def list_processes(
+    request: Request,
+    runtime: RuntimeDep,
+    base: BaseUrlDep,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Page size.")] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=64, description="From the `next` link of a page.")
+    ] = None,
+    f: Format = None,
+    accept: AcceptHeader = None,
+) -> Response:
+    """The catalogue's services, in id order; ``next`` links page on."""
+    html = wants_html(accept, f)
+    specs = sorted(runtime.catalogue, key=lambda s: s.id)
+    if cursor is not None:
+        specs = [s for s in specs if s.id > cursor]
+    page = specs[:limit]
+    max_wait = runtime.settings.max_wait
+    links = [
+        Link(href=f"{base}/processes", rel="self", type=JSON, title="This list"),
+        Link(href=f"{base}/processes?f=html", rel="alternate", type=HTML, title="As HTML"),
+    ]
+    if len(specs) > limit:
+        query = query_string({"limit": limit, "cursor": page[-1].id})
+        links.append(Link(href=f"{base}/processes?{query}", rel="next", type=JSON))
+    body = ProcessList(processes=[ProcessSummary.of(s, base, max_wait) for s in page], links=links)
+    if html:
+        return html_response(
+            request, "ogc_processes.html", {"title": "Processes", "body": body, "base": base}
+        )
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True))
 
 
 @router.get(
-    "/processes/{process_id}",
+    "/processes/{processID}",
     response_model=ProcessDescription,
     summary="Describe a process",
+    operation_id="getProcessDescription",
     response_model_exclude_none=True,
-    responses=responses(UnknownProcess),
+    responses={**_LISTED, **responses(UnknownProcess, InvalidQueryParameter)},
 )
 async def describe_process(
-    process_id: ProcessId, jobs: JobsDep, base: BaseUrlDep
-) -> ProcessDescription:
-    """The service with the JSON Schema its inputs must match."""
-    return ProcessDescription.describe(jobs.service(process_id), base)
+    request: Request,
+    process_id: ProcessId,
+    jobs: JobsDep,
+    runtime: RuntimeDep,
+    base: BaseUrlDep,
+    f: Format = None,
+    accept: AcceptHeader = None,
+) -> Response:
+    """The process's inputs and outputs (OGC descriptions: title, description, an OpenAPI
+    3.0 ``schema``, ``minOccurs``/``maxOccurs``), execution modes and queueing policy."""
+    html = wants_html(accept, f)
+    spec = jobs.service(process_id)
+    body = ProcessDescription.describe(spec, base, runtime.settings.max_wait)
+    if html:
+        context = {
+            "title": spec.title,
+            "body": body,
+            "base": base,
+            "example": json.dumps({"inputs": example_inputs(spec.inputs)}, indent=2),
+        }
+        return html_response(request, "ogc_process.html", context)
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True))
 
 
 @router.post(
-    "/processes/{process_id}/execution",
+    "/processes/{processID}/execution",
     response_model=StatusInfo,
     status_code=201,
     summary="Execute a process (create a job)",
+    operation_id="execute",
     response_model_exclude_none=True,
     responses={
-        200: {"model": StatusInfo, "description": "Finished within the Prefer: wait=N time."},
+        200: {
+            "description": "Synchronous execution: the results (`response: raw`: the output's "
+            "value, or `multipart/related` for several; `document`: the results document). "
+            "`Location` and `Link: rel=monitor` name the job.",
+            "content": {
+                "application/json": {"schema": {}},
+                "multipart/related": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        201: {
+            "description": "Asynchronous execution: the job's status; `Location` names it.",
+        },
         **responses(
             BadRequest,
+            NoSuchOutput,
+            InvalidParameterValue,
             Unauthorized,
             Forbidden,
-            IdempotencyConflict,
             UnknownProcess,
+            JobDismissed,
+            ResultPurged,
+            IdempotencyConflict,
             InvalidInput,
+            JobFailed,
             QueueFull,
             RateLimited,
             QuotaExceeded,
@@ -108,8 +185,10 @@ async def execute(
     prefer: Annotated[
         str | None,
         Header(
-            description="`respond-async` (the default) answers 201 at once; `wait=N` waits up "
-            "to N seconds for the job to end and answers 200 if it did."
+            description="`respond-async`: answer 201 at once. None: processes offering "
+            "`sync-execute` answer with their results (200) within `SG_MAX_WAIT`, others "
+            "201. `wait=N` (an extension): wait up to N seconds for the results, for any "
+            "process; `Preference-Applied` says what was honoured."
         ),
     ] = None,
     idempotency_key: Annotated[
@@ -119,12 +198,14 @@ async def execute(
             max_length=255,
             pattern=r"^[\x21-\x7e]+$",
             description="Retry safely: the same key (per caller) answers with the first job "
-            "(200, `Idempotent-Replayed: true`) and never queues twice; reused with another "
+            "(`Idempotent-Replayed: true`) and never queues twice; reused with another "
             "request body, 409.",
         ),
     ] = None,
 ) -> Response:
-    """Validate the inputs, record the job and queue it; 201 with ``Location`` once queued.
+    """Validate the inputs, record the job and queue it; then answer as the negotiated
+    execution mode says: 201 with ``Location`` and the job's status, or (synchronous) its
+    results once it ends.
 
     The job exists before its task: a task the broker does not confirm leaves the job
     ``failed``/``publish_failed`` and the answer is 503 (or 429 when the service's queue is
@@ -133,14 +214,28 @@ async def execute(
     spec = jobs.service(process_id)
     if body.subscriber is not None:
         raise BadRequest("this gateway does not deliver callbacks: remove `subscriber`")
-    wait = _prefer_wait(prefer, runtime.settings.max_wait)
+    form = delivery(body, spec)
+    max_wait = runtime.settings.max_wait
+    mode = execution_mode(prefer, sync_capable=spec.sync_capable(max_wait), max_wait=max_wait)
     record, replayed = await jobs.submit(
-        spec, body.inputs, principal=principal, wait=wait, idempotency_key=idempotency_key
+        spec,
+        body.inputs,
+        principal=principal,
+        wait=mode.wait,
+        idempotency_key=idempotency_key,
+        delivery=form,
     )
-    headers = {"Location": f"{present.base}/jobs/{record.id}"}
+    location = f"{present.base}/jobs/{record.id}"
+    headers = {"Location": location}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    elif wait is not None:
-        headers["Preference-Applied"] = f"wait={int(wait)}"
-    status = 200 if record.status.terminal or replayed else 201
-    return present(record).response(status_code=status, headers=headers)
+    if mode.applied is not None:
+        headers["Preference-Applied"] = mode.applied
+    if mode.wait is not None and record.status.terminal:
+        headers["Link"] = f'<{location}>; rel="monitor"'
+        try:
+            return results_response(record, spec, headers)
+        except GatewayError as exc:  # a failed or dismissed job: its exception, and where it is
+            exc.headers.update(headers)
+            raise
+    return present(record).response(status_code=200 if replayed else 201, headers=headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -9,6 +10,7 @@ from uuid import UUID
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.oas30 import to_oas30
 from gateway.store import JobRecord, JobStatus
 from worker_sdk.wire.catalogue import ServiceSpec
 
@@ -20,54 +22,134 @@ class Link(BaseModel):
     title: str | None = None
 
 
+OGC_REL = "http://www.opengis.net/def/rel/ogc/1.0/"
+JSON = "application/json"
+HTML = "text/html"
+
+
 class ProcessSummary(BaseModel):
-    """A service as a process."""
+    """A service as a process (OGC ``processSummary``)."""
 
     id: str
     title: str
     description: str
     version: str
-    jobControlOptions: list[str] = Field(default_factory=lambda: ["async-execute", "sync-execute"])
+    jobControlOptions: list[Literal["sync-execute", "async-execute", "dismiss"]] = Field(
+        description="`sync-execute` when the process is sync-capable: its `sync_execute` "
+        "flag, else a `time_limit` no longer than `SG_MAX_WAIT`."
+    )
+    outputTransmission: list[Literal["value", "reference"]] = Field(default=["value"])
     links: list[Link] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, spec: ServiceSpec, base: str) -> ProcessSummary:
+    def of(cls, spec: ServiceSpec, base: str, max_wait: float) -> ProcessSummary:
+        options: list[Literal["sync-execute", "async-execute", "dismiss"]] = [
+            "async-execute",
+            "dismiss",
+        ]
+        if spec.sync_capable(max_wait):
+            options.insert(0, "sync-execute")
+        href = f"{base}/processes/{spec.id}"
         return cls(
             id=spec.id,
             title=spec.title,
             description=spec.description,
             version=spec.version,
-            links=[Link(href=f"{base}/processes/{spec.id}", rel="self", type="application/json")],
+            jobControlOptions=options,
+            links=[
+                Link(href=href, rel="self", type=JSON, title="Process description"),
+                Link(href=f"{href}?f=html", rel="alternate", type=HTML, title="As HTML"),
+            ],
         )
 
 
 class ProcessList(BaseModel):
+    """OGC ``processList``."""
+
     processes: list[ProcessSummary]
     links: list[Link] = Field(default_factory=list)
 
 
-class ProcessDescription(ProcessSummary):
-    """A process with its input schema and output description."""
+class InputDescription(BaseModel):
+    """One input (OGC ``inputDescription``), from a property of the catalogue's schema."""
 
-    inputs: dict[str, Any] = Field(description="JSON Schema of the execute request's inputs.")
-    outputs: dict[str, Any]
-    queueTtl: float
-    timeLimit: float | None
+    title: str
+    description: str | None = None
+    schema_: dict[str, Any] = Field(
+        alias="schema", description="OpenAPI 3.0 schema object of the input's value."
+    )
+    minOccurs: int
+    maxOccurs: int
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class OutputDescription(BaseModel):
+    """One output (OGC ``outputDescription``)."""
+
+    title: str
+    description: str | None = None
+    schema_: dict[str, Any] = Field(
+        alias="schema", description="OpenAPI 3.0 schema object of the output's value."
+    )
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+def input_descriptions(spec: ServiceSpec) -> dict[str, InputDescription]:
+    """The catalogue's input schema as OGC input descriptions: one per property, required
+    ones ``minOccurs: 1``; each value (an array too) occurs once."""
+    schema = to_oas30(spec.inputs)
+    required = set(spec.inputs.get("required", ()))
+    raw = spec.inputs.get("properties", {})
+    described = {}
+    for name, converted in schema.get("properties", {}).items():
+        prop = raw.get(name) if isinstance(raw.get(name), Mapping) else {}
+        described[name] = InputDescription(
+            title=str(prop.get("title") or name),
+            description=prop.get("description"),
+            schema_=converted,
+            minOccurs=1 if name in required else 0,
+            maxOccurs=1,
+        )
+    return described
+
+
+def output_descriptions(spec: ServiceSpec) -> dict[str, OutputDescription]:
+    return {
+        output_id: OutputDescription(
+            title=output.title or output_id,
+            description=output.description or None,
+            schema_=to_oas30(output.value_schema),
+        )
+        for output_id, output in spec.output_specs.items()
+    }
+
+
+class ProcessDescription(ProcessSummary):
+    """A process with its inputs and outputs (OGC ``process``), and the gateway's queueing
+    policy (``queueTtl``, ``timeLimit``: extensions)."""
+
+    inputs: dict[str, InputDescription]
+    outputs: dict[str, OutputDescription]
+    queueTtl: float = Field(description="Seconds a job may wait for a worker.")
+    timeLimit: float | None = Field(description="Seconds a run may take.")
 
     @classmethod
-    def describe(cls, spec: ServiceSpec, base: str) -> ProcessDescription:
-        summary = ProcessSummary.of(spec, base)
+    def describe(cls, spec: ServiceSpec, base: str, max_wait: float) -> ProcessDescription:
+        summary = ProcessSummary.of(spec, base, max_wait)
         summary.links.append(
             Link(
                 href=f"{base}/processes/{spec.id}/execution",
-                rel="http://www.opengis.net/def/rel/ogc/1.0/execute",
+                rel=f"{OGC_REL}execute",
+                type=JSON,
                 title="Execute",
             )
         )
         return cls(
             **summary.model_dump(),
-            inputs=dict(spec.inputs),
-            outputs=dict(spec.outputs),
+            inputs=input_descriptions(spec),
+            outputs=output_descriptions(spec),
             queueTtl=spec.queue_ttl,
             timeLimit=spec.time_limit,
         )
@@ -109,12 +191,18 @@ class ExecuteRequest(BaseModel):
 
 
 class StatusInfo(BaseModel):
-    """OGC statusInfo, with the gateway's ``reason`` and ``attempt``."""
+    """OGC statusInfo, with the gateway's ``reason``, ``attempt`` and ``outcome``.
+
+    A finished job whose result was dismissed (``DELETE``) shows ``dismissed``, as OGC's
+    dismiss class requires, and keeps the status it ended with in ``outcome``."""
 
     jobID: UUID
     processID: str
-    type: str = "process"
+    type: Literal["process"] = "process"
     status: JobStatus
+    outcome: JobStatus | None = Field(
+        default=None, description="The status the job ended with, once its result is purged."
+    )
     reason: str | None = None
     message: str | None = None
     progress: int
@@ -132,19 +220,19 @@ class StatusInfo(BaseModel):
 
     @classmethod
     def of(cls, job: JobRecord, base: str, expected_version: str | None = None) -> StatusInfo:
-        links = [Link(href=f"{base}/jobs/{job.id}", rel="self", type="application/json")]
+        href = f"{base}/jobs/{job.id}"
+        links = [
+            Link(href=href, rel="self", type=JSON, title="Job status"),
+            Link(href=f"{href}?f=html", rel="alternate", type=HTML, title="As HTML"),
+            Link(href=f"{base}/jobs", rel="up", type=JSON, title="Your jobs"),
+        ]
         if job.status is JobStatus.SUCCESSFUL and job.purged is None:
-            links.append(
-                Link(
-                    href=f"{base}/jobs/{job.id}/results",
-                    rel="http://www.opengis.net/def/rel/ogc/1.0/results",
-                    type="application/json",
-                )
-            )
+            links.append(Link(href=f"{href}/results", rel=f"{OGC_REL}results", title="Job results"))
         return cls(
             jobID=job.id,
             processID=job.service,
-            status=job.status,
+            status=JobStatus.DISMISSED if job.purged is not None else job.status,
+            outcome=job.status if job.purged is not None else None,
             reason=job.reason,
             message=job.error.message if job.error is not None else job.message,
             progress=job.progress,
@@ -176,7 +264,8 @@ class StatusInfo(BaseModel):
 
 
 class JobList(BaseModel):
-    """A page of jobs."""
+    """A page of jobs (OGC ``jobList``); its ``next`` link carries the cursor of the next
+    page."""
 
     jobs: list[StatusInfo]
     links: list[Link] = Field(default_factory=list)

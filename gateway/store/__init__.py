@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from .base import DuplicateJob, JobStore, StoreError, StoreRejected
-from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, LegacyFields, Reason, WorkerInfo
+from .base import DuplicateJob, JobQuery, JobStore, StoreError, StoreRejected
+from .model import (
+    ACTIVE,
+    TERMINAL,
+    Delivery,
+    JobRecord,
+    JobStatus,
+    LegacyFields,
+    Reason,
+    WorkerInfo,
+)
 from .mongo import MongoStore
 from .sqlite import SQLiteStore
 
 __all__ = [
     "ACTIVE",
     "TERMINAL",
+    "Delivery",
     "DuplicateJob",
+    "JobQuery",
     "JobRecord",
     "JobStatus",
     "JobStore",

@@ -8,6 +8,7 @@ and an update that does not apply returns ``None`` instead of raising.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
@@ -27,6 +28,41 @@ class StoreRejected(StoreError):
 
 class DuplicateJob(StoreRejected):
     """Another job of the same owner holds this idempotency key."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    """One page of a job list: the filters, and the keyset position to continue after.
+
+    Jobs come newest first, ordered by ``(created, id)`` descending; ``after`` is the
+    ``(created, id)`` of the last job of the previous page, so a page at any depth costs one
+    index seek (no offset is walked). ``statuses`` matches the status a client sees: a
+    finished job whose result was dismissed (``purged``) counts as ``dismissed``.
+    ``min_duration``/``max_duration`` (seconds) keep only jobs that started, with a run time
+    of ``finished - started`` (``now - started`` while running), as OGC API – Processes
+    defines it; when either is set and ``statuses`` is empty, accepted jobs are left out.
+    """
+
+    owner: str | None
+    services: tuple[str, ...] = ()
+    statuses: frozenset[JobStatus] = frozenset()
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+    now: datetime | None = None
+    after: tuple[datetime, UUID] | None = None
+    limit: int = 100
+
+    @property
+    def timed(self) -> bool:
+        return self.min_duration is not None or self.max_duration is not None
+
+    def shown_statuses(self) -> frozenset[JobStatus]:
+        """The statuses to match, with the duration filters' default applied."""
+        if self.statuses or not self.timed:
+            return self.statuses
+        return frozenset(JobStatus) - {JobStatus.ACCEPTED}
 
 
 class JobStore(Protocol):
@@ -63,6 +99,10 @@ class JobStore(Protocol):
         offset: int = 0,
     ) -> list[JobRecord]:
         """Jobs newest first; ``owner=None`` lists every owner's (admins)."""
+
+    async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
+        """At most ``query.limit`` jobs matching ``query``, newest first, after its keyset
+        position (see :class:`JobQuery`)."""
 
     async def count_active(self, owner: str) -> int:
         """How many of the owner's jobs are accepted or running."""

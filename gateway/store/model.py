@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -67,6 +67,16 @@ class LegacyFields(BaseModel):
     annotation_service_url: str | None = None
 
 
+class Delivery(BaseModel):
+    """How the client asked for the results (OGC execute ``response`` and ``outputs``):
+    ``raw`` values or a results ``document``, of these outputs (``None``: every output)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    response: Literal["raw", "document"] = "raw"
+    outputs: tuple[str, ...] | None = None
+
+
 class JobRecord(BaseModel):
     """Everything the gateway knows about one job."""
 
@@ -109,4 +119,7 @@ class JobRecord(BaseModel):
     )
     queued: datetime | None = Field(
         default=None, description="When the broker confirmed the job's first task, if known."
+    )
+    delivery: Delivery | None = Field(
+        default=None, description="The results form asked for at submission (raw when unset)."
     )

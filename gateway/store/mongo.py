@@ -27,7 +27,7 @@ from pymongo.errors import (
 
 from worker_sdk.wire import ErrorInfo
 
-from .base import DuplicateJob, StoreError, StoreRejected
+from .base import DuplicateJob, JobQuery, StoreError, StoreRejected
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo
 
 DEFAULT_DATABASE = "servicegateway"
@@ -35,6 +35,15 @@ TTL_BACKSTOP = 86400
 _FIELDS = tuple(JobRecord.model_fields)
 
 ClientFactory = Callable[[], Any]
+
+# The status a client sees: a finished job whose result was dismissed shows as dismissed.
+_SHOWN_STATUS: dict[JobStatus, dict[str, Any]] = {
+    JobStatus.ACCEPTED: {"status": "accepted"},
+    JobStatus.RUNNING: {"status": "running"},
+    JobStatus.SUCCESSFUL: {"status": "successful", "purged": {"$exists": False}},
+    JobStatus.FAILED: {"status": "failed", "purged": {"$exists": False}},
+    JobStatus.DISMISSED: {"$or": [{"status": "dismissed"}, {"purged": {"$exists": True}}]},
+}
 
 # What a driver call can raise: the server's and the driver's errors, and BSON encoding
 # errors of values (an int past 64 bits raises OverflowError before anything is sent).
@@ -78,7 +87,7 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
 
@@ -127,7 +136,20 @@ class MongoStore:
             self._tombstones = database["tombstones"]
             self._workers = database["workers"]
             await self._client.admin.command("ping")
-            await self._jobs.create_index([("owner", ASCENDING), ("created", DESCENDING)])
+            # Job list pages: a keyset on (created, _id), per owner, per owner and service, and
+            # for admins over everyone's jobs.
+            await self._jobs.create_index(
+                [("owner", ASCENDING), ("created", DESCENDING), ("_id", DESCENDING)]
+            )
+            await self._jobs.create_index(
+                [
+                    ("owner", ASCENDING),
+                    ("service", ASCENDING),
+                    ("created", DESCENDING),
+                    ("_id", DESCENDING),
+                ]
+            )
+            await self._jobs.create_index([("created", DESCENDING), ("_id", DESCENDING)])
             await self._jobs.create_index([("owner", ASCENDING), ("status", ASCENDING)])
             await self._jobs.create_index([("service", ASCENDING), ("status", ASCENDING)])
             await self._jobs.create_index(
@@ -216,6 +238,48 @@ class MongoStore:
                 .sort([("created", DESCENDING), ("_id", DESCENDING)])
                 .skip(int(offset))
                 .limit(int(limit))
+            )
+            docs = await cursor.to_list(None)
+        except _FAILURES as exc:
+            raise _translate(exc) from exc
+        return [r for r in map(_record, docs) if r is not None]
+
+    async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
+        clauses: list[dict[str, Any]] = []
+        if query.owner is not None:
+            clauses.append({"owner": str(query.owner)})
+        if query.services:
+            clauses.append({"service": {"$in": sorted({str(s) for s in query.services})}})
+        statuses = query.shown_statuses()
+        if statuses:
+            clauses.append({"$or": [_SHOWN_STATUS[s] for s in sorted(statuses)]})
+        created: dict[str, datetime] = {}
+        if query.created_from is not None:
+            created["$gte"] = query.created_from
+        if query.created_to is not None:
+            created["$lte"] = query.created_to
+        if created:
+            clauses.append({"created": created})
+        if query.timed:
+            now = query.now or datetime.now(UTC)
+            run_ms = {"$subtract": [{"$ifNull": ["$finished", now]}, "$started"]}
+            clauses.append({"started": {"$type": "date"}})
+            if query.min_duration is not None:
+                bound = float(query.min_duration) * 1000
+                clauses.append({"$expr": {"$gte": [run_ms, bound]}})
+            if query.max_duration is not None:
+                bound = float(query.max_duration) * 1000
+                clauses.append({"$expr": {"$lte": [run_ms, bound]}})
+        if query.after is not None:
+            at, job_id = query.after
+            clauses.append(
+                {"$or": [{"created": {"$lt": at}}, {"created": at, "_id": {"$lt": str(job_id)}}]}
+            )
+        try:
+            cursor = (
+                self._collection.find({"$and": clauses} if clauses else {})
+                .sort([("created", DESCENDING), ("_id", DESCENDING)])
+                .limit(int(query.limit))
             )
             docs = await cursor.to_list(None)
         except _FAILURES as exc:

@@ -26,7 +26,7 @@ from uuid import UUID
 
 from worker_sdk.wire import ErrorInfo
 
-from .base import DuplicateJob, StoreError, StoreRejected
+from .base import DuplicateJob, JobQuery, StoreError, StoreRejected
 from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
 
 _SCHEMA = """
@@ -57,9 +57,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER NOT NULL DEFAULT 1,
     legacy TEXT,
     queued TEXT,
-    recovering TEXT
+    recovering TEXT,
+    delivery TEXT
 );
-CREATE INDEX IF NOT EXISTS jobs_owner_created ON jobs (owner, created);
+DROP INDEX IF EXISTS jobs_owner_created;
+CREATE INDEX IF NOT EXISTS jobs_owner_page ON jobs (owner, created DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_owner_service_page ON jobs (owner, service, created DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_page ON jobs (created DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_service_status ON jobs (service, status);
 CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
 CREATE TABLE IF NOT EXISTS counters (
@@ -76,15 +80,35 @@ CREATE INDEX IF NOT EXISTS jobs_unqueued ON jobs (service, created)
     WHERE status = 'accepted' AND queued IS NULL;
 """
 
+# The status a client sees: a finished job whose result was dismissed shows as dismissed.
+_SHOWN_STATUS = {
+    JobStatus.ACCEPTED: "status = 'accepted'",
+    JobStatus.RUNNING: "status = 'running'",
+    JobStatus.SUCCESSFUL: "(status = 'successful' AND purged IS NULL)",
+    JobStatus.FAILED: "(status = 'failed' AND purged IS NULL)",
+    JobStatus.DISMISSED: "(status = 'dismissed' OR purged IS NOT NULL)",
+}
+
 T = TypeVar("T")
 Statement = Callable[[sqlite3.Connection], Any]
 
 _COLUMNS = tuple(JobRecord.model_fields)
-_JSON_COLUMNS = frozenset({"inputs", "result", "error", "worker", "subscriber", "legacy"})
+_JSON_COLUMNS = frozenset(
+    {"inputs", "result", "error", "worker", "subscriber", "legacy", "delivery"}
+)
+# Columns added after the first schema: a store file made before them gets them at open.
+_ADDED_COLUMNS = {"delivery": "TEXT"}
 
 
 def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _stored_ts(value: datetime) -> str:
+    """``created`` as its column holds it: UTC with six fraction digits, fixed width, so that
+    text order is time order (the job list's index and keyset rely on it; pydantic's form
+    drops a zero fraction, which sorts a whole second after its own fractions)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _encode(record: JobRecord) -> dict[str, Any]:
@@ -99,6 +123,7 @@ def _encode(record: JobRecord) -> dict[str, Any]:
             row[name] = None if unset else json.dumps(value)
         else:
             row[name] = value
+    row["created"] = _stored_ts(record.created)
     return row
 
 
@@ -147,6 +172,10 @@ class SQLiteStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(_SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         return db
 
     async def close(self) -> None:
@@ -214,6 +243,55 @@ class SQLiteStore:
         sql = (
             f"SELECT * FROM jobs WHERE {' AND '.join(where)} "
             "ORDER BY created DESC, id DESC LIMIT :limit OFFSET :offset"
+        )
+
+        def statement(db: sqlite3.Connection) -> list[JobRecord]:
+            return [_decode(row) for row in db.execute(sql, params)]
+
+        records: list[JobRecord] = await self._run(statement)
+        return records
+
+    async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": query.limit}
+        if query.owner is not None:
+            where.append("owner = :owner")
+            params["owner"] = query.owner
+        if query.services:
+            marks = []
+            for i, service in enumerate(sorted(set(query.services))):
+                params[f"p{i}"] = service
+                marks.append(f":p{i}")
+            where.append(f"service IN ({', '.join(marks)})")
+        statuses = query.shown_statuses()
+        if statuses:
+            where.append("(" + " OR ".join(_SHOWN_STATUS[s] for s in sorted(statuses)) + ")")
+        if query.created_from is not None:
+            where.append("created >= :created_from")
+            params["created_from"] = _stored_ts(query.created_from)
+        if query.created_to is not None:
+            where.append("created <= :created_to")
+            params["created_to"] = _stored_ts(query.created_to)
+        if query.timed:
+            # julianday() is a double (some 40 µs of precision today): round to milliseconds.
+            duration = (
+                "round((julianday(COALESCE(finished, :now)) - julianday(started)) * 86400.0, 3)"
+            )
+            where.append("started IS NOT NULL")
+            params["now"] = _stored_ts(query.now or datetime.now(UTC))
+            if query.min_duration is not None:
+                where.append(f"{duration} >= :min_duration")
+                params["min_duration"] = query.min_duration
+            if query.max_duration is not None:
+                where.append(f"{duration} <= :max_duration")
+                params["max_duration"] = query.max_duration
+        if query.after is not None:
+            where.append("(created, id) < (:after_created, :after_id)")
+            params["after_created"] = _stored_ts(query.after[0])
+            params["after_id"] = str(query.after[1])
+        sql = (
+            f"SELECT * FROM jobs WHERE {' AND '.join(where) or '1 = 1'} "
+            "ORDER BY created DESC, id DESC LIMIT :limit"
         )
 
         def statement(db: sqlite3.Connection) -> list[JobRecord]:

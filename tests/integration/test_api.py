@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from gateway import Settings, create_app
-from gateway.api.processes import _prefer_wait
+from gateway.api.execution import execution_mode
 from gateway.broker import BrokerDown
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import job_state, submit
@@ -45,7 +45,12 @@ async def test_processes_are_listed_and_described(client: httpx.AsyncClient) -> 
     described = await client.get("/processes/echo")
     assert described.status_code == 200
     body = described.json()
-    assert body["inputs"]["properties"]["text"] == {"type": "string", "maxLength": 100}
+    assert body["inputs"]["text"] == {
+        "title": "text",
+        "schema": {"type": "string", "maxLength": 100},
+        "minOccurs": 0,
+        "maxOccurs": 1,
+    }
     assert body["queueTtl"] == 7200
 
 
@@ -209,18 +214,25 @@ async def test_landing_conformance_and_openapi(client: httpx.AsyncClient) -> Non
     conformance = (await client.get("/conformance")).json()["conformsTo"]
     assert any(c.endswith("/conf/core") for c in conformance)
     spec = (await client.get("/openapi.json")).json()
-    execute = spec["paths"]["/processes/{process_id}/execution"]["post"]
+    execute = spec["paths"]["/processes/{processID}/execution"]["post"]
     assert {"201", "404", "422", "429", "503"} <= set(execute["responses"])
     assert (await client.get("/docs")).status_code == 200
 
 
 def test_prefer_header_parsing() -> None:
-    assert _prefer_wait(None, 60) is None
-    assert _prefer_wait("respond-async", 60) is None
-    assert _prefer_wait("respond-async, wait=10", 60) is None
-    assert _prefer_wait("wait=10", 60) == 10
-    assert _prefer_wait("handling=lenient; wait=100", 60) == 60
-    assert _prefer_wait("wait=abc", 60) is None
+    def wait(prefer: str | None, sync: bool = False) -> float | None:
+        return execution_mode(prefer, sync_capable=sync, max_wait=60).wait
+
+    assert wait(None) is None
+    assert wait(None, sync=True) == 60  # OGC: no preference, a sync-capable process: sync
+    assert wait("respond-async", sync=True) is None
+    assert wait("respond-async, wait=10") is None
+    assert wait("wait=10") == 10
+    assert wait("handling=lenient, wait=100") == 60
+    assert wait("wait=abc") is None
+    assert wait("respond-sync") is None  # not an RFC 7240 preference: the default applies
+    assert wait('wait="5"; x=1') == 5
+    assert execution_mode("wait=7", sync_capable=False, max_wait=60).applied == "wait=7"
 
 
 async def test_an_unreachable_broker_fails_start_up_within_its_bound(

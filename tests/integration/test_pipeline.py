@@ -71,15 +71,17 @@ async def test_a_job_runs_to_success_with_its_result(
     assert only.start.worker_version == "1.0.0"
 
 
-async def test_prefer_wait_answers_200_with_the_finished_job(
+async def test_prefer_wait_answers_200_with_the_results_of_the_finished_job(
     client: httpx.AsyncClient, run_worker: RunWorker
 ) -> None:
     run_worker(echo_worker)
     response = await submit(client, "echo", {"text": "sync"}, headers={"Prefer": "wait=10"})
     assert response.status_code == 200, response.text
     assert response.headers["preference-applied"] == "wait=10"
-    assert response.json()["status"] == "successful"
-    assert response.headers["location"].endswith(response.json()["jobID"])
+    assert response.json() == {"text": "sync"}
+    job = await job_state(client, response.headers["location"].rsplit("/", 1)[1])
+    assert job["status"] == "successful"
+    assert response.headers["link"] == f'<{response.headers["location"]}>; rel="monitor"'
 
 
 async def test_prefer_wait_times_out_into_an_async_201(client: httpx.AsyncClient) -> None:

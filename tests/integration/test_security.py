@@ -339,7 +339,7 @@ class TestOpenApi:
     async def test_the_bearer_scheme_is_declared(self, gateway: Gateway) -> None:
         spec = (await gateway.client.get("/openapi.json")).json()
         assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-        execute = spec["paths"]["/processes/{process_id}/execution"]["post"]
+        execute = spec["paths"]["/processes/{processID}/execution"]["post"]
         assert execute["security"] == [{"bearer": []}]
         assert {"401", "403"} <= set(execute["responses"])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -54,6 +55,53 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+DEFAULT_OUTPUT = "result"
+OUTPUT_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+
+
+class OutputSpec(_Frozen):
+    """One output of a service, in the OGC form of ``outputs``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    title: str | None = None
+    description: str = ""
+    value_schema: Mapping[str, Any] = Field(
+        alias="schema", description="JSON Schema (2020-12) of the output's value."
+    )
+    media_type: str = Field(default="application/json", alias="mediaType")
+
+    @field_validator("value_schema")
+    @classmethod
+    def _valid_schema(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        _check_schema(value)
+        return value
+
+    @field_validator("media_type")
+    @classmethod
+    def _json_only(cls, value: str) -> str:
+        # Results travel as JSON from the worker: no other encoding can be served as it is.
+        if value != "application/json":
+            raise ValueError("only application/json outputs can be served")
+        return value
+
+
+def _check_schema(value: Mapping[str, Any]) -> None:
+    try:
+        Draft202012Validator.check_schema(dict(value))
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path) or "(root)"
+        raise _SchemaProblem(
+            f"not a valid JSON Schema at {where}: {exc.message}", tuple(exc.path)
+        ) from exc
+
+
+def _is_output_map(outputs: Mapping[str, Any]) -> bool:
+    """The OGC form (ids to descriptions that each have a ``schema``), as opposed to the
+    free form (a description, or a JSON Schema, of the one result)."""
+    return bool(outputs) and all(isinstance(o, Mapping) and "schema" in o for o in outputs.values())
+
+
 class ServiceSpec(_Frozen):
     """One service of the catalogue."""
 
@@ -66,7 +114,15 @@ class ServiceSpec(_Frozen):
         description="JSON Schema (2020-12) of the inputs object.",
     )
     outputs: Mapping[str, Any] = Field(
-        default_factory=dict, description="Description (or JSON Schema) of the result."
+        default_factory=dict,
+        description="Either the outputs by id, each with title, description and schema (the "
+        "OGC form), or a description (or JSON Schema) of the one result, output "
+        f"{DEFAULT_OUTPUT!r}.",
+    )
+    sync_execute: bool | None = Field(
+        default=None,
+        description="Offer OGC synchronous execution (the request waits for the result). "
+        "Unset: offered when time_limit is set and at most SG_MAX_WAIT.",
     )
     queue_ttl: float = Field(
         default=7200, gt=0, description="Seconds a task may wait for a worker before it expires."
@@ -113,16 +169,42 @@ class ServiceSpec(_Frozen):
     @field_validator("inputs")
     @classmethod
     def _valid_schema(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
-        try:
-            Draft202012Validator.check_schema(dict(value))
-        except SchemaError as exc:
-            where = "/".join(str(p) for p in exc.path) or "(root)"
-            raise _SchemaProblem(
-                f"not a valid JSON Schema at {where}: {exc.message}", tuple(exc.path)
-            ) from exc
+        _check_schema(value)
         if value.get("type", "object") != "object":
             raise ValueError("the inputs schema must describe an object")
         return value
+
+    @field_validator("outputs")
+    @classmethod
+    def _valid_outputs(cls, value: Mapping[str, Any]) -> Mapping[str, Any]:
+        if _is_output_map(value):
+            for output_id, output in value.items():
+                if not re.fullmatch(OUTPUT_ID_PATTERN, str(output_id)):
+                    raise ValueError(f"output id {output_id!r} does not match {OUTPUT_ID_PATTERN}")
+                OutputSpec.model_validate(output)
+        return value
+
+    @property
+    def output_specs(self) -> dict[str, OutputSpec]:
+        """The outputs by id: those of the OGC form, else one, ``result``, described by the
+        free form (its ``description``, and its schema when it is one)."""
+        if _is_output_map(self.outputs):
+            return {k: OutputSpec.model_validate(v) for k, v in self.outputs.items()}
+        free = dict(self.outputs)
+        description = free.pop("description", "")
+        schema: Mapping[str, Any] = free if _is_schema(free) else {}
+        return {
+            DEFAULT_OUTPUT: OutputSpec(
+                title=self.title, description=str(description), value_schema=schema
+            )
+        }
+
+    def sync_capable(self, max_wait: float) -> bool:
+        """Whether the process offers synchronous execution: as configured, else when its
+        runs are bounded by a time limit that fits the gateway's longest wait."""
+        if self.sync_execute is not None:
+            return self.sync_execute
+        return self.time_limit is not None and self.time_limit <= max_wait
 
     @property
     def inputs_digest(self) -> str:
@@ -134,6 +216,21 @@ class ServiceSpec(_Frozen):
     @property
     def queue_options(self) -> TaskQueueOptions:
         return TaskQueueOptions(delivery_limit=self.delivery_limit, max_length=self.max_queued)
+
+
+_SCHEMA_KEYWORDS = frozenset(
+    {"type", "properties", "items", "enum", "const", "$ref", "allOf", "anyOf", "oneOf"}
+)
+
+
+def _is_schema(free: Mapping[str, Any]) -> bool:
+    if not _SCHEMA_KEYWORDS & set(free):
+        return False
+    try:
+        Draft202012Validator.check_schema(dict(free))
+    except SchemaError:
+        return False
+    return True
 
 
 class Catalogue:

@@ -10,6 +10,7 @@ import gc
 import os
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from pymongo import AsyncMongoClient
 
 from gateway.store import (
     DuplicateJob,
+    JobQuery,
     JobRecord,
     JobStatus,
     JobStore,
@@ -306,6 +308,96 @@ async def test_listing_filters_by_owner_service_and_status_newest_first(store: J
     everyone = await store.list_jobs(owner=None)
     assert len(everyone) == 7
     assert everyone[0].owner == "bob"
+
+
+async def _pages(store: JobStore, query: JobQuery) -> list[list[uuid.UUID]]:
+    """Every page of ``query``, following the keyset from each page's last job."""
+    pages: list[list[uuid.UUID]] = []
+    while True:
+        page = await store.page_jobs(query)
+        if page:
+            pages.append([r.id for r in page])
+        if len(page) < query.limit:
+            return pages
+        query = replace(query, after=(page[-1].created, page[-1].id))
+
+
+async def test_pages_follow_the_keyset_newest_first_without_gaps_or_repeats(
+    store: JobStore,
+) -> None:
+    # Jobs created at the same instant are told apart by id; microsecond and whole-second
+    # timestamps mix (their stored forms differ in length).
+    created = [T0 + timedelta(seconds=i // 3, microseconds=(i % 3) * 250_000) for i in range(11)]
+    records = [_record(owner="alice", created=at, updated=at) for at in created]
+    records += [_record(owner="alice", created=T0 + timedelta(seconds=2)) for _ in range(3)]
+    records.append(_record(owner="bob", created=T0 + timedelta(seconds=1)))
+    for record in records:
+        await store.insert(record)
+    alice = sorted((r for r in records if r.owner == "alice"), key=lambda r: (r.created, str(r.id)))
+    expected = [r.id for r in reversed(alice)]
+    pages = await _pages(store, JobQuery(owner="alice", limit=4))
+    assert [len(p) for p in pages] == [4, 4, 4, 2]
+    assert [job for page in pages for job in page] == expected
+    everyone = await _pages(store, JobQuery(owner=None, limit=5))
+    assert sum(len(p) for p in everyone) == len(records)
+    assert len({job for page in everyone for job in page}) == len(records)
+    # A position past the last job is an empty page, not an error.
+    last = alice[0]
+    assert await store.page_jobs(JobQuery(owner="alice", after=(last.created, last.id))) == []
+
+
+async def test_pages_filter_by_process_status_created_and_duration(store: JobStore) -> None:
+    def at(seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+    quick = _record(owner="alice", service="echo", created=at(0), updated=at(0))
+    slow = _record(owner="alice", service="echo", created=at(1), updated=at(1))
+    running = _record(owner="alice", service="other", created=at(2), updated=at(2))
+    queued = _record(owner="alice", service="other", created=at(3), updated=at(3))
+    purged = _record(owner="alice", service="other", created=at(4), updated=at(4))
+    theirs = _record(owner="bob", service="echo", created=at(5), updated=at(5))
+    for record in (quick, slow, running, queued, purged, theirs):
+        await store.insert(record)
+    for job, started, finished in ((quick, 10, 12), (slow, 10, 70), (purged, 10, 11)):
+        await store.start(job.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=at(started))
+        await store.finish(job.id, status=JobStatus.SUCCESSFUL, at=at(finished))
+    await store.start(running.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=at(100))
+    await store.purge(purged.id, at=at(20))
+
+    async def ids(**filters: Any) -> list[uuid.UUID]:
+        return [r.id for r in await store.page_jobs(JobQuery(owner="alice", **filters))]
+
+    assert await ids(services=("echo",)) == [slow.id, quick.id]
+    assert await ids(services=("echo", "other")) == [
+        purged.id,
+        queued.id,
+        running.id,
+        slow.id,
+        quick.id,
+    ]
+    assert await ids(services=("nothing",)) == []
+    # A dismissed (purged) result shows as dismissed, and no longer as successful.
+    assert await ids(statuses=frozenset({JobStatus.SUCCESSFUL})) == [slow.id, quick.id]
+    assert await ids(statuses=frozenset({JobStatus.DISMISSED})) == [purged.id]
+    assert await ids(statuses=frozenset({JobStatus.ACCEPTED, JobStatus.RUNNING})) == [
+        queued.id,
+        running.id,
+    ]
+    assert await ids(created_from=at(1), created_to=at(3)) == [queued.id, running.id, slow.id]
+    assert await ids(created_from=at(4)) == [purged.id]
+    assert await ids(created_to=at(0)) == [quick.id]
+    # Durations: finished - started, or now - started while running; never a queued job.
+    now = at(130)
+    assert await ids(min_duration=30, now=now) == [running.id, slow.id]
+    assert await ids(max_duration=5, now=now) == [purged.id, quick.id]
+    assert await ids(min_duration=1, max_duration=40, now=now) == [purged.id, running.id, quick.id]
+    assert await ids(min_duration=0, now=now, statuses=frozenset({JobStatus.RUNNING})) == [
+        running.id
+    ]
+    # Filters and the keyset together.
+    first = await store.page_jobs(JobQuery(owner="alice", services=("echo", "other"), limit=2))
+    rest = await ids(services=("echo", "other"), after=(first[-1].created, first[-1].id))
+    assert rest == [running.id, slow.id, quick.id]
 
 
 async def test_active_jobs_are_counted_per_owner(store: JobStore) -> None:
