@@ -19,8 +19,9 @@ PAGE = 100
 WALK = 1000  # page size while walking to a deep page by cursor (the API's largest)
 
 # One statement: SQLite generates the rows itself (a million in about 20 s of CPU, most of it
-# spent in the five indexes). Ids are random version-4 UUIDs; the jobs were created a
-# millisecond apart and finished successfully.
+# spent in the indexes). Ids are random version-4 UUIDs; the jobs were created a millisecond
+# apart and finished successfully; times are written as the store writes them (six fraction
+# digits and Z: text order is time order).
 _FILL = """
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count),
 r(i, h) AS (SELECT i, lower(hex(randomblob(16))) FROM n)
@@ -30,7 +31,7 @@ SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || 
            || substr('89ab', 1 + (i % 4), 1) || substr(h, 18, 3) || '-' || substr(h, 21, 12),
        'echo', :owner, 'successful', 100, '{}', '{}', 1, 0, t, t, t, t
 FROM (SELECT i, h, strftime('%Y-%m-%dT%H:%M:%f', :start + i / 1000.0, 'unixepoch')
-                   || '+00:00' AS t FROM r)
+                   || '000Z' AS t FROM r)
 """
 
 

@@ -7,6 +7,9 @@
     ├── UnexpectedResponse            an answer the API does not promise
     └── ApiError                      a problem document; .status .code .detail .errors
         ├── BadRequest (400)          invalid-request
+        │   ├── InvalidQueryParameter invalid-query-parameter-value
+        │   ├── InvalidParameterValue invalid-parameter-value
+        │   └── NoSuchOutput          no-such-output
         ├── Unauthorized (401)        unauthorized
         ├── Forbidden (403)           forbidden
         ├── NotFound (404)            not-found
@@ -139,6 +142,24 @@ class BadRequest(ApiError):
 
     status_code = 400
     error_code = "invalid-request"
+
+
+class InvalidQueryParameter(BadRequest):
+    """A query parameter (a job-list filter, a cursor) has a value the gateway refuses."""
+
+    error_code = "invalid-query-parameter-value"
+
+
+class InvalidParameterValue(BadRequest):
+    """A member of the execute request has a value the process cannot honour."""
+
+    error_code = "invalid-parameter-value"
+
+
+class NoSuchOutput(BadRequest):
+    """The execute request names an output the process does not have."""
+
+    error_code = "no-such-output"
 
 
 class Unauthorized(ApiError):

@@ -89,17 +89,6 @@ class JobStore(Protocol):
     async def release_key(self, job_id: UUID) -> None:
         """Free the job's idempotency key for reuse (expired window, failed publish)."""
 
-    async def list_jobs(
-        self,
-        *,
-        owner: str | None,
-        service: str | None = None,
-        statuses: Collection[JobStatus] = (),
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[JobRecord]:
-        """Jobs newest first; ``owner=None`` lists every owner's (admins)."""
-
     async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
         """At most ``query.limit`` jobs matching ``query``, newest first, after its keyset
         position (see :class:`JobQuery`)."""

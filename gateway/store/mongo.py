@@ -216,34 +216,6 @@ class MongoStore:
         except _FAILURES as exc:
             raise _translate(exc) from exc
 
-    async def list_jobs(
-        self,
-        *,
-        owner: str | None,
-        service: str | None = None,
-        statuses: Collection[JobStatus] = (),
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[JobRecord]:
-        query: dict[str, Any] = {}
-        if owner is not None:
-            query["owner"] = str(owner)
-        if service is not None:
-            query["service"] = str(service)
-        if statuses:
-            query["status"] = {"$in": sorted(str(s) for s in statuses)}
-        try:
-            cursor = (
-                self._collection.find(query)
-                .sort([("created", DESCENDING), ("_id", DESCENDING)])
-                .skip(int(offset))
-                .limit(int(limit))
-            )
-            docs = await cursor.to_list(None)
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
-        return [r for r in map(_record, docs) if r is not None]
-
     async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
         clauses: list[dict[str, Any]] = []
         if query.owner is not None:

@@ -100,15 +100,16 @@ _JSON_COLUMNS = frozenset(
 _ADDED_COLUMNS = {"delivery": "TEXT"}
 
 
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def _stored_ts(value: datetime) -> str:
-    """``created`` as its column holds it: UTC with six fraction digits, fixed width, so that
-    text order is time order (the job list's index and keyset rely on it; pydantic's form
-    drops a zero fraction, which sorts a whole second after its own fractions)."""
+    """A time as every column holds it: UTC with six fraction digits, fixed width, so that
+    text order is time order (the job list's keyset, the reaper's and the recovery's cut-offs
+    and the heartbeats' ``max`` rely on it; ISO 8601 as Python writes it drops a zero
+    fraction, which sorts a whole second after its own fractions)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _ts(value: datetime | None) -> str | None:
+    return _stored_ts(value) if value is not None else None
 
 
 def _encode(record: JobRecord) -> dict[str, Any]:
@@ -121,9 +122,10 @@ def _encode(record: JobRecord) -> dict[str, Any]:
                 name == "result" and record.status is JobStatus.SUCCESSFUL
             )
             row[name] = None if unset else json.dumps(value)
+        elif isinstance(getattr(record, name), datetime):
+            row[name] = _ts(getattr(record, name))
         else:
             row[name] = value
-    row["created"] = _stored_ts(record.created)
     return row
 
 
@@ -216,40 +218,6 @@ class SQLiteStore:
 
     async def get(self, job_id: UUID) -> JobRecord | None:
         return await self._one("SELECT * FROM jobs WHERE id = :id", {"id": str(job_id)})
-
-    async def list_jobs(
-        self,
-        *,
-        owner: str | None,
-        service: str | None = None,
-        statuses: Collection[JobStatus] = (),
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[JobRecord]:
-        where = ["1 = 1"]
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if owner is not None:
-            where.append("owner = :owner")
-            params["owner"] = owner
-        if service is not None:
-            where.append("service = :service")
-            params["service"] = service
-        if statuses:
-            marks = []
-            for i, status in enumerate(sorted(statuses)):
-                params[f"s{i}"] = str(status)
-                marks.append(f":s{i}")
-            where.append(f"status IN ({', '.join(marks)})")
-        sql = (
-            f"SELECT * FROM jobs WHERE {' AND '.join(where)} "
-            "ORDER BY created DESC, id DESC LIMIT :limit OFFSET :offset"
-        )
-
-        def statement(db: sqlite3.Connection) -> list[JobRecord]:
-            return [_decode(row) for row in db.execute(sql, params)]
-
-        records: list[JobRecord] = await self._run(statement)
-        return records
 
     async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
         where: list[str] = []

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from bench.joblist import PAGE, WALK, deep_page_url, fill, with_query
-from gateway.store import JobStatus, SQLiteStore
+from gateway.store import JobQuery, JobStatus, SQLiteStore
 
 
 async def test_the_filled_store_reads_back_as_valid_jobs_newest_first(tmp_path: Path) -> None:
@@ -20,9 +20,14 @@ async def test_the_filled_store_reads_back_as_valid_jobs_newest_first(tmp_path: 
     store = SQLiteStore(db)
     await store.open()
     try:
-        first = await store.list_jobs(owner="alice", limit=1000)
-        deep = await store.list_jobs(owner="alice", limit=1000, offset=2000)
-        assert await store.list_jobs(owner="bob") == []
+        first = await store.page_jobs(JobQuery(owner="alice", limit=1000))
+        second = await store.page_jobs(
+            JobQuery(owner="alice", limit=1000, after=(first[-1].created, first[-1].id))
+        )
+        deep = await store.page_jobs(
+            JobQuery(owner="alice", limit=1000, after=(second[-1].created, second[-1].id))
+        )
+        assert await store.page_jobs(JobQuery(owner="bob")) == []
         by_id = await store.get(first[0].id)
     finally:
         await store.close()

@@ -21,7 +21,7 @@ import jwt
 import pytest
 
 from examples.echo import worker as echo_worker
-from gateway.store import JobRecord
+from gateway.store import JobQuery, JobRecord
 from tests import workers
 from tests.conftest import AMQP_URL, TEST_SECRET, Gateway, GatewayFactory
 from tests.live import LiveGateway
@@ -48,7 +48,7 @@ async def _depth(namespace: str, queue: str) -> int:
 
 
 async def _nothing_recorded_or_queued(gateway: Gateway, namespace: str, service: str) -> None:
-    assert await gateway.runtime.store.list_jobs(owner=None) == []
+    assert await gateway.runtime.store.page_jobs(JobQuery(owner=None)) == []
     assert await _depth(namespace, Topology(namespace).task_queue(service)) == 0
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from examples.echo import worker as echo_worker
 from gateway.negotiation import best_match
+from gateway.store import JobQuery
 from tests.conftest import Gateway, GatewayFactory
 from tests.integration.test_legacy import OLD_KEY, poll, queued_task
 from tests.support import submit, wait_status
@@ -271,7 +272,7 @@ class TestUrls:
         response = await old_client.post("/echo/process", params=query, json=body, headers=JSON)
         assert response.status_code == 400, response.text
         assert response.json()["vesta"]["code"] == 207
-        assert await gateway.runtime.store.list_jobs(owner=None) == []
+        assert await gateway.runtime.store.page_jobs(JobQuery(owner=None)) == []
 
     async def test_a_stored_document_does_not_smuggle_a_doc_url(
         self, gateway: Gateway, old_client: httpx.AsyncClient
@@ -346,7 +347,7 @@ async def test_deep_and_surrogate_old_bodies_are_400(
         )
         assert response.status_code == 400, body[:30]
         assert response.json()["vesta"]["code"] == 105
-    assert await gateway.runtime.store.list_jobs(owner=None) == []
+    assert await gateway.runtime.store.page_jobs(JobQuery(owner=None)) == []
 
 
 async def test_a_task_no_worker_can_read_fails_its_job_at_once(

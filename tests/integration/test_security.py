@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.store import JobQuery
 from tests.conftest import TEST_SECRET, Gateway, GatewayFactory
 from tests.support import submit
 from worker_sdk import FetchError, UrlPolicy, UrlRefused, fetch
@@ -285,7 +286,7 @@ class TestOwnership:
         problem = response.json()
         assert problem["code"] == "invalid-request"
         assert {e["path"] for e in problem["errors"]} == {"body/owner", "body/status", "body/jobID"}
-        assert await gateway.runtime.store.list_jobs(owner=None) == []
+        assert await gateway.runtime.store.page_jobs(JobQuery(owner=None)) == []
 
 
 class TestScopesAndLimits:

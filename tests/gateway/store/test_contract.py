@@ -288,28 +288,6 @@ async def test_finish_fills_an_unannounced_start_and_keeps_an_announced_one(
     assert (done.started, done.worker) == (T0, WORKER)
 
 
-async def test_listing_filters_by_owner_service_and_status_newest_first(store: JobStore) -> None:
-    records = [
-        _record(owner="alice", service="echo", created=T0 + timedelta(seconds=i), updated=T0)
-        for i in range(5)
-    ]
-    records.append(_record(owner="bob", service="echo", created=T0 + timedelta(seconds=9)))
-    records.append(_record(owner="alice", service="other", created=T0 + timedelta(seconds=8)))
-    for record in records:
-        await store.insert(record)
-    await store.finish(records[0].id, status=JobStatus.SUCCESSFUL, at=T0)
-
-    alice = await store.list_jobs(owner="alice")
-    assert [r.id for r in alice] == [records[6].id, *[r.id for r in reversed(records[:5])]]
-    echo = await store.list_jobs(owner="alice", service="echo", statuses={JobStatus.ACCEPTED})
-    assert [r.id for r in echo] == [r.id for r in reversed(records[1:5])]
-    page = await store.list_jobs(owner="alice", limit=2, offset=2)
-    assert [r.id for r in page] == [records[3].id, records[2].id]
-    everyone = await store.list_jobs(owner=None)
-    assert len(everyone) == 7
-    assert everyone[0].owner == "bob"
-
-
 async def _pages(store: JobStore, query: JobQuery) -> list[list[uuid.UUID]]:
     """Every page of ``query``, following the keyset from each page's last job."""
     pages: list[list[uuid.UUID]] = []
