@@ -42,10 +42,15 @@ class ProgressPump:
             self._task = self._loop.create_task(self._pump())
 
     async def _send_latest(self) -> None:
-        latest, self._latest = self._latest, None
-        if latest is not None:
-            self._seq += 1
-            await self._publish(latest[0], latest[1], self._seq)
+        latest = self._latest
+        if latest is None:
+            return
+        self._seq += 1
+        # Cleared only once sent: a publish cut short (the pump cancelled when the job ends)
+        # leaves the report for close() to send.
+        await self._publish(latest[0], latest[1], self._seq)
+        if self._latest is latest:
+            self._latest = None
 
     async def _pump(self) -> None:
         while True:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
@@ -51,15 +53,18 @@ async def connect(
 class Supervisor:
     """Says when a connection that stays broken must be dropped and built anew."""
 
-    def __init__(self, reconnect_after: float) -> None:
+    def __init__(
+        self, reconnect_after: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.reconnect_after = reconnect_after
+        self._clock = clock
         self.period = reconnect_after / 3  # how often to look, at most
         self._broken_since: float | None = None
 
     def due(self, broken: bool) -> bool:
         """Report whether the connection is broken now; True once it has been broken for
         ``reconnect_after`` seconds in a row (and then the count starts again)."""
-        now = asyncio.get_running_loop().time()
+        now = self._clock()
         if not broken:
             self._broken_since = None
             return False

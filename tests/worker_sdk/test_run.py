@@ -1,0 +1,206 @@
+"""One run of a task: its outcome, and how it is stopped (cooperatively, then by force)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from worker_sdk import HandlerError, JobContext, Retry, Worker
+from worker_sdk._handler import Handler
+from worker_sdk._run import Runs, error_info, result_problem
+from worker_sdk.wire import (
+    Cancelled,
+    Failed,
+    JobEvent,
+    Progress,
+    Retrying,
+    Started,
+    Succeeded,
+    Task,
+)
+from worker_sdk.wire.urls import UrlPolicy
+
+
+def _task(**fields: Any) -> Task:
+    return Task(job_id=uuid.uuid4(), service="echo", **fields)
+
+
+class Harness:
+    """A worker's runs, with the events they publish recorded."""
+
+    def __init__(self, fn: Any, isolation: Any = "async", **settings: Any) -> None:
+        self.worker = Worker("echo", version="1.0.0", **settings)
+        self.events: list[JobEvent] = []
+        self.threads = ThreadPoolExecutor(2)
+        self.runs = Runs(
+            self.worker,
+            Handler.of(fn, isolation),
+            worker_id="w1",
+            host="h",
+            publish=self.publish,
+            url_policy=UrlPolicy(),
+            threads=self.threads,
+            children=None,
+        )
+
+    async def publish(self, event: JobEvent) -> None:
+        self.events.append(event)
+
+
+async def test_a_returned_value_succeeds_and_a_short_run_is_announced_by_its_end() -> None:
+    async def handler(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {"got": inputs}
+
+    harness = Harness(handler, started_delay=3600)
+    outcome = await harness.runs.execute(_task(inputs={"a": 1}))
+    assert isinstance(outcome, Succeeded)
+    assert outcome.result == {"got": {"a": 1}}
+    assert outcome.start is not None  # no started event went out: the end carries the start
+    assert harness.events == []
+
+
+async def test_progress_announces_the_run_first() -> None:
+    async def handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        ctx.progress(50, "half")
+
+    harness = Harness(handler, started_delay=3600, progress_interval=0)
+    outcome = await harness.runs.execute(_task())
+    assert [type(e) for e in harness.events] == [Started, Progress]
+    assert isinstance(outcome, Succeeded)
+    assert outcome.start is None
+
+
+class Strict(BaseModel):
+    n: int
+
+
+async def test_inputs_that_do_not_fit_the_model_fail_the_job() -> None:
+    async def handler(ctx: JobContext, inputs: Strict) -> int:
+        return inputs.n
+
+    outcome = await Harness(handler).runs.execute(_task(inputs={"n": "many"}))
+    assert isinstance(outcome, Failed)
+    assert outcome.error.code == "invalid_input"
+
+
+async def test_retry_asks_for_the_next_attempt_while_attempts_last() -> None:
+    async def handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        raise Retry("later", delay=30)
+
+    harness = Harness(handler)
+    retrying = await harness.runs.execute(_task(max_attempts=2))
+    assert isinstance(retrying, Retrying)
+    assert (retrying.attempt, retrying.delay) == (2, 30)
+    last = await harness.runs.execute(_task(max_attempts=2, attempt=2))
+    assert isinstance(last, Failed)
+    assert last.error.code == "retry"
+
+
+async def test_a_retryable_handler_error_waits_the_workers_retry_delay() -> None:
+    async def handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        raise HandlerError("flaky upstream", code="upstream", retryable=True)
+
+    retrying = await Harness(handler, retry_delay=7).runs.execute(_task(max_attempts=3))
+    assert isinstance(retrying, Retrying)
+    assert retrying.delay == 7
+    assert retrying.error.code == "upstream"
+
+
+async def test_cancel_stops_an_async_handler_at_once() -> None:
+    started = asyncio.Event()
+
+    async def handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    harness = Harness(handler, cancel_grace=3600)
+    task = _task()
+    running = asyncio.create_task(harness.runs.execute(task))
+    await started.wait()
+    harness.runs.cancel(task.job_id)
+    outcome = await asyncio.wait_for(running, timeout=5)
+    assert isinstance(outcome, Cancelled)
+
+
+async def test_a_thread_handler_is_asked_then_abandoned_after_the_grace() -> None:
+    """Phase one sets ctx.cancelled; a handler that ignores it is cut loose after
+    cancel_grace (a thread cannot be killed; a child process would be)."""
+    entered = threading.Event()
+    asked = threading.Event()
+    release = threading.Event()
+
+    def stubborn(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        entered.set()
+        while not ctx.cancelled:
+            time.sleep(0.001)  # the handler's own work loop
+        asked.set()
+        release.wait(10)  # and then it ignores the request to stop
+
+    harness = Harness(stubborn, isolation="thread", cancel_grace=0.05)
+    task = _task()
+    running = asyncio.create_task(harness.runs.execute(task))
+
+    assert await asyncio.to_thread(entered.wait, 5)
+    harness.runs.cancel(task.job_id)
+    outcome = await asyncio.wait_for(running, timeout=5)
+    assert asked.is_set()
+    assert isinstance(outcome, Cancelled)
+    release.set()
+    harness.threads.shutdown(wait=True)
+
+
+async def test_a_time_limit_fails_the_job() -> None:
+    async def handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        await asyncio.Event().wait()
+
+    outcome = await Harness(handler).runs.execute(_task(time_limit=0.05))
+    assert isinstance(outcome, Failed)
+    assert outcome.error.code == "time_limit"
+
+
+async def test_a_job_cancelled_before_it_arrives_is_skipped() -> None:
+    calls: list[int] = []
+
+    async def handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        calls.append(1)
+
+    harness = Harness(handler)
+    task = _task()
+    harness.runs.cancel(task.job_id)
+    outcome = await harness.runs.execute(task)
+    assert isinstance(outcome, Cancelled)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("result", "code"),
+    [
+        ({"x": float("nan")}, "invalid_result"),
+        ({"x": {"y": [1, 2, float("inf")]}}, "invalid_result"),
+        ("\ud800", "invalid_result"),
+        ({"blob": "x" * 200}, "result_too_large"),
+    ],
+)
+def test_results_that_cannot_be_reported_fail_the_job(result: Any, code: str) -> None:
+    problem = result_problem(_task(max_result_bytes=100), result)
+    assert problem is not None
+    assert problem.code == code
+
+
+def test_a_reportable_result_passes() -> None:
+    assert result_problem(_task(max_result_bytes=100), {"ok": [1, 2.5, None, True]}) is None
+
+
+def test_exceptions_map_to_stable_codes() -> None:
+    task = _task()
+    assert error_info(task, HandlerError("no", code="mine")).code == "mine"
+    assert error_info(task, Retry("later")).code == "retry"
+    assert error_info(task, ValueError("boom")).code == "handler_error"
+    assert error_info(task, ValueError("boom")).type == "ValueError"

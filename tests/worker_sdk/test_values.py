@@ -1,0 +1,74 @@
+"""Bounds on the JSON values that cross the system."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worker_sdk.wire.topology import RETRY_TIERS, TaskQueueOptions, Topology, retry_tier
+from worker_sdk.wire.values import check_value
+
+
+def _deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "says"),
+    [
+        ({"a": float("nan")}, "/a", "not a JSON number"),
+        ({"a": [1, float("-inf")]}, "/a/1", "not a JSON number"),
+        ({"s": "\udc00"}, "/s", "lone surrogate"),
+        ({"\ud800": 1}, "/", "not valid Unicode"),
+        ({"n": 2**63}, "/n", "64-bit"),
+        ({"n": -(2**63) - 1}, "/n", "64-bit"),
+        ({"o": object()}, "/o", "is not JSON"),
+        ({1: "x"}, "/", "is not a string"),
+        ({"a/b": {"c~d": float("nan")}}, "/a~1b/c~0d", "not a JSON number"),
+    ],
+)
+def test_what_no_store_or_broker_can_carry_is_named(value: Any, path: str, says: str) -> None:
+    (problem,) = check_value(value)
+    assert problem.path == path
+    assert says in problem.message
+
+
+def test_depth_is_bounded_without_recursion() -> None:
+    assert check_value(_deep(32)) == []
+    (problem,) = check_value(_deep(33))
+    assert "deeper than 32" in problem.message
+    assert check_value(_deep(100_000), max_depth=32)  # no RecursionError at any depth
+
+
+def test_what_is_carriable_passes() -> None:
+    value = {"s": "é ✓ 𝄞", "n": 2**63 - 1, "f": 1.5e308, "b": True, "z": None, "l": [1, "2"]}
+    assert check_value(value) == []
+
+
+def test_the_number_of_problems_is_capped() -> None:
+    assert len(check_value([float("nan")] * 1000, limit=20)) == 20
+
+
+def test_a_delay_waits_in_the_next_tier_up() -> None:
+    assert [retry_tier(d) for d in (0, 1, 1.5, 5, 59, 3600, 10**6)] == [
+        1,
+        1,
+        5,
+        5,
+        60,
+        3600,
+        RETRY_TIERS[-1],
+    ]
+
+
+def test_task_queues_dead_letter_by_service_id() -> None:
+    args = TaskQueueOptions(delivery_limit=3, max_length=10).arguments(Topology("ns"), "echo")
+    assert args["x-delivery-limit"] == 3
+    assert args["x-max-length"] == 10
+    assert args["x-dead-letter-exchange"] == "ns.dlx"
+    assert args["x-dead-letter-routing-key"] == "echo"
+    assert args["x-overflow"] == "reject-publish"
