@@ -20,6 +20,7 @@ from sgw_client._core import (
     Following,
     JobRef,
     deadline_of,
+    finished_job,
     parse,
 )
 from sgw_client._errors import UnexpectedResponse
@@ -101,7 +102,11 @@ class AsyncClient(BaseClient):
     ) -> Job:
         """Create a job of ``process`` (see :meth:`Client.submit`)."""
         call = self._submit_call(process, inputs, wait, idempotency_key)
-        return parse(Job, await self._send(call))
+        response = await self._send(call)
+        finished = finished_job(response)
+        if finished is not None:  # it ended within the wait: read its status
+            return await self.status(finished)
+        return parse(Job, response)
 
     async def status(self, job: JobRef) -> Job:
         """The job as it stands."""

@@ -19,6 +19,7 @@ from sgw_client._core import (
     Following,
     JobRef,
     deadline_of,
+    finished_job,
     parse,
 )
 from sgw_client._errors import UnexpectedResponse
@@ -109,7 +110,11 @@ class Client(BaseClient):
         creates a second job.
         """
         call = self._submit_call(process, inputs, wait, idempotency_key)
-        return parse(Job, self._send(call))
+        response = self._send(call)
+        finished = finished_job(response)
+        if finished is not None:  # it ended within the wait: read its status
+            return self.status(finished)
+        return parse(Job, response)
 
     def status(self, job: JobRef) -> Job:
         """The job as it stands."""

@@ -110,6 +110,17 @@ def error_of(response: httpx.Response) -> ApiError:
     return error_class(problem.status, problem.code)(problem, response)
 
 
+def finished_job(response: httpx.Response) -> str | None:
+    """The job a submission answered with its results (OGC synchronous execution: ``200``,
+    the results as the body, the job at ``Location``), else ``None``."""
+    if response.status_code != 200 or "location" not in response.headers:
+        return None
+    body = response.json() if response.content else None
+    if isinstance(body, dict) and "jobID" in body:
+        return None
+    return response.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+
+
 def parse(model: type[M], response: httpx.Response) -> M:
     try:
         return model.model_validate_json(response.content)

@@ -176,3 +176,20 @@ async def bigresult_handler(ctx: JobContext, inputs: dict[str, Any]) -> Any:
     if inputs.get("nan"):
         return {"value": float("nan")}
     return inputs.get("value")
+
+
+# The echo service for catalogues whose echo schema is not services.yaml's (so not the
+# generated model's): the same behaviour on plain dict inputs.
+echo_any = Worker("echo", version="1.0.0")
+
+
+@echo_any.handler
+async def echo_any_handler(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    from worker_sdk import HandlerError
+
+    if inputs.get("delay"):
+        ctx.progress(0, "waiting")
+        await asyncio.sleep(float(inputs["delay"]))  # the job's work
+    if inputs.get("fail") is not None:
+        raise HandlerError(str(inputs["fail"]), code="echo_failure")
+    return {k: v for k, v in inputs.items() if k not in {"delay", "fail"}}

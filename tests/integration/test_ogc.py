@@ -15,7 +15,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate as validate_openapi
 
-from examples.echo import worker as echo_worker
+from tests import workers
 from tests.conftest import Gateway
 from tests.ogc import OGC_EXCEPTION, check
 from tests.support import wait_status
@@ -217,7 +217,7 @@ class TestExecution:
     async def test_sync_execution_answers_the_raw_result_with_the_jobs_location(
         self, gateway: Gateway, run_worker: RunWorker
     ) -> None:
-        run_worker(echo_worker)
+        run_worker(workers.echo_any)
         response = await execute(gateway.client, "echo", {"inputs": {"text": "hi"}})
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "application/json"
@@ -232,7 +232,7 @@ class TestExecution:
     async def test_sync_execution_as_a_results_document(
         self, gateway: Gateway, run_worker: RunWorker
     ) -> None:
-        run_worker(echo_worker)
+        run_worker(workers.echo_any)
         body = {"inputs": {"text": "doc"}, "response": "document"}
         response = await execute(gateway.client, "echo", body)
         assert response.status_code == 200, response.text
@@ -282,7 +282,7 @@ class TestExecution:
         assert _problem(not_ready, 404, "result-not-ready")["type"] == (
             OGC_EXCEPTION + "result-not-ready"
         )
-        run_worker(echo_worker)
+        run_worker(workers.echo_any)
         await wait_status(client, status["jobID"], "successful")
         results = (await client.get(f"/jobs/{status['jobID']}/results")).json()
         check("results.yaml", results)
@@ -301,7 +301,7 @@ class TestExecution:
     async def test_a_failed_sync_job_answers_its_exception(
         self, gateway: Gateway, run_worker: RunWorker
     ) -> None:
-        run_worker(echo_worker)
+        run_worker(workers.echo_any)
         response = await execute(gateway.client, "echo", {"inputs": {"text": "x", "fail": "no"}})
         body = _problem(response, 422, "job-failed")
         assert body["job_error"]["message"] == "no"
@@ -374,7 +374,7 @@ class TestJobs:
         before = datetime.now(UTC) - timedelta(seconds=1)
         echo_ids = await self._submit(gateway, "echo", 2)
         later = (await execute(client, "later", {"inputs": {}})).json()["jobID"]
-        run_worker(echo_worker)
+        run_worker(workers.echo_any)
         for job_id in echo_ids:
             await wait_status(client, job_id, "successful")
 
@@ -430,7 +430,7 @@ class TestJobs:
         assert dismissed.status_code == 200
         check("statusInfo.yaml", dismissed.json())
         assert dismissed.json()["status"] == "dismissed"
-        run_worker(echo_worker)
+        run_worker(workers.echo_any)
         done = await execute(client, "echo", {"inputs": {"text": "x"}})
         finished = done.headers["location"]
         purged = (await client.delete(finished)).json()
