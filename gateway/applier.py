@@ -31,8 +31,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from gateway.changes import Changes
+from gateway.dead_letters import NoJob, dead_job, finish_dead
 from gateway.store import (
-    ACTIVE,
     JobRecord,
     JobStatus,
     JobStore,
@@ -55,12 +55,10 @@ from worker_sdk.wire import (
     Retrying,
     Started,
     Succeeded,
-    Task,
     TerminalEvent,
     check_value,
     describe_error,
     parse_event,
-    parse_task,
     settle,
 )
 from worker_sdk.wire.catalogue import Catalogue
@@ -70,7 +68,6 @@ log = logging.getLogger("gateway.events")
 _REASONS = frozenset(r.value for r in Reason)
 STORE_RETRY_FIRST = 0.5
 STORE_RETRY_MAX = 10.0
-REFUSED_HEADER = "x-sg-refused"  # why a worker refused a task it dead-lettered itself
 
 BarrierCallback = Callable[[uuid.UUID], None]
 
@@ -353,15 +350,15 @@ class EventApplier:
         a barrier that died (expired, refused) has passed all the same."""
 
         async def handle() -> None:
-            death = str(message.headers.get("x-first-death-reason", "") or "")
-            refused = message.headers.get(REFUSED_HEADER)
             if message.type == BARRIER:
                 self._passed_barrier(message.body)
                 return
-            job_id, service = _dead_job(message)
-            reason = str(refused) if refused else death
+            try:
+                job_id, service, death = dead_job(message)
+            except NoJob as exc:
+                raise Unusable(str(exc)) from exc
             await self._with_store(
-                f"dead-lettered job {job_id}", lambda: self._end_dead(job_id, service, reason)
+                f"dead-lettered job {job_id}", lambda: self._end_dead(job_id, service, death)
             )
 
         await self._settled(message, "dead", handle)
@@ -374,59 +371,10 @@ class EventApplier:
         self._barrier_passed(barrier.barrier_id)
 
     async def _end_dead(self, job_id: uuid.UUID, service: str | None, death: str) -> None:
-        record = await self._finish_dead(job_id, service, death)
+        record = await finish_dead(self._store, self._catalogue, job_id, service, death)
         if record is not None:
             log.info("job %s ended %s/%s (%s)", job_id, record.status, record.reason, death)
             self._changes.made(record)
-
-    async def _finish_dead(
-        self, job_id: uuid.UUID, service: str | None, death: str
-    ) -> JobRecord | None:
-        now = datetime.now(UTC)
-        expires_at = now + self._catalogue.retention(service or "")
-        if death == "expired":
-            record = await self._store.finish(
-                job_id,
-                status=JobStatus.DISMISSED,
-                at=now,
-                reason=Reason.EXPIRED,
-                expires_at=expires_at,
-                only_from={JobStatus.ACCEPTED},
-            )
-            if record is not None:
-                return record
-            error = ErrorInfo(
-                code=Reason.WORKER_LOST,
-                type="Expired",
-                message="the job's worker was lost and no other worker took it before it expired",
-            )
-            reason = Reason.WORKER_LOST
-        elif death == "delivery_limit":
-            spec = self._catalogue.get(service or "")
-            deliveries = f"{spec.delivery_limit + 1} times" if spec else "repeatedly"
-            error = ErrorInfo(
-                code=Reason.WORKER_LOST,
-                type="DeliveryLimit",
-                message=f"the task was handed to workers {deliveries} and never finished: "
-                "its worker died or gave it back each time",
-            )
-            reason = Reason.WORKER_LOST
-        else:
-            error = ErrorInfo(
-                code=Reason.INVALID_TASK,
-                type="Rejected",
-                message=f"a worker refused the task: {death or 'no reason given'}",
-            )
-            reason = Reason.INVALID_TASK
-        return await self._store.finish(
-            job_id,
-            status=JobStatus.FAILED,
-            at=now,
-            reason=reason,
-            error=error,
-            expires_at=expires_at,
-            only_from=ACTIVE,
-        )
 
 
 def _why(exc: Unusable) -> str:
@@ -447,18 +395,3 @@ def _read_event(body: bytes) -> Event:
         raise Unusable(str(exc)) from exc
     except (ValidationError, ValueError) as exc:
         raise Unusable(f"not an event: {describe_error(exc)}") from exc
-
-
-def _dead_job(message: AbstractIncomingMessage) -> tuple[uuid.UUID, str | None]:
-    """The job a dead-lettered task belongs to: from its body when it parses, else from its
-    ``correlation_id`` (a task too deep or too new to parse still ends its job)."""
-    try:
-        task = parse_task(message.body)
-    except (ValueError, ValidationError):
-        task = None
-    if isinstance(task, Task):
-        return task.job_id, task.service
-    try:
-        return uuid.UUID(message.correlation_id or ""), message.routing_key
-    except ValueError as exc:
-        raise Unusable("a dead letter that names no job") from exc

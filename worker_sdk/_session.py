@@ -37,6 +37,7 @@ from ._progress import PUBLISH_ERRORS
 from ._run import Runs
 from .legacy import call_back
 from .wire.messages import (
+    REFUSED_HEADER,
     Barrier,
     BarrierPassed,
     CancelRequest,
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("worker_sdk")
 
-REFUSED_HEADER = "x-sg-refused"
 FINISHED_MEMORY = 10_000  # runs a session remembers as finished, to skip their redelivery
 Refusal = Literal["unreadable", "newer schema", "another service"]
 

@@ -14,147 +14,27 @@ difference.
 
 from __future__ import annotations
 
-import html
 import re
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Coroutine
-from http import HTTPStatus
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse
 
-from gateway.api.html import new_nonce, security_headers
+from gateway.api.legacy_errors import LEGACY_ERRORS, LegacyError, LegacyRoute
+from gateway.api.legacy_status import legacy_state, running_version, status_xml
 from gateway.applier import version_mismatch
 from gateway.auth import Principal
 from gateway.errors import (
-    BadRequest,
-    GatewayError,
-    InvalidInput,
-    ServiceUnavailable,
-    StoreUnavailable,
     UnknownJob,
-    UnknownProcess,
 )
 from gateway.negotiation import best_match
 from gateway.runtime import Runtime, RuntimeDep
-from gateway.store import JobRecord, JobStatus, LegacyFields, Reason, StoreError
+from gateway.store import JobRecord, LegacyFields
 from worker_sdk.wire.catalogue import ServiceSpec
 
-# Vesta codes of the old gateway (reference §6.2), for failures named by exception type.
-VESTA_CODES = {
-    "Exception": 101,
-    "TypeError": 104,
-    "ValueError": 105,
-    "KeyError": 108,
-    "OSError": 107,
-    "IOError": 107,
-    "RuntimeError": 306,
-    "InvalidAnnotationFormat": 300,
-    "DownloadError": 301,
-    "UploadError": 302,
-}
-REASON_CODES: dict[str, int] = {
-    Reason.PUBLISH_FAILED: 205,
-    Reason.WORKER_LOST: 306,
-    Reason.TIME_LIMIT: 306,
-}
 STORAGE_ID = re.compile(r"^storage_(?P<kind>.+)_id$")
-
-
-class VestaError(BaseModel):
-    code: int
-    message: str
-
-
-class LegacyErrorBody(BaseModel):
-    """The old gateway's error body."""
-
-    status: int
-    description: str
-    vesta: VestaError
-
-
-LEGACY_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {
-        "model": LegacyErrorBody,
-        "description": "The old error body (JSON when accepted, else an HTML page).",
-        "content": {"text/html": {"schema": {"type": "string"}}},
-    }
-    for status in (400, 401, 403, 429, 503)
-}
-
-
-class LegacyError(Exception):
-    """An error in the old format: HTTP status, vesta code, message."""
-
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    @classmethod
-    def of(cls, exc: Exception) -> LegacyError:
-        """The old gateway's answer to one of the gateway's errors."""
-        if isinstance(exc, LegacyError):
-            return exc
-        if isinstance(exc, StoreError):
-            return cls(503, 102, f"the job store does not answer: {exc}")
-        if isinstance(exc, RequestValidationError):
-            return cls(400, 105, "; ".join(str(e.get("msg", "")) for e in exc.errors()))
-        assert isinstance(exc, GatewayError)
-        if isinstance(exc, UnknownProcess):
-            return cls(400, 202, f"User requested a service which does not exist : {exc.detail}")
-        if isinstance(exc, UnknownJob):
-            return cls(400, 203, f"User requested a UUID which did not exist : {exc.detail}")
-        if isinstance(exc, InvalidInput | BadRequest):
-            return cls(400, 105, exc.detail)
-        if isinstance(exc, StoreUnavailable):
-            return cls(exc.status, 102, exc.detail)
-        if isinstance(exc, ServiceUnavailable):
-            return cls(exc.status, 205, exc.detail)
-        return cls(exc.status, 101, exc.detail)
-
-
-def render_error(request: Request, exc: LegacyError) -> Response:
-    """JSON for clients that prefer it (``*/*`` included, as Werkzeug matched it), else the
-    old HTML page."""
-    reason = HTTPStatus(exc.status).phrase
-    accept = request.headers.get("accept")
-    if best_match(accept, ["application/json", "text/html"]) == "application/json":
-        body = {
-            "status": exc.status,
-            "description": reason,
-            "vesta": {"code": exc.code, "message": exc.message},
-        }
-        return JSONResponse(body, status_code=exc.status)
-    page = (
-        f"<!doctype html><title>{exc.status} {html.escape(reason)}</title>"
-        f"<h2>{exc.status} : {html.escape(reason)}</h2>"
-        f"<p>Internal error code: {exc.code} : {html.escape(exc.message)}</p>"
-    )
-    return HTMLResponse(page, status_code=exc.status, headers=security_headers(new_nonce()))
-
-
-class LegacyRoute(APIRoute):
-    """A route of the old API: every error it raises is answered in the old format."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def legacy_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except (GatewayError, StoreError, LegacyError, RequestValidationError) as exc:
-                return render_error(request, LegacyError.of(exc))
-
-        return legacy_handler
 
 
 router = APIRouter(tags=["legacy ServiceGateway"], route_class=LegacyRoute)
@@ -327,81 +207,6 @@ async def annotate_stored(
     return await _submit("annotate", service, request, runtime, storage_doc_id)
 
 
-def _failure(job: JobRecord) -> dict[str, Any]:
-    error = job.error
-    if error is not None and error.code.isdigit():
-        code = int(error.code)
-    elif error is not None and error.type in VESTA_CODES:
-        code = VESTA_CODES[error.type]
-    else:
-        code = REASON_CODES.get(job.reason or "", 101)
-    return {"code": code, "message": error.message if error else (job.reason or "failed")}
-
-
-def legacy_state(job: JobRecord, spec: ServiceSpec) -> tuple[str, Any]:
-    """The old state and result of a job."""
-    match job.status:
-        case JobStatus.ACCEPTED:
-            return "PENDING", None
-        case JobStatus.RUNNING:
-            if job.progress == 0 and job.message is None:
-                return "STARTED", None
-            return "PROGRESS", {
-                "current": job.progress,
-                "total": 100,
-                "worker_id_version": job.worker.version if job.worker else None,
-                "start_time": job.started.strftime("%Y-%m-%dT%H:%M:%S") if job.started else None,
-                "host": job.worker.host if job.worker else None,
-                "type": spec.id,
-            }
-        case JobStatus.SUCCESSFUL:
-            return "SUCCESS", job.result
-        case JobStatus.DISMISSED if job.reason == Reason.EXPIRED:
-            return "EXPIRED", None
-        case JobStatus.DISMISSED:
-            return "REVOKED", {"code": 109, "message": "terminated" if job.started else "revoked"}
-        case _:
-            return "FAILURE", _failure(job)
-
-
-def _running_version(job: JobRecord) -> str | None:
-    """The worker version to check: the old gateway checked it in PROGRESS only."""
-    return job.worker.version if job.status is JobStatus.RUNNING and job.worker else None
-
-
-# XML 1.0 allows these characters only; anything else (C0 controls, lone surrogates, U+FFFE)
-# would make the document ill-formed, escaped or not.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_XML_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]{0,127}$")
-
-
-def _xml_text(value: Any) -> str:
-    return _NOT_XML.sub("\ufffd", str(value))
-
-
-def _xml(body: dict[str, Any]) -> str:
-    """The status as XML: keys that are plain XML names become elements, any other key (a
-    prefix, markup, ``xml...``) becomes ``<item key="...">``; texts are escaped and stripped
-    of characters XML cannot carry."""
-    root = ET.Element("process_status")
-    stack: list[tuple[ET.Element, Any]] = [(root, body)]
-    while stack:
-        parent, value = stack.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                name = str(key)
-                if _XML_NAME.match(name) and not name.lower().startswith("xml"):
-                    child = ET.SubElement(parent, name)
-                else:
-                    child = ET.SubElement(parent, "item", key=_xml_text(name))
-                stack.append((child, item))
-        elif isinstance(value, list):
-            stack.extend((ET.SubElement(parent, "item"), item) for item in value)
-        elif value is not None:
-            parent.text = _xml_text(value)
-    return ET.tostring(root, encoding="unicode")
-
-
 async def _job(
     runtime: Runtime, request: Request, spec: ServiceSpec, uuid: str | None, action: str
 ) -> tuple[UUID, Principal | None]:
@@ -420,7 +225,7 @@ async def _job(
 
 
 def _answer(request: Request, job: JobRecord, spec: ServiceSpec, runtime: Runtime) -> Response:
-    problem = version_mismatch(runtime.catalogue, spec.id, _running_version(job))
+    problem = version_mismatch(runtime.catalogue, spec.id, running_version(job))
     if problem is not None:
         raise LegacyError(400, 204, problem)
     state, result = legacy_state(job, spec)
@@ -428,7 +233,7 @@ def _answer(request: Request, job: JobRecord, spec: ServiceSpec, runtime: Runtim
     accept = request.headers.get("accept")
     offers = ["application/json", "text/html", "application/xml"]
     if best_match(accept, offers) == "application/xml":
-        return Response(_xml(body), media_type="application/xml")
+        return Response(status_xml(body), media_type="application/xml")
     return JSONResponse(body)
 
 

@@ -10,96 +10,31 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from bson.errors import BSONError
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import (
-    ConnectionFailure,
-    DuplicateKeyError,
-    ExecutionTimeout,
     PyMongoError,
-    WTimeoutError,
 )
 
 from worker_sdk.wire import ErrorInfo
 
-from .base import DuplicateJob, JobQuery, StoreError, StoreRejected
+from ._mongo_codec import (
+    create_indexes,
+    driver_errors,
+    page_filter,
+    to_document,
+    to_record,
+)
+from .base import JobQuery, StoreError
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo
 
 DEFAULT_DATABASE = "servicegateway"
-TTL_BACKSTOP = 86400
-_FIELDS = tuple(JobRecord.model_fields)
 
 ClientFactory = Callable[[], Any]
-
-# The status a client sees: a finished job whose result was dismissed shows as dismissed.
-_SHOWN_STATUS: dict[JobStatus, dict[str, Any]] = {
-    JobStatus.ACCEPTED: {"status": "accepted"},
-    JobStatus.RUNNING: {"status": "running"},
-    JobStatus.SUCCESSFUL: {"status": "successful", "purged": {"$exists": False}},
-    JobStatus.FAILED: {"status": "failed", "purged": {"$exists": False}},
-    JobStatus.DISMISSED: {"$or": [{"status": "dismissed"}, {"purged": {"$exists": True}}]},
-}
-
-# What a driver call can raise: the server's and the driver's errors, and BSON encoding
-# errors of values (an int past 64 bits raises OverflowError before anything is sent).
-_FAILURES = (PyMongoError, BSONError, OverflowError, ValueError, TypeError)
-_TRANSIENT = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
-
-
-def _translate(exc: BaseException) -> StoreError:
-    """Transient failures (the server is unreachable, slow or electing) are retried by
-    callers; anything else rejected this operation's values."""
-    if isinstance(exc, DuplicateKeyError):
-        return DuplicateJob(str(exc))
-    if isinstance(exc, _TRANSIENT) or (
-        isinstance(exc, PyMongoError)
-        and (
-            exc.has_error_label("RetryableWriteError")
-            or exc.has_error_label("TransientTransactionError")
-        )
-    ):
-        return StoreError(str(exc))
-    return StoreRejected(f"{type(exc).__name__}: {exc}")
-
-
-def _document(record: JobRecord) -> dict[str, Any]:
-    data = record.model_dump(mode="python")
-    doc: dict[str, Any] = {"_id": str(record.id)}
-    for name in _FIELDS:
-        if name == "id":
-            continue
-        value = data[name]
-        if value is None and name != "result":
-            continue  # absent, so that $min and $exists filters work
-        doc[name] = _plain(value)
-    if record.status is not JobStatus.SUCCESSFUL:
-        doc.pop("result", None)
-    return doc
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _record(doc: Mapping[str, Any] | None) -> JobRecord | None:
-    if doc is None:
-        return None
-    data = {name: doc.get(name) for name in _FIELDS if name != "id"}
-    data["id"] = doc["_id"]
-    if data["inputs"] is None:
-        data["inputs"] = {}
-    return JobRecord.model_validate(data)
 
 
 class MongoStore:
@@ -136,32 +71,7 @@ class MongoStore:
             self._tombstones = database["tombstones"]
             self._workers = database["workers"]
             await self._client.admin.command("ping")
-            # Job list pages: a keyset on (created, _id), per owner, per owner and service, and
-            # for admins over everyone's jobs.
-            await self._jobs.create_index(
-                [("owner", ASCENDING), ("created", DESCENDING), ("_id", DESCENDING)]
-            )
-            await self._jobs.create_index(
-                [
-                    ("owner", ASCENDING),
-                    ("service", ASCENDING),
-                    ("created", DESCENDING),
-                    ("_id", DESCENDING),
-                ]
-            )
-            await self._jobs.create_index([("created", DESCENDING), ("_id", DESCENDING)])
-            await self._jobs.create_index([("owner", ASCENDING), ("status", ASCENDING)])
-            await self._jobs.create_index([("service", ASCENDING), ("status", ASCENDING)])
-            await self._jobs.create_index(
-                [("owner", ASCENDING), ("idempotency_key", ASCENDING)],
-                unique=True,
-                partialFilterExpression={"idempotency_key": {"$type": "string"}},
-                name="owner_idempotency_key",
-            )
-            # Retention: the gateway's sweep deletes expired jobs and leaves tombstones (a
-            # purged id answers 410); the TTL index is the backstop a day later, when no
-            # gateway sweeps. Jobs without expires_at are kept.
-            await self._jobs.create_index("expires_at", expireAfterSeconds=TTL_BACKSTOP)
+            await create_indexes(self._jobs)
         except PyMongoError as exc:
             await self.close()
             raise StoreError(f"cannot open the MongoDB store: {exc}") from exc
@@ -188,82 +98,40 @@ class MongoStore:
             raise StoreError(f"MongoDB unavailable: {exc}") from exc
 
     async def insert(self, record: JobRecord) -> None:
-        try:
-            await self._collection.insert_one(_document(record))
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
+        with driver_errors():
+            await self._collection.insert_one(to_document(record))
 
     async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
-        try:
+        with driver_errors():
             doc = await self._collection.find_one(
                 {"owner": str(owner), "idempotency_key": str(key)}
             )
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
-        return _record(doc)
+        return to_record(doc)
 
     async def release_key(self, job_id: UUID) -> None:
-        try:
+        with driver_errors():
             await self._collection.update_one(
                 {"_id": str(job_id)}, {"$unset": {"idempotency_key": ""}}
             )
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
 
     async def get(self, job_id: UUID) -> JobRecord | None:
-        try:
-            return _record(await self._collection.find_one({"_id": str(job_id)}))
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
+        with driver_errors():
+            return to_record(await self._collection.find_one({"_id": str(job_id)}))
 
     async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
-        clauses: list[dict[str, Any]] = []
-        if query.owner is not None:
-            clauses.append({"owner": str(query.owner)})
-        if query.services:
-            clauses.append({"service": {"$in": sorted({str(s) for s in query.services})}})
-        statuses = query.shown_statuses()
-        if statuses:
-            clauses.append({"$or": [_SHOWN_STATUS[s] for s in sorted(statuses)]})
-        created: dict[str, datetime] = {}
-        if query.created_from is not None:
-            created["$gte"] = query.created_from
-        if query.created_to is not None:
-            created["$lte"] = query.created_to
-        if created:
-            clauses.append({"created": created})
-        if query.timed:
-            now = query.now or datetime.now(UTC)
-            run_ms = {"$subtract": [{"$ifNull": ["$finished", now]}, "$started"]}
-            clauses.append({"started": {"$type": "date"}})
-            if query.min_duration is not None:
-                bound = float(query.min_duration) * 1000
-                clauses.append({"$expr": {"$gte": [run_ms, bound]}})
-            if query.max_duration is not None:
-                bound = float(query.max_duration) * 1000
-                clauses.append({"$expr": {"$lte": [run_ms, bound]}})
-        if query.after is not None:
-            at, job_id = query.after
-            clauses.append(
-                {"$or": [{"created": {"$lt": at}}, {"created": at, "_id": {"$lt": str(job_id)}}]}
-            )
-        try:
+        with driver_errors():
             cursor = (
-                self._collection.find({"$and": clauses} if clauses else {})
+                self._collection.find(page_filter(query))
                 .sort([("created", DESCENDING), ("_id", DESCENDING)])
                 .limit(int(query.limit))
             )
             docs = await cursor.to_list(None)
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
-        return [r for r in map(_record, docs) if r is not None]
+        return [r for r in map(to_record, docs) if r is not None]
 
     async def count_active(self, owner: str) -> int:
         query = {"owner": str(owner), "status": {"$in": sorted(str(s) for s in ACTIVE)}}
-        try:
+        with driver_errors():
             return int(await self._collection.count_documents(query))
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
 
     async def purge(self, job_id: UUID, *, at: datetime) -> JobRecord | None:
         return await self._update(
@@ -278,7 +146,7 @@ class MongoStore:
     async def expire(self, now: datetime, *, limit: int = 1000) -> int:
         if self._tombstones is None:
             raise StoreError("the MongoDB store is not open")
-        try:
+        with driver_errors():
             docs = (
                 await self._collection.find({"expires_at": {"$lte": now}}, {"_id": 1, "owner": 1})
                 .limit(int(limit))
@@ -292,20 +160,16 @@ class MongoStore:
                 )
             if docs:
                 await self._collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
         return len(docs)
 
     async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
         if not job_ids:
             return
-        try:
+        with driver_errors():
             await self._collection.update_many(
                 {"_id": {"$in": [str(j) for j in job_ids]}, "queued": {"$exists": False}},
                 {"$set": {"queued": at}},
             )
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
 
     async def claim_recovery(self, job_id: UUID, *, at: datetime, lease: timedelta) -> bool:
         query = {
@@ -314,10 +178,8 @@ class MongoStore:
             "queued": {"$exists": False},
             "$or": [{"recovering": {"$exists": False}}, {"recovering": {"$lt": at - lease}}],
         }
-        try:
+        with driver_errors():
             result = await self._collection.update_one(query, {"$set": {"recovering": at}})
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
         return int(result.modified_count) == 1
 
     async def unqueued(
@@ -330,24 +192,20 @@ class MongoStore:
             "attempt": 1,
             "created": {"$lt": before},
         }
-        try:
+        with driver_errors():
             docs = (
                 await self._collection.find(query)
                 .sort("created", ASCENDING)
                 .limit(int(limit))
                 .to_list(None)
             )
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
-        return [r for r in map(_record, docs) if r is not None]
+        return [r for r in map(to_record, docs) if r is not None]
 
     async def tombstone(self, job_id: UUID) -> str | None:
         if self._tombstones is None:
             raise StoreError("the MongoDB store is not open")
-        try:
+        with driver_errors():
             doc = await self._tombstones.find_one({"_id": str(job_id)})
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
         return str(doc["owner"]) if doc is not None else None
 
     async def stale(
@@ -355,21 +213,19 @@ class MongoStore:
     ) -> list[JobRecord]:
         field = "started" if status is JobStatus.RUNNING else "created"
         query = {"service": str(service), "status": str(status), field: {"$lt": before}}
-        try:
+        with driver_errors():
             docs = (
                 await self._collection.find(query)
                 .sort(field, ASCENDING)
                 .limit(int(limit))
                 .to_list(None)
             )
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
-        return [r for r in map(_record, docs) if r is not None]
+        return [r for r in map(to_record, docs) if r is not None]
 
     async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
         if self._workers is None:
             raise StoreError("the MongoDB store is not open")
-        try:
+        with driver_errors():
             await self._workers.update_one(
                 {"_id": worker.id},
                 {
@@ -378,59 +234,47 @@ class MongoStore:
                 },
                 upsert=True,
             )
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
 
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         if self._workers is None:
             raise StoreError("the MongoDB store is not open")
-        try:
+        with driver_errors():
             doc = await self._workers.find_one({"_id": str(worker_id)})
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
         return doc["seen"] if doc is not None else None
 
     async def bump(self, counter: str, by: int = 1) -> None:
         if self._counters is None:
             raise StoreError("the MongoDB store is not open")
-        try:
+        with driver_errors():
             await self._counters.update_one(
                 {"_id": str(counter)},
                 {"$inc": {"value": int(by)}, "$setOnInsert": {"since": datetime.now(UTC)}},
                 upsert=True,
             )
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
 
     async def counter_since(self, counter: str) -> datetime | None:
         if self._counters is None:
             raise StoreError("the MongoDB store is not open")
-        try:
+        with driver_errors():
             doc = await self._counters.find_one({"_id": str(counter)})
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
         return doc.get("since") if doc is not None else None
 
     async def active_workers(self, service: str, *, since: datetime) -> int:
         if self._workers is None:
             raise StoreError("the MongoDB store is not open")
-        try:
+        with driver_errors():
             return int(
                 await self._workers.count_documents(
                     {"service": str(service), "seen": {"$gt": since}}
                 )
             )
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
 
     async def counters(self, prefix: str = "") -> dict[str, int]:
         if self._counters is None:
             raise StoreError("the MongoDB store is not open")
         query = {"_id": {"$regex": "^" + re.escape(prefix)}} if prefix else {}
-        try:
+        with driver_errors():
             docs = await self._counters.find(query).to_list(None)
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
         return {str(d["_id"]): int(d["value"]) for d in docs}
 
     async def start(
@@ -557,10 +401,8 @@ class MongoStore:
         return record
 
     async def _update(self, query: dict[str, Any], update: dict[str, Any]) -> JobRecord | None:
-        try:
+        with driver_errors():
             doc = await self._collection.find_one_and_update(
                 query, update, return_document=ReturnDocument.AFTER
             )
-        except _FAILURES as exc:
-            raise _translate(exc) from exc
-        return _record(doc)
+        return to_record(doc)

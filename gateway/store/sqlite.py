@@ -1,10 +1,5 @@
-"""The embedded default store: one SQLite file in WAL mode, on a thread of its own.
-
-Every statement runs on one dedicated thread, so the event loop never blocks on disk. The
-statements that arrive while a batch runs are committed together in the next transaction
-(group commit): under load, one lock acquisition and one WAL commit serve tens of jobs.
-aiosqlite, the usual bridge, runs one statement per thread hop and one transaction per
-statement, which made the store the gateway's bottleneck; hence this small executor.
+"""The embedded default store: one SQLite file in WAL mode, on a thread of its own
+(:mod:`gateway.store._sqlite_executor` commits its statements in groups).
 
 Several gateway processes on one host may share the file: WAL lets readers run beside the
 single writer, and ``busy_timeout`` queues writers instead of failing them. A failing
@@ -13,138 +8,20 @@ statement is undone alone (SQLite's statement atomicity); the rest of its batch 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
-from collections.abc import Callable, Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from worker_sdk.wire import ErrorInfo
 
-from .base import DuplicateJob, JobQuery, StoreError, StoreRejected
+from ._sqlite_executor import GroupCommit
+from ._sqlite_schema import ADDED_COLUMNS, SCHEMA, SHOWN_STATUS, decode, encode, stored_ts, ts
+from .base import DuplicateJob, JobQuery, StoreError
 from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    service TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    status TEXT NOT NULL,
-    reason TEXT,
-    progress INTEGER NOT NULL DEFAULT 0,
-    message TEXT,
-    inputs TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
-    attempt INTEGER NOT NULL DEFAULT 1,
-    run_id TEXT,
-    progress_seq INTEGER NOT NULL DEFAULT 0,
-    worker TEXT,
-    created TEXT NOT NULL,
-    started TEXT,
-    updated TEXT NOT NULL,
-    finished TEXT,
-    purged TEXT,
-    expires_at TEXT,
-    idempotency_key TEXT,
-    request_hash TEXT,
-    subscriber TEXT,
-    seq INTEGER NOT NULL DEFAULT 1,
-    legacy TEXT,
-    queued TEXT,
-    recovering TEXT,
-    delivery TEXT
-);
-DROP INDEX IF EXISTS jobs_owner_created;
-CREATE INDEX IF NOT EXISTS jobs_owner_page ON jobs (owner, created DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_owner_service_page ON jobs (owner, service, created DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_page ON jobs (created DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_service_status ON jobs (service, status);
-CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY, value INTEGER NOT NULL, since TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_expires_at ON jobs (expires_at) WHERE expires_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, owner TEXT NOT NULL, expired TEXT);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, version TEXT, seen TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency
-    ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_unqueued ON jobs (service, created)
-    WHERE status = 'accepted' AND queued IS NULL;
-"""
-
-# The status a client sees: a finished job whose result was dismissed shows as dismissed.
-_SHOWN_STATUS = {
-    JobStatus.ACCEPTED: "status = 'accepted'",
-    JobStatus.RUNNING: "status = 'running'",
-    JobStatus.SUCCESSFUL: "(status = 'successful' AND purged IS NULL)",
-    JobStatus.FAILED: "(status = 'failed' AND purged IS NULL)",
-    JobStatus.DISMISSED: "(status = 'dismissed' OR purged IS NOT NULL)",
-}
-
-T = TypeVar("T")
-Statement = Callable[[sqlite3.Connection], Any]
-
-_COLUMNS = tuple(JobRecord.model_fields)
-_JSON_COLUMNS = frozenset(
-    {"inputs", "result", "error", "worker", "subscriber", "legacy", "delivery"}
-)
-# Columns added after the first schema: a store file made before them gets them at open.
-_ADDED_COLUMNS = {"delivery": "TEXT"}
-
-
-def _stored_ts(value: datetime) -> str:
-    """A time as every column holds it: UTC with six fraction digits, fixed width, so that
-    text order is time order (the job list's keyset, the reaper's and the recovery's cut-offs
-    and the heartbeats' ``max`` rely on it; ISO 8601 as Python writes it drops a zero
-    fraction, which sorts a whole second after its own fractions)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _ts(value: datetime | None) -> str | None:
-    return _stored_ts(value) if value is not None else None
-
-
-def _encode(record: JobRecord) -> dict[str, Any]:
-    data = record.model_dump(mode="json")
-    row: dict[str, Any] = {}
-    for name in _COLUMNS:
-        value = data[name]
-        if name in _JSON_COLUMNS:
-            unset = value is None and not (
-                name == "result" and record.status is JobStatus.SUCCESSFUL
-            )
-            row[name] = None if unset else json.dumps(value)
-        elif isinstance(getattr(record, name), datetime):
-            row[name] = _ts(getattr(record, name))
-        else:
-            row[name] = value
-    return row
-
-
-def _decode(row: sqlite3.Row) -> JobRecord:
-    data = {name: row[name] for name in _COLUMNS}
-    for name in _JSON_COLUMNS:
-        if data[name] is not None:
-            data[name] = json.loads(data[name])
-    if data["inputs"] is None:
-        data["inputs"] = {}
-    return JobRecord.model_validate(data)
-
-
-class _Batch:
-    """Statements waiting for the next transaction, each with the future of its caller."""
-
-    def __init__(self) -> None:
-        self.statements: list[Statement] = []
-        self.futures: list[asyncio.Future[Any]] = []
 
 
 class SQLiteStore:
@@ -152,17 +29,14 @@ class SQLiteStore:
 
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
-        self._db: sqlite3.Connection | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        self._pending: _Batch | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._executor = GroupCommit()
+        self._run = self._executor.run
 
     async def open(self) -> None:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         try:
-            self._db = await asyncio.get_running_loop().run_in_executor(self._thread, self._connect)
+            await self._executor.open(self._connect)
         except sqlite3.Error as exc:
             await self.close()
             raise StoreError(f"cannot open SQLite store {self._path!r}: {exc}") from exc
@@ -173,29 +47,21 @@ class SQLiteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
+        db.executescript(SCHEMA)
         present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-        for column, kind in _ADDED_COLUMNS.items():
+        for column, kind in ADDED_COLUMNS.items():
             if column not in present:
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         return db
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            await asyncio.gather(self._flusher, return_exceptions=True)
-            self._flusher = None
-        db, self._db = self._db, None
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            if db is not None:
-                await asyncio.get_running_loop().run_in_executor(thread, db.close)
-            thread.shutdown(wait=True)
+        await self._executor.close()
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
     async def insert(self, record: JobRecord) -> None:
-        row = _encode(record)
+        row = encode(record)
         columns = ", ".join(row)
         marks = ", ".join(f":{name}" for name in row)
         sql = f"INSERT INTO jobs ({columns}) VALUES ({marks})"
@@ -233,20 +99,20 @@ class SQLiteStore:
             where.append(f"service IN ({', '.join(marks)})")
         statuses = query.shown_statuses()
         if statuses:
-            where.append("(" + " OR ".join(_SHOWN_STATUS[s] for s in sorted(statuses)) + ")")
+            where.append("(" + " OR ".join(SHOWN_STATUS[s] for s in sorted(statuses)) + ")")
         if query.created_from is not None:
             where.append("created >= :created_from")
-            params["created_from"] = _stored_ts(query.created_from)
+            params["created_from"] = stored_ts(query.created_from)
         if query.created_to is not None:
             where.append("created <= :created_to")
-            params["created_to"] = _stored_ts(query.created_to)
+            params["created_to"] = stored_ts(query.created_to)
         if query.timed:
             # julianday() is a double (some 40 µs of precision today): round to milliseconds.
             duration = (
                 "round((julianday(COALESCE(finished, :now)) - julianday(started)) * 86400.0, 3)"
             )
             where.append("started IS NOT NULL")
-            params["now"] = _stored_ts(query.now or datetime.now(UTC))
+            params["now"] = stored_ts(query.now or datetime.now(UTC))
             if query.min_duration is not None:
                 where.append(f"{duration} >= :min_duration")
                 params["min_duration"] = query.min_duration
@@ -255,7 +121,7 @@ class SQLiteStore:
                 params["max_duration"] = query.max_duration
         if query.after is not None:
             where.append("(created, id) < (:after_created, :after_id)")
-            params["after_created"] = _stored_ts(query.after[0])
+            params["after_created"] = stored_ts(query.after[0])
             params["after_id"] = str(query.after[1])
         sql = (
             f"SELECT * FROM jobs WHERE {' AND '.join(where) or '1 = 1'} "
@@ -263,7 +129,7 @@ class SQLiteStore:
         )
 
         def statement(db: sqlite3.Connection) -> list[JobRecord]:
-            return [_decode(row) for row in db.execute(sql, params)]
+            return [decode(row) for row in db.execute(sql, params)]
 
         records: list[JobRecord] = await self._run(statement)
         return records
@@ -283,11 +149,11 @@ class SQLiteStore:
                WHERE id = :id AND status IN ('successful', 'failed', 'dismissed')
                    AND purged IS NULL
                RETURNING *""",
-            {"id": str(job_id), "at": _ts(at)},
+            {"id": str(job_id), "at": ts(at)},
         )
 
     async def expire(self, now: datetime, *, limit: int = 1000) -> int:
-        params = {"now": _ts(now), "limit": limit}
+        params = {"now": ts(now), "limit": limit}
 
         def statement(db: sqlite3.Connection) -> int:
             ids = [
@@ -309,7 +175,7 @@ class SQLiteStore:
         return count
 
     async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
-        rows = [{"id": str(job_id), "at": _ts(at)} for job_id in job_ids]
+        rows = [{"id": str(job_id), "at": ts(at)} for job_id in job_ids]
         sql = "UPDATE jobs SET queued = :at WHERE id = :id AND queued IS NULL"
         if rows:
             await self._run(lambda db: db.executemany(sql, rows))
@@ -319,7 +185,7 @@ class SQLiteStore:
             "UPDATE jobs SET recovering = :at WHERE id = :id AND status = 'accepted' "
             "AND queued IS NULL AND (recovering IS NULL OR recovering < :expired)"
         )
-        params = {"id": str(job_id), "at": _ts(at), "expired": _ts(at - lease)}
+        params = {"id": str(job_id), "at": ts(at), "expired": ts(at - lease)}
 
         def statement(db: sqlite3.Connection) -> bool:
             return db.execute(sql, params).rowcount == 1
@@ -334,10 +200,10 @@ class SQLiteStore:
             "SELECT * FROM jobs WHERE service = :service AND status = 'accepted' "
             "AND queued IS NULL AND attempt = 1 AND created < :before ORDER BY created LIMIT :limit"
         )
-        params = {"service": service, "before": _ts(before), "limit": limit}
+        params = {"service": service, "before": ts(before), "limit": limit}
 
         def statement(db: sqlite3.Connection) -> list[JobRecord]:
-            return [_decode(row) for row in db.execute(sql, params)]
+            return [decode(row) for row in db.execute(sql, params)]
 
         records: list[JobRecord] = await self._run(statement)
         return records
@@ -358,10 +224,10 @@ class SQLiteStore:
             f"SELECT * FROM jobs WHERE service = :service AND status = :status "
             f"AND {field} < :before ORDER BY {field} LIMIT :limit"
         )
-        params = {"service": service, "status": str(status), "before": _ts(before), "limit": limit}
+        params = {"service": service, "status": str(status), "before": ts(before), "limit": limit}
 
         def statement(db: sqlite3.Connection) -> list[JobRecord]:
-            return [_decode(row) for row in db.execute(sql, params)]
+            return [decode(row) for row in db.execute(sql, params)]
 
         records: list[JobRecord] = await self._run(statement)
         return records
@@ -377,7 +243,7 @@ class SQLiteStore:
             "service": service,
             "host": worker.host,
             "version": worker.version,
-            "seen": _ts(at),
+            "seen": ts(at),
         }
         await self._run(lambda db: db.execute(sql, params))
 
@@ -394,7 +260,7 @@ class SQLiteStore:
             "INSERT INTO counters (name, value, since) VALUES (:name, :by, :now) "
             "ON CONFLICT (name) DO UPDATE SET value = value + :by"
         )
-        params = {"name": counter, "by": by, "now": _ts(datetime.now(UTC))}
+        params = {"name": counter, "by": by, "now": ts(datetime.now(UTC))}
         await self._run(lambda db: db.execute(sql, params))
 
     async def counter_since(self, counter: str) -> datetime | None:
@@ -409,7 +275,7 @@ class SQLiteStore:
         sql = "SELECT count(*) FROM workers WHERE service = :service AND seen > :since"
 
         def statement(db: sqlite3.Connection) -> int:
-            return int(db.execute(sql, {"service": service, "since": _ts(since)}).fetchone()[0])
+            return int(db.execute(sql, {"service": service, "since": ts(since)}).fetchone()[0])
 
         count: int = await self._run(statement)
         return count
@@ -439,7 +305,7 @@ class SQLiteStore:
                 "attempt": attempt,
                 "run_id": str(run_id),
                 "worker": worker.model_dump_json(),
-                "at": _ts(at),
+                "at": ts(at),
             },
         )
 
@@ -452,7 +318,7 @@ class SQLiteStore:
                    seq = seq + 1
                WHERE id = :id AND status IN ('accepted', 'running') AND attempt < :attempt
                RETURNING *""",
-            {"id": str(job_id), "attempt": attempt, "message": message, "at": _ts(at)},
+            {"id": str(job_id), "attempt": attempt, "message": message, "at": ts(at)},
         )
 
     async def progress(
@@ -477,7 +343,7 @@ class SQLiteStore:
                 "seq": seq,
                 "percent": percent,
                 "message": message,
-                "at": _ts(at),
+                "at": ts(at),
             },
         )
 
@@ -506,10 +372,10 @@ class SQLiteStore:
             result=json.dumps(result) if status is JobStatus.SUCCESSFUL else None,
             error=error.model_dump_json() if error is not None else None,
             attempt=attempt,
-            started=_ts(started),
+            started=ts(started),
             worker=worker.model_dump_json() if worker is not None else None,
-            expires_at=_ts(expires_at),
-            at=_ts(at),
+            expires_at=ts(expires_at),
+            at=ts(at),
         )
         return await self._one(
             f"""UPDATE jobs SET status = :status, reason = :reason, result = :result,
@@ -526,73 +392,7 @@ class SQLiteStore:
     async def _one(self, sql: str, params: Mapping[str, Any]) -> JobRecord | None:
         def statement(db: sqlite3.Connection) -> JobRecord | None:
             row = db.execute(sql, params).fetchone()
-            return _decode(row) if row is not None else None
+            return decode(row) if row is not None else None
 
         result: JobRecord | None = await self._run(statement)
         return result
-
-    async def _run(self, statement: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue ``statement`` for the next transaction and wait for its result."""
-        if self._db is None or self._thread is None:
-            raise StoreError("the SQLite store is not open")
-        loop = asyncio.get_running_loop()
-        if self._pending is None:
-            self._pending = _Batch()
-        future: asyncio.Future[T] = loop.create_future()
-        self._pending.statements.append(statement)
-        self._pending.futures.append(future)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending is not None and self._db is not None and self._thread is not None:
-            batch, self._pending = self._pending, None
-            try:
-                outcomes = await loop.run_in_executor(
-                    self._thread, _commit, self._db, batch.statements
-                )
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear how its batch ended
-                outcomes = [StoreError(f"SQLite transaction failed: {exc!r}")] * len(batch.futures)
-            for future, outcome in zip(batch.futures, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-
-
-def _classify(exc: Exception) -> StoreError:
-    """A failing statement's error: transient (the database is busy, locked or unwell) or a
-    rejection of this statement's values, which no retry will change."""
-    if isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError:
-        return StoreError(str(exc))
-    return StoreRejected(f"{type(exc).__name__}: {exc}")
-
-
-def _commit(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
-    """Run on the store's thread: one transaction for the whole batch.
-
-    Each statement runs under a savepoint of its own, so one that fails (whatever it raises)
-    is undone alone and its caller hears why; the others commit.
-    """
-    assert threading.current_thread().name.startswith("sqlite")
-    outcomes: list[Any] = []
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in statements:
-            db.execute("SAVEPOINT statement")
-            try:
-                outcomes.append(statement(db))
-            except Exception as exc:  # noqa: BLE001 - the statement's caller gets it, not the batch
-                db.execute("ROLLBACK TO statement")
-                outcomes.append(_classify(exc))
-            db.execute("RELEASE statement")
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return outcomes

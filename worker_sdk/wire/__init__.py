@@ -5,6 +5,7 @@ Both sides import it from here, so that the two ends of every message are writte
 
 from .messages import (
     BARRIER,
+    REFUSED_HEADER,
     SCHEMA_VERSION,
     TASK,
     Barrier,
@@ -51,6 +52,7 @@ __all__ = [
     "BARRIER",
     "DEFAULT_DELIVERY_LIMIT",
     "DEFAULT_NAMESPACE",
+    "REFUSED_HEADER",
     "SCHEMA_VERSION",
     "TASK",
     "Barrier",

@@ -40,6 +40,8 @@ SCHEMA_VERSION = 1
 
 TASK = "task"
 BARRIER = "barrier"
+# A worker that refuses a task dead-letters it itself, saying why in this header.
+REFUSED_HEADER = "x-sg-refused"
 
 
 def utcnow() -> datetime:
@@ -296,6 +298,7 @@ class CancelRequest(_Wire):
 
 __all__ = [
     "BARRIER",
+    "REFUSED_HEADER",
     "SCHEMA_VERSION",
     "TASK",
     "Barrier",

@@ -53,9 +53,7 @@ async def connect(
 class Supervisor:
     """Says when a connection that stays broken must be dropped and built anew."""
 
-    def __init__(
-        self, reconnect_after: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, reconnect_after: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.reconnect_after = reconnect_after
         self._clock = clock
         self.period = reconnect_after / 3  # how often to look, at most
