@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install broker run test lint check bench clean
+.PHONY: install broker run test mutants lint check bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ run: install broker
 
 test: install broker
 	$(PY) -m pytest
+
+# Break each core guarantee on purpose and check that its tests notice (docs/testing.md).
+mutants: install broker
+	$(PY) -m tests.mutants
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import JobRecord, JobStatus, WorkerInfo
+from gateway.store import JobRecord, WorkerInfo
 from tests import workers
 from tests.conftest import Gateway
 from tests.support import eventually, job_state, submit, wait_status
@@ -45,12 +45,16 @@ async def test_the_reaper_fails_a_job_that_was_never_queued(gateway: Gateway) ->
     store = gateway.runtime.store
     now = datetime.now(UTC)
     lost = _record("echo", now - timedelta(hours=3))  # queue TTL 2 h + grace 5 min ago
-    await store.insert(lost)
+    # Past the queue TTL but within the grace: a dead-lettered task may still end it.
+    in_grace = _record("echo", now - timedelta(hours=2, minutes=2))
+    for record in (lost, in_grace):
+        await store.insert(record)
     fresh = (await submit(gateway.client, "echo", {})).json()
     report = await gateway.runtime.sweeper.sweep(now)
     assert report.never_queued == 1
     state = await job_state(gateway.client, str(lost.id))
     assert (state["status"], state["reason"]) == ("failed", "not_queued")
+    assert (await job_state(gateway.client, str(in_grace.id)))["status"] == "accepted"
     assert (await job_state(gateway.client, fresh["jobID"]))["status"] == "accepted"
 
 
@@ -61,21 +65,27 @@ async def test_the_reaper_fails_a_running_job_whose_worker_went_silent(gateway: 
         WorkerInfo(id="ghost", host="h", version="1"),
         WorkerInfo(id="alive", host="h", version="1"),
     )
-    orphan, watched = (
-        _record("limited", now - timedelta(hours=1)),
-        _record("limited", now - timedelta(hours=1)),
+    hour_ago, minute_ago = now - timedelta(hours=1), now - timedelta(minutes=1)
+    # "limited" has a 0.5 s time limit; the grace is 5 min.
+    orphan, watched, in_grace = (
+        _record("limited", hour_ago),
+        _record("limited", hour_ago),
+        _record("limited", minute_ago),
     )
-    for record, worker in ((orphan, ghost), (watched, alive)):
+    for record, worker, at in (
+        (orphan, ghost, hour_ago),
+        (watched, alive, hour_ago),
+        (in_grace, ghost, minute_ago),
+    ):
         await store.insert(record)
-        await store.start(
-            record.id, attempt=1, run_id=uuid.uuid4(), worker=worker, at=now - timedelta(hours=1)
-        )
+        await store.start(record.id, attempt=1, run_id=uuid.uuid4(), worker=worker, at=at)
     await store.heartbeat(alive, service="limited", at=now)
     report = await gateway.runtime.sweeper.sweep(now)
     assert report.worker_lost == 1
     state = await job_state(gateway.client, str(orphan.id))
     assert (state["status"], state["reason"]) == ("failed", "worker_lost")
     assert (await job_state(gateway.client, str(watched.id)))["status"] == "running"
+    assert (await job_state(gateway.client, str(in_grace.id)))["status"] == "running"
 
 
 async def test_worker_heartbeats_reach_the_store(
@@ -96,4 +106,3 @@ async def test_worker_heartbeats_reach_the_store(
     assert await eventually(heard, what="a heartbeat in the store")
     gate.touch()
     await wait_status(gateway.client, job["jobID"], "successful")
-    assert JobStatus.SUCCESSFUL.terminal

@@ -1,0 +1,128 @@
+"""The mutants: each breaks one guarantee the README or DESIGN.md promises.
+
+A mutant is a search/replace on one source file. The search text must occur exactly once in
+the file; when the code moves on and it no longer does, the run fails on that mutant (it is
+stale, never silently skipped). ``tests`` are the pytest node ids that must fail once it is
+applied; the run stops at the first that does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str
+    search: str
+    replace: str
+    tests: tuple[str, ...]
+
+
+GUARANTEES = "tests/integration/test_guarantees.py"
+CONTRACT = "tests/gateway/store/test_contract.py"
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "ack before the terminal event is published",
+        "worker_sdk/_session.py",
+        "            else:\n                await self._publish(outcome)\n",
+        '            else:\n                await settle(delivery, "ack")\n'
+        "                await self._publish(outcome)\n",
+        (f"{GUARANTEES}::test_an_unconfirmed_terminal_event_hands_the_task_back",),
+    ),
+    Mutant(
+        "ack at delivery",
+        "worker_sdk/_session.py",
+        "        assert self._runs is not None\n        try:\n",
+        '        assert self._runs is not None\n        await settle(delivery, "ack")\n'
+        "        try:\n",
+        (
+            f"{GUARANTEES}::test_an_unconfirmed_terminal_event_hands_the_task_back",
+            "tests/integration/test_pipeline.py::"
+            "test_a_worker_killed_mid_job_leaves_the_job_to_finish_once_on_another",
+        ),
+    ),
+    Mutant(
+        "retry without delay",
+        "worker_sdk/_session.py",
+        "            self._channel.default_exchange,\n            outgoing,\n"
+        "            self._retry_queues[tier],\n",
+        "            self._exchanges.tasks,\n            outgoing,\n            task.service,\n",
+        (f"{GUARANTEES}::test_a_retry_waits_its_delay_accepted",),
+    ),
+    Mutant(
+        "publish before persist",
+        "gateway/jobs.py",
+        "        try:\n            await self._store.insert(record)\n",
+        "        await self._broker.publish_task(task, spec)\n"
+        "        try:\n            await self._store.insert(record)\n",
+        (f"{GUARANTEES}::test_a_failing_store_insert_is_503_and_queues_nothing",),
+    ),
+    Mutant(
+        "idempotency lookup skipped",
+        "gateway/jobs.py",
+        "        if idempotency_key is not None:\n            earlier = await self._earlier(",
+        "        if False:\n            earlier = await self._earlier(",
+        (
+            "tests/integration/test_idempotency.py::test_a_retry_with_the_same_key_returns_the_first_job",
+            "tests/integration/test_idempotency.py::test_a_key_past_its_window_starts_a_new_job",
+        ),
+    ),
+    Mutant(
+        "ownership check skipped on the old routes",
+        "gateway/api/legacy.py",
+        "        job = await runtime.jobs.get(job_id, principal)\n",
+        "        job = await runtime.jobs.get(job_id, None)\n",
+        (f"{GUARANTEES}::test_another_user_can_neither_read_nor_cancel_a_job_on_the_old_routes",),
+    ),
+    Mutant(
+        "terminal state not sticky",
+        "gateway/store/sqlite.py",
+        "                WHERE id = :id AND status IN ({marks})\n",
+        "                WHERE id = :id\n",
+        (f"{CONTRACT}::test_terminal_states_are_sticky",),
+    ),
+    Mutant(
+        "progress allowed to go down",
+        "gateway/store/sqlite.py",
+        "AND progress_seq < :seq AND progress <= :percent",
+        "AND progress_seq < :seq",
+        (f"{CONTRACT}::test_progress_only_rises_within_a_run",),
+    ),
+    Mutant(
+        "URL policy skipped at connect time",
+        "worker_sdk/_fetch.py",
+        "            policy.check_resolved(host, addresses)\n",
+        "",
+        (
+            "tests/integration/test_security.py::TestWorkerFetch::"
+            "test_a_name_resolving_to_loopback_is_refused_at_connect_time",
+        ),
+    ),
+    Mutant(
+        "mandatory off on the task publish",
+        "gateway/broker.py",
+        "            priority=spec.priority,\n        )\n"
+        "        await self._publish(exchanges.tasks, outgoing, spec.id)\n",
+        "            priority=spec.priority,\n        )\n"
+        "        await self._publish(exchanges.tasks, outgoing, spec.id, mandatory=False)\n",
+        ("tests/integration/test_api.py::test_a_returned_publish_is_503_and_the_job_failed",),
+    ),
+    Mutant(
+        "the reaper's grace ignored",
+        "gateway/sweeper.py",
+        "            cutoff = now - timedelta(seconds=spec.queue_ttl) - self._grace\n",
+        "            cutoff = now - timedelta(seconds=spec.queue_ttl)\n",
+        ("tests/integration/test_sweeper.py::test_the_reaper_fails_a_job_that_was_never_queued",),
+    ),
+    Mutant(
+        "the events consumer acks before the store commit",
+        "gateway/applier.py",
+        "        async def handle() -> None:\n            event = _read_event(message.body)\n",
+        '        async def handle() -> None:\n            await settle(message, "ack")\n'
+        "            event = _read_event(message.body)\n",
+        (f"{GUARANTEES}::test_an_event_met_by_a_store_outage_outlives_the_gateway",),
+    ),
+)
