@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+
+from gateway.store import JobRecord, SQLiteStore, StoreError
 
 T = TypeVar("T")
 
@@ -132,3 +136,26 @@ async def submit(
     client: httpx.AsyncClient, service: str, inputs: dict[str, Any], **kwargs: Any
 ) -> httpx.Response:
     return await client.post(f"/processes/{service}/execution", json={"inputs": inputs}, **kwargs)
+
+
+class OutageStore(SQLiteStore):
+    """A SQLite store whose ``insert`` or ``finish`` fails (as a store that is down does)
+    while its name is in ``down``; ``failures`` counts the refused calls."""
+
+    def __init__(self, path: Path, *down: str) -> None:
+        super().__init__(str(path))
+        self.down = set(down)
+        self.failures: dict[str, int] = {}
+
+    def _outage(self, what: str) -> None:
+        if what in self.down:
+            self.failures[what] = self.failures.get(what, 0) + 1
+            raise StoreError(f"{what}: the store is down")
+
+    async def insert(self, record: JobRecord) -> None:
+        self._outage("insert")
+        await super().insert(record)
+
+    async def finish(self, job_id: uuid.UUID, **fields: Any) -> JobRecord | None:
+        self._outage("finish")
+        return await super().finish(job_id, **fields)

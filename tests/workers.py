@@ -38,6 +38,8 @@ crunch = Worker(
 @crunch.handler(isolation="process")
 def crunch_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
     ctx.progress(inputs.progress, "crunching")
+    if inputs.gate:
+        Path(f"{inputs.gate}.pid").write_text(str(os.getpid()))  # for the tests to watch
     end = time.monotonic() + inputs.spin
     spins = 0
     while time.monotonic() < end:  # burn CPU
@@ -95,6 +97,8 @@ limited = Worker("limited", version="1.0.0", cancel_grace=0.3)
 def limited_handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
     if inputs.get("quick"):
         return
+    if inputs.get("pidfile"):
+        Path(inputs["pidfile"]).write_text(str(os.getpid()))
     while True:
         pass
 

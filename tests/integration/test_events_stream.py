@@ -13,7 +13,9 @@ import pytest
 
 from tests import workers
 from tests.conftest import Gateway
-from tests.support import eventually, job_state, submit
+from tests.integration.test_hostile import _next_event, _token
+from tests.live import LiveGateway
+from tests.support import TEST_CATALOGUE, eventually, job_state, submit, wait_status
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +73,41 @@ async def test_another_users_stream_is_404(gateway: Gateway) -> None:
     assert response.json()["code"] == "no-such-job"
     async with httpx.AsyncClient(transport=gateway.transport, base_url="http://gw.test") as anon:
         assert (await anon.get(f"/jobs/{job['jobID']}/events")).status_code == 401
+
+
+async def test_a_stream_resumed_while_the_job_runs_goes_on_from_the_last_event_seen(
+    namespace: str, tmp_path: Path, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    """Real HTTP, so each stream is read as it comes: the first is dropped while the job
+    runs, the second resumes (``Last-Event-ID``) before the job ends, and carries on to it."""
+    server = LiveGateway(namespace=namespace, workdir=tmp_path, catalogue=TEST_CATALOGUE)
+    server.start()
+    try:
+        await server.ready()
+        auth = {"Authorization": f"Bearer {_token()}"}
+        async with httpx.AsyncClient(base_url=server.base, headers=auth, timeout=15) as http:
+            run_worker(workers.slow)
+            gate = tmp_path / "gate"
+            job = (await submit(http, "slow", {"gate": str(gate), "progress": 40})).json()
+            path = f"/jobs/{job['jobID']}/events"
+            first: list[dict[str, Any]] = []
+            async with http.stream("GET", path) as response:
+                lines = response.aiter_lines()
+                while not first or first[-1]["data"]["progress"] != 40:
+                    first.append(await _next_event(lines))
+            last = first[-1]["id"]
+            assert first[-1]["data"]["status"] == "running"
+            assert (await job_state(http, job["jobID"]))["status"] == "running"
+            second: list[dict[str, Any]] = []
+            async with http.stream("GET", path, headers={"Last-Event-ID": last}) as response:
+                lines = response.aiter_lines()
+                gate.touch()  # the job ends only now, while the resumed stream is open
+                second.append(await _next_event(lines))
+                while second[-1]["data"]["status"] != "successful":
+                    second.append(await _next_event(lines))
+                assert [line async for line in lines] == []  # the stream ended with the job
+            await wait_status(http, job["jobID"], "successful")
+    finally:
+        await server.stop()
+    assert all(int(e["id"]) > int(last) for e in second)  # nothing seen before is repeated
+    assert [e["data"]["progress"] for e in second].count(40) == 0

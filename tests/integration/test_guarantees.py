@@ -17,10 +17,10 @@ import pytest
 
 import worker_sdk._session
 from examples.echo import worker as echo_worker
-from gateway.store import JobRecord, SQLiteStore, StoreError
+from gateway.store import JobRecord
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
-from tests.support import eventually, submit, wait_status
+from tests.support import OutageStore, eventually, submit, wait_status
 from worker_sdk.wire import Event, Retrying, Succeeded, Topology, parse_event
 from worker_sdk.wire.publish import PublishLost
 
@@ -45,29 +45,6 @@ async def timed_events(namespace: str) -> AsyncIterator[list[tuple[float, Event]
 
         await queue.consume(collect, no_ack=True)
         yield seen
-
-
-class OutageStore(SQLiteStore):
-    """A SQLite store whose ``insert`` or ``finish`` fails (as a store that is down does)
-    while its name is in ``down``; ``failures`` counts the refused calls."""
-
-    def __init__(self, path: Path, *down: str) -> None:
-        super().__init__(str(path))
-        self.down = set(down)
-        self.failures: dict[str, int] = {}
-
-    def _outage(self, what: str) -> None:
-        if what in self.down:
-            self.failures[what] = self.failures.get(what, 0) + 1
-            raise StoreError(f"{what}: the store is down")
-
-    async def insert(self, record: JobRecord) -> None:
-        self._outage("insert")
-        await super().insert(record)
-
-    async def finish(self, job_id: uuid.UUID, **fields: Any) -> JobRecord | None:
-        self._outage("finish")
-        return await super().finish(job_id, **fields)
 
 
 async def test_an_unconfirmed_terminal_event_hands_the_task_back(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -72,6 +73,25 @@ async def test_a_live_worker_skips_a_job_cancelled_while_queued(
     assert not any(isinstance(e, Started) and e.job_id == queued_id for e in events)
 
 
+async def process_gone(pidfile: Path) -> None:
+    """Wait until the process whose pid the handler wrote into ``pidfile`` no longer exists
+    (killed and reaped: not even a zombie is left)."""
+    pid = int(await eventually(lambda: _read(pidfile), what=f"{pidfile.name} to be written"))
+
+    async def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    await eventually(gone, within=5, what=f"the job's process {pid} to be gone")
+
+
+async def _read(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None  # noqa: ASYNC240 - a tiny local file
+
+
 async def test_dismissing_a_running_job_kills_only_its_process(
     gateway: Gateway, namespace: str, run_worker: RunWorker, tmp_path: Path
 ) -> None:
@@ -100,6 +120,7 @@ async def test_dismissing_a_running_job_kills_only_its_process(
             f"running job: DELETE → dismissed in {dismissed * 1000:.1f} ms, "
             f"its process killed after {killed * 1000:.0f} ms"
         )
+        await process_gone(tmp_path / "never.pid")
         assert (await job_state(client, keeper["jobID"]))["status"] == "running"
         keeper_gate.touch()
         await wait_status(client, keeper["jobID"], "successful")
@@ -153,14 +174,20 @@ async def test_only_the_owner_dismisses(gateway: Gateway) -> None:
 
 
 async def test_a_runaway_job_is_stopped_at_its_time_limit(
-    gateway: Gateway, run_worker: RunWorker
+    gateway: Gateway, run_worker: RunWorker, tmp_path: Path
 ) -> None:
     client = gateway.client
     run_worker(workers.limited)
     # "limited" is sync-capable (its time limit fits SG_MAX_WAIT): ask for a 201 at once.
-    job = (await submit(client, "limited", {}, headers={"Prefer": "respond-async"})).json()
+    pidfile = tmp_path / "runaway.pid"
+    job = (
+        await submit(
+            client, "limited", {"pidfile": str(pidfile)}, headers={"Prefer": "respond-async"}
+        )
+    ).json()
     state = await wait_status(client, job["jobID"], "failed", within=10)
     assert state["reason"] == "time_limit"
+    await process_gone(pidfile)  # its child process killed, not left spinning
     problem = (await client.get(f"/jobs/{job['jobID']}/results")).json()
     assert problem["job_error"]["code"] == "time_limit"
     quick = (

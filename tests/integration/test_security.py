@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.store import JobQuery
 from tests.conftest import TEST_SECRET, Gateway, GatewayFactory
+from tests.live import free_port
 from tests.support import submit
 from worker_sdk import FetchError, UrlPolicy, UrlRefused, fetch
 from worker_sdk.wire import Topology
@@ -259,6 +260,26 @@ class TestJwks:
         )
         assert response.status_code == 401
         assert await queued(gateway) == 1
+
+    async def test_an_unreachable_jwks_endpoint_is_401_and_nothing_is_recorded(
+        self, gateway_factory: GatewayFactory, rsa_keys: tuple[str, str]
+    ) -> None:
+        gateway = await gateway_factory(
+            jwt_secret=None,
+            jwt_algorithms=("RS256",),
+            jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json",  # nothing listens there
+        )
+        token = jwt.encode(claims(), rsa_keys[0], algorithm="RS256", headers={"kid": "k1"})
+        response = await gateway.client.post(
+            "/processes/echo/execution",
+            json={"inputs": {}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "unauthorized"
+        assert "signing keys cannot be fetched" in response.json()["detail"]
+        assert await queued(gateway) == 0
+        assert await gateway.runtime.store.page_jobs(JobQuery(owner=None)) == []
 
 
 class TestOwnership:

@@ -165,6 +165,61 @@ async def test_a_time_limit_fails_the_job() -> None:
     assert outcome.error.code == "time_limit"
 
 
+async def test_a_thread_handler_sees_its_time_limit_and_stops_on_its_own() -> None:
+    """The soft limit: at the time limit ``ctx.cancelled`` turns true; a handler that looks
+    ends the run long before the hard kill (``cancel_grace``) would."""
+    seen: list[float] = []
+
+    def cooperative(ctx: JobContext, inputs: dict[str, Any]) -> str:
+        started = time.monotonic()
+        while not ctx.cancelled:
+            time.sleep(0.001)  # the handler's own work loop
+        seen.append(time.monotonic() - started)
+        return "cleaned up"
+
+    harness = Harness(cooperative, isolation="thread", cancel_grace=3600)
+    outcome = await asyncio.wait_for(harness.runs.execute(_task(time_limit=0.1)), timeout=5)
+    assert isinstance(outcome, Failed)
+    assert outcome.error.code == "time_limit"
+    assert len(seen) == 1
+    assert seen[0] >= 0.05  # asked at the limit (0.1 s after the timer), not at once
+    harness.threads.shutdown(wait=True)
+
+
+async def test_a_thread_handler_that_ignores_its_time_limit_is_abandoned_after_the_grace() -> None:
+    release = threading.Event()
+
+    def stubborn(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        release.wait(10)
+
+    harness = Harness(stubborn, isolation="thread", cancel_grace=0.2)
+    started = time.monotonic()
+    outcome = await asyncio.wait_for(harness.runs.execute(_task(time_limit=0.1)), timeout=5)
+    elapsed = time.monotonic() - started
+    assert isinstance(outcome, Failed)
+    assert outcome.error.code == "time_limit"
+    assert elapsed >= 0.3  # the limit, then the grace
+    release.set()
+    harness.threads.shutdown(wait=True)
+
+
+async def test_an_async_handler_cleans_up_when_its_time_limit_cancels_it() -> None:
+    cleaned = asyncio.Event()
+
+    async def handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            assert ctx.cancelled
+            cleaned.set()
+            raise
+
+    outcome = await Harness(handler, cancel_grace=3600).runs.execute(_task(time_limit=0.05))
+    assert isinstance(outcome, Failed)
+    assert outcome.error.code == "time_limit"
+    assert cleaned.is_set()
+
+
 async def test_a_job_cancelled_before_it_arrives_is_skipped() -> None:
     calls: list[int] = []
 
