@@ -14,6 +14,7 @@ import pytest
 from gateway import Settings, create_app
 from gateway.api.execution import execution_mode
 from gateway.broker import BrokerDown
+from gateway.store import JobQuery
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import job_state, submit
 from worker_sdk.wire import Task, Topology
@@ -78,15 +79,20 @@ async def test_submit_records_then_queues_a_durable_task(gateway: Gateway, names
     assert await gateway.runtime.store.counters("submissions:") == {"submissions:echo": 1}
 
 
+async def _nothing_recorded_or_queued(gateway: Gateway, namespace: str) -> None:
+    assert await gateway.runtime.store.page_jobs(JobQuery(owner=None)) == []
+    assert await _queued_tasks(namespace, "echo") == []
+
+
 async def test_inputs_failing_the_schema_are_422_naming_each_path(
-    client: httpx.AsyncClient, namespace: str
+    gateway: Gateway, namespace: str
 ) -> None:
-    response = await submit(client, "echo", {"delay": -1, "text": "x" * 101})
+    response = await submit(gateway.client, "echo", {"delay": -1, "text": "x" * 101})
     assert response.status_code == 422
     problem = response.json()
     assert problem["code"] == "invalid-input"
     assert {e["path"] for e in problem["errors"]} == {"/inputs/delay", "/inputs/text"}
-    assert await _queued_tasks(namespace, "echo") == []
+    await _nothing_recorded_or_queued(gateway, namespace)
 
 
 @pytest.mark.parametrize(
@@ -98,14 +104,17 @@ async def test_inputs_failing_the_schema_are_422_naming_each_path(
     ],
 )
 async def test_malformed_bodies_are_400(
-    client: httpx.AsyncClient, content: bytes, headers: dict[str, str]
+    gateway: Gateway, namespace: str, content: bytes, headers: dict[str, str]
 ) -> None:
-    response = await client.post("/processes/echo/execution", content=content, headers=headers)
+    response = await gateway.client.post(
+        "/processes/echo/execution", content=content, headers=headers
+    )
     assert response.status_code == 400
     assert response.json()["code"] == "invalid-request"
+    await _nothing_recorded_or_queued(gateway, namespace)
 
 
-async def test_an_oversized_body_is_413(gateway_factory: GatewayFactory) -> None:
+async def test_an_oversized_body_is_413(gateway_factory: GatewayFactory, namespace: str) -> None:
     gateway = await gateway_factory(max_body_size=2048)
     response = await submit(gateway.client, "echo", {"text": "x" * 4000})
     assert response.status_code == 413
@@ -121,6 +130,7 @@ async def test_an_oversized_body_is_413(gateway_factory: GatewayFactory) -> None
         headers={"content-type": "application/json"},
     )
     assert chunked.status_code == 413
+    await _nothing_recorded_or_queued(gateway, namespace)
 
 
 async def test_unknown_and_malformed_job_ids(client: httpx.AsyncClient) -> None:

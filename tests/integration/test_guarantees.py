@@ -17,6 +17,7 @@ import pytest
 
 import worker_sdk._session
 from examples.echo import worker as echo_worker
+from gateway.broker import Broker
 from gateway.store import JobRecord
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
@@ -183,3 +184,37 @@ async def test_another_user_can_neither_read_nor_cancel_a_job_on_the_old_routes(
         mine = await alice.get("/echo/status", params={"uuid": uuid_}, headers=JSON)
         assert mine.json()["status"] == "PENDING"  # not cancelled by bob
         assert (await alice.get(f"/jobs/{uuid_}")).json()["status"] == "accepted"
+
+
+async def test_prefer_wait_is_answered_when_another_replica_holds_the_shared_events(
+    gateway_factory: GatewayFactory, run_worker: RunWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two gateway replicas on one store: the one holding the waiting request does not
+    consume the shared events queue at all (the other does), and still answers the wait."""
+    real_consume = Broker.consume
+
+    async def leave_events_to_the_other(
+        self: Broker, queue: str, callback: Any, *, prefetch: int
+    ) -> None:
+        if queue != self.topology.events_queue:
+            await real_consume(self, queue, callback, prefetch=prefetch)
+
+    monkeypatch.setattr(Broker, "consume", leave_events_to_the_other)
+    waiting = await gateway_factory()
+    monkeypatch.undo()
+    applying = await gateway_factory()
+    run_worker(echo_worker)
+    response = await submit(
+        waiting.client, "echo", {"text": "replicas"}, headers={"Prefer": "wait=10"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"text": "replicas"}
+    job_id = response.headers["location"].rsplit("/", 1)[1]
+    for replica in (waiting, applying):
+        assert (await replica.client.get(f"/jobs/{job_id}")).json()["status"] == "successful"
+    events_queue = applying.runtime.broker.topology.events_queue
+
+    async def drained() -> bool:
+        return await applying.runtime.broker.queue_depth(events_queue) == 0
+
+    await eventually(drained, what="the replica that consumes events to take them all")

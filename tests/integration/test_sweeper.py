@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import JobRecord, WorkerInfo
+from gateway.store import JobRecord, SQLiteStore, StoreError, WorkerInfo
 from tests import workers
-from tests.conftest import Gateway
+from tests.conftest import Gateway, GatewayFactory
 from tests.support import eventually, job_state, submit, wait_status
 
 pytestmark = pytest.mark.integration
@@ -56,6 +56,36 @@ async def test_the_reaper_fails_a_job_that_was_never_queued(gateway: Gateway) ->
     assert (state["status"], state["reason"]) == ("failed", "not_queued")
     assert (await job_state(gateway.client, str(in_grace.id)))["status"] == "accepted"
     assert (await job_state(gateway.client, fresh["jobID"]))["status"] == "accepted"
+
+
+class SweepsFailAtFirst(SQLiteStore):
+    """A store whose first two sweeps fail (``expire`` raises, as a store that is down)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.sweeps = 0
+
+    async def expire(self, now: datetime, *, limit: int = 1000) -> int:
+        self.sweeps += 1
+        if self.sweeps <= 2:
+            raise StoreError("the store is down")
+        return await super().expire(now, limit=limit)
+
+
+async def test_the_sweeper_runs_on_its_own_and_outlives_failed_sweeps(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    store = SweepsFailAtFirst(tmp_path / "jobs.db")
+    gateway = await gateway_factory(store=store, sweep_interval=0.05)
+    lost = _record("echo", datetime.now(UTC) - timedelta(hours=3))
+    await store.insert(lost)
+
+    async def reaped() -> bool:
+        state = await job_state(gateway.client, str(lost.id))
+        return (state["status"], state.get("reason")) == ("failed", "not_queued")
+
+    await eventually(reaped, within=10, what="the periodic sweep to reap the lost job")
+    assert store.sweeps >= 3  # two failed sweeps, and the loop went on
 
 
 async def test_the_reaper_fails_a_running_job_whose_worker_went_silent(gateway: Gateway) -> None:

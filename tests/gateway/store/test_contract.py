@@ -183,6 +183,61 @@ async def test_terminal_states_are_sticky(store: JobStore) -> None:
     assert final == done
 
 
+async def test_purge_drops_a_finished_result_once(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    assert await store.purge(record.id, at=T0) is None  # nothing to purge while active
+    assert await store.get(record.id) == record
+    done = await store.finish(record.id, status=JobStatus.SUCCESSFUL, at=T0, result={"ok": 1})
+    assert done is not None
+    later = T0 + timedelta(seconds=5)
+    purged = await store.purge(record.id, at=later)
+    assert purged is not None
+    assert (purged.status, purged.result, purged.purged, purged.updated) == (
+        JobStatus.SUCCESSFUL,
+        None,
+        later,
+        later,
+    )
+    assert purged.seq > done.seq  # a change clients see
+    assert await store.purge(record.id, at=later + timedelta(seconds=1)) is None
+    assert await store.get(record.id) == purged
+    assert await store.purge(uuid.uuid4(), at=later) is None
+
+
+async def test_retrying_puts_a_run_back_to_accepted_once_per_attempt(store: JobStore) -> None:
+    record = _record()
+    await store.insert(record)
+    run = uuid.uuid4()
+    await store.start(record.id, attempt=1, run_id=run, worker=WORKER, at=T0)
+    await store.progress(record.id, run_id=run, seq=1, percent=40, message="half", at=T0)
+    t1 = T0 + timedelta(seconds=1)
+    back = await store.retrying(record.id, attempt=2, message="attempt 2 in 1s", at=t1)
+    assert back is not None
+    assert (back.status, back.attempt, back.progress, back.message, back.run_id) == (
+        JobStatus.ACCEPTED,
+        2,
+        0,
+        "attempt 2 in 1s",
+        None,
+    )
+    assert back.updated == t1
+    # The same attempt again (a duplicate event), or an older one, changes nothing.
+    assert await store.retrying(record.id, attempt=2, message="again", at=t1) is None
+    assert await store.retrying(record.id, attempt=1, message="older", at=t1) is None
+    # The old run's late progress is ignored; the new run starts and reports afresh.
+    assert (
+        await store.progress(record.id, run_id=run, seq=2, percent=90, message=None, at=t1) is None
+    )
+    second = uuid.uuid4()
+    again = await store.start(record.id, attempt=2, run_id=second, worker=WORKER, at=t1)
+    assert again is not None
+    assert (again.status, again.attempt) == (JobStatus.RUNNING, 2)
+    await store.finish(record.id, status=JobStatus.FAILED, at=t1)
+    assert await store.retrying(record.id, attempt=3, message="too late", at=t1) is None
+    assert await store.retrying(uuid.uuid4(), attempt=2, message="nobody", at=t1) is None
+
+
 async def test_a_successful_null_result_is_kept_as_null(store: JobStore) -> None:
     record = _record()
     await store.insert(record)
