@@ -83,7 +83,7 @@ def create_app(
                 catalogue=services,
                 publish_timeout=settings.publish_timeout,
                 connect_timeout=settings.broker_connect_timeout,
-                name=f"gateway@{socket.gethostname()}:{os.getpid()}",
+                name=f"{settings.namespace}/gateway@{socket.gethostname()}:{os.getpid()}",
             )
             stack.push_async_callback(broker.close)
             await broker.connect()

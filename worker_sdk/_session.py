@@ -134,7 +134,9 @@ class Session:
             children=children,
         )
         connection: AbstractRobustConnection = await connect(
-            self.amqp_url, name=self.worker_id, timeout=self.worker.connect_timeout
+            self.amqp_url,
+            name=f"{self.topology.namespace}/{self.worker_id}",
+            timeout=self.worker.connect_timeout,
         )
         heartbeat: asyncio.Task[None] | None = None
         try:

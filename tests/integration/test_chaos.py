@@ -1,12 +1,13 @@
-"""Chaos: jobs keep flowing while a worker is SIGKILLed, every broker connection is closed and
-the gateway restarts. Every 201-accepted job must reach exactly one terminal state, with the
-right result, and nothing may be lost."""
+"""Chaos: jobs keep flowing while a worker is SIGKILLed, every broker connection of the gateway
+and the workers is closed and the gateway restarts. Every 201-accepted job must reach exactly
+one terminal state, with the right result, and nothing may be lost."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -28,23 +29,46 @@ JOBS = 800
 SUBMITTERS = 12
 
 
-async def close_all_broker_connections() -> None:
+CONNECTION_NAME = re.compile(r'\{"connection_name","([^"]*)"\}')
+
+
+async def _rabbitmqctl(*args: str) -> str:
     rabbitmqctl = shutil.which("rabbitmqctl")
-    assert rabbitmqctl, "the chaos test needs rabbitmqctl"
+    assert rabbitmqctl, "the chaos tests need rabbitmqctl"
     process = await asyncio.create_subprocess_exec(
         rabbitmqctl,
-        "close_all_connections",
-        "chaos test",
-        stdout=asyncio.subprocess.DEVNULL,
+        "-q",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await process.communicate()
+    out, err = await process.communicate()
     assert process.returncode == 0, err
+    return out.decode()
+
+
+async def close_broker_connections(namespace: str) -> list[str]:
+    """Close every broker connection of the namespace's gateways and workers (each names its
+    connection ``<namespace>/...``), and only those: tests running beside this one keep
+    theirs. The names of the connections closed."""
+    listing = await _rabbitmqctl(
+        "list_connections", "--no-table-headers", "pid", "client_properties"
+    )
+    ours: dict[str, str] = {}
+    for line in listing.splitlines():
+        pid, _, properties = line.partition("\t")
+        name = CONNECTION_NAME.search(properties)
+        if name is not None and name.group(1).startswith(f"{namespace}/"):
+            ours[pid] = name.group(1)
+    # At once, as close_all_connections would: no connection gets a head start to recover.
+    await asyncio.gather(*(_rabbitmqctl("close_connection", pid, "chaos test") for pid in ours))
+    return list(ours.values())
 
 
 async def test_every_accepted_job_ends_exactly_once_through_chaos(
     gateway_factory: GatewayFactory,
     spawn_worker: Callable[..., subprocess.Popen[bytes]],
+    namespace: str,
 ) -> None:
     current: dict[str, Gateway] = {"gateway": await gateway_factory(broker_reconnect_after=2.0)}
     store_url = current["gateway"].runtime.settings.store_url
@@ -91,8 +115,11 @@ async def test_every_accepted_job_ends_exactly_once_through_chaos(
         workers[0] = spawn_worker("tests.workers:chaos", concurrency=8)
 
         await after(JOBS * 30 // 100)
-        await close_all_broker_connections()
-        chaos_log.append(f"closed every broker connection at job {taken[0]}")
+        closed = await close_broker_connections(namespace)
+        # The gateway's and both workers' (which may be reconnecting from the kill above).
+        assert sum("/gateway@" in name for name in closed) == 1, closed
+        assert sum("/chaos@" in name for name in closed) >= 1, closed
+        chaos_log.append(f"closed {len(closed)} broker connections at job {taken[0]}")
 
         await after(JOBS * 65 // 100)
         progress.clear()

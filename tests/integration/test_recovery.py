@@ -10,21 +10,24 @@ import pytest
 
 from examples.echo import worker as echo_worker
 from tests.conftest import GatewayFactory
-from tests.integration.test_chaos import close_all_broker_connections
+from tests.integration.test_chaos import close_broker_connections
 from tests.support import eventually, submit, wait_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
 async def test_everything_recovers_after_every_broker_connection_is_closed(
-    gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
+    gateway_factory: GatewayFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    namespace: str,
 ) -> None:
     gateway = await gateway_factory(broker_reconnect_after=2.0)
     run_worker(echo_worker)
     before = (await submit(gateway.client, "echo", {"text": "before"})).json()
     await wait_status(gateway.client, before["jobID"], "successful")
 
-    await close_all_broker_connections()
+    closed = await close_broker_connections(namespace)
+    assert len(closed) == 2, closed  # the gateway's and the worker's
 
     async def accepted_again() -> httpx.Response | None:
         response = await submit(gateway.client, "echo", {"text": "after"})
