@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install broker run test mutants lint check bench clean
+.PHONY: install broker run test test-mongo mutants lint check bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,11 @@ test: install broker
 	$(PY) -m coverage combine -q
 	$(PY) scripts/coverage-by-package
 	$(PY) -m coverage report --skip-covered --sort=cover
+
+# The store contract suite against a real MongoDB from the compose file (a container engine
+# and .env needed; docs/testing.md).
+test-mongo: install broker
+	scripts/test-mongo $(ARGS)
 
 # Break each core guarantee on purpose and check that its tests notice (docs/testing.md).
 mutants: install broker

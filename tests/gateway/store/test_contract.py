@@ -50,7 +50,7 @@ REAL_MONGODB = os.environ.get("SG_TEST_MONGODB_URL")
             "mongodb(real)",
             marks=pytest.mark.skipif(
                 REAL_MONGODB is None,
-                reason="no MongoDB server here: set SG_TEST_MONGODB_URL (docker compose up mongo)",
+                reason="no MongoDB server here: set SG_TEST_MONGODB_URL (make test-mongo)",
             ),
         ),
     ]
