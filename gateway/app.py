@@ -11,8 +11,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
-from gateway.api import canarie, jobs, legacy, openapi, ops, processes
+from gateway.api import canarie, docs, jobs, legacy, openapi, ops, processes
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
@@ -28,6 +29,7 @@ from gateway.server import GuardedHttpProtocol
 from gateway.settings import Settings, load_settings
 from gateway.store import JobStore, open_store
 from gateway.sweeper import Sweeper
+from gateway.ui import STATIC_DIR, STATIC_PATH
 from gateway.watch import JobWatch
 from worker_sdk.wire import Topology
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
@@ -181,9 +183,14 @@ def create_app(
         # FastAPI's own limit: bodies past it are answered 413 (plain text) before any parsing.
         max_body_size=settings.max_body_size,
         generate_unique_id_function=openapi.operation_id,
+        # Served by gateway.api.docs from the gateway's own files, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     openapi.install(app, services)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(docs.router)
     # The CANARIE routes last: their /{service}/... paths must not shadow the others.
     for router in (ops.router, processes.router, jobs.router, legacy.router, canarie.router):
         app.include_router(router)
