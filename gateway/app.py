@@ -30,6 +30,7 @@ from gateway.settings import Settings, load_settings
 from gateway.store import JobStore, open_store
 from gateway.sweeper import Sweeper
 from gateway.ui import STATIC_DIR, STATIC_PATH
+from gateway.ui import routes as ui_routes
 from gateway.watch import JobWatch
 from worker_sdk.wire import Topology
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
@@ -191,6 +192,7 @@ def create_app(
     openapi.install(app, services)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(docs.router)
+    ui_routes.install(app)
     # The CANARIE routes last: their /{service}/... paths must not shadow the others.
     for router in (ops.router, processes.router, jobs.router, legacy.router, canarie.router):
         app.include_router(router)

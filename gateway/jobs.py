@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -275,6 +275,22 @@ class JobService:
         async with self._changes.watch.subscribe(job_id) as queue:
             yield await self.get(job_id, principal), queue
 
+    @asynccontextmanager
+    async def following(
+        self, job_ids: Sequence[uuid.UUID], principal: Principal
+    ) -> AsyncIterator[tuple[list[JobRecord], asyncio.Queue[JobRecord]]]:
+        """Those of ``job_ids`` the principal may see, as they stand, and one queue of their
+        later changes (the dashboard's live lists); unknown and others' jobs are left out."""
+        visible = []
+        for job_id in dict.fromkeys(job_ids):
+            try:
+                visible.append((await self.get(job_id, principal)).id)
+            except (UnknownJob, JobGone):
+                continue
+        async with self._changes.watch.subscribe(*visible) as queue:
+            current = [await self._store.get(job_id) for job_id in visible]
+            yield [record for record in current if record is not None], queue
+
     def expiry(self, service: str, at: datetime) -> datetime:
         """When a job of ``service`` finished at ``at`` is purged."""
         return at + self._catalogue.retention(service)
@@ -329,7 +345,18 @@ class JobService:
                 job_id,
             )
 
-    async def page(self, principal: Principal, query: JobQuery) -> list[JobRecord]:
-        """A page of the principal's jobs (every job for an admin), newest first."""
-        owner = None if principal.admin else principal.subject
-        return await self._store.page_jobs(replace(query, owner=owner))
+    async def page(
+        self, principal: Principal, query: JobQuery, *, owner: str | None = None
+    ) -> list[JobRecord]:
+        """A page of the principal's jobs, newest first. An admin sees every job, or only
+        ``owner``'s when it is given; anyone else sees their own whatever ``owner`` says."""
+        shown = owner if principal.admin else principal.subject
+        return await self._store.page_jobs(replace(query, owner=shown))
+
+    async def recent(
+        self, principal: Principal, since: datetime, *, limit: int = 5000
+    ) -> list[JobRecord]:
+        """The jobs created since ``since`` that the principal may see (every owner's for an
+        admin), newest first, at most ``limit`` (the dashboard's figures of the last hour)."""
+        query = JobQuery(owner=None, created_from=since, limit=limit)
+        return await self.page(principal, query)

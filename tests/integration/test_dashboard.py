@@ -1,0 +1,172 @@
+"""The dashboard's sessions, forms and views over HTTP (the browser tests are in
+tests/browser): the cookie's flags, CSRF refusals, who sees which jobs, and its fragments."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from tests.conftest import Gateway
+
+pytestmark = pytest.mark.integration
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@asynccontextmanager
+async def _signed_in(gateway: Gateway, sub: str, *scopes: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client signed in to the dashboard as ``sub``."""
+    async with httpx.AsyncClient(transport=gateway.transport, base_url="http://gw.test") as b:
+        yield await _sign_in(b, gateway, sub, *scopes)
+
+
+async def _sign_in(
+    browser: httpx.AsyncClient, gateway: Gateway, sub: str, *scopes: str
+) -> httpx.AsyncClient:
+    form = await browser.get("/ui/login")
+    assert form.status_code == 200
+    csrf = _CSRF.search(form.text)
+    assert csrf is not None
+    answer = await browser.post(
+        "/ui/login",
+        data={"csrf": csrf.group(1), "token": gateway.token(sub, *scopes), "next": "/ui/jobs"},
+        headers={"Origin": "http://gw.test"},
+    )
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"] == "/ui/jobs"
+    return browser
+
+
+async def _csrf(browser: httpx.AsyncClient, path: str = "/ui/jobs") -> str:
+    page = await browser.get(path)
+    found = _CSRF.search(page.text)
+    assert found is not None, page.text
+    return found.group(1)
+
+
+async def _submit(client: httpx.AsyncClient, text: str) -> str:
+    answer = await client.post(
+        "/processes/echo/execution", json={"inputs": {"text": text, "delay": 30}}
+    )
+    assert answer.status_code == 201, answer.text
+    job_id: str = answer.json()["jobID"]
+    return job_id
+
+
+async def test_the_session_cookie_is_httponly_strict_and_scoped(gateway: Gateway) -> None:
+    browser = httpx.AsyncClient(transport=gateway.transport, base_url="http://gw.test")
+    async with browser:
+        form = await browser.get("/ui/login")
+        csrf = _CSRF.search(form.text)
+        assert csrf is not None
+        answer = await browser.post(
+            "/ui/login", data={"csrf": csrf.group(1), "token": gateway.token("alice")}
+        )
+        assert answer.status_code == 303
+        cookies = answer.headers.get_list("set-cookie")
+        session = next(c for c in cookies if c.startswith("sg_session="))
+        flags = {part.strip().lower() for part in session.split(";")}
+        assert {"httponly", "samesite=strict", "path=/ui"} <= flags
+        assert any(flag.startswith("max-age=") for flag in flags)
+        csrf_cookie = form.headers.get_list("set-cookie")
+        assert any(
+            "sg_csrf=" in c and "HttpOnly" in c and "SameSite=strict" in c for c in csrf_cookie
+        )
+
+
+async def test_a_user_sees_only_their_jobs_and_an_admin_everyones(gateway: Gateway) -> None:
+    async with gateway.as_user("bob") as bob_api:
+        alices = await _submit(gateway.client, "from alice")
+        bobs = await _submit(bob_api, "from bob")
+    admin_scope = gateway.runtime.settings.admin_scope
+    async with _signed_in(gateway, "bob") as bob, _signed_in(gateway, "root", admin_scope) as admin:
+        page = (await bob.get("/ui/jobs")).text
+        assert bobs in page
+        assert alices not in page
+        assert (await bob.get(f"/ui/jobs/{alices}")).status_code == 404
+        assert (await bob.get(f"/ui/jobs/{bobs}")).status_code == 200
+        # A user's owner filter is ignored: still their own jobs only.
+        assert alices not in (await bob.get("/ui/jobs/table", params={"owner": "alice"})).text
+
+        everyone = (await admin.get("/ui/jobs")).text
+        assert bobs in everyone
+        assert alices in everyone
+        only_alice = (await admin.get("/ui/jobs/table", params={"owner": "alice"})).text
+        assert alices in only_alice
+        assert bobs not in only_alice
+        page = (await admin.get(f"/ui/jobs/{alices}")).text
+        assert "from alice" in page  # the inputs
+
+
+async def test_forms_need_the_csrf_token_and_the_gateways_origin(gateway: Gateway) -> None:
+    async with gateway.as_user("alice") as api:
+        job = await _submit(api, "keep me")
+    async with _signed_in(gateway, "alice") as browser:
+        csrf = await _csrf(browser, f"/ui/jobs/{job}")
+        refused = await browser.post(f"/ui/jobs/{job}/dismiss", data={})
+        assert refused.status_code == 403
+        wrong = await browser.post(f"/ui/jobs/{job}/dismiss", data={"csrf": "x" * 43})
+        assert wrong.status_code == 403
+        foreign = await browser.post(
+            f"/ui/jobs/{job}/dismiss",
+            data={"csrf": csrf},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert foreign.status_code == 403
+        cross_site = await browser.post(
+            f"/ui/jobs/{job}/dismiss", data={"csrf": csrf}, headers={"Sec-Fetch-Site": "cross-site"}
+        )
+        assert cross_site.status_code == 403
+        status = await gateway.client.get(f"/jobs/{job}")
+        assert status.json()["status"] == "accepted"  # none of them dismissed it
+
+        done = await browser.post(
+            f"/ui/jobs/{job}/dismiss", data={"csrf": csrf}, headers={"Origin": "http://gw.test"}
+        )
+        assert done.status_code == 303
+        status = await gateway.client.get(f"/jobs/{job}")
+        assert status.json()["status"] == "dismissed"
+
+
+async def test_without_a_session_pages_lead_to_the_sign_in_form(gateway: Gateway) -> None:
+    async with httpx.AsyncClient(transport=gateway.transport, base_url="http://gw.test") as anon:
+        page = await anon.get("/ui/workers", headers={"Accept": "text/html"})
+        assert page.status_code == 303
+        assert page.headers["location"] == "/ui/login?next=%2Fui%2Fworkers"
+        fragment = await anon.get("/ui/jobs/table", headers={"HX-Request": "true"})
+        assert fragment.status_code == 401
+        assert fragment.headers["HX-Redirect"].startswith("/ui/login")
+        stream = await anon.get(
+            "/ui/events", params={"job": "00000000-0000-4000-8000-000000000000"}
+        )
+        assert stream.status_code == 401
+
+        form = await anon.get("/ui/login")
+        csrf = _CSRF.search(form.text)
+        assert csrf is not None
+        bad = await anon.post("/ui/login", data={"csrf": csrf.group(1), "token": "not.a.jwt"})
+        assert bad.status_code == 401
+        assert "invalid token" in bad.text
+        assert "sg_session" not in bad.headers.get("set-cookie", "")
+        # The sign-in form leads back only to the dashboard.
+        evil = await anon.get("/ui/login", params={"next": "https://evil.example/"})
+        assert 'value="/ui/jobs"' in evil.text
+
+
+async def test_pages_allow_only_the_gateways_own_files(gateway: Gateway) -> None:
+    async with _signed_in(gateway, "alice") as browser:
+        for path in ("/ui/jobs", "/ui/workers"):
+            page = await browser.get(path)
+            assert page.status_code == 200
+            policy = page.headers["content-security-policy"]
+            assert "script-src 'self';" in policy
+            assert "unsafe" not in policy
+            assert "<script>" not in page.text  # no inline script
+            assert not re.search(r"""(src|href)="(https?:)?//""", page.text), path
+        series = await browser.get("/ui/workers/series")
+        assert series.status_code == 200
+        assert len(series.json()["t"]) == 60
