@@ -155,6 +155,8 @@ async def _job_list(
         "services": list(runtime.catalogue),
         "next_query": following,
         "first_query": urlencode(kept) if cursor else None,
+        # The first page refreshes itself, so that jobs submitted elsewhere appear.
+        "refresh_query": None if cursor else urlencode(kept),
     }
 
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+from gateway.ui.pages import PAGE_SIZE
 from tests.conftest import Gateway
 
 pytestmark = pytest.mark.integration
@@ -170,3 +171,46 @@ async def test_pages_allow_only_the_gateways_own_files(gateway: Gateway) -> None
         series = await browser.get("/ui/workers/series")
         assert series.status_code == 200
         assert len(series.json()["t"]) == 60
+
+
+async def test_the_list_pages_with_the_stores_keyset_cursor(gateway: Gateway) -> None:
+    made = [await _submit(gateway.client, f"job {i}") for i in range(PAGE_SIZE + 2)]
+    async with _signed_in(gateway, "alice") as browser:
+        first = (await browser.get("/ui/jobs", params={"service": "echo"})).text
+        older = re.search(r'href="/ui/jobs\?([^"]+)" rel="next"', first)
+        assert older is not None
+        second = (await browser.get(f"/ui/jobs?{older.group(1).replace('&amp;', '&')}")).text
+    shown_first = [job for job in made if job in first]
+    shown_second = [job for job in made if job in second]
+    assert len(shown_first) == PAGE_SIZE
+    assert sorted(shown_second) == sorted(made[:2])  # the oldest two, newest first
+    assert 'rel="next"' not in second
+
+
+async def test_a_refused_submission_shows_why_on_the_form(gateway: Gateway) -> None:
+    async with _signed_in(gateway, "alice") as browser:
+        csrf = await _csrf(browser)
+        bad = await browser.post(
+            "/ui/jobs",
+            data={"csrf": csrf, "service": "echo", "inputs": '{"delay": -1}'},
+            headers={"Origin": "http://gw.test"},
+        )
+        assert bad.status_code == 422
+        assert 'role="alert"' in bad.text
+        assert "delay" in bad.text
+        not_json = await browser.post(
+            "/ui/jobs",
+            data={"csrf": csrf, "service": "echo", "inputs": "{nope"},
+            headers={"Origin": "http://gw.test"},
+        )
+        assert not_json.status_code == 400
+        assert "not JSON" in not_json.text
+        good = await browser.post(
+            "/ui/jobs",
+            data={"csrf": csrf, "service": "echo", "inputs": '{"text": "hi"}'},
+            headers={"Origin": "http://gw.test"},
+        )
+        assert good.status_code == 303
+        job = good.headers["location"].rsplit("/", 1)[1]
+    status = await gateway.client.get(f"/jobs/{job}")
+    assert status.json()["processID"] == "echo"
