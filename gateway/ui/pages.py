@@ -193,10 +193,15 @@ async def job_table(
     owner: FilterParam = None,
     cursor: FilterParam = None,
 ) -> Response:
-    """The list's table alone (the filter form swaps it in)."""
+    """The list's table alone (the filter form swaps it in; the first page refreshes it)."""
     filters = _filters(ses.principal, service, status, owner)
     context = await _job_list(request, runtime, jobs, ses, filters, cursor)
-    return _page(request, "_jobs_table.html", {"session": ses, **context})
+    response = _page(request, "_jobs_table.html", {"session": ses, **context})
+    if request.headers.get("hx-trigger") == "filters":
+        # The filtered list gets its own address in the browser's history.
+        kept = urlencode({k: v for k, v in filters.items() if v})
+        response.headers["HX-Push-Url"] = f"/ui/jobs?{kept}" if kept else "/ui/jobs"
+    return response
 
 
 @router.post("/jobs")

@@ -94,6 +94,7 @@ async def test_submit_watch_the_result_dismiss_and_the_workers_page(
     await page.select_option("select[name=status]", "dismissed")
     await expect(page.locator(f"#row-{job}")).to_have_count(0)
     await expect(page.locator(f"#row-{stuck}")).to_have_count(1)
+    await expect(page).to_have_url(f"{served.url}/ui/jobs?status=dismissed")
     await page.select_option("select[name=status]", "")
     await expect(page.locator(f"#row-{job}")).to_have_count(1)
     await page.screenshot(path=screenshot_path("ui-jobs"), full_page=True)
