@@ -214,3 +214,14 @@ async def test_a_refused_submission_shows_why_on_the_form(gateway: Gateway) -> N
         job = good.headers["location"].rsplit("/", 1)[1]
     status = await gateway.client.get(f"/jobs/{job}")
     assert status.json()["processID"] == "echo"
+
+
+async def test_a_session_ends_with_its_token(gateway: Gateway) -> None:
+    expired = gateway.token("alice", lifetime=-60)
+    async with httpx.AsyncClient(transport=gateway.transport, base_url="http://gw.test") as b:
+        b.cookies.set("sg_session", expired, domain="gw.test", path="/ui")
+        page = await b.get("/ui/jobs", headers={"Accept": "text/html"})
+        assert page.status_code == 303
+        assert page.headers["location"].startswith("/ui/login")
+        b.cookies.set("sg_session", gateway.token("alice"), domain="gw.test", path="/ui")
+        assert (await b.get("/ui/jobs")).status_code == 200
