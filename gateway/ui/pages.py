@@ -74,8 +74,10 @@ async def home() -> RedirectResponse:
 
 
 @router.get("/login")
-async def login_form(request: Request, next: str | None = None) -> Response:  # the query's name
-    context = {"title": "Sign in", "csrf": sessions.csrf_token(request), "next": _safe_next(next)}
+async def login_form(
+    request: Request, next_: Annotated[str | None, Query(alias="next", max_length=2000)] = None
+) -> Response:
+    context = {"title": "Sign in", "csrf": sessions.csrf_token(request), "next": _safe_next(next_)}
     return await _respond(request, _page(request, "login.html", context))
 
 
@@ -85,7 +87,7 @@ async def login(
     runtime: RuntimeDep,
     _: CheckedForm,
     token: Annotated[str, Form(max_length=16384)],
-    next: Annotated[str | None, Form()] = None,  # the form field's name
+    next_: Annotated[str | None, Form(alias="next", max_length=2000)] = None,
 ) -> Response:
     """Verify the token as the API would, then keep it in the session cookie."""
     token = token.strip().removeprefix("Bearer ").strip()
@@ -95,11 +97,11 @@ async def login(
         context = {
             "title": "Sign in",
             "csrf": sessions.csrf_token(request),
-            "next": _safe_next(next),
+            "next": _safe_next(next_),
             "error": exc.detail,
         }
         return await _respond(request, _page(request, "login.html", context, status_code=401))
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(_safe_next(next_), status_code=303)
     await sessions.sign_in(request, response, principal, token)
     return response
 
