@@ -90,7 +90,8 @@ def create_app(
                 name=f"gateway@{socket.gethostname()}:{os.getpid()}",
                 webhook_delays=settings.webhook_retry_delays if hooks else None,
             )
-            deliverer = _deliverer(settings, jobs_store, broker) if hooks else None
+            metrics = Metrics(settings.prometheus_multiproc_dir)
+            deliverer = _deliverer(settings, jobs_store, broker, metrics) if hooks else None
             if deliverer is not None:  # closed after the broker: its consumer is gone by then
                 stack.push_async_callback(deliverer.close)
             stack.push_async_callback(broker.close)
@@ -110,7 +111,7 @@ def create_app(
             )
             changes = Changes(
                 watch,
-                Metrics(settings.prometheus_multiproc_dir),
+                metrics,
                 webhooks=outbox.owe if outbox is not None else None,
             )
             recovery = Recovery(
@@ -226,7 +227,9 @@ def create_app(
     return app
 
 
-def _deliverer(settings: Settings, store: JobStore, broker: Broker) -> WebhookDeliverer:
+def _deliverer(
+    settings: Settings, store: JobStore, broker: Broker, metrics: Metrics
+) -> WebhookDeliverer:
     secrets = [settings.webhook_secret, *settings.webhook_old_secrets]
     return WebhookDeliverer(
         store,
@@ -235,6 +238,7 @@ def _deliverer(settings: Settings, store: JobStore, broker: Broker) -> WebhookDe
         policy=settings.webhook_policy(),
         delays=settings.webhook_retry_delays,
         timeout=settings.webhook_timeout,
+        metrics=metrics,
     )
 
 

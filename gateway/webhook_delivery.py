@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from standardwebhooks import Webhook
 
 from gateway.broker import Broker, BrokerDown, PublishRefused
+from gateway.metrics import Metrics
 from gateway.store import JobStore, StoreError, StoreRejected, WebhookAttempt
 from gateway.webhooks import WebhookTask, headers
 from worker_sdk.wire import settle
@@ -59,7 +60,9 @@ class WebhookDeliverer:
         policy: UrlPolicy,
         delays: Sequence[int],
         timeout: float,
+        metrics: Metrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._broker = broker
         self._signers = tuple(signers)
@@ -122,6 +125,9 @@ class WebhookDeliverer:
             exhausted=not delivered and delay is None,
         )
         await self._with_store(lambda: self._store.record_webhook_attempt(attempt))
+        if self._metrics is not None:
+            outcome = "delivered" if delivered else "failed" if delay is None else "retrying"
+            self._metrics.webhook_attempts.labels(task.type, outcome).inc()
         if delay is not None:
             await self._broker.publish_webhook(
                 task.next_attempt().to_bytes(), job_id=task.job_id, delay=delay
@@ -153,10 +159,19 @@ class WebhookDeliverer:
         target = pin(task.url, scheme, host, port, addresses[0])
         sent = {**target.headers, **headers(self._signers, task, at), "user-agent": USER_AGENT}
         try:
-            async with self._client.stream(
-                "POST", target.url, content=task.body, headers=sent, extensions=target.extensions
-            ) as response:
-                status = response.status_code
+            async with (
+                asyncio.timeout(self._timeout),
+                self._client.stream(
+                    "POST",
+                    target.url,
+                    content=task.body,
+                    headers=sent,
+                    extensions=target.extensions,
+                ) as response,
+            ):
+                status = response.status_code  # the body is never read
+        except TimeoutError:
+            return None, f"no answer within {self._timeout:g}s"
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
         if 200 <= status < 300:

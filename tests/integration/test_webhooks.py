@@ -150,6 +150,10 @@ async def test_a_receiver_failing_twice_gets_one_successful_delivery_per_event(
         assert receiver.successes(delivered["id"]) == 1
         for request in attempts:
             Webhook(SECRET).verify(request.body, request.headers)
+    counted = gateway.runtime.metrics.registry.get_sample_value
+    for outcome, count in (("retrying", 2), ("delivered", 1), ("failed", None)):
+        labels = {"type": "job.successful", "outcome": outcome}
+        assert counted("sg_webhook_attempts_total", labels) == count  # the duplicate: none
     # The backoff followed the schedule: attempts 1 s, then 2 s apart at least.
     stamps = [
         int(r.headers["webhook-timestamp"]) for r in receiver.requests if r.event_id == hook["id"]
