@@ -320,7 +320,6 @@ class Settings(BaseSettings):
     )
     webhook_retry_delays: IntList = Field(
         default=DEFAULT_WEBHOOK_DELAYS,
-        min_length=0,
         description="Seconds before each attempt after the first: one attempt more than "
         "delays. Each delay is a holding queue of its own.",
     )

@@ -122,6 +122,10 @@ class WebhookOutbox:
         except (BrokerDown, PublishRefused, StoreError) as exc:
             log.warning("job %s: webhook not queued yet (%s); the sweep will", record.id, exc)
             return False
+        except Exception:
+            # Whatever one record meets, the others' webhooks must still go.
+            log.exception("job %s: webhook not queued; the sweep will try again", record.id)
+            return False
         if task is not None:
             self.queued += 1
             log.debug("job %s: webhook %s queued", record.id, task.event_id)
