@@ -49,7 +49,7 @@ from gateway.store import (
     StoreError,
     WebhookDelivery,
 )
-from gateway.webhooks import Subscriptions
+from gateway.webhooks import Subscriptions, subscribed
 from worker_sdk.wire import CancelRequest, ErrorInfo, Task
 from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
 
@@ -138,10 +138,10 @@ class JobService:
         within ``wait`` seconds, ``accepted`` otherwise) and whether it is the replay of an
         earlier submission with the same ``idempotency_key``. A task the broker did not
         confirm leaves the job ``failed``/``publish_failed`` and raises a 429 or 503 error.
-        A ``subscriber`` (OGC callback URIs) is checked by the webhooks' URL policy first.
+        A ``subscriber`` (OGC callback URIs) is part of the submission's fingerprint and, for
+        a new job, checked by the webhooks' URL policy with the inputs.
         """
-        if subscriber:
-            subscriber = await self._subscriptions.check(subscriber)
+        subscriber = subscribed(subscriber) if subscriber else None
         fingerprint = (
             _fingerprint(spec.id, inputs, subscriber) if idempotency_key is not None else ""
         )
@@ -153,6 +153,8 @@ class JobService:
             await self._inputs.check(spec, inputs)
         else:
             self._inputs.check_bounds(inputs, root="/misc")
+        if subscriber is not None:
+            await self._subscriptions.check(subscriber)
         await self.admit(spec, principal)
         now = datetime.now(UTC)
         record = JobRecord(
@@ -166,8 +168,8 @@ class JobService:
             request_hash=fingerprint or None,
             legacy=legacy,
             delivery=delivery,
-            subscriber=subscriber or None,
-            webhook_open=bool(subscriber),
+            subscriber=subscriber,
+            webhook_open=subscriber is not None,
         )
         task = task_for(record, spec)
         try:

@@ -22,7 +22,6 @@ The outbox (:mod:`gateway.webhook_outbox`) queues events; the deliverer
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -174,13 +173,9 @@ class Subscriptions:
         self._policy = policy
         self._deadline = deadline
 
-    async def check(self, subscriber: Mapping[str, Any]) -> dict[str, str] | None:
-        """The subscriber's URIs to keep (``None`` when none is set); raise
-        :class:`BadRequest` when webhooks are off and :class:`InvalidInput` for a URI the
-        policy refuses."""
-        uris = {name: str(subscriber[name]) for name in SUBSCRIBER_URIS if subscriber.get(name)}
-        if not uris:
-            return None
+    async def check(self, uris: Mapping[str, str]) -> None:
+        """Raise :class:`BadRequest` when webhooks are off and :class:`InvalidInput` for a
+        URI the policy refuses."""
         if self._policy is None:
             raise BadRequest(
                 "this gateway does not deliver webhooks (no SG_WEBHOOK_SECRET): remove `subscriber`"
@@ -207,9 +202,9 @@ class Subscriptions:
         if errors:
             detail = "; ".join(f"{e.path}: {e.message}" for e in errors)
             raise InvalidInput(f"a subscriber URI is refused: {detail}", errors=errors)
-        return uris
 
 
-def canonical_subscriber(subscriber: Mapping[str, str] | None) -> str:
-    """The subscriber as the submission's fingerprint includes it."""
-    return json.dumps(dict(subscriber or {}), sort_keys=True, separators=(",", ":"))
+def subscribed(subscriber: Mapping[str, Any]) -> dict[str, str] | None:
+    """The subscriber's URIs that are set, or ``None`` when none is."""
+    uris = {name: str(subscriber[name]) for name in SUBSCRIBER_URIS if subscriber.get(name)}
+    return uris or None
