@@ -81,7 +81,7 @@ async def test_every_webhook_is_signed_and_the_library_verifies_it(
     with receiving() as receiver:
         job_id = await _execute(
             gateway.client,
-            {"text": "hi", "delay": 0.2},
+            {"text": "hi", "delay": 0.5},
             successUri=f"{receiver.url}/done",
             inProgressUri=f"{receiver.url}/progress",
             failedUri=f"{receiver.url}/failed",
