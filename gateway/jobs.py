@@ -47,7 +47,9 @@ from gateway.store import (
     LegacyFields,
     Reason,
     StoreError,
+    WebhookDelivery,
 )
+from gateway.webhooks import Subscriptions, subscribed
 from worker_sdk.wire import CancelRequest, ErrorInfo, Task
 from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
 
@@ -57,8 +59,13 @@ RETRY_AFTER = "5"
 SUBMISSIONS = "submissions:"  # usage counter per service, for the monitoring routes
 
 
-def _fingerprint(service: str, inputs: dict[str, Any]) -> str:
-    canonical = json.dumps([service, inputs], sort_keys=True, separators=(",", ":"))
+def _fingerprint(
+    service: str, inputs: dict[str, Any], subscriber: dict[str, str] | None = None
+) -> str:
+    request: list[Any] = [service, inputs]
+    if subscriber:  # only then, so that earlier fingerprints stay what they were
+        request.append(subscriber)
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -75,10 +82,12 @@ class JobService:
         inputs: InputChecker,
         limiter: SubmitLimiter,
         recovery: Recovery,
+        subscriptions: Subscriptions,
         max_active_jobs: int | None,
         idempotency_window: float,
     ) -> None:
         self._idempotency_window = idempotency_window
+        self._subscriptions = subscriptions
         self._inputs = inputs
         self._store = store
         self._broker = broker
@@ -121,6 +130,7 @@ class JobService:
         idempotency_key: str | None = None,
         legacy: LegacyFields | None = None,
         delivery: Delivery | None = None,
+        subscriber: dict[str, str] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Record the job, publish its task and (with ``wait``) wait for its end.
 
@@ -128,8 +138,13 @@ class JobService:
         within ``wait`` seconds, ``accepted`` otherwise) and whether it is the replay of an
         earlier submission with the same ``idempotency_key``. A task the broker did not
         confirm leaves the job ``failed``/``publish_failed`` and raises a 429 or 503 error.
+        A ``subscriber`` (OGC callback URIs) is part of the submission's fingerprint and, for
+        a new job, checked by the webhooks' URL policy with the inputs.
         """
-        fingerprint = _fingerprint(spec.id, inputs) if idempotency_key is not None else ""
+        subscriber = subscribed(subscriber) if subscriber else None
+        fingerprint = (
+            _fingerprint(spec.id, inputs, subscriber) if idempotency_key is not None else ""
+        )
         if idempotency_key is not None:
             earlier = await self._earlier(principal.subject, idempotency_key, fingerprint)
             if earlier is not None:
@@ -138,6 +153,8 @@ class JobService:
             await self._inputs.check(spec, inputs)
         else:
             self._inputs.check_bounds(inputs, root="/misc")
+        if subscriber is not None:
+            await self._subscriptions.check(subscriber)
         await self.admit(spec, principal)
         now = datetime.now(UTC)
         record = JobRecord(
@@ -151,6 +168,8 @@ class JobService:
             request_hash=fingerprint or None,
             legacy=legacy,
             delivery=delivery,
+            subscriber=subscriber,
+            webhook_open=subscriber is not None,
         )
         task = task_for(record, spec)
         try:
@@ -265,6 +284,13 @@ class JobService:
         elif not principal.sees(record.owner):
             raise UnknownJob(f"no job {job_id}")
         return record
+
+    async def webhooks(
+        self, job_id: uuid.UUID, principal: Principal
+    ) -> tuple[JobRecord, list[WebhookDelivery]]:
+        """The job (if the principal sees it) and its webhook deliveries so far."""
+        record = await self.get(job_id, principal)
+        return record, await self._store.webhook_deliveries(job_id)
 
     @asynccontextmanager
     async def changes(

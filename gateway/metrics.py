@@ -68,6 +68,13 @@ class Metrics:
             ["queue", "why"],
             registry=own,
         )
+        self.webhook_attempts = Counter(
+            "sg_webhook_attempts",
+            "Webhook delivery attempts, by event type and outcome (delivered, retrying: "
+            "another attempt is scheduled, failed: the schedule is exhausted).",
+            ["type", "outcome"],
+            registry=own,
+        )
         self.queue_messages = Gauge(
             "sg_queue_messages",
             "Tasks waiting in the service's queue (ready, not delivered).",

@@ -11,7 +11,7 @@ from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.oas30 import to_oas30
-from gateway.store import JobRecord, JobStatus
+from gateway.store import JobRecord, JobStatus, WebhookDelivery
 from worker_sdk.wire.catalogue import ServiceSpec
 
 
@@ -156,13 +156,77 @@ class ProcessDescription(ProcessSummary):
 
 
 class Subscriber(BaseModel):
-    """OGC callback URIs for a job's progress and end."""
+    """OGC callback URIs for a job's progress and end, called with signed webhooks (Standard
+    Webhooks) when the gateway has a webhook secret; each must pass the webhooks' URL policy
+    (public addresses only, unless allow-listed)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    successUri: str | None = None
-    inProgressUri: str | None = None
-    failedUri: str | None = None
+    successUri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Called once when the job succeeds (`job.successful`).",
+    )
+    inProgressUri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Called when a run starts (`job.started`) and at each progress report "
+        "(`job.progress`, coalesced).",
+    )
+    failedUri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Called once when the job fails (`job.failed`) or is dismissed "
+        "(`job.dismissed`).",
+    )
+
+
+class WebhookDeliveryInfo(BaseModel):
+    """One webhook event of the job and where its delivery stands."""
+
+    id: str = Field(description="The event's `webhook-id`, the same on every attempt.")
+    type: str
+    url: str
+    state: Literal["retrying", "delivered", "failed"] = Field(
+        description="`delivered` (a 2xx came back), `retrying` (another attempt is "
+        "scheduled) or `failed` (every attempt of the schedule failed)."
+    )
+    attempts: int
+    firstAttempt: datetime | None = None
+    lastAttempt: datetime | None = None
+    lastStatus: int | None = Field(default=None, description="HTTP status of the last attempt.")
+    lastError: str | None = None
+    nextAttempt: datetime | None = None
+    delivered: datetime | None = None
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryInfo:
+        return cls(
+            id=delivery.id,
+            type=delivery.type,
+            url=delivery.url,
+            state=delivery.state,
+            attempts=delivery.attempts,
+            firstAttempt=delivery.first_attempt,
+            lastAttempt=delivery.last_attempt,
+            lastStatus=delivery.last_status,
+            lastError=delivery.last_error,
+            nextAttempt=delivery.next_attempt,
+            delivered=delivery.delivered,
+        )
+
+
+class WebhookList(BaseModel):
+    """The job's subscriber and every webhook attempted so far (an event appears at its first
+    attempt)."""
+
+    jobID: UUID
+    subscriber: Subscriber | None = None
+    webhooks: list[WebhookDeliveryInfo]
+    links: list[Link] = Field(default_factory=list)
 
 
 class OutputRequest(BaseModel):
@@ -228,6 +292,8 @@ class StatusInfo(BaseModel):
         ]
         if job.status is JobStatus.SUCCESSFUL and job.purged is None:
             links.append(Link(href=f"{href}/results", rel=f"{OGC_REL}results", title="Job results"))
+        if job.subscriber:
+            links.append(Link(href=f"{href}/webhooks", rel="related", type=JSON, title="Webhooks"))
         return cls(
             jobID=job.id,
             processID=job.service,

@@ -11,6 +11,8 @@ from .model import (
     JobStatus,
     LegacyFields,
     Reason,
+    WebhookAttempt,
+    WebhookDelivery,
     WorkerInfo,
 )
 from .mongo import MongoStore
@@ -31,6 +33,8 @@ __all__ = [
     "SQLiteStore",
     "StoreError",
     "StoreRejected",
+    "WebhookAttempt",
+    "WebhookDelivery",
     "WorkerInfo",
     "open_store",
 ]

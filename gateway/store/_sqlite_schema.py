@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     legacy TEXT,
     queued TEXT,
     recovering TEXT,
-    delivery TEXT
+    delivery TEXT,
+    webhook_open INTEGER NOT NULL DEFAULT 0,
+    webhook_seq INTEGER NOT NULL DEFAULT 0
 );
 DROP INDEX IF EXISTS jobs_owner_created;
 CREATE INDEX IF NOT EXISTS jobs_owner_page ON jobs (owner, created DESC, id DESC);
@@ -74,7 +76,11 @@ _JSON_COLUMNS = frozenset(
     {"inputs", "result", "error", "worker", "subscriber", "legacy", "delivery"}
 )
 # Columns added after the first schema: a store file made before them gets them at open.
-ADDED_COLUMNS = {"delivery": "TEXT"}
+ADDED_COLUMNS = {
+    "delivery": "TEXT",
+    "webhook_open": "INTEGER NOT NULL DEFAULT 0",
+    "webhook_seq": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 def stored_ts(value: datetime) -> str:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from worker_sdk.wire import ErrorInfo
 
-from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
+from .model import ACTIVE, JobRecord, JobStatus, WebhookAttempt, WebhookDelivery, WorkerInfo
 
 
 class StoreError(RuntimeError):
@@ -100,7 +100,8 @@ class JobStore(Protocol):
         """Drop the result of a finished job and mark it purged (once)."""
 
     async def expire(self, now: datetime, *, limit: int = 1000) -> int:
-        """Delete jobs whose ``expires_at`` has passed, leaving tombstones; how many."""
+        """Delete jobs whose ``expires_at`` has passed (their webhook deliveries too), leaving
+        tombstones; how many."""
 
     async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
         """Record that the broker confirmed these jobs' first tasks (the outbox's mark)."""
@@ -114,6 +115,27 @@ class JobStore(Protocol):
     async def claim_recovery(self, job_id: UUID, *, at: datetime, lease: timedelta) -> bool:
         """Take the right to republish an unqueued job's task for ``lease``: True for one
         caller at a time, and only while the job is ``accepted`` with no mark."""
+
+    async def owed_webhooks(self, *, before: datetime, limit: int = 100) -> list[JobRecord]:
+        """Jobs that may owe a webhook (``webhook_open``) and changed since the last one was
+        queued (``webhook_seq < seq``), last updated before ``before``, oldest first: the
+        candidates of the webhooks' outbox sweep."""
+
+    async def mark_webhook(self, job_id: UUID, *, seq: int, close: bool) -> None:
+        """Record that the webhook of the job's change ``seq`` is queued (or that it owed
+        none); never moves ``webhook_seq`` back. ``close`` clears ``webhook_open``: the
+        terminal state's webhook is queued and nothing more is owed."""
+
+    async def record_webhook_attempt(self, attempt: WebhookAttempt) -> None:
+        """Add an attempt to the delivery of ``attempt.event_id`` (created at its first):
+        one more attempt, its status and error, the next attempt's time; ``delivered`` keeps
+        the first success and ``exhausted`` is never cleared."""
+
+    async def webhook_delivery(self, event_id: str) -> WebhookDelivery | None:
+        """The delivery of one webhook event, or ``None`` before its first attempt."""
+
+    async def webhook_deliveries(self, job_id: UUID) -> list[WebhookDelivery]:
+        """The job's webhook deliveries, in the order of their first attempt."""
 
     async def tombstone(self, job_id: UUID) -> str | None:
         """The owner of a job deleted by retention, or ``None``."""

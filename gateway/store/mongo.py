@@ -29,6 +29,7 @@ from ._mongo_codec import (
     to_document,
     to_record,
 )
+from ._mongo_webhooks import MongoWebhooks, create_webhook_indexes
 from .base import JobQuery, StoreError
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo
 
@@ -37,7 +38,7 @@ DEFAULT_DATABASE = "servicegateway"
 ClientFactory = Callable[[], Any]
 
 
-class MongoStore:
+class MongoStore(MongoWebhooks):
     """:class:`~gateway.store.base.JobStore` on a MongoDB database (replica set in production)."""
 
     def __init__(
@@ -57,6 +58,7 @@ class MongoStore:
         self._counters: Any = None
         self._tombstones: Any = None
         self._workers: Any = None
+        self._deliveries: Any = None
 
     async def open(self) -> None:
         try:
@@ -70,8 +72,10 @@ class MongoStore:
             self._counters = database["counters"]
             self._tombstones = database["tombstones"]
             self._workers = database["workers"]
+            self._deliveries = database["webhook_deliveries"]
             await self._client.admin.command("ping")
             await create_indexes(self._jobs)
+            await create_webhook_indexes(self._jobs, self._deliveries)
         except PyMongoError as exc:
             await self.close()
             raise StoreError(f"cannot open the MongoDB store: {exc}") from exc
@@ -159,7 +163,9 @@ class MongoStore:
                     upsert=True,
                 )
             if docs:
-                await self._collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+                ids = [d["_id"] for d in docs]
+                await self._collection.delete_many({"_id": {"$in": ids}})
+                await self._webhooks.delete_many({"job_id": {"$in": ids}})
         return len(docs)
 
     async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:

@@ -20,11 +20,12 @@ from worker_sdk.wire import ErrorInfo
 
 from ._sqlite_executor import GroupCommit
 from ._sqlite_schema import ADDED_COLUMNS, SCHEMA, SHOWN_STATUS, decode, encode, stored_ts, ts
+from ._sqlite_webhooks import WEBHOOK_SCHEMA, SQLiteWebhooks
 from .base import DuplicateJob, JobQuery, StoreError
 from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteWebhooks):
     """:class:`~gateway.store.base.JobStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -52,6 +53,7 @@ class SQLiteStore:
         for column, kind in ADDED_COLUMNS.items():
             if column not in present:
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        db.executescript(WEBHOOK_SCHEMA)  # after the columns it indexes exist
         return db
 
     async def close(self) -> None:
@@ -169,6 +171,7 @@ class SQLiteStore:
                     {"id": job_id, "now": params["now"]},
                 )
                 db.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id})
+                db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
             return len(ids)
 
         count: int = await self._run(statement)

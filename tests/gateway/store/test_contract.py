@@ -28,6 +28,7 @@ from gateway.store import (
     MongoStore,
     SQLiteStore,
     StoreError,
+    WebhookAttempt,
     WorkerInfo,
     open_store,
 )
@@ -495,3 +496,105 @@ async def test_active_workers_and_counter_start(store: JobStore) -> None:
     since = await store.counter_since("submissions:echo")
     assert since is not None
     assert before - timedelta(seconds=1) <= since <= datetime.now(UTC)
+
+
+HOOKS = {"successUri": "https://hooks.example.org/done"}
+
+
+async def _owed(store: JobStore, before: datetime) -> list[uuid.UUID]:
+    return [r.id for r in await store.owed_webhooks(before=before)]
+
+
+async def test_a_subscribed_job_owes_webhooks_until_its_terminal_one_is_marked(
+    store: JobStore,
+) -> None:
+    job = _record(subscriber=HOOKS, webhook_open=True)
+    quiet = _record()  # no subscriber: never owes anything
+    for record in (job, quiet):
+        await store.insert(record)
+    soon = T0 + timedelta(hours=1)
+    assert await _owed(store, soon) == [job.id]
+    assert await _owed(store, T0) == []  # updated too recently for the sweep
+    await store.mark_webhook(job.id, seq=1, close=False)
+    assert await _owed(store, soon) == []
+    started = await store.start(job.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    assert started is not None
+    assert await _owed(store, soon) == [job.id]
+    await store.mark_webhook(job.id, seq=1, close=False)  # late: never moves back
+    assert await _owed(store, soon) == [job.id]
+    await store.mark_webhook(job.id, seq=started.seq, close=False)
+    assert await _owed(store, soon) == []
+    done = await store.finish(job.id, status=JobStatus.SUCCESSFUL, at=T0, result=1)
+    assert done is not None
+    assert done.webhook_open
+    assert await _owed(store, soon) == [job.id]
+    await store.mark_webhook(job.id, seq=done.seq, close=True)
+    closed = await store.get(job.id)
+    assert closed is not None
+    assert (closed.webhook_open, closed.webhook_seq) == (False, done.seq)
+    await store.purge(job.id, at=T0)
+    assert await _owed(store, soon) == []  # closed: a later change owes nothing
+    await store.mark_webhook(job.id, seq=done.seq + 5, close=False)
+    again = await store.get(job.id)
+    assert again is not None
+    assert again.webhook_seq == done.seq  # a closed job is not marked any more
+
+
+async def test_webhook_attempts_add_up_and_a_delivery_stays_delivered(store: JobStore) -> None:
+    job = _record(subscriber=HOOKS, webhook_open=True)
+    await store.insert(job)
+    event = f"{job.id}.successful"
+    assert await store.webhook_delivery(event) is None
+    base = WebhookAttempt(
+        event_id=event, job_id=job.id, type="job.successful", url=HOOKS["successUri"], at=T0
+    )
+    retry_at = T0 + timedelta(seconds=5)
+    await store.record_webhook_attempt(
+        base.model_copy(update={"status_code": 500, "error": "HTTP 500", "next_attempt": retry_at})
+    )
+    first = await store.webhook_delivery(event)
+    assert first is not None
+    assert (first.attempts, first.last_status, first.state) == (1, 500, "retrying")
+    assert (first.first_attempt, first.next_attempt, first.delivered) == (T0, retry_at, None)
+    ok_at = T0 + timedelta(seconds=6)
+    await store.record_webhook_attempt(
+        base.model_copy(update={"at": ok_at, "status_code": 204, "delivered": True})
+    )
+    # A duplicate's late failure does not undo the delivery.
+    late = T0 + timedelta(seconds=9)
+    await store.record_webhook_attempt(
+        base.model_copy(update={"at": late, "error": "timed out", "exhausted": True})
+    )
+    deliveries = await store.webhook_deliveries(job.id)
+    assert [d.id for d in deliveries] == [event]
+    (delivery,) = deliveries
+    assert (delivery.attempts, delivery.delivered, delivery.state) == (3, ok_at, "delivered")
+    assert (delivery.first_attempt, delivery.last_attempt, delivery.job_id) == (T0, late, job.id)
+    assert await store.webhook_deliveries(uuid.uuid4()) == []
+
+
+async def test_an_exhausted_delivery_is_failed_and_goes_with_its_expired_job(
+    store: JobStore,
+) -> None:
+    job = _record(subscriber=HOOKS, webhook_open=True)
+    await store.insert(job)
+    attempt = WebhookAttempt(
+        event_id=f"{job.id}.failed",
+        job_id=job.id,
+        type="job.failed",
+        url=HOOKS["successUri"],
+        at=T0,
+        error="connection refused",
+        exhausted=True,
+    )
+    await store.record_webhook_attempt(attempt)
+    (delivery,) = await store.webhook_deliveries(job.id)
+    assert (delivery.state, delivery.last_error, delivery.last_status) == (
+        "failed",
+        "connection refused",
+        None,
+    )
+    await store.finish(job.id, status=JobStatus.FAILED, at=T0, expires_at=T0)
+    assert await store.expire(T0 + timedelta(seconds=1)) == 1
+    assert await store.webhook_deliveries(job.id) == []
+    assert await store.webhook_delivery(attempt.event_id) is None
