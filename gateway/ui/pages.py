@@ -23,7 +23,7 @@ from gateway.errors import (
     UnknownJob,
 )
 from gateway.runtime import JobsDep, RuntimeDep
-from gateway.store import JobQuery, JobRecord, JobStatus
+from gateway.store import JobQuery, JobRecord, JobStatus, WebhookDelivery
 from gateway.ui import session as sessions
 from gateway.ui.session import CheckedForm, Session, SessionDep
 from gateway.ui.views import duration, render, shown_status, timeline
@@ -245,6 +245,19 @@ async def _job(jobs: JobsDep, job_id: UUID, principal: Principal) -> JobRecord |
         return None
 
 
+async def _webhooks(
+    jobs: JobsDep, record: JobRecord, principal: Principal
+) -> list[WebhookDelivery]:
+    """The job's webhook deliveries, attempt by attempt (none without a subscriber)."""
+    if not record.subscriber:
+        return []
+    try:
+        _, deliveries = await jobs.webhooks(record.id, principal)
+    except (UnknownJob, JobGone):
+        return []
+    return deliveries
+
+
 def _missing(request: Request, ses: Session, job_id: UUID) -> Response:
     context = {"title": "No such job", "session": ses, "message": f"No job {job_id} of yours."}
     return _page(request, "message.html", context, status_code=404)
@@ -256,7 +269,12 @@ async def job_page(request: Request, job_id: UUID, jobs: JobsDep, ses: SessionDe
     record = await _job(jobs, job_id, ses.principal)
     if record is None:
         return _missing(request, ses, job_id)
-    context = {"title": f"Job {job_id}", "session": ses, "job": job_view(record)}
+    context = {
+        "title": f"Job {job_id}",
+        "session": ses,
+        "job": job_view(record),
+        "webhooks": await _webhooks(jobs, record, ses.principal),
+    }
     return await _respond(request, _page(request, "job.html", context))
 
 
@@ -265,7 +283,12 @@ async def job_panel(request: Request, job_id: UUID, jobs: JobsDep, ses: SessionD
     record = await _job(jobs, job_id, ses.principal)
     if record is None:
         return _missing(request, ses, job_id)
-    return _page(request, "_job_panel.html", {"session": ses, "job": job_view(record)})
+    context = {
+        "session": ses,
+        "job": job_view(record),
+        "webhooks": await _webhooks(jobs, record, ses.principal),
+    }
+    return _page(request, "_job_panel.html", context)
 
 
 @router.get("/jobs/{job_id}/row")

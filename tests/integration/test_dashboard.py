@@ -3,15 +3,20 @@ tests/browser): the cookie's flags, CSRF refusals, who sees which jobs, and its 
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 
+from examples.echo import worker as echo_worker
 from gateway.ui.pages import PAGE_SIZE
-from tests.conftest import Gateway
+from tests.conftest import Gateway, GatewayFactory
+from tests.integration.test_webhooks import HOOKS
+from tests.support import eventually
+from tests.webhook_receiver import receiving
 
 pytestmark = pytest.mark.integration
 
@@ -225,3 +230,30 @@ async def test_a_session_ends_with_its_token(gateway: Gateway) -> None:
         assert page.headers["location"].startswith("/ui/login")
         b.cookies.set("sg_session", gateway.token("alice"), domain="gw.test", path="/ui")
         assert (await b.get("/ui/jobs")).status_code == 200
+
+
+async def test_a_jobs_page_shows_its_webhook_deliveries(
+    gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    gateway = await gateway_factory(**HOOKS)
+    run_worker(echo_worker)
+    with receiving() as receiver:
+        answer = await gateway.client.post(
+            "/processes/echo/execution",
+            json={"inputs": {"text": "hi"}, "subscriber": {"successUri": f"{receiver.url}/done"}},
+        )
+        assert answer.status_code == 201, answer.text
+        job = answer.json()["jobID"]
+
+        async def delivered() -> bool:
+            hooks = (await gateway.client.get(f"/jobs/{job}/webhooks")).json()["webhooks"]
+            return any(h["state"] == "delivered" for h in hooks)
+
+        await eventually(delivered, within=30, what="the webhook delivered")
+    async with _signed_in(gateway, "alice") as browser:
+        page = (await browser.get(f"/ui/jobs/{job}")).text
+    table = page[page.index('id="job-webhooks"') :]
+    assert "job.successful" in table
+    assert f"{receiver.url}/done" in table
+    assert "HTTP 204" in table
+    assert "delivered 20" in table  # delivered <when>
