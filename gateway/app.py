@@ -12,12 +12,13 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 
-from gateway.api import canarie, jobs, legacy, openapi, ops, processes
+from gateway.api import canarie, jobs, legacy, openapi, ops, processes, workers
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
 from gateway.changes import Changes
 from gateway.errors import COMMON_RESPONSES, install_error_handlers
+from gateway.fleet import Fleet
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
 from gateway.limits import SubmitLimiter
@@ -165,6 +166,7 @@ def create_app(
                     inputs=inputs,
                     recovery=recovery,
                     watch=watch,
+                    fleet=Fleet(jobs_store, silence=settings.heartbeat_silence),
                 )
             }
 
@@ -185,7 +187,14 @@ def create_app(
     install_error_handlers(app)
     openapi.install(app, services)
     # The CANARIE routes last: their /{service}/... paths must not shadow the others.
-    for router in (ops.router, processes.router, jobs.router, legacy.router, canarie.router):
+    for router in (
+        ops.router,
+        processes.router,
+        workers.router,
+        jobs.router,
+        legacy.router,
+        canarie.router,
+    ):
         app.include_router(router)
     return app
 

@@ -95,7 +95,9 @@ class Settings(BaseSettings):
     heartbeat_silence: float = Field(
         default=30.0,
         gt=0,
-        description="Seconds without a heartbeat after which a worker counts as gone.",
+        description="Seconds without a heartbeat after which a worker counts as gone (not "
+        "listed by GET /workers; its running jobs are reaped). A clean stop's goodbye "
+        "removes it at once.",
     )
     max_body_size: int = Field(
         default=1_048_576, ge=1024, description="Largest request body in bytes (413 past it)."

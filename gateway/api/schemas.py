@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.fleet import Waiting
 from gateway.oas30 import to_oas30
 from gateway.store import JobRecord, JobStatus
 from worker_sdk.wire.catalogue import ServiceSpec
@@ -219,7 +220,15 @@ class StatusInfo(BaseModel):
     links: list[Link] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, job: JobRecord, base: str, expected_version: str | None = None) -> StatusInfo:
+    def of(
+        cls,
+        job: JobRecord,
+        base: str,
+        expected_version: str | None = None,
+        waiting: Waiting | None = None,
+    ) -> StatusInfo:
+        """The job's status; ``waiting`` (an accepted job's, on ``GET /jobs/{id}``) adds
+        what it waits on: ``message`` says when no worker of its service is live."""
         href = f"{base}/jobs/{job.id}"
         links = [
             Link(href=href, rel="self", type=JSON, title="Job status"),
@@ -234,7 +243,7 @@ class StatusInfo(BaseModel):
             status=JobStatus.DISMISSED if job.purged is not None else job.status,
             outcome=job.status if job.purged is not None else None,
             reason=job.reason,
-            message=job.error.message if job.error is not None else job.message,
+            message=_message(job, waiting),
             progress=job.progress,
             attempt=job.attempt,
             created=job.created,
@@ -261,6 +270,15 @@ class StatusInfo(BaseModel):
             headers=headers,
             media_type="application/json",
         )
+
+
+def _message(job: JobRecord, waiting: Waiting | None) -> str | None:
+    if job.error is not None:
+        return job.error.message
+    note = waiting.note(job.service) if waiting is not None else None
+    if note is None:
+        return job.message
+    return f"{job.message}; {note}" if job.message else note
 
 
 class JobList(BaseModel):

@@ -12,6 +12,7 @@ from .model import (
     LegacyFields,
     Reason,
     WorkerInfo,
+    WorkerState,
 )
 from .mongo import MongoStore
 from .sqlite import SQLiteStore
@@ -32,6 +33,7 @@ __all__ = [
     "StoreError",
     "StoreRejected",
     "WorkerInfo",
+    "WorkerState",
     "open_store",
 ]
 

@@ -52,8 +52,10 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE INDEX IF NOT EXISTS jobs_expires_at ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, owner TEXT NOT NULL, expired TEXT);
 CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, version TEXT, seen TEXT NOT NULL
+    id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, version TEXT, seen TEXT NOT NULL,
+    concurrency INTEGER NOT NULL DEFAULT 0, running TEXT, since TEXT, gone TEXT
 );
+CREATE INDEX IF NOT EXISTS workers_service_seen ON workers (service, seen);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency
     ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_unqueued ON jobs (service, created)
@@ -73,8 +75,17 @@ _COLUMNS = tuple(JobRecord.model_fields)
 _JSON_COLUMNS = frozenset(
     {"inputs", "result", "error", "worker", "subscriber", "legacy", "delivery"}
 )
-# Columns added after the first schema: a store file made before them gets them at open.
-ADDED_COLUMNS = {"delivery": "TEXT"}
+# Columns added after the first schema, by table: a store file made before them gets them
+# at open.
+ADDED_COLUMNS = {
+    "jobs": {"delivery": "TEXT"},
+    "workers": {
+        "concurrency": "INTEGER NOT NULL DEFAULT 0",
+        "running": "TEXT",
+        "since": "TEXT",
+        "gone": "TEXT",
+    },
+}
 
 
 def stored_ts(value: datetime) -> str:

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from worker_sdk.wire import ErrorInfo
 
-from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
+from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo, WorkerState
 
 
 class StoreError(RuntimeError):
@@ -124,14 +124,33 @@ class JobStore(Protocol):
         """Jobs of the service in ``status`` since before ``before`` (``created`` for
         accepted jobs, ``started`` for running ones)."""
 
-    async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
-        """Record that a worker is alive."""
+    async def heartbeat(
+        self,
+        worker: WorkerInfo,
+        *,
+        service: str,
+        at: datetime,
+        concurrency: int = 0,
+        running: Collection[UUID] = (),
+    ) -> None:
+        """Record that a worker is alive, running these jobs: its last time seen only rises,
+        and a heartbeat older than the one recorded changes nothing else either."""
+
+    async def worker_left(self, worker_id: str, *, at: datetime) -> None:
+        """Record a worker's goodbye: it no longer counts as live, whatever heartbeat of its
+        own arrives late (worker ids are never reused)."""
 
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         """When the worker was last heard of."""
 
     async def active_workers(self, service: str, *, since: datetime) -> int:
-        """Workers of the service heard from after ``since``."""
+        """Workers of the service heard from after ``since`` that have not said goodbye."""
+
+    async def live_workers(
+        self, *, since: datetime, service: str | None = None
+    ) -> list[WorkerState]:
+        """The workers (of one service) heard from after ``since`` that have not said
+        goodbye, by service then id."""
 
     async def counter_since(self, counter: str) -> datetime | None:
         """When the counter was first bumped (its last reset), or ``None``."""

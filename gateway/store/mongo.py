@@ -22,6 +22,7 @@ from pymongo.errors import (
 
 from worker_sdk.wire import ErrorInfo
 
+from . import _mongo_workers as _workers
 from ._mongo_codec import (
     create_indexes,
     driver_errors,
@@ -30,7 +31,7 @@ from ._mongo_codec import (
     to_record,
 )
 from .base import JobQuery, StoreError
-from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo
+from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo, WorkerState
 
 DEFAULT_DATABASE = "servicegateway"
 
@@ -72,6 +73,7 @@ class MongoStore:
             self._workers = database["workers"]
             await self._client.admin.command("ping")
             await create_indexes(self._jobs)
+            await _workers.create_indexes(self._workers)
         except PyMongoError as exc:
             await self.close()
             raise StoreError(f"cannot open the MongoDB store: {exc}") from exc
@@ -222,18 +224,37 @@ class MongoStore:
             )
         return [r for r in map(to_record, docs) if r is not None]
 
-    async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
+    async def heartbeat(
+        self,
+        worker: WorkerInfo,
+        *,
+        service: str,
+        at: datetime,
+        concurrency: int = 0,
+        running: Collection[UUID] = (),
+    ) -> None:
+        await _workers.heartbeat(
+            self._worker_docs,
+            worker,
+            service=service,
+            at=at,
+            concurrency=concurrency,
+            running=running,
+        )
+
+    async def worker_left(self, worker_id: str, *, at: datetime) -> None:
+        await _workers.worker_left(self._worker_docs, worker_id, at=at)
+
+    async def live_workers(
+        self, *, since: datetime, service: str | None = None
+    ) -> list[WorkerState]:
+        return await _workers.live_workers(self._worker_docs, since=since, service=service)
+
+    @property
+    def _worker_docs(self) -> Any:
         if self._workers is None:
             raise StoreError("the MongoDB store is not open")
-        with driver_errors():
-            await self._workers.update_one(
-                {"_id": worker.id},
-                {
-                    "$set": {"service": service, "host": worker.host, "version": worker.version},
-                    "$max": {"seen": at},
-                },
-                upsert=True,
-            )
+        return self._workers
 
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         if self._workers is None:
@@ -260,14 +281,9 @@ class MongoStore:
         return doc.get("since") if doc is not None else None
 
     async def active_workers(self, service: str, *, since: datetime) -> int:
-        if self._workers is None:
-            raise StoreError("the MongoDB store is not open")
+        query = _workers.live_filter(since=since, service=service)
         with driver_errors():
-            return int(
-                await self._workers.count_documents(
-                    {"service": str(service), "seen": {"$gt": since}}
-                )
-            )
+            return int(await self._worker_docs.count_documents(query))
 
     async def counters(self, prefix: str = "") -> dict[str, int]:
         if self._counters is None:

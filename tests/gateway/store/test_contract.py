@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -495,3 +496,59 @@ async def test_active_workers_and_counter_start(store: JobStore) -> None:
     since = await store.counter_since("submissions:echo")
     assert since is not None
     assert before - timedelta(seconds=1) <= since <= datetime.now(UTC)
+
+
+async def test_live_workers_show_their_newest_heartbeat(store: JobStore) -> None:
+    job = uuid.uuid4()
+    await store.heartbeat(WORKER, service="echo", at=T0, concurrency=2, running=[job])
+    later = WorkerInfo(id="w1", host="h1", version="1.1")
+    await store.heartbeat(later, service="echo", at=T0 + timedelta(seconds=5), concurrency=4)
+    await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=1), running=[job])
+    other = WorkerInfo(id="w2", host="h2", version="2.0")
+    await store.heartbeat(other, service="textstats", at=T0, concurrency=1, running=[job])
+    silent = WorkerInfo(id="w3", host="h3", version="1.0")
+    await store.heartbeat(silent, service="echo", at=T0 - timedelta(minutes=5))
+    live = await store.live_workers(since=T0 - timedelta(seconds=30))
+    assert [(w.id, w.service) for w in live] == [("w1", "echo"), ("w2", "textstats")]
+    first = live[0]
+    assert (first.version, first.concurrency, first.running) == ("1.1", 4, ())
+    assert first.seen == T0 + timedelta(seconds=5)
+    assert first.since == T0
+    assert live[1].running == (job,)
+    echo = await store.live_workers(since=T0 - timedelta(seconds=30), service="echo")
+    assert [w.id for w in echo] == ["w1"]
+
+
+async def test_a_worker_that_said_goodbye_is_gone_at_once(store: JobStore) -> None:
+    await store.heartbeat(WORKER, service="echo", at=T0, concurrency=1)
+    await store.worker_left("w1", at=T0 + timedelta(seconds=1))
+    await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=2))  # late
+    assert await store.live_workers(since=T0 - timedelta(seconds=30)) == []
+    assert await store.active_workers("echo", since=T0 - timedelta(seconds=30)) == 0
+    await store.worker_left("never-seen", at=T0)
+    assert await store.last_heartbeat("never-seen") is None
+
+
+async def test_a_sqlite_file_of_an_older_schema_gains_the_new_worker_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the workers table as the first schema made it
+        db.execute(
+            "CREATE TABLE workers (id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, "
+            "version TEXT, seen TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO workers VALUES ('w1', 'echo', 'h1', '1.0', '2026-11-30T12:00:00.000000Z')"
+        )
+    db.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        [worker] = await store.live_workers(since=T0 - timedelta(seconds=30))
+        assert (worker.id, worker.concurrency, worker.running, worker.since) == ("w1", 0, (), T0)
+        await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=1), concurrency=2)
+        [worker] = await store.live_workers(since=T0)
+        assert (worker.concurrency, worker.since) == (2, T0)
+    finally:
+        await store.close()
