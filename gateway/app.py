@@ -13,9 +13,11 @@ from typing import TypedDict
 from fastapi import FastAPI
 
 from gateway.api import canarie, jobs, legacy, openapi, ops, processes, workers
+from gateway.api import capacity as capacity_api
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
+from gateway.capacity import Capacity
 from gateway.changes import Changes
 from gateway.errors import COMMON_RESPONSES, install_error_handlers
 from gateway.fleet import Fleet
@@ -147,6 +149,10 @@ def create_app(
             )
             for loop in (sweeper.run(settings.sweep_interval), recovery.run()):
                 stack.push_async_callback(_cancel, asyncio.create_task(loop))
+            fleet = Fleet(jobs_store, silence=settings.heartbeat_silence)
+            capacity = Capacity(
+                jobs_store, broker, services, fleet, refresh=settings.capacity_refresh
+            )
             log.info(
                 "gateway ready: %d service(s), namespace %r, store %s",
                 len(services),
@@ -166,7 +172,8 @@ def create_app(
                     inputs=inputs,
                     recovery=recovery,
                     watch=watch,
-                    fleet=Fleet(jobs_store, silence=settings.heartbeat_silence),
+                    fleet=fleet,
+                    capacity=capacity,
                 )
             }
 
@@ -191,6 +198,7 @@ def create_app(
         ops.router,
         processes.router,
         workers.router,
+        capacity_api.router,
         jobs.router,
         legacy.router,
         canarie.router,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gateway.store import JobRecord, JobStatus, JobStore, WorkerState
+from gateway.store import JobStore, WorkerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +47,3 @@ class Fleet:
     async def count(self, service: str) -> int:
         """How many workers of the service are live."""
         return await self._store.active_workers(service, since=self.since())
-
-    async def waiting(self, record: JobRecord) -> Waiting | None:
-        """For an ``accepted`` job, what it waits on; ``None`` for any other."""
-        if record.status is not JobStatus.ACCEPTED:
-            return None
-        return Waiting(live_workers=await self.count(record.service))

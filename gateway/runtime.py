@@ -11,6 +11,7 @@ from fastapi.security import HTTPBearer
 from gateway.api.schemas import StatusInfo
 from gateway.auth import Authenticator, Principal
 from gateway.broker import Broker
+from gateway.capacity import Capacity
 from gateway.fleet import Fleet, Waiting
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
@@ -37,6 +38,7 @@ class Runtime:
     recovery: Recovery
     watch: JobWatch
     fleet: Fleet
+    capacity: Capacity
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies on its

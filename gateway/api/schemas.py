@@ -217,6 +217,17 @@ class StatusInfo(BaseModel):
     versionMismatch: bool | None = Field(
         default=None, description="True when the worker's version is not the catalogue's."
     )
+    queuePosition: int | None = Field(
+        default=None,
+        description="While accepted (on GET /jobs/{jobID}): 1 + the accepted jobs of its "
+        "process created before it. Approximate: a job waiting out a retry delay counts.",
+    )
+    estimatedStart: datetime | None = Field(
+        default=None,
+        description="While accepted (on GET /jobs/{jobID}): when a worker should take it, "
+        "from the live workers, the jobs ahead and the recent mean run time "
+        "(docs/scaling.md); absent when that cannot be known.",
+    )
     links: list[Link] = Field(default_factory=list)
 
     @classmethod
@@ -228,7 +239,8 @@ class StatusInfo(BaseModel):
         waiting: Waiting | None = None,
     ) -> StatusInfo:
         """The job's status; ``waiting`` (an accepted job's, on ``GET /jobs/{id}``) adds
-        what it waits on: ``message`` says when no worker of its service is live."""
+        what it waits on: its place and estimated start, and a ``message`` when no worker of
+        its service is live."""
         href = f"{base}/jobs/{job.id}"
         links = [
             Link(href=href, rel="self", type=JSON, title="Job status"),
@@ -257,6 +269,8 @@ class StatusInfo(BaseModel):
                 if job.worker is not None and expected_version is not None
                 else None
             ),
+            queuePosition=waiting.position if waiting is not None else None,
+            estimatedStart=waiting.estimated_start if waiting is not None else None,
             links=links,
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import DuplicateJob, JobQuery, JobStore, StoreError, StoreRejected
+from .base import DuplicateJob, JobQuery, JobStore, ServiceLoad, StoreError, StoreRejected
 from .model import (
     ACTIVE,
     TERMINAL,
@@ -30,6 +30,7 @@ __all__ = [
     "MongoStore",
     "Reason",
     "SQLiteStore",
+    "ServiceLoad",
     "StoreError",
     "StoreRejected",
     "WorkerInfo",

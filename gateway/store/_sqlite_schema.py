@@ -44,7 +44,10 @@ DROP INDEX IF EXISTS jobs_owner_created;
 CREATE INDEX IF NOT EXISTS jobs_owner_page ON jobs (owner, created DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_owner_service_page ON jobs (owner, service, created DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_page ON jobs (created DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_service_status ON jobs (service, status);
+DROP INDEX IF EXISTS jobs_service_status;
+CREATE INDEX IF NOT EXISTS jobs_service_status_created ON jobs (service, status, created);
+CREATE INDEX IF NOT EXISTS jobs_service_finished ON jobs (service, finished)
+    WHERE finished IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY, value INTEGER NOT NULL, since TEXT

@@ -7,7 +7,7 @@ and an update that does not apply returns ``None`` instead of raising.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -65,6 +65,26 @@ class JobQuery:
         return frozenset(JobStatus) - {JobStatus.ACCEPTED}
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceLoad:
+    """A service's load as the store saw it at ``now`` (what the capacity figures are made of).
+
+    ``arrivals[i]`` counts the jobs created since ``since[i]``, ``completions[i]`` the runs
+    that ended since then (a job that started, whatever its end). ``first_created`` is the
+    creation of the service's oldest job on record (rates over a window longer than the
+    record are taken over the record). ``runs`` holds ``(queue wait, run time)`` in seconds
+    of the most recent runs that ended, newest first: ``started - created`` and
+    ``finished - started``.
+    """
+
+    accepted: int
+    running: int
+    arrivals: tuple[int, ...]
+    completions: tuple[int, ...]
+    first_created: datetime | None
+    runs: tuple[tuple[float, float], ...]
+
+
 class JobStore(Protocol):
     """Async persistence of job records."""
 
@@ -92,6 +112,18 @@ class JobStore(Protocol):
     async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
         """At most ``query.limit`` jobs matching ``query``, newest first, after its keyset
         position (see :class:`JobQuery`)."""
+
+    async def service_load(
+        self, service: str, *, since: Sequence[datetime], sample: int = 500
+    ) -> ServiceLoad:
+        """The service's load: its accepted and running jobs now, its arrivals and
+        completions since each of ``since``, and its ``sample`` most recent runs (see
+        :class:`ServiceLoad`). Index-backed: counts and a bounded read, never a scan of
+        the service's history."""
+
+    async def queue_position(self, record: JobRecord) -> int:
+        """How many ``accepted`` jobs of the record's service were created before it (ties
+        broken by id): its place in the queue, counting from 0."""
 
     async def count_active(self, owner: str) -> int:
         """How many of the owner's jobs are accepted or running."""

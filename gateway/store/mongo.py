@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -22,6 +22,7 @@ from pymongo.errors import (
 
 from worker_sdk.wire import ErrorInfo
 
+from . import _mongo_load as _load
 from . import _mongo_workers as _workers
 from ._mongo_codec import (
     create_indexes,
@@ -30,7 +31,7 @@ from ._mongo_codec import (
     to_document,
     to_record,
 )
-from .base import JobQuery, StoreError
+from .base import JobQuery, ServiceLoad, StoreError
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo, WorkerState
 
 DEFAULT_DATABASE = "servicegateway"
@@ -73,6 +74,7 @@ class MongoStore:
             self._workers = database["workers"]
             await self._client.admin.command("ping")
             await create_indexes(self._jobs)
+            await _load.create_indexes(self._jobs)
             await _workers.create_indexes(self._workers)
         except PyMongoError as exc:
             await self.close()
@@ -129,6 +131,14 @@ class MongoStore:
             )
             docs = await cursor.to_list(None)
         return [r for r in map(to_record, docs) if r is not None]
+
+    async def service_load(
+        self, service: str, *, since: Sequence[datetime], sample: int = 500
+    ) -> ServiceLoad:
+        return await _load.service_load(self._collection, service, since=since, sample=sample)
+
+    async def queue_position(self, record: JobRecord) -> int:
+        return await _load.queue_position(self._collection, record)
 
     async def count_active(self, owner: str) -> int:
         query = {"owner": str(owner), "status": {"$in": sorted(str(s) for s in ACTIVE)}}

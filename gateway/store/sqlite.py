@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,11 @@ from uuid import UUID
 
 from worker_sdk.wire import ErrorInfo
 
+from . import _sqlite_load as _load
 from . import _sqlite_workers as _workers
 from ._sqlite_executor import GroupCommit
 from ._sqlite_schema import ADDED_COLUMNS, SCHEMA, SHOWN_STATUS, decode, encode, stored_ts, ts
-from .base import DuplicateJob, JobQuery, StoreError
+from .base import DuplicateJob, JobQuery, ServiceLoad, StoreError
 from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo, WorkerState
 
 
@@ -135,6 +136,18 @@ class SQLiteStore:
 
         records: list[JobRecord] = await self._run(statement)
         return records
+
+    async def service_load(
+        self, service: str, *, since: Sequence[datetime], sample: int = 500
+    ) -> ServiceLoad:
+        load: ServiceLoad = await self._run(
+            lambda db: _load.service_load(db, service, since=since, sample=sample)
+        )
+        return load
+
+    async def queue_position(self, record: JobRecord) -> int:
+        position: int = await self._run(lambda db: _load.queue_position(db, record))
+        return position
 
     async def count_active(self, owner: str) -> int:
         sql = "SELECT count(*) FROM jobs WHERE owner = :owner AND status IN ('accepted', 'running')"

@@ -552,3 +552,47 @@ async def test_a_sqlite_file_of_an_older_schema_gains_the_new_worker_columns(
         assert (worker.concurrency, worker.since) == (2, T0)
     finally:
         await store.close()
+
+
+async def test_service_load_counts_arrivals_completions_and_recent_runs(store: JobStore) -> None:
+    def at(seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+    ran = [_record(created=at(i), updated=at(i)) for i in range(3)]
+    waiting = [_record(created=at(10 + i), updated=at(10 + i)) for i in range(2)]
+    expired = _record(created=at(1), updated=at(1))
+    elsewhere = _record(service="other", created=at(0), updated=at(0))
+    for record in (*ran, *waiting, expired, elsewhere):
+        await store.insert(record)
+    for i, record in enumerate(ran):  # waits 1, 2, 3 s; runs 2, 4, 6 s
+        started = at(i + 1 + i)
+        await store.start(record.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=started)
+        if i < 2:
+            await store.finish(
+                record.id, status=JobStatus.SUCCESSFUL, at=started + timedelta(seconds=2 * i + 2)
+            )
+    await store.finish(expired.id, status=JobStatus.DISMISSED, at=at(20), reason="expired")
+    load = await store.service_load("echo", since=[at(0), at(5), at(11)], sample=10)
+    assert (load.accepted, load.running) == (2, 1)
+    assert load.arrivals == (6, 2, 1)
+    assert load.completions == (2, 1, 0)  # runs that ended at 3 and 7 s; the expired job never ran
+    assert load.first_created == T0
+    assert load.runs == ((2.0, 4.0), (1.0, 2.0))  # newest first: (wait, run)
+    assert (await store.service_load("echo", since=[at(0)], sample=1)).runs == ((2.0, 4.0),)
+    empty = await store.service_load("nothing", since=[at(0)])
+    assert (empty.accepted, empty.arrivals, empty.first_created, empty.runs) == (0, (0,), None, ())
+
+
+async def test_queue_position_counts_the_accepted_jobs_created_before(store: JobStore) -> None:
+    records = [_record(created=T0 + timedelta(seconds=i), updated=T0) for i in range(4)]
+    twin = _record(created=T0 + timedelta(seconds=3), updated=T0)
+    for record in (*records, twin):
+        await store.insert(record)
+    await store.start(records[0].id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    await store.insert(_record(service="other", created=T0, updated=T0))
+    assert await store.queue_position(records[0]) == 0  # running: nobody ahead counts
+    assert await store.queue_position(records[1]) == 0
+    assert await store.queue_position(records[2]) == 1
+    first, second = sorted((records[3], twin), key=lambda r: str(r.id))  # a tie: by id
+    assert await store.queue_position(first) == 2
+    assert await store.queue_position(second) == 3
