@@ -57,6 +57,12 @@ async def worker_left(workers: Any, worker_id: str, *, at: datetime) -> None:
         )
 
 
+async def forget_workers(workers: Any, *, before: datetime) -> int:
+    with driver_errors():
+        result = await workers.delete_many({"seen": {"$lt": before}})
+    return int(result.deleted_count)
+
+
 def live_filter(*, since: datetime, service: str | None) -> dict[str, Any]:
     query: dict[str, Any] = {"seen": {"$gt": since}, "gone": {"$exists": False}}
     if service is not None:

@@ -57,6 +57,10 @@ def worker_left(db: sqlite3.Connection, worker_id: str, *, at: datetime) -> None
     )
 
 
+def forget_workers(db: sqlite3.Connection, *, before: datetime) -> int:
+    return db.execute("DELETE FROM workers WHERE seen < :before", {"before": ts(before)}).rowcount
+
+
 def active_workers(db: sqlite3.Connection, service: str, *, since: datetime) -> int:
     sql = "SELECT count(*) FROM workers WHERE service = :service AND seen > :since AND gone IS NULL"
     return int(db.execute(sql, {"service": service, "since": ts(since)}).fetchone()[0])

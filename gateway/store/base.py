@@ -172,6 +172,10 @@ class JobStore(Protocol):
         """Record a worker's goodbye: it no longer counts as live, whatever heartbeat of its
         own arrives late (worker ids are never reused)."""
 
+    async def forget_workers(self, *, before: datetime) -> int:
+        """Delete the workers last heard of before ``before`` (gone or long silent); how
+        many."""
+
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         """When the worker was last heard of."""
 

@@ -255,6 +255,9 @@ class MongoStore:
     async def worker_left(self, worker_id: str, *, at: datetime) -> None:
         await _workers.worker_left(self._worker_docs, worker_id, at=at)
 
+    async def forget_workers(self, *, before: datetime) -> int:
+        return await _workers.forget_workers(self._worker_docs, before=before)
+
     async def live_workers(
         self, *, since: datetime, service: str | None = None
     ) -> list[WorkerState]:

@@ -265,6 +265,10 @@ class SQLiteStore:
     async def worker_left(self, worker_id: str, *, at: datetime) -> None:
         await self._run(lambda db: _workers.worker_left(db, worker_id, at=at))
 
+    async def forget_workers(self, *, before: datetime) -> int:
+        count: int = await self._run(lambda db: _workers.forget_workers(db, before=before))
+        return count
+
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         def statement(db: sqlite3.Connection) -> datetime | None:
             row = db.execute("SELECT seen FROM workers WHERE id = ?", (worker_id,)).fetchone()

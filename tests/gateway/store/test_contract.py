@@ -596,3 +596,12 @@ async def test_queue_position_counts_the_accepted_jobs_created_before(store: Job
     first, second = sorted((records[3], twin), key=lambda r: str(r.id))  # a tie: by id
     assert await store.queue_position(first) == 2
     assert await store.queue_position(second) == 3
+
+
+async def test_workers_long_silent_are_forgotten(store: JobStore) -> None:
+    old = WorkerInfo(id="w-old", host="h", version="1")
+    await store.heartbeat(old, service="echo", at=T0 - timedelta(days=2))
+    await store.heartbeat(WORKER, service="echo", at=T0)
+    assert await store.forget_workers(before=T0 - timedelta(days=1)) == 1
+    assert await store.last_heartbeat("w-old") is None
+    assert await store.last_heartbeat("w1") == T0
