@@ -13,12 +13,15 @@ from typing import TypedDict
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from gateway.api import canarie, docs, jobs, legacy, openapi, ops, processes
+from gateway.api import canarie, docs, jobs, legacy, openapi, ops, processes, workers
+from gateway.api import capacity as capacity_api
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
+from gateway.capacity import Capacity
 from gateway.changes import Changes
 from gateway.errors import COMMON_RESPONSES, install_error_handlers
+from gateway.fleet import Fleet
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
 from gateway.limits import SubmitLimiter
@@ -186,6 +189,10 @@ def create_app(
                 loops.append(outbox.run())
             for loop in loops:
                 stack.push_async_callback(_cancel, asyncio.create_task(loop))
+            fleet = Fleet(jobs_store, silence=settings.heartbeat_silence)
+            capacity = Capacity(
+                jobs_store, broker, services, fleet, refresh=settings.capacity_refresh
+            )
             log.info(
                 "gateway ready: %d service(s), namespace %r, store %s",
                 len(services),
@@ -205,6 +212,8 @@ def create_app(
                     inputs=inputs,
                     recovery=recovery,
                     watch=watch,
+                    fleet=fleet,
+                    capacity=capacity,
                 )
             }
 
@@ -231,7 +240,15 @@ def create_app(
     app.include_router(docs.router)
     ui_routes.install(app)
     # The CANARIE routes last: their /{service}/... paths must not shadow the others.
-    for router in (ops.router, processes.router, jobs.router, legacy.router, canarie.router):
+    for router in (
+        ops.router,
+        processes.router,
+        workers.router,
+        capacity_api.router,
+        jobs.router,
+        legacy.router,
+        canarie.router,
+    ):
         app.include_router(router)
     return app
 

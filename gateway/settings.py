@@ -119,7 +119,15 @@ class Settings(BaseSettings):
     heartbeat_silence: float = Field(
         default=30.0,
         gt=0,
-        description="Seconds without a heartbeat after which a worker counts as gone.",
+        description="Seconds without a heartbeat after which a worker counts as gone (not "
+        "listed by GET /workers; its running jobs are reaped). A clean stop's goodbye "
+        "removes it at once.",
+    )
+    capacity_refresh: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds a process reuses a service's measured load (run times, jobs "
+        "running) when it shows an accepted job's queue position and estimated start.",
     )
     max_body_size: int = Field(
         default=1_048_576, ge=1024, description="Largest request body in bytes (413 past it)."

@@ -2,7 +2,9 @@
 
 The consumer of ``{ns}.webhooks`` makes one attempt per message:
 
-1. An event already delivered (a duplicate the outbox queued) is acked and skipped.
+1. An event already delivered (a duplicate the outbox queued), or one this process is
+   attempting right now (a redelivered copy meeting its own retry), is acked and skipped:
+   the attempt in flight delivers it or schedules its next attempt itself.
 2. The URI is checked against the webhooks' URL policy again, now, and the request goes to
    the very address that was checked (the host name kept for ``Host`` and TLS), so a name
    that resolves elsewhere since the submission (DNS rebinding) reaches nothing forbidden.
@@ -71,6 +73,7 @@ class WebhookDeliverer:
         self._timeout = timeout
         # No environment proxies: the request must reach the address the policy checked.
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
+        self._in_flight: set[str] = set()
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -101,6 +104,15 @@ class WebhookDeliverer:
         await settle(message, "ack")
 
     async def _deliver(self, task: WebhookTask) -> str:
+        if task.event_id in self._in_flight:
+            return "being attempted already"
+        self._in_flight.add(task.event_id)
+        try:
+            return await self._attempt_once(task)
+        finally:
+            self._in_flight.discard(task.event_id)
+
+    async def _attempt_once(self, task: WebhookTask) -> str:
         known = await self._with_store(lambda: self._store.webhook_delivery(task.event_id))
         if known is not None and known.delivered is not None:
             return "already delivered"

@@ -175,14 +175,18 @@ async def job_status(
     request: Request,
     job_id: JobId,
     jobs: JobsDep,
+    runtime: RuntimeDep,
     principal: PrincipalDep,
     present: PresenterDep,
     f: Format = None,
     accept: AcceptHeader = None,
 ) -> Response:
-    """Status, progress and timestamps of one of the caller's jobs."""
+    """Status, progress and timestamps of one of the caller's jobs. While it is ``accepted``:
+    its ``queuePosition`` and ``estimatedStart``, and a ``message`` when no worker of its
+    process is live."""
     html = listing.wants_html(accept, f)
-    status = present(await jobs.get(job_id, principal))
+    record = await jobs.get(job_id, principal)
+    status = present(record, await runtime.capacity.waiting(record))
     if html:
         context = {"title": f"Job {job_id}", "job": status, "base": present.base}
         return html_response(request, "ogc_job.html", context)

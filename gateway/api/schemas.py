@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.fleet import Waiting
 from gateway.oas30 import to_oas30
 from gateway.store import JobRecord, JobStatus, WebhookDelivery
 from worker_sdk.wire.catalogue import ServiceSpec
@@ -280,10 +281,30 @@ class StatusInfo(BaseModel):
     versionMismatch: bool | None = Field(
         default=None, description="True when the worker's version is not the catalogue's."
     )
+    queuePosition: int | None = Field(
+        default=None,
+        description="While accepted (on GET /jobs/{jobID}): 1 + the accepted jobs of its "
+        "process created before it. Approximate: a job waiting out a retry delay counts.",
+    )
+    estimatedStart: datetime | None = Field(
+        default=None,
+        description="While accepted (on GET /jobs/{jobID}): when a worker should take it, "
+        "from the live workers, the jobs ahead and the recent mean run time "
+        "(docs/scaling.md); absent when that cannot be known.",
+    )
     links: list[Link] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, job: JobRecord, base: str, expected_version: str | None = None) -> StatusInfo:
+    def of(
+        cls,
+        job: JobRecord,
+        base: str,
+        expected_version: str | None = None,
+        waiting: Waiting | None = None,
+    ) -> StatusInfo:
+        """The job's status; ``waiting`` (an accepted job's, on ``GET /jobs/{id}``) adds
+        what it waits on: its place and estimated start, and a ``message`` when no worker of
+        its service is live."""
         href = f"{base}/jobs/{job.id}"
         links = [
             Link(href=href, rel="self", type=JSON, title="Job status"),
@@ -300,7 +321,7 @@ class StatusInfo(BaseModel):
             status=JobStatus.DISMISSED if job.purged is not None else job.status,
             outcome=job.status if job.purged is not None else None,
             reason=job.reason,
-            message=job.error.message if job.error is not None else job.message,
+            message=_message(job, waiting),
             progress=job.progress,
             attempt=job.attempt,
             created=job.created,
@@ -314,6 +335,8 @@ class StatusInfo(BaseModel):
                 if job.worker is not None and expected_version is not None
                 else None
             ),
+            queuePosition=waiting.position if waiting is not None else None,
+            estimatedStart=waiting.estimated_start if waiting is not None else None,
             links=links,
         )
 
@@ -327,6 +350,15 @@ class StatusInfo(BaseModel):
             headers=headers,
             media_type="application/json",
         )
+
+
+def _message(job: JobRecord, waiting: Waiting | None) -> str | None:
+    if job.error is not None:
+        return job.error.message
+    note = waiting.note(job.service) if waiting is not None else None
+    if note is None:
+        return job.message
+    return f"{job.message}; {note}" if job.message else note
 
 
 class JobList(BaseModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import DuplicateJob, JobQuery, JobStore, StoreError, StoreRejected
+from .base import DuplicateJob, JobQuery, JobStore, ServiceLoad, StoreError, StoreRejected
 from .model import (
     ACTIVE,
     TERMINAL,
@@ -14,6 +14,7 @@ from .model import (
     WebhookAttempt,
     WebhookDelivery,
     WorkerInfo,
+    WorkerState,
 )
 from .mongo import MongoStore
 from .sqlite import SQLiteStore
@@ -31,11 +32,13 @@ __all__ = [
     "MongoStore",
     "Reason",
     "SQLiteStore",
+    "ServiceLoad",
     "StoreError",
     "StoreRejected",
     "WebhookAttempt",
     "WebhookDelivery",
     "WorkerInfo",
+    "WorkerState",
     "open_store",
 ]
 

@@ -57,6 +57,21 @@ class WorkerInfo(BaseModel):
     version: str
 
 
+class WorkerState(BaseModel):
+    """A worker as its heartbeats left it in the store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    service: str
+    host: str
+    version: str
+    concurrency: int = 0
+    running: tuple[UUID, ...] = ()
+    seen: datetime = Field(description="When the gateway last applied one of its heartbeats.")
+    since: datetime = Field(description="When the gateway applied its first heartbeat.")
+
+
 class LegacyFields(BaseModel):
     """What a job submitted on the old ServiceGateway routes carries beside its ``misc``
     (kept as its inputs): the document and the annotation storage its task names."""

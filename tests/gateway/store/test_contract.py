@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -598,3 +599,112 @@ async def test_an_exhausted_delivery_is_failed_and_goes_with_its_expired_job(
     assert await store.expire(T0 + timedelta(seconds=1)) == 1
     assert await store.webhook_deliveries(job.id) == []
     assert await store.webhook_delivery(attempt.event_id) is None
+
+
+async def test_live_workers_show_their_newest_heartbeat(store: JobStore) -> None:
+    job = uuid.uuid4()
+    await store.heartbeat(WORKER, service="echo", at=T0, concurrency=2, running=[job])
+    later = WorkerInfo(id="w1", host="h1", version="1.1")
+    await store.heartbeat(later, service="echo", at=T0 + timedelta(seconds=5), concurrency=4)
+    await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=1), running=[job])
+    other = WorkerInfo(id="w2", host="h2", version="2.0")
+    await store.heartbeat(other, service="textstats", at=T0, concurrency=1, running=[job])
+    silent = WorkerInfo(id="w3", host="h3", version="1.0")
+    await store.heartbeat(silent, service="echo", at=T0 - timedelta(minutes=5))
+    live = await store.live_workers(since=T0 - timedelta(seconds=30))
+    assert [(w.id, w.service) for w in live] == [("w1", "echo"), ("w2", "textstats")]
+    first = live[0]
+    assert (first.version, first.concurrency, first.running) == ("1.1", 4, ())
+    assert first.seen == T0 + timedelta(seconds=5)
+    assert first.since == T0
+    assert live[1].running == (job,)
+    echo = await store.live_workers(since=T0 - timedelta(seconds=30), service="echo")
+    assert [w.id for w in echo] == ["w1"]
+
+
+async def test_a_worker_that_said_goodbye_is_gone_at_once(store: JobStore) -> None:
+    await store.heartbeat(WORKER, service="echo", at=T0, concurrency=1)
+    await store.worker_left("w1", at=T0 + timedelta(seconds=1))
+    await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=2))  # late
+    assert await store.live_workers(since=T0 - timedelta(seconds=30)) == []
+    assert await store.active_workers("echo", since=T0 - timedelta(seconds=30)) == 0
+    await store.worker_left("never-seen", at=T0)
+    assert await store.last_heartbeat("never-seen") is None
+
+
+async def test_a_sqlite_file_of_an_older_schema_gains_the_new_worker_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the workers table as the first schema made it
+        db.execute(
+            "CREATE TABLE workers (id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, "
+            "version TEXT, seen TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO workers VALUES ('w1', 'echo', 'h1', '1.0', '2026-11-30T12:00:00.000000Z')"
+        )
+    db.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        [worker] = await store.live_workers(since=T0 - timedelta(seconds=30))
+        assert (worker.id, worker.concurrency, worker.running, worker.since) == ("w1", 0, (), T0)
+        await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=1), concurrency=2)
+        [worker] = await store.live_workers(since=T0)
+        assert (worker.concurrency, worker.since) == (2, T0)
+    finally:
+        await store.close()
+
+
+async def test_service_load_counts_arrivals_completions_and_recent_runs(store: JobStore) -> None:
+    def at(seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+    ran = [_record(created=at(i), updated=at(i)) for i in range(3)]
+    waiting = [_record(created=at(10 + i), updated=at(10 + i)) for i in range(2)]
+    expired = _record(created=at(1), updated=at(1))
+    elsewhere = _record(service="other", created=at(0), updated=at(0))
+    for record in (*ran, *waiting, expired, elsewhere):
+        await store.insert(record)
+    for i, record in enumerate(ran):  # waits 1, 2, 3 s; runs 2, 4, 6 s
+        started = at(i + 1 + i)
+        await store.start(record.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=started)
+        if i < 2:
+            await store.finish(
+                record.id, status=JobStatus.SUCCESSFUL, at=started + timedelta(seconds=2 * i + 2)
+            )
+    await store.finish(expired.id, status=JobStatus.DISMISSED, at=at(20), reason="expired")
+    load = await store.service_load("echo", since=[at(0), at(5), at(11)], sample=10)
+    assert (load.accepted, load.running) == (2, 1)
+    assert load.arrivals == (6, 2, 1)
+    assert load.completions == (2, 1, 0)  # runs that ended at 3 and 7 s; the expired job never ran
+    assert load.first_created == T0
+    assert load.runs == ((2.0, 4.0), (1.0, 2.0))  # newest first: (wait, run)
+    assert (await store.service_load("echo", since=[at(0)], sample=1)).runs == ((2.0, 4.0),)
+    empty = await store.service_load("nothing", since=[at(0)])
+    assert (empty.accepted, empty.arrivals, empty.first_created, empty.runs) == (0, (0,), None, ())
+
+
+async def test_queue_position_counts_the_accepted_jobs_created_before(store: JobStore) -> None:
+    records = [_record(created=T0 + timedelta(seconds=i), updated=T0) for i in range(4)]
+    twin = _record(created=T0 + timedelta(seconds=3), updated=T0)
+    for record in (*records, twin):
+        await store.insert(record)
+    await store.start(records[0].id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    await store.insert(_record(service="other", created=T0, updated=T0))
+    assert await store.queue_position(records[0]) == 0  # running: nobody ahead counts
+    assert await store.queue_position(records[1]) == 0
+    assert await store.queue_position(records[2]) == 1
+    first, second = sorted((records[3], twin), key=lambda r: str(r.id))  # a tie: by id
+    assert await store.queue_position(first) == 2
+    assert await store.queue_position(second) == 3
+
+
+async def test_workers_long_silent_are_forgotten(store: JobStore) -> None:
+    old = WorkerInfo(id="w-old", host="h", version="1")
+    await store.heartbeat(old, service="echo", at=T0 - timedelta(days=2))
+    await store.heartbeat(WORKER, service="echo", at=T0)
+    assert await store.forget_workers(before=T0 - timedelta(days=1)) == 1
+    assert await store.last_heartbeat("w-old") is None
+    assert await store.last_heartbeat("w1") == T0
