@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -79,29 +79,35 @@ async def _queue(runtime: Runtime, service: str) -> tuple[int | None, int | None
         return None, None
 
 
-async def _live_workers(runtime: Runtime, service: str, now: datetime) -> int | None:
-    since = now - timedelta(seconds=runtime.settings.heartbeat_silence)
-    try:
-        return await runtime.store.active_workers(service, since=since)
-    except StoreError:
-        return None
-
-
-async def _figures(
-    runtime: Runtime, jobs: JobsDep, principal: Principal
-) -> tuple[list[figures.ServiceFigures], list[JobRecord], datetime]:
+async def _monitor(runtime: Runtime, jobs: JobsDep, principal: Principal) -> dict[str, Any]:
+    """Everything the workers page shows: the live workers (the workers API's), each queue's
+    row, and for an admin each service's capacity figures (the capacity API's)."""
     now = datetime.now(UTC)
     records = await jobs.recent(principal, now - figures.WINDOW)
     titles = {spec.id: spec.title for spec in runtime.catalogue}
     rows = figures.tally(records, titles, now)
+    try:
+        live = await runtime.fleet.live()
+    except StoreError:
+        live = None
     for row in rows.values():
         row.ready, row.consumers = await _queue(runtime, row.service)
-        row.workers = await _live_workers(runtime, row.service, now)
-    return list(rows.values()), records, now
-
-
-def _table_context(rows: list[figures.ServiceFigures], principal: Principal) -> dict[str, Any]:
-    return {"rows": rows, "everyone": principal.admin}
+        if live is not None:
+            row.workers = sum(1 for worker in live if worker.service == row.service)
+    capacity = []
+    if principal.admin:
+        for spec in runtime.catalogue:
+            try:
+                capacity.append(await runtime.capacity.measure(spec, now=now))
+            except StoreError:
+                continue
+    return {
+        "rows": list(rows.values()),
+        "live": live,
+        "capacity": capacity,
+        "everyone": principal.admin,
+        "now": now,
+    }
 
 
 @router.get("/workers")
@@ -109,10 +115,12 @@ async def workers_page(
     request: Request, runtime: RuntimeDep, jobs: JobsDep, ses: SessionDep
 ) -> Response:
     """Each service's queue (depth, consumers), live workers, rates, wait and run-time
-    percentiles, and charts of the last hour."""
-    rows, _, now = await _figures(runtime, jobs, ses.principal)
-    context = {"title": "Workers and queues", "session": ses, "now": now}
-    response = render(request, "workers.html", {**context, **_table_context(rows, ses.principal)})
+    percentiles; the live workers one by one; for an admin, the capacity figures; and charts
+    of the last hour."""
+    context = {"title": "Workers and queues", "session": ses}
+    response = render(
+        request, "workers.html", {**context, **await _monitor(runtime, jobs, ses.principal)}
+    )
     await sessions.remember_csrf(request, response)
     return response
 
@@ -121,9 +129,8 @@ async def workers_page(
 async def workers_table(
     request: Request, runtime: RuntimeDep, jobs: JobsDep, ses: SessionDep
 ) -> Response:
-    """The table alone, as the page refreshes it."""
-    rows, _, now = await _figures(runtime, jobs, ses.principal)
-    context = {"session": ses, "now": now, **_table_context(rows, ses.principal)}
+    """The tables alone, as the page refreshes them."""
+    context = {"session": ses, **await _monitor(runtime, jobs, ses.principal)}
     return render(request, "_workers_table.html", context)
 
 

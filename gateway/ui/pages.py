@@ -23,7 +23,7 @@ from gateway.errors import (
     UnknownJob,
 )
 from gateway.runtime import JobsDep, RuntimeDep
-from gateway.store import JobQuery, JobRecord, JobStatus, WebhookDelivery
+from gateway.store import JobQuery, JobRecord, JobStatus, StoreError, WebhookDelivery
 from gateway.ui import session as sessions
 from gateway.ui.session import CheckedForm, Session, SessionDep
 from gateway.ui.views import duration, render, shown_status, timeline
@@ -263,32 +263,43 @@ def _missing(request: Request, ses: Session, job_id: UUID) -> Response:
     return _page(request, "message.html", context, status_code=404)
 
 
+async def _panel(
+    runtime: RuntimeDep, jobs: JobsDep, record: JobRecord, ses: Session
+) -> dict[str, Any]:
+    """What a job's panel shows beyond the record: its webhook deliveries, and while it is
+    accepted, its place in the queue and estimated start (as its status in the API)."""
+    try:
+        waiting = await runtime.capacity.waiting(record)
+    except StoreError:
+        waiting = None
+    return {
+        "session": ses,
+        "job": job_view(record),
+        "webhooks": await _webhooks(jobs, record, ses.principal),
+        "waiting": waiting,
+    }
+
+
 @router.get("/jobs/{job_id}")
-async def job_page(request: Request, job_id: UUID, jobs: JobsDep, ses: SessionDep) -> Response:
+async def job_page(
+    request: Request, job_id: UUID, runtime: RuntimeDep, jobs: JobsDep, ses: SessionDep
+) -> Response:
     """A job: progress, timeline, inputs, result or error, and the dismiss button."""
     record = await _job(jobs, job_id, ses.principal)
     if record is None:
         return _missing(request, ses, job_id)
-    context = {
-        "title": f"Job {job_id}",
-        "session": ses,
-        "job": job_view(record),
-        "webhooks": await _webhooks(jobs, record, ses.principal),
-    }
+    context = {"title": f"Job {job_id}", **await _panel(runtime, jobs, record, ses)}
     return await _respond(request, _page(request, "job.html", context))
 
 
 @router.get("/jobs/{job_id}/panel")
-async def job_panel(request: Request, job_id: UUID, jobs: JobsDep, ses: SessionDep) -> Response:
+async def job_panel(
+    request: Request, job_id: UUID, runtime: RuntimeDep, jobs: JobsDep, ses: SessionDep
+) -> Response:
     record = await _job(jobs, job_id, ses.principal)
     if record is None:
         return _missing(request, ses, job_id)
-    context = {
-        "session": ses,
-        "job": job_view(record),
-        "webhooks": await _webhooks(jobs, record, ses.principal),
-    }
-    return _page(request, "_job_panel.html", context)
+    return _page(request, "_job_panel.html", await _panel(runtime, jobs, record, ses))
 
 
 @router.get("/jobs/{job_id}/row")

@@ -104,6 +104,10 @@ async def test_submit_watch_the_result_dismiss_and_the_workers_page(
     crunch_row = page.locator('tr[data-service="crunch"] td')
     await expect(crunch_row.nth(2)).to_have_text("1")  # consumers
     await expect(crunch_row.nth(3)).to_have_text("1", timeout=LIVE)  # live workers
+    worker_row = page.locator("#workers tr[data-worker]")
+    await expect(worker_row).to_have_count(1)
+    await expect(worker_row.locator("td").nth(1)).to_have_text("crunch")
+    await expect(page.locator("#capacity")).to_have_count(0)  # the capacity figures: admins'
     for chart in ("finished", "wait", "run"):
         await expect(page.locator(f"#chart-{chart} canvas")).to_have_count(1)
     await page.screenshot(path=screenshot_path("ui-workers"), full_page=True)

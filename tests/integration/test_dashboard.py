@@ -257,3 +257,22 @@ async def test_a_jobs_page_shows_its_webhook_deliveries(
     assert f"{receiver.url}/done" in table
     assert "HTTP 204" in table
     assert "delivered 20" in table  # delivered <when>
+
+
+async def test_the_workers_page_shows_capacity_to_admins_and_waiting_jobs_their_wait(
+    gateway: Gateway,
+) -> None:
+    job = await _submit(gateway.client, "nobody serves echo here")
+    admin_scope = gateway.runtime.settings.admin_scope
+    async with (
+        _signed_in(gateway, "alice") as user,
+        _signed_in(gateway, "root", admin_scope) as admin,
+    ):
+        page = (await user.get(f"/ui/jobs/{job}")).text
+        assert "No live worker of echo" in page
+        mine = (await user.get("/ui/workers")).text
+        assert 'id="no-workers"' in mine
+        assert 'id="capacity"' not in mine
+        everyone = (await admin.get("/ui/workers/table")).text
+        assert 'id="capacity"' in everyone
+        assert 'data-capacity="echo"' in everyone
