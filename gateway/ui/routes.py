@@ -19,11 +19,14 @@ async def _sign_in_required(request: Request, exc: Exception) -> Response:
     """A page redirects to the sign-in form (and back after); htmx is told to go there; an
     event stream gets a bare 401, which stops the browser's reconnecting."""
     assert isinstance(exc, SignInRequired)
-    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method == "GET":
+        back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    else:  # a form posted after the session ended: back to the page it came from
+        back = request.headers.get("referer", "/ui/jobs").split(request.url.netloc, 1)[-1]
     target = f"{LOGIN_PATH}?{urlencode({'next': back})}"
     if request.headers.get("hx-request"):
         return Response(status_code=401, headers={"HX-Redirect": target})
-    if "text/html" not in request.headers.get("accept", "") or request.method != "GET":
+    if "text/html" not in request.headers.get("accept", ""):
         return Response(exc.detail, status_code=401, media_type="text/plain")
     return RedirectResponse(target, status_code=303)
 

@@ -276,3 +276,20 @@ async def test_the_workers_page_shows_capacity_to_admins_and_waiting_jobs_their_
         everyone = (await admin.get("/ui/workers/table")).text
         assert 'id="capacity"' in everyone
         assert 'data-capacity="echo"' in everyone
+
+
+async def test_a_form_posted_after_the_session_ended_leads_to_the_sign_in_form(
+    gateway: Gateway,
+) -> None:
+    job = await _submit(gateway.client, "still mine")
+    async with _signed_in(gateway, "alice") as browser:
+        csrf = await _csrf(browser, f"/ui/jobs/{job}")
+        browser.cookies.delete("sg_session", domain="gw.test", path="/ui")
+        answer = await browser.post(
+            f"/ui/jobs/{job}/dismiss",
+            data={"csrf": csrf},
+            headers={"Accept": "text/html", "Referer": f"http://gw.test/ui/jobs/{job}"},
+        )
+        assert answer.status_code == 303
+        assert answer.headers["location"] == f"/ui/login?next=%2Fui%2Fjobs%2F{job}"
+    assert (await gateway.client.get(f"/jobs/{job}")).json()["status"] == "accepted"
