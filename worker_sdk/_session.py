@@ -154,8 +154,13 @@ class Session:
             log.info("worker %s consuming %s", self.worker_id, queue.name)
             if burst:
                 await self._drain(queue)
-                return False
-            return await self._consume(queue)
+            else:
+                lost = await self._consume(queue)
+                if lost:
+                    return True
+            await self._goodbye(heartbeat)
+            heartbeat = None
+            return False
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -358,6 +363,27 @@ class Session:
             timeout=self.worker.publish_timeout,
         )
 
+    def _beat(self, *, leaving: bool = False) -> Heartbeat:
+        return Heartbeat(
+            worker_id=self.worker_id,
+            service=self.worker.service,
+            version=self.worker.version,
+            host=self.host,
+            concurrency=self.concurrency,
+            running=[] if leaving else [j for j in self._jobs.values() if j.int],
+            leaving=leaving,
+        )
+
+    async def _goodbye(self, heartbeat: asyncio.Task[None]) -> None:
+        """A clean stop: no more heartbeats, and a last one that says the worker is leaving,
+        so that the gateway stops counting it at once (not after its heartbeat silence)."""
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        try:
+            await self._publish(self._beat(leaving=True))
+        except PUBLISH_ERRORS as exc:
+            log.warning("goodbye not published (the gateway will notice the silence): %r", exc)
+
     async def _heartbeats(self) -> None:
         """Announce the worker, and watch its channel (the watchdog behind reconnect_after)."""
         interval = self.worker.heartbeat_interval
@@ -365,16 +391,8 @@ class Session:
         while True:
             if supervisor.due(self._channel is not None and self._channel.is_closed):
                 self._lost.set()
-            beat = Heartbeat(
-                worker_id=self.worker_id,
-                service=self.worker.service,
-                version=self.worker.version,
-                host=self.host,
-                concurrency=self.concurrency,
-                running=[j for j in self._jobs.values() if j.int],
-            )
             try:
-                await self._publish(beat, expiration=interval * 3)
+                await self._publish(self._beat(), expiration=interval * 3)
             except PUBLISH_ERRORS as exc:
                 log.warning("heartbeat not published: %r", exc)
             await asyncio.sleep(min(interval, supervisor.period))  # the period

@@ -128,6 +128,12 @@ class ServiceSpec(_Frozen):
         default=7200, gt=0, description="Seconds a task may wait for a worker before it expires."
     )
     time_limit: float | None = Field(default=None, gt=0, description="Seconds a run may take.")
+    target_wait: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a job should wait for a worker at most: the capacity API says "
+        "how many workers keep the predicted wait within it.",
+    )
     max_attempts: int = Field(default=1, ge=1, le=100, description="Retries included.")
     delivery_limit: int = Field(
         default=DEFAULT_DELIVERY_LIMIT,
