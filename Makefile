@@ -25,6 +25,8 @@ run: install broker
 test: install broker
 	rm -f .coverage .coverage.*
 	$(PY) -m coverage run -m pytest $(ARGS)
+	@# A child SIGKILLed by a test leaves an empty data file: nothing to combine in it.
+	find . -maxdepth 1 -name '.coverage.*' -empty -delete
 	$(PY) -m coverage combine -q
 	$(PY) scripts/coverage-by-package
 	$(PY) -m coverage report --skip-covered --sort=cover
