@@ -77,7 +77,8 @@ def run(mutant: Mutant, files: list[str]) -> Outcome:
         except Stale as exc:
             return Outcome(mutant, "STALE", str(exc), time.monotonic() - started)
         env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
-        env.pop("COVERAGE_PROCESS_START", None)
+        for variable in ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG"):
+            env.pop(variable, None)  # a mutant run is never measured
         done = subprocess.run(
             [
                 sys.executable,
