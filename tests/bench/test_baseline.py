@@ -56,7 +56,9 @@ def test_the_baseline_runs_a_job_and_serves_its_state(queue: str, celery: Celery
     token = jwt.encode({"sub": "someone"}, SECRET, algorithm="HS256")
     auth = {"Authorization": f"Bearer {token}"}
     client = create_app(celery, SECRET).test_client()
-    with start_worker(celery, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+    with start_worker(
+        celery, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=60
+    ):
         done = client.post(
             "/processes/echo/execution",
             json={"inputs": {"a": 1}},
