@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import ByteSize, TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -174,6 +174,23 @@ def _print_catalogue_error(console: Console, exc: CatalogueError) -> None:
         console.print(f"  {problem}", markup=False)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _byte_size(text: str) -> int:
+    try:
+        value = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or 512MiB, 1GB)") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive size")
+    return value
+
+
 def load_worker(reference: str) -> Worker:
     """Import ``module:attribute`` and return the :class:`Worker` it names."""
     module_name, _, attribute = reference.partition(":")
@@ -205,6 +222,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 2
     if args.shutdown_grace is not None:
         worker.shutdown_grace = args.shutdown_grace
+    if args.max_jobs_per_child is not None:
+        worker.max_jobs_per_child = args.max_jobs_per_child
+    if args.max_memory_per_child is not None:
+        worker.max_memory_per_child = args.max_memory_per_child
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -311,6 +332,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--shutdown-grace",
         type=float,
         help="seconds running jobs get to finish after SIGTERM before they are handed back",
+    )
+    worker.add_argument(
+        "--max-jobs-per-child",
+        type=_positive_int,
+        help="process handlers: jobs a child process runs before a fresh one replaces it",
+    )
+    worker.add_argument(
+        "--max-memory-per-child",
+        type=_byte_size,
+        help="process handlers: resident memory (bytes, or 512MiB, 1GB) past which a child "
+        "process is replaced after its job",
     )
     worker.set_defaults(func=cmd_worker)
     models = commands.add_parser(

@@ -31,8 +31,9 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
+from ._child import Limits
 from ._handler import Handler
-from ._process import ChildRunner
+from ._pool import ChildPool
 from ._progress import PUBLISH_ERRORS
 from ._run import Runs
 from .legacy import call_back
@@ -85,6 +86,7 @@ class Session:
         topology: Topology,
         concurrency: int,
         url_policy: UrlPolicy,
+        limits: Limits,
     ) -> None:
         self.worker = worker
         self.url_policy = url_policy
@@ -93,6 +95,7 @@ class Session:
         self.amqp_url = amqp_url
         self.topology = topology
         self.concurrency = concurrency
+        self.limits = limits
         self.host = socket.gethostname()
         self.worker_id = f"{worker.service}@{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop_consuming = asyncio.Event()
@@ -119,7 +122,12 @@ class Session:
             else None
         )
         children = (
-            ChildRunner([self.handler.fn.__module__])
+            ChildPool(
+                self.handler.fn,
+                size=self.concurrency,
+                max_jobs_per_child=self.worker.max_jobs_per_child,
+                max_memory_per_child=self.worker.max_memory_per_child,
+            )
             if self.handler.isolation == "process"
             else None
         )
@@ -132,7 +140,20 @@ class Session:
             url_policy=self.url_policy,
             threads=threads,
             children=children,
+            limits=self.limits,
         )
+        try:
+            if children is not None:
+                await children.start()  # warm before the first task arrives
+            return await self._connected(burst)
+        finally:
+            if threads is not None:
+                threads.shutdown(wait=False, cancel_futures=True)
+            if children is not None:
+                await children.close()
+            log.info("worker %s stopped", self.worker_id)
+
+    async def _connected(self, burst: bool) -> bool:
         connection: AbstractRobustConnection = await connect(
             self.amqp_url, name=self.worker_id, timeout=self.worker.connect_timeout
         )
@@ -159,9 +180,6 @@ class Session:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
             await connection.close()
-            if threads is not None:
-                threads.shutdown(wait=False, cancel_futures=True)
-            log.info("worker %s stopped", self.worker_id)
 
     async def _consume(self, queue: AbstractQueue) -> bool:
         tag = await queue.consume(self._on_message)

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from ._child import Limits
 from ._handler import Handler, Isolation, check_inputs_model
 from ._session import Session
 from .wire.catalogue import Catalogue, ServiceSpec
@@ -49,7 +50,12 @@ class Worker:
         :class:`HandlerError` (``Retry`` carries its own delay).
     :param cancel_grace: seconds a cancelled (or timed-out) job gets to stop on its own
         (``ctx.cancelled``; ``CancelledError`` for async handlers) before its child process is
-        killed.
+        killed (and replaced in the pool).
+    :param max_jobs_per_child: process handlers: jobs a child process runs before it is
+        replaced by a fresh one (None: no limit).
+    :param max_memory_per_child: process handlers: resident bytes a child process may hold
+        after a job before it is replaced by a fresh one (None: no limit); the job that
+        crossed the line still completes.
     :param publish_timeout: seconds to wait for the broker to confirm an event.
     :param connect_timeout: seconds to keep trying a broker that does not answer at start.
     """
@@ -68,6 +74,8 @@ class Worker:
         reconnect_after: float = 15.0,
         publish_timeout: float = 10.0,
         connect_timeout: float = 30.0,
+        max_jobs_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
     ) -> None:
         self.service = service
         self.version = version
@@ -80,6 +88,8 @@ class Worker:
         self.reconnect_after = reconnect_after
         self.publish_timeout = publish_timeout
         self.connect_timeout = connect_timeout
+        self.max_jobs_per_child = max_jobs_per_child
+        self.max_memory_per_child = max_memory_per_child
         self._handler: Handler | None = None
         self._sessions: set[Session] = set()
         self._stopping = False
@@ -97,8 +107,9 @@ class Worker:
         """Register the function that runs each job: ``fn(ctx, inputs) -> result``.
 
         ``isolation="async"`` (the default) awaits a coroutine function on the event loop;
-        ``"thread"`` runs a plain function on a thread; ``"process"`` runs it in a child
-        process per job, for CPU-heavy work. When ``inputs`` is annotated with a pydantic
+        ``"thread"`` runs a plain function on a thread; ``"process"`` runs it in a pool of
+        ``concurrency`` warm child processes, one job per child at a time, for CPU-heavy
+        work. When ``inputs`` is annotated with a pydantic
         model, the task's inputs are parsed into it (a mismatch fails the job with code
         ``invalid_input``). The function is returned unchanged.
         """
@@ -168,6 +179,7 @@ class Worker:
                 Topology(namespace),
                 concurrency,
                 url_policy or UrlPolicy(),
+                Limits(memory=spec.memory_limit, cpu_time=spec.cpu_time_limit),
             )
             self._sessions.add(session)
             try:
