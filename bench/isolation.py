@@ -67,14 +67,16 @@ def run_window(
     ).fetchall()
     failed = count_jobs(store, first, "status IN ('failed', 'dismissed')")
     store.close()
-    spans = [(datetime.fromisoformat(s), datetime.fromisoformat(f)) for s, f in rows]
+    # A job's start can be missing: its started event applied after its end (by another
+    # gateway process) is dropped. Such a job counts for the rate, not for the overhead.
+    spans = [(datetime.fromisoformat(s) if s else None, datetime.fromisoformat(f)) for s, f in rows]
     if len(spans) < 3:
         raise RuntimeError(f"only {len(spans)} {service} jobs succeeded ({failed} failed)")
     warm = spans[1:]
     elapsed = (warm[-1][1] - spans[0][1]).total_seconds()
     return Window(
         rate=len(warm) / elapsed,
-        overheads=[(f - s).total_seconds() * 1000 for s, f in warm],
+        overheads=[(f - s).total_seconds() * 1000 for s, f in warm if s is not None],
         done=len(spans),
         failed=failed,
     )

@@ -65,6 +65,10 @@ services:
     title: Time-limited
     version: "1.0.0"
     time_limit: 0.5
+  hungry:
+    title: Allocates what it is asked to, under a memory limit
+    version: "1.0.0"
+    memory_limit: 256MiB
   legacyann:
     title: Ported annotator
     version: "1.0.0"

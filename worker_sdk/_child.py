@@ -9,7 +9,13 @@ The child talks to its worker over one duplex pipe, in pickled tuples:
   code, retryable, rss, retire)``.
 
 A thread reads the pipe, so that a cancel reaches ``ctx.cancelled`` while the handler runs on
-the main thread. The child exits by itself when its worker is gone (the pipe reads EOF).
+the main thread. The child exits by itself when its worker is gone (the pipe reads EOF), and
+on Linux the kernel kills it when its forkserver ends, which it does with the worker.
+
+Each child is a session of its own: Linux's autogroup scheduler shares the CPU between
+sessions, so children in the worker's session would share one session's share and two of
+them would not get two cores on a busy machine; a session of its own also keeps a terminal's
+Ctrl-C for the worker, which stops its children in order.
 
 Limits are set with ``setrlimit`` before each job and lifted after it: ``memory`` caps the
 process's data (``RLIMIT_DATA``: its heap and private anonymous memory, the interpreter's own
@@ -21,11 +27,14 @@ seconds), past which the kernel ends the child with ``SIGXCPU``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import multiprocessing.connection
 import os
 import queue
 import resource
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -36,6 +45,7 @@ from ._context import JobContext
 from ._errors import HandlerError
 
 EXIT_ORPHANED = 70  # the worker is gone: the child exits without a word
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +111,7 @@ def child_main(
     to_json: Callable[[Any], Any],
 ) -> None:
     """The child's life: say it is ready, then run the jobs it is sent until told to stop."""
+    _detach()
     channel = _Channel(conn)
     orders: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
     threading.Thread(target=_listen, args=(channel, orders), name="parent", daemon=True).start()
@@ -108,6 +119,18 @@ def child_main(
     while (order := orders.get()) is not None:
         _run_job(channel, handler, to_json, *order)
     conn.close()
+
+
+def _detach() -> None:
+    """A session of its own, and (Linux) death with the forkserver that started it."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError):
+        os.setsid()
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the forkserver ended before the kernel was told
+            os._exit(EXIT_ORPHANED)
 
 
 def _run_job(

@@ -66,24 +66,22 @@ def _launcher() -> ThreadPoolExecutor:
 
 
 def preload_modules(handler: Callable[..., Any]) -> list[str]:
-    """What the forkserver imports once for all children: the handler's module, and what the
-    main module needs, which each child runs again (as ``__mp_main__``) when it starts.
+    """What the forkserver imports once for all children: the handler's module, and the
+    modules the main module's names come from.
 
-    A main module run with ``-m`` is preloaded by name. A main script (the ``sgw`` entry
-    point) cannot be: Python 3.11 to 3.13 drop its path on the way to the forkserver, so the
-    modules its names come from are preloaded instead, and the child's run of it is cheap.
+    Each child runs the main module again (as ``__mp_main__``) when it starts; with what it
+    imports already loaded, that run is cheap. The main module itself is not preloaded: by
+    name (``-m``), running it again would find it loaded and warn; by path (the ``sgw``
+    entry point), Python 3.11 to 3.13 drop it on the way to the forkserver.
     """
     main = sys.modules.get("__main__")
-    modules = ["__main__"]
-    name = getattr(getattr(main, "__spec__", None), "name", None)
-    if name and not name.endswith("__main__"):
-        modules.append(name)
-    elif main is not None:
-        for value in list(vars(main).values()):
-            origin = value.__name__ if isinstance(value, ModuleType) else None
-            origin = origin or getattr(value, "__module__", None)
-            if isinstance(origin, str) and origin in sys.modules and origin != "__main__":
-                modules.append(origin)
+    own = getattr(getattr(main, "__spec__", None), "name", None)
+    modules = []
+    for value in list(vars(main).values()) if main is not None else []:
+        origin = value.__name__ if isinstance(value, ModuleType) else None
+        origin = origin or getattr(value, "__module__", None)
+        if isinstance(origin, str) and origin in sys.modules and origin not in ("__main__", own):
+            modules.append(origin)
     return list(dict.fromkeys([*modules, handler.__module__, "worker_sdk._child"]))
 
 

@@ -16,8 +16,13 @@ import pytest
 
 from tests.support import eventually
 from tests.worker_sdk.pool_handlers import act
+from worker_sdk import Worker
 from worker_sdk._child import Limits
+from worker_sdk._handler import Handler
 from worker_sdk._pool import ChildDied, ChildFailed, ChildPool
+from worker_sdk._run import Runs
+from worker_sdk.wire import Cancelled, Failed, JobEvent, Succeeded, Task
+from worker_sdk.wire.urls import UrlPolicy
 
 MiB = 1024 * 1024
 
@@ -255,3 +260,73 @@ async def test_a_thousand_jobs_leak_no_descriptor_process_or_named_resource() ->
 
 async def _true(value: object) -> bool:
     return bool(value)
+
+
+@pytest.mark.parametrize("stop", ["cancel", "time_limit"])
+async def test_a_stopped_run_kills_only_its_child_and_the_pool_refills(
+    stop: str, tmp_path: Path
+) -> None:
+    """Through the runs of a worker: the stopped job ignores ctx.cancelled, so only the kill
+    after cancel_grace ends it; the job beside it goes on, on the same child."""
+    events: list[JobEvent] = []
+
+    async def publish(event: JobEvent) -> None:
+        events.append(event)
+
+    worker = Worker("pool", version="1.0.0", cancel_grace=0.2)
+    async with pool_of(2) as pool:
+        runs = Runs(
+            worker,
+            Handler.of(act, "process"),
+            worker_id="w",
+            host="h",
+            publish=publish,
+            url_policy=UrlPolicy(),
+            threads=None,
+            children=pool,
+        )
+        limit = {"time_limit": 0.5} if stop == "time_limit" else {}
+        doomed = Task(
+            job_id=uuid.uuid4(), service="pool", inputs={"gate": str(tmp_path / "never")}, **limit
+        )
+        gate = tmp_path / "keeper"
+        keeper = Task(job_id=uuid.uuid4(), service="pool", inputs={"gate": str(gate)})
+        stopped = asyncio.create_task(runs.execute(doomed))
+        going = asyncio.create_task(runs.execute(keeper))
+        await eventually(lambda: _true(pool.busy == 2), what="both jobs to start")
+        before = set(pool.pids)
+        if stop == "cancel":
+            runs.cancel(doomed.job_id)
+        outcome = await stopped
+        if stop == "cancel":
+            assert isinstance(outcome, Cancelled)
+        else:
+            assert isinstance(outcome, Failed)
+            assert outcome.error.code == "time_limit"
+        after = await refilled(pool, before, lost=1)
+        await ended(*(before - after))
+        assert not going.done()
+        gate.touch()
+        finished = await going
+        assert isinstance(finished, Succeeded)
+        assert finished.result is not None
+        assert finished.result["pid"] in before & after
+
+
+async def test_a_resize_grows_at_once_and_shrinks_without_cutting_a_job(tmp_path: Path) -> None:
+    async with pool_of(1) as pool:
+        pool.resize(3)
+        grown = await refilled(pool, set(), lost=0)
+        assert len(grown) == 3
+        gates = [tmp_path / f"gate{n}" for n in range(2)]
+        jobs = [asyncio.create_task(run(pool, {"gate": str(g)})) for g in gates]
+        await eventually(lambda: _true(pool.busy == 2), what="both jobs to start")
+        pool.resize(1)  # the idle child retires now, the busy ones when their jobs end
+        assert len(pool.pids) == 2
+        for gate in gates:
+            gate.touch()
+        ran = {(await job)["pid"] for job in jobs}
+        assert ran <= grown
+        after = await refilled(pool, grown, lost=2)
+        assert len(after) == 1
+        assert (await run(pool))["pid"] in after
