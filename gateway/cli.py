@@ -25,7 +25,7 @@ from gateway.checks import route_warnings, secret_warnings
 from gateway.codegen import CodegenUnavailable, generate_models
 from gateway.server import GuardedHttpProtocol
 from gateway.settings import Settings, SettingsFileMissing, load_settings
-from worker_sdk import UnknownService, Worker
+from worker_sdk import Autoscale, UnknownService, Worker
 from worker_sdk.wire import TopologyMismatch
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 from worker_sdk.wire.supervisor import BrokerUnreachable
@@ -174,6 +174,13 @@ def _print_catalogue_error(console: Console, exc: CatalogueError) -> None:
         console.print(f"  {problem}", markup=False)
 
 
+def _autoscale(text: str) -> Autoscale:
+    try:
+        return Autoscale.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -239,6 +246,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 burst=args.burst,
                 url_policy=settings.url_policy(),
+                autoscale=args.autoscale,
             )
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -326,7 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", parents=[common], help="run a worker: sgw worker module:attribute"
     )
     worker.add_argument("reference", help="e.g. examples.thumbnail:worker")
-    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (= prefetch)")
+    scale = worker.add_mutually_exclusive_group()
+    scale.add_argument("--concurrency", type=int, default=1, help="jobs at once (= prefetch)")
+    scale.add_argument(
+        "--autoscale",
+        type=_autoscale,
+        metavar="MIN:MAX",
+        help="follow the backlog: grow the concurrency (process handlers: child processes) up "
+        "to MAX while tasks wait, shrink it down to MIN when idle, never cutting a job",
+    )
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     worker.add_argument(
         "--shutdown-grace",

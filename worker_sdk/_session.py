@@ -21,7 +21,7 @@ import socket
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aio_pika.abc import (
     AbstractChannel,
@@ -31,6 +31,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
+from ._autoscale import Autoscale, Consumers, Scaler, follow_backlog
 from ._child import Limits
 from ._handler import Handler
 from ._pool import ChildPool
@@ -87,6 +88,7 @@ class Session:
         concurrency: int,
         url_policy: UrlPolicy,
         limits: Limits,
+        autoscale: Autoscale | None = None,
     ) -> None:
         self.worker = worker
         self.url_policy = url_policy
@@ -94,7 +96,8 @@ class Session:
         self.queue_options = queue_options
         self.amqp_url = amqp_url
         self.topology = topology
-        self.concurrency = concurrency
+        self.concurrency = autoscale.minimum if autoscale is not None else concurrency
+        self.autoscale = autoscale
         self.limits = limits
         self.host = socket.gethostname()
         self.worker_id = f"{worker.service}@{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -106,6 +109,7 @@ class Session:
         self._finished: OrderedDict[tuple[uuid.UUID, int], None] = OrderedDict()
         self._exchanges: CoreExchanges | None = None
         self._runs: Runs | None = None
+        self._children: ChildPool | None = None
 
     def stop(self) -> None:
         self._stop_consuming.set()
@@ -116,8 +120,9 @@ class Session:
 
     async def run(self, *, burst: bool) -> bool:
         """Consume until stopped (False) or until the channel is lost for good (True)."""
+        most = self.autoscale.maximum if self.autoscale is not None else self.concurrency
         threads = (
-            ThreadPoolExecutor(self.concurrency, thread_name_prefix="job")
+            ThreadPoolExecutor(most, thread_name_prefix="job")
             if self.handler.isolation == "thread"
             else None
         )
@@ -131,6 +136,7 @@ class Session:
             if self.handler.isolation == "process"
             else None
         )
+        self._children = children
         self._runs = Runs(
             self.worker,
             self.handler,
@@ -161,7 +167,9 @@ class Session:
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._channel = channel
-            await channel.set_qos(prefetch_count=self.concurrency)
+            # Autoscaled: one consumer per unit of concurrency, each taking one task at a time.
+            prefetch = 1 if self.autoscale is not None and not burst else self.concurrency
+            await channel.set_qos(prefetch_count=prefetch)
             self._exchanges = await declare_topology(channel, self.topology)
             queue = await declare_task_queue(
                 channel, self.topology, self.worker.service, self.queue_options
@@ -182,12 +190,26 @@ class Session:
             await connection.close()
 
     async def _consume(self, queue: AbstractQueue) -> bool:
-        tag = await queue.consume(self._on_message)
+        consumers = Consumers(queue, self._on_message)
+        await consumers.resize(1 if self.autoscale is None else self.concurrency)
         stopped = asyncio.create_task(self._stop_consuming.wait())
         lost = asyncio.create_task(self._lost.wait())
-        await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        lost.cancel()
+        waits: set[asyncio.Task[Any]] = {stopped, lost}
+        if self.autoscale is not None:
+            scaler = Scaler(self.autoscale, idle_after=self.worker.autoscale_idle)
+            follow = follow_backlog(
+                consumers,
+                scaler,
+                ready=lambda: self._ready_tasks(queue),
+                concurrency=lambda: self.concurrency,
+                rescale=self._rescale,
+                interval=self.worker.autoscale_interval,
+            )
+            waits.add(asyncio.create_task(follow))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
         if self._lost.is_set():
             log.error(
                 "worker %s: the channel stayed closed for %.0fs; dropping the connection",
@@ -198,9 +220,23 @@ class Session:
                 job.cancel()  # its task goes back to the queue with the connection
             await asyncio.gather(*self._jobs, return_exceptions=True)
             return not self._stop_consuming.is_set()
-        await queue.cancel(tag)
+        await consumers.cancel()
         await self._finish_in_flight()
         return False
+
+    def _rescale(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        if self._children is not None:
+            self._children.resize(concurrency)
+
+    async def _ready_tasks(self, queue: AbstractQueue) -> int:
+        """Tasks ready in the queue (delivered ones are not counted), from a passive declare
+        (on the channel underneath: aio-pika answers a passive declare of a queue it knows
+        from its cache)."""
+        assert self._channel is not None
+        underlay = await self._channel.get_underlay_channel()
+        declared = await underlay.queue_declare(queue.name, passive=True)
+        return declared.message_count or 0
 
     async def _finish_in_flight(self) -> None:
         if not self._jobs:

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from ._autoscale import Autoscale
 from ._child import Limits
 from ._handler import Handler, Isolation, check_inputs_model
 from ._session import Session
@@ -56,6 +57,10 @@ class Worker:
     :param max_memory_per_child: process handlers: resident bytes a child process may hold
         after a job before it is replaced by a fresh one (None: no limit); the job that
         crossed the line still completes.
+    :param autoscale_interval: with ``run(autoscale=...)``: seconds between two looks at the
+        backlog.
+    :param autoscale_idle: with ``run(autoscale=...)``: seconds the worker must have had less
+        work than its concurrency before it shrinks.
     :param publish_timeout: seconds to wait for the broker to confirm an event.
     :param connect_timeout: seconds to keep trying a broker that does not answer at start.
     """
@@ -76,6 +81,8 @@ class Worker:
         connect_timeout: float = 30.0,
         max_jobs_per_child: int | None = None,
         max_memory_per_child: int | None = None,
+        autoscale_interval: float = 1.0,
+        autoscale_idle: float = 30.0,
     ) -> None:
         self.service = service
         self.version = version
@@ -90,6 +97,8 @@ class Worker:
         self.connect_timeout = connect_timeout
         self.max_jobs_per_child = max_jobs_per_child
         self.max_memory_per_child = max_memory_per_child
+        self.autoscale_interval = autoscale_interval
+        self.autoscale_idle = autoscale_idle
         self._handler: Handler | None = None
         self._sessions: set[Session] = set()
         self._stopping = False
@@ -146,12 +155,15 @@ class Worker:
         concurrency: int = 1,
         burst: bool = False,
         url_policy: UrlPolicy | None = None,
+        autoscale: Autoscale | None = None,
     ) -> None:
         """Consume and run jobs until :meth:`stop` (or, with ``burst``, until the queue is empty).
 
         The service's queue arguments come from ``catalogue`` (the gateway's own); a service
         that is not in it raises :class:`UnknownService` before anything connects.
         ``concurrency`` is both the number of jobs run at once and the prefetch count;
+        ``autoscale`` (``Autoscale(1, 4)``) makes it follow the backlog between its bounds
+        instead, starting at the lower one (burst mode keeps ``concurrency``);
         ``url_policy`` governs :meth:`JobContext.fetch` (public addresses only by default).
         """
         if self._handler is None:
@@ -180,6 +192,7 @@ class Worker:
                 concurrency,
                 url_policy or UrlPolicy(),
                 Limits(memory=spec.memory_limit, cpu_time=spec.cpu_time_limit),
+                autoscale=None if burst else autoscale,
             )
             self._sessions.add(session)
             try:
