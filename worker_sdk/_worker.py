@@ -181,6 +181,14 @@ class Worker:
                 self.version,
                 spec.version,
             )
+        limits = Limits(memory=spec.memory_limit, cpu_time=spec.cpu_time_limit)
+        if limits and self._handler.isolation != "process":
+            log.warning(
+                "worker %s: the catalogue's memory_limit and cpu_time_limit bound process "
+                "handlers only; this %s handler runs without them",
+                self.service,
+                self._handler.isolation,
+            )
         self._stopping = False
         while not self._stopping:
             session = Session(
@@ -191,7 +199,7 @@ class Worker:
                 Topology(namespace),
                 concurrency,
                 url_policy or UrlPolicy(),
-                Limits(memory=spec.memory_limit, cpu_time=spec.cpu_time_limit),
+                limits,
                 autoscale=None if burst else autoscale,
             )
             self._sessions.add(session)
