@@ -11,13 +11,17 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
-from gateway.api import canarie, jobs, legacy, openapi, ops, processes
+from gateway.api import canarie, docs, jobs, legacy, openapi, ops, processes, workers
+from gateway.api import capacity as capacity_api
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
+from gateway.capacity import Capacity
 from gateway.changes import Changes
 from gateway.errors import COMMON_RESPONSES, install_error_handlers
+from gateway.fleet import Fleet
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
 from gateway.limits import SubmitLimiter
@@ -25,10 +29,15 @@ from gateway.metrics import Metrics
 from gateway.recovery import Recovery
 from gateway.runtime import Runtime
 from gateway.server import GuardedHttpProtocol
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, load_settings, webhook_signer
 from gateway.store import JobStore, open_store
 from gateway.sweeper import Sweeper
+from gateway.ui import STATIC_DIR, STATIC_PATH
+from gateway.ui import routes as ui_routes
 from gateway.watch import JobWatch
+from gateway.webhook_delivery import WebhookDeliverer
+from gateway.webhook_outbox import WebhookOutbox
+from gateway.webhooks import Subscriptions
 from worker_sdk.wire import Topology
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 
@@ -74,6 +83,7 @@ def create_app(
                     "AUTHENTICATION IS DISABLED (SG_AUTH_DISABLED=true): every caller is an "
                     "anonymous admin who sees and cancels every job. Never run this in production."
                 )
+            hooks = settings.webhooks_enabled
             jobs_store = store if store is not None else open_store(settings.store_url)
             stack.push_async_callback(jobs_store.close)
             await jobs_store.open()
@@ -84,12 +94,32 @@ def create_app(
                 publish_timeout=settings.publish_timeout,
                 connect_timeout=settings.broker_connect_timeout,
                 name=f"gateway@{socket.gethostname()}:{os.getpid()}",
+                webhook_delays=settings.webhook_retry_delays if hooks else None,
             )
+            metrics = Metrics(settings.prometheus_multiproc_dir)
+            deliverer = _deliverer(settings, jobs_store, broker, metrics) if hooks else None
+            if deliverer is not None:  # closed after the broker: its consumer is gone by then
+                stack.push_async_callback(deliverer.close)
             stack.push_async_callback(broker.close)
             await broker.connect()
             watch = JobWatch()
             stack.push_async_callback(watch.close)
-            changes = Changes(watch, Metrics(settings.prometheus_multiproc_dir))
+            outbox = (
+                WebhookOutbox(
+                    jobs_store,
+                    broker,
+                    public_url=str(settings.public_url) if settings.public_url else None,
+                    interval=settings.recovery_interval,
+                    older_than=settings.publish_timeout + 2.0,
+                )
+                if hooks
+                else None
+            )
+            changes = Changes(
+                watch,
+                metrics,
+                webhooks=outbox.owe if outbox is not None else None,
+            )
             recovery = Recovery(
                 jobs_store,
                 broker,
@@ -114,6 +144,10 @@ def create_app(
                 inputs=inputs,
                 limiter=SubmitLimiter(settings.submit_rate, settings.submit_burst),
                 recovery=recovery,
+                subscriptions=Subscriptions(
+                    settings.webhook_policy() if hooks else None,
+                    deadline=settings.url_check_deadline,
+                ),
                 max_active_jobs=settings.max_active_jobs,
                 idempotency_window=settings.idempotency_window,
             )
@@ -136,6 +170,12 @@ def create_app(
                 topology.events_queue, applier.on_event, prefetch=settings.events_prefetch
             )
             await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
+            if deliverer is not None:
+                await broker.consume(
+                    topology.webhooks_queue,
+                    deliverer.on_message,
+                    prefetch=settings.webhook_concurrency,
+                )
             broker.start_watchdog(settings.broker_reconnect_after)
             sweeper = Sweeper(
                 jobs_store,
@@ -144,8 +184,15 @@ def create_app(
                 grace=settings.reaper_grace,
                 silence=settings.heartbeat_silence,
             )
-            for loop in (sweeper.run(settings.sweep_interval), recovery.run()):
+            loops = [sweeper.run(settings.sweep_interval), recovery.run()]
+            if outbox is not None:
+                loops.append(outbox.run())
+            for loop in loops:
                 stack.push_async_callback(_cancel, asyncio.create_task(loop))
+            fleet = Fleet(jobs_store, silence=settings.heartbeat_silence)
+            capacity = Capacity(
+                jobs_store, broker, services, fleet, refresh=settings.capacity_refresh
+            )
             log.info(
                 "gateway ready: %d service(s), namespace %r, store %s",
                 len(services),
@@ -165,6 +212,8 @@ def create_app(
                     inputs=inputs,
                     recovery=recovery,
                     watch=watch,
+                    fleet=fleet,
+                    capacity=capacity,
                 )
             }
 
@@ -181,13 +230,42 @@ def create_app(
         # FastAPI's own limit: bodies past it are answered 413 (plain text) before any parsing.
         max_body_size=settings.max_body_size,
         generate_unique_id_function=openapi.operation_id,
+        # Served by gateway.api.docs from the gateway's own files, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     openapi.install(app, services)
+    app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(docs.router)
+    ui_routes.install(app)
     # The CANARIE routes last: their /{service}/... paths must not shadow the others.
-    for router in (ops.router, processes.router, jobs.router, legacy.router, canarie.router):
+    for router in (
+        ops.router,
+        processes.router,
+        workers.router,
+        capacity_api.router,
+        jobs.router,
+        legacy.router,
+        canarie.router,
+    ):
         app.include_router(router)
     return app
+
+
+def _deliverer(
+    settings: Settings, store: JobStore, broker: Broker, metrics: Metrics
+) -> WebhookDeliverer:
+    secrets = [settings.webhook_secret, *settings.webhook_old_secrets]
+    return WebhookDeliverer(
+        store,
+        broker,
+        signers=[webhook_signer(s.get_secret_value()) for s in secrets if s is not None],
+        policy=settings.webhook_policy(),
+        delays=settings.webhook_retry_delays,
+        timeout=settings.webhook_timeout,
+        metrics=metrics,
+    )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

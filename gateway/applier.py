@@ -147,8 +147,17 @@ class EventApplier:
         if spec is None:
             raise Unusable(f"{event.kind} event for {event.service!r}, not in the catalogue")
         if isinstance(event, Heartbeat):
+            if event.leaving:
+                await self._store.worker_left(event.worker_id, at=now)
+                return None
             worker = WorkerInfo(id=event.worker_id, host=event.host, version=event.version)
-            await self._store.heartbeat(worker, service=event.service, at=now)
+            await self._store.heartbeat(
+                worker,
+                service=event.service,
+                at=now,
+                concurrency=event.concurrency,
+                running=event.running,
+            )
             return None
         at = min(event.emitted_at, now)
         expires_at = now + self._catalogue.retention(event.service)

@@ -37,6 +37,13 @@ from worker_sdk.wire import (
 from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
 from worker_sdk.wire.publish import PublishLost, PublishRefused, message, publish
 from worker_sdk.wire.supervisor import BrokerUnreachable, Supervisor, connect
+from worker_sdk.wire.topology import (
+    WEBHOOK_DELIVER_KEY,
+    declare_webhook_queues,
+    webhook_retry_key,
+)
+
+WEBHOOK = "webhook"
 
 log = logging.getLogger("gateway.broker")
 
@@ -94,8 +101,10 @@ class Broker:
         publish_timeout: float,
         connect_timeout: float,
         name: str,
+        webhook_delays: Sequence[int] | None = None,
     ) -> None:
         self.topology = topology
+        self._webhook_delays = webhook_delays
         self._url = url
         self._catalogue = catalogue
         self._publish_timeout = publish_timeout
@@ -104,6 +113,7 @@ class Broker:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._exchanges: CoreExchanges | None = None
+        self._webhooks: AbstractExchange | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._channels: list[AbstractChannel] = []
         self._registered: list[_Consumer] = []
@@ -128,6 +138,10 @@ class Broker:
         self._exchanges = await declare_topology(self._channel, self.topology)
         for spec in self._catalogue:
             await declare_task_queue(self._channel, self.topology, spec.id, spec.queue_options)
+        if self._webhook_delays is not None:
+            self._webhooks = await declare_webhook_queues(
+                self._channel, self.topology, self._webhook_delays
+            )
 
     @property
     def connected(self) -> bool:
@@ -169,6 +183,16 @@ class Broker:
         exchanges = self._exchanges_or_down()
         outgoing = message(barrier.to_bytes(), type=BARRIER, expiration=spec.queue_ttl)
         await self._publish(exchanges.tasks, outgoing, spec.id)
+
+    async def publish_webhook(self, body: bytes, *, job_id: uuid.UUID, delay: int | None) -> None:
+        """Queue a webhook delivery, due now or after ``delay`` seconds (one of the retry
+        schedule's), and wait for the broker's confirm."""
+        self._exchanges_or_down()
+        if self._webhooks is None:
+            raise BrokerDown("webhooks are not enabled on this gateway")
+        key = WEBHOOK_DELIVER_KEY if delay is None else webhook_retry_key(delay)
+        outgoing = message(body, type=WEBHOOK, correlation_id=str(job_id))
+        await self._publish(self._webhooks, outgoing, key)
 
     async def publish_control(self, request: CancelRequest) -> None:
         """Tell every worker (each has its own queue on the control fanout), confirmed."""
@@ -294,6 +318,7 @@ class Broker:
         self._channels.clear()
         self._channel = None
         self._exchanges = None
+        self._webhooks = None
         connection, self._connection = self._connection, None
         if connection is not None:
             try:

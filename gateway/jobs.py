@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -47,7 +47,9 @@ from gateway.store import (
     LegacyFields,
     Reason,
     StoreError,
+    WebhookDelivery,
 )
+from gateway.webhooks import Subscriptions, subscribed
 from worker_sdk.wire import CancelRequest, ErrorInfo, Task
 from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
 
@@ -57,8 +59,13 @@ RETRY_AFTER = "5"
 SUBMISSIONS = "submissions:"  # usage counter per service, for the monitoring routes
 
 
-def _fingerprint(service: str, inputs: dict[str, Any]) -> str:
-    canonical = json.dumps([service, inputs], sort_keys=True, separators=(",", ":"))
+def _fingerprint(
+    service: str, inputs: dict[str, Any], subscriber: dict[str, str] | None = None
+) -> str:
+    request: list[Any] = [service, inputs]
+    if subscriber:  # only then, so that earlier fingerprints stay what they were
+        request.append(subscriber)
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -75,10 +82,12 @@ class JobService:
         inputs: InputChecker,
         limiter: SubmitLimiter,
         recovery: Recovery,
+        subscriptions: Subscriptions,
         max_active_jobs: int | None,
         idempotency_window: float,
     ) -> None:
         self._idempotency_window = idempotency_window
+        self._subscriptions = subscriptions
         self._inputs = inputs
         self._store = store
         self._broker = broker
@@ -121,6 +130,7 @@ class JobService:
         idempotency_key: str | None = None,
         legacy: LegacyFields | None = None,
         delivery: Delivery | None = None,
+        subscriber: dict[str, str] | None = None,
     ) -> tuple[JobRecord, bool]:
         """Record the job, publish its task and (with ``wait``) wait for its end.
 
@@ -128,8 +138,13 @@ class JobService:
         within ``wait`` seconds, ``accepted`` otherwise) and whether it is the replay of an
         earlier submission with the same ``idempotency_key``. A task the broker did not
         confirm leaves the job ``failed``/``publish_failed`` and raises a 429 or 503 error.
+        A ``subscriber`` (OGC callback URIs) is part of the submission's fingerprint and, for
+        a new job, checked by the webhooks' URL policy with the inputs.
         """
-        fingerprint = _fingerprint(spec.id, inputs) if idempotency_key is not None else ""
+        subscriber = subscribed(subscriber) if subscriber else None
+        fingerprint = (
+            _fingerprint(spec.id, inputs, subscriber) if idempotency_key is not None else ""
+        )
         if idempotency_key is not None:
             earlier = await self._earlier(principal.subject, idempotency_key, fingerprint)
             if earlier is not None:
@@ -138,6 +153,8 @@ class JobService:
             await self._inputs.check(spec, inputs)
         else:
             self._inputs.check_bounds(inputs, root="/misc")
+        if subscriber is not None:
+            await self._subscriptions.check(subscriber)
         await self.admit(spec, principal)
         now = datetime.now(UTC)
         record = JobRecord(
@@ -151,6 +168,8 @@ class JobService:
             request_hash=fingerprint or None,
             legacy=legacy,
             delivery=delivery,
+            subscriber=subscriber,
+            webhook_open=subscriber is not None,
         )
         task = task_for(record, spec)
         try:
@@ -266,6 +285,13 @@ class JobService:
             raise UnknownJob(f"no job {job_id}")
         return record
 
+    async def webhooks(
+        self, job_id: uuid.UUID, principal: Principal
+    ) -> tuple[JobRecord, list[WebhookDelivery]]:
+        """The job (if the principal sees it) and its webhook deliveries so far."""
+        record = await self.get(job_id, principal)
+        return record, await self._store.webhook_deliveries(job_id)
+
     @asynccontextmanager
     async def changes(
         self, job_id: uuid.UUID, principal: Principal
@@ -274,6 +300,22 @@ class JobService:
         await self.get(job_id, principal)  # ownership, before anything is watched
         async with self._changes.watch.subscribe(job_id) as queue:
             yield await self.get(job_id, principal), queue
+
+    @asynccontextmanager
+    async def following(
+        self, job_ids: Sequence[uuid.UUID], principal: Principal
+    ) -> AsyncIterator[tuple[list[JobRecord], asyncio.Queue[JobRecord]]]:
+        """Those of ``job_ids`` the principal may see, as they stand, and one queue of their
+        later changes (the dashboard's live lists); unknown and others' jobs are left out."""
+        visible = []
+        for job_id in dict.fromkeys(job_ids):
+            try:
+                visible.append((await self.get(job_id, principal)).id)
+            except (UnknownJob, JobGone):
+                continue
+        async with self._changes.watch.subscribe(*visible) as queue:
+            current = [await self._store.get(job_id) for job_id in visible]
+            yield [record for record in current if record is not None], queue
 
     def expiry(self, service: str, at: datetime) -> datetime:
         """When a job of ``service`` finished at ``at`` is purged."""
@@ -329,7 +371,18 @@ class JobService:
                 job_id,
             )
 
-    async def page(self, principal: Principal, query: JobQuery) -> list[JobRecord]:
-        """A page of the principal's jobs (every job for an admin), newest first."""
-        owner = None if principal.admin else principal.subject
-        return await self._store.page_jobs(replace(query, owner=owner))
+    async def page(
+        self, principal: Principal, query: JobQuery, *, owner: str | None = None
+    ) -> list[JobRecord]:
+        """A page of the principal's jobs, newest first. An admin sees every job, or only
+        ``owner``'s when it is given; anyone else sees their own whatever ``owner`` says."""
+        shown = owner if principal.admin else principal.subject
+        return await self._store.page_jobs(replace(query, owner=shown))
+
+    async def recent(
+        self, principal: Principal, since: datetime, *, limit: int = 5000
+    ) -> list[JobRecord]:
+        """The jobs created since ``since`` that the principal may see (every owner's for an
+        admin), newest first, at most ``limit`` (the dashboard's figures of the last hour)."""
+        query = JobQuery(owner=None, created_from=since, limit=limit)
+        return await self.page(principal, query)

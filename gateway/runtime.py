@@ -11,6 +11,8 @@ from fastapi.security import HTTPBearer
 from gateway.api.schemas import StatusInfo
 from gateway.auth import Authenticator, Principal
 from gateway.broker import Broker
+from gateway.capacity import Capacity
+from gateway.fleet import Fleet, Waiting
 from gateway.inputs import InputChecker
 from gateway.jobs import JobService
 from gateway.metrics import Metrics
@@ -35,6 +37,8 @@ class Runtime:
     inputs: InputChecker
     recovery: Recovery
     watch: JobWatch
+    fleet: Fleet
+    capacity: Capacity
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies on its
@@ -80,9 +84,9 @@ class Presenter:
         self.base = base
         self._catalogue = catalogue
 
-    def __call__(self, record: JobRecord) -> StatusInfo:
+    def __call__(self, record: JobRecord, waiting: Waiting | None = None) -> StatusInfo:
         spec = self._catalogue.get(record.service)
-        return StatusInfo.of(record, self.base, spec.version if spec else None)
+        return StatusInfo.of(record, self.base, spec.version if spec else None, waiting)
 
 
 async def _presenter(request: Request) -> Presenter:

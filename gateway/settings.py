@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
@@ -10,9 +12,12 @@ from pydantic import AnyHttpUrl, AnyUrl, BeforeValidator, Field, SecretStr, fiel
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pymongo.errors import ConfigurationError, InvalidURI
 from pymongo.uri_parser import parse_uri
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from worker_sdk import UrlPolicy
 from worker_sdk.wire import DEFAULT_NAMESPACE
+from worker_sdk.wire.topology import DEFAULT_WEBHOOK_DELAYS
 
 
 def _split(value: object) -> object:
@@ -23,6 +28,25 @@ def _split(value: object) -> object:
 
 # A list setting written as "a,b,c" (or a JSON list) in the environment.
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split)]
+IntList = Annotated[tuple[int, ...], NoDecode, BeforeValidator(_split)]
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
+def webhook_signer(secret: str) -> Webhook:
+    """The Standard Webhooks signer of a ``whsec_<base64>`` secret; ValueError if it is not
+    one (at least 24 bytes, as the spec asks)."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(f"a webhook secret is written {WEBHOOK_SECRET_PREFIX}<base64>")
+    try:
+        signer = Webhook(secret)
+        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX) + "==")
+    except (ValueError, binascii.Error, EmptyWebhookSecretError) as exc:
+        raise ValueError(f"not a usable webhook secret: {exc}") from None
+    if len(key) < 24:
+        raise ValueError("a webhook secret's key has at least 24 bytes (32 recommended)")
+    return signer
 
 
 class Settings(BaseSettings):
@@ -95,7 +119,15 @@ class Settings(BaseSettings):
     heartbeat_silence: float = Field(
         default=30.0,
         gt=0,
-        description="Seconds without a heartbeat after which a worker counts as gone.",
+        description="Seconds without a heartbeat after which a worker counts as gone (not "
+        "listed by GET /workers; its running jobs are reaped). A clean stop's goodbye "
+        "removes it at once.",
+    )
+    capacity_refresh: float = Field(
+        default=2.0,
+        ge=0,
+        description="Seconds a process reuses a service's measured load (run times, jobs "
+        "running) when it shows an accepted job's queue position and estimated start.",
     )
     max_body_size: int = Field(
         default=1_048_576, ge=1024, description="Largest request body in bytes (413 past it)."
@@ -283,7 +315,75 @@ class Settings(BaseSettings):
             allow_networks=self.url_allow_networks,
         )
 
-    @field_validator("url_allow_networks")
+    # Webhooks (OGC `subscriber`, signed per Standard Webhooks)
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The deployment's webhook signing secret, `whsec_` then base64 of 24 to 64 "
+        "random bytes (`make run` writes one to .env). Unset, a `subscriber` is refused.",
+    )
+    webhook_old_secrets: SecretList = Field(
+        default=(),
+        description="Secrets being retired: every webhook is signed with them too (one "
+        "signature each in `webhook-signature`), so receivers can move to the new one.",
+    )
+    webhook_retry_delays: IntList = Field(
+        default=DEFAULT_WEBHOOK_DELAYS,
+        description="Seconds before each attempt after the first: one attempt more than "
+        "delays. Each delay is a holding queue of its own.",
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds one delivery attempt may take."
+    )
+    webhook_concurrency: int = Field(
+        default=16, ge=1, le=1000, description="Deliveries one gateway process makes at once."
+    )
+    webhook_schemes: CommaList = Field(
+        default=("https", "http"), description="Schemes allowed in `subscriber` URIs."
+    )
+    webhook_allow_hosts: CommaList = Field(
+        default=(),
+        description="Host names webhooks may reach although they resolve to private addresses.",
+    )
+    webhook_allow_networks: CommaList = Field(
+        default=(),
+        description="CIDRs webhooks may reach although private, loopback or link-local.",
+    )
+
+    @property
+    def webhooks_enabled(self) -> bool:
+        return self.webhook_secret is not None
+
+    def webhook_policy(self) -> UrlPolicy:
+        """The URL policy of `subscriber` URIs: the gateway itself connects to them, so it is
+        its own (a private network open to workers' documents is not open to webhooks)."""
+        return UrlPolicy(
+            schemes=self.webhook_schemes,
+            allow_hosts=self.webhook_allow_hosts,
+            allow_networks=self.webhook_allow_networks,
+        )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            webhook_signer(value.get_secret_value())
+        return value
+
+    @field_validator("webhook_old_secrets")
+    @classmethod
+    def _webhook_old_secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for secret in value:
+            webhook_signer(secret.get_secret_value())
+        return value
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _webhook_delays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= delay <= 7 * 86400 for delay in value):
+            raise ValueError("each delay is 1 to 604800 seconds")
+        return value
+
+    @field_validator("url_allow_networks", "webhook_allow_networks")
     @classmethod
     def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for network in value:

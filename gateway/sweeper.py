@@ -8,6 +8,9 @@ The reaper fails two kinds of stuck records, each past a generous grace:
 - ``running`` jobs past their service's time limit whose worker has gone silent (no
   heartbeat): the worker died and no other worker took the task back.
 
+It also forgets workers not heard of for :data:`WORKER_MEMORY` (each worker session leaves a
+record; a day of silence is far past anything the reaper or ``GET /workers`` asks of it).
+
 Every gateway process may sweep; each update is conditional, so racing sweeps are harmless.
 """
 
@@ -25,12 +28,15 @@ from worker_sdk.wire.catalogue import Catalogue
 
 log = logging.getLogger("gateway.sweeper")
 
+WORKER_MEMORY = timedelta(days=1)
+
 
 @dataclass
 class SweepReport:
     purged: int = 0
     never_queued: int = 0
     worker_lost: int = 0
+    workers_forgotten: int = 0
 
 
 class Sweeper:
@@ -66,7 +72,12 @@ class Sweeper:
                 log.exception("sweep failed; trying again next round")
 
     async def sweep(self, now: datetime) -> SweepReport:
-        report = SweepReport(purged=await self._store.expire(now))
+        report = SweepReport(
+            purged=await self._store.expire(now),
+            workers_forgotten=await self._store.forget_workers(
+                before=now - max(WORKER_MEMORY, self._silence)
+            ),
+        )
         for spec in self._catalogue:
             retention = timedelta(seconds=spec.retention)
             cutoff = now - timedelta(seconds=spec.queue_ttl) - self._grace

@@ -59,19 +59,22 @@ class JobWatch:
                 future.set_result(record)
 
     @asynccontextmanager
-    async def subscribe(self, job_id: UUID) -> AsyncIterator[asyncio.Queue[JobRecord]]:
-        """Every change of the job while the context lasts (server-sent events)."""
+    async def subscribe(self, *job_ids: UUID) -> AsyncIterator[asyncio.Queue[JobRecord]]:
+        """Every change of these jobs, in one queue, while the context lasts (server-sent
+        events)."""
         queue: asyncio.Queue[JobRecord] = asyncio.Queue()
-        self._subscribers.setdefault(job_id, set()).add(queue)
+        for job_id in job_ids:
+            self._subscribers.setdefault(job_id, set()).add(queue)
         try:
             await self._attach()
             yield queue
         finally:
-            queues = self._subscribers.get(job_id)
-            if queues is not None:
-                queues.discard(queue)
-                if not queues:
-                    del self._subscribers[job_id]
+            for job_id in job_ids:
+                queues = self._subscribers.get(job_id)
+                if queues is not None:
+                    queues.discard(queue)
+                    if not queues:
+                        del self._subscribers[job_id]
             self._detach_later()
 
     @asynccontextmanager

@@ -28,10 +28,13 @@ from tests.support import TEST_CATALOGUE
 from worker_sdk import Autoscale, UrlPolicy, Worker
 from worker_sdk.wire import Topology, delete_topology
 from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
+from worker_sdk.wire.topology import DEFAULT_WEBHOOK_DELAYS
 
 TEST_SECRET = "a-test-secret-long-enough-for-every-hs-algorithm-of-rfc-7518-0123"
 AMQP_URL = os.environ.get("SG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ROOT = Path(__file__).resolve().parent.parent
+# The webhook retry schedule of tests: short, and deleted with each test's namespace.
+TEST_WEBHOOK_DELAYS = (1, 2)
 
 
 @pytest.fixture
@@ -51,7 +54,12 @@ async def namespace(catalogue: Catalogue) -> AsyncIterator[str]:
     yield ns
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
-        await delete_topology(await connection.channel(), Topology(ns), [s.id for s in catalogue])
+        await delete_topology(
+            await connection.channel(),
+            Topology(ns),
+            [s.id for s in catalogue],
+            webhook_delays=(*DEFAULT_WEBHOOK_DELAYS, *TEST_WEBHOOK_DELAYS),
+        )
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPError
 
 log = logging.getLogger("worker_sdk")
@@ -151,3 +151,12 @@ async def follow_backlog(
             rescale(target)
         if len(consumers) != target:
             await consumers.resize(target)
+
+
+async def ready_tasks(channel: AbstractChannel, queue: str) -> int:
+    """Tasks ready in ``queue`` (delivered ones are not counted), from a passive declare on
+    the channel underneath: aio-pika answers a passive declare of a queue it knows from its
+    cache, with the length it had then."""
+    underlay = await channel.get_underlay_channel()
+    declared = await underlay.queue_declare(queue, passive=True)
+    return declared.message_count or 0

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 
-from .wire.urls import UrlPolicy, resolve
+from .wire.urls import UrlPolicy, pin, resolve
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 DEFAULT_TIMEOUT = 60.0
@@ -38,13 +38,10 @@ def fetch(
             scheme, host, port = policy.split(url)
             addresses = resolve(host, port)
             policy.check_resolved(host, addresses)
-            target = addresses[0]
-            netloc = f"[{target}]" if target.version == 6 else str(target)
-            pinned = urlsplit(url)._replace(netloc=f"{netloc}:{port}").geturl()
-            default_port = port == (443 if scheme == "https" else 80)
-            headers = {"Host": host if default_port else f"{host}:{port}"}
-            extensions = {"sni_hostname": host} if scheme == "https" else {}
-            with client.stream("GET", pinned, headers=headers, extensions=extensions) as response:
+            target = pin(url, scheme, host, port, addresses[0])
+            with client.stream(
+                "GET", target.url, headers=target.headers, extensions=target.extensions
+            ) as response:
                 if response.is_redirect:
                     location = response.headers.get("location")
                     if not location:

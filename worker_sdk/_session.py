@@ -31,7 +31,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
-from ._autoscale import Autoscale, Consumers, Scaler, follow_backlog
+from ._autoscale import Autoscale, Consumers, Scaler, follow_backlog, ready_tasks
 from ._child import Limits
 from ._handler import Handler
 from ._pool import ChildPool
@@ -181,8 +181,13 @@ class Session:
             log.info("worker %s consuming %s", self.worker_id, queue.name)
             if burst:
                 await self._drain(queue)
-                return False
-            return await self._consume(queue)
+            else:
+                lost = await self._consume(queue)
+                if lost:
+                    return True
+            await self._goodbye(heartbeat)
+            heartbeat = None
+            return False
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -196,11 +201,13 @@ class Session:
         lost = asyncio.create_task(self._lost.wait())
         waits: set[asyncio.Task[Any]] = {stopped, lost}
         if self.autoscale is not None:
+            channel = self._channel
+            assert channel is not None
             scaler = Scaler(self.autoscale, idle_after=self.worker.autoscale_idle)
             follow = follow_backlog(
                 consumers,
                 scaler,
-                ready=lambda: self._ready_tasks(queue),
+                ready=lambda: ready_tasks(channel, queue.name),
                 concurrency=lambda: self.concurrency,
                 rescale=self._rescale,
                 interval=self.worker.autoscale_interval,
@@ -228,15 +235,6 @@ class Session:
         self.concurrency = concurrency
         if self._children is not None:
             self._children.resize(concurrency)
-
-    async def _ready_tasks(self, queue: AbstractQueue) -> int:
-        """Tasks ready in the queue (delivered ones are not counted), from a passive declare
-        (on the channel underneath: aio-pika answers a passive declare of a queue it knows
-        from its cache)."""
-        assert self._channel is not None
-        underlay = await self._channel.get_underlay_channel()
-        declared = await underlay.queue_declare(queue.name, passive=True)
-        return declared.message_count or 0
 
     async def _finish_in_flight(self) -> None:
         if not self._jobs:
@@ -410,6 +408,27 @@ class Session:
             timeout=self.worker.publish_timeout,
         )
 
+    def _beat(self, *, leaving: bool = False) -> Heartbeat:
+        return Heartbeat(
+            worker_id=self.worker_id,
+            service=self.worker.service,
+            version=self.worker.version,
+            host=self.host,
+            concurrency=self.concurrency,
+            running=[] if leaving else [j for j in self._jobs.values() if j.int],
+            leaving=leaving,
+        )
+
+    async def _goodbye(self, heartbeat: asyncio.Task[None]) -> None:
+        """A clean stop: no more heartbeats, and a last one that says the worker is leaving,
+        so that the gateway stops counting it at once (not after its heartbeat silence)."""
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        try:
+            await self._publish(self._beat(leaving=True))
+        except PUBLISH_ERRORS as exc:
+            log.warning("goodbye not published (the gateway will notice the silence): %r", exc)
+
     async def _heartbeats(self) -> None:
         """Announce the worker, and watch its channel (the watchdog behind reconnect_after)."""
         interval = self.worker.heartbeat_interval
@@ -417,16 +436,8 @@ class Session:
         while True:
             if supervisor.due(self._channel is not None and self._channel.is_closed):
                 self._lost.set()
-            beat = Heartbeat(
-                worker_id=self.worker_id,
-                service=self.worker.service,
-                version=self.worker.version,
-                host=self.host,
-                concurrency=self.concurrency,
-                running=[j for j in self._jobs.values() if j.int],
-            )
             try:
-                await self._publish(beat, expiration=interval * 3)
+                await self._publish(self._beat(), expiration=interval * 3)
             except PUBLISH_ERRORS as exc:
                 log.warning("heartbeat not published: %r", exc)
             await asyncio.sleep(min(interval, supervisor.period))  # the period

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from gateway.api.docs import DOCS_PATH
 from gateway.api.html import html_response, new_nonce, security_headers
 from gateway.broker import BrokerDown
 from gateway.canarie import (
@@ -66,11 +67,10 @@ def wants_json(accept: str | None) -> bool:
 
 def _links(request: Request) -> Links:
     base = str(request.base_url).rstrip("/")
-    docs = request.app.docs_url
     return Links(
         base=base,
         swagger_execute=_swagger_execute(request, base),
-        docs=f"{base}{docs}" if docs else None,
+        docs=f"{base}{DOCS_PATH}",
     )
 
 
@@ -78,8 +78,6 @@ def _swagger_execute(request: Request, base: str) -> str | None:
     """Swagger UI's deep link to the execute operation: ``#/{tag}/{operationId}``, read from
     this application's OpenAPI document (FastAPI turns Swagger UI's ``deepLinking`` on)."""
     app = request.app
-    if not app.docs_url:
-        return None
     paths: dict[str, Any] = app.openapi().get("paths", {})
     for path, operations in paths.items():
         post = operations.get("post")
@@ -87,7 +85,7 @@ def _swagger_execute(request: Request, base: str) -> str | None:
             tag = (post.get("tags") or ["default"])[0]
             # Swagger UI's createDeepLinkPath: trimmed, whitespace as %20.
             anchor = "/".join("%20".join(str(part).split()) for part in (tag, post["operationId"]))
-            return f"{base}{app.docs_url}#/{anchor}"
+            return f"{base}{DOCS_PATH}#/{anchor}"
     return None
 
 

@@ -14,7 +14,16 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from gateway.api import listing
 from gateway.api.execution import results_response
 from gateway.api.html import html_response
-from gateway.api.schemas import HTML, JSON, JobList, Link, StatusInfo
+from gateway.api.schemas import (
+    HTML,
+    JSON,
+    JobList,
+    Link,
+    StatusInfo,
+    Subscriber,
+    WebhookDeliveryInfo,
+    WebhookList,
+)
 from gateway.errors import (
     InvalidQueryParameter,
     JobDismissed,
@@ -166,14 +175,18 @@ async def job_status(
     request: Request,
     job_id: JobId,
     jobs: JobsDep,
+    runtime: RuntimeDep,
     principal: PrincipalDep,
     present: PresenterDep,
     f: Format = None,
     accept: AcceptHeader = None,
 ) -> Response:
-    """Status, progress and timestamps of one of the caller's jobs."""
+    """Status, progress and timestamps of one of the caller's jobs. While it is ``accepted``:
+    its ``queuePosition`` and ``estimatedStart``, and a ``message`` when no worker of its
+    process is live."""
     html = listing.wants_html(accept, f)
-    status = present(await jobs.get(job_id, principal))
+    record = await jobs.get(job_id, principal)
+    status = present(record, await runtime.capacity.waiting(record))
     if html:
         context = {"title": f"Job {job_id}", "job": status, "base": present.base}
         return html_response(request, "ogc_job.html", context)
@@ -234,6 +247,34 @@ async def job_results(
     running, 422 ``job-failed`` with the job's error when it failed."""
     job = await jobs.get(job_id, principal)
     return results_response(job, runtime.catalogue.get(job.service))
+
+
+@router.get(
+    "/jobs/{jobID}/webhooks",
+    response_model=WebhookList,
+    summary="Job webhooks",
+    operation_id="getWebhooks",
+    response_model_exclude_none=True,
+    responses=responses(Unauthorized, UnknownJob, StoreUnavailable),
+)
+async def job_webhooks(
+    job_id: JobId, jobs: JobsDep, principal: PrincipalDep, present: PresenterDep
+) -> Response:
+    """The job's ``subscriber`` and each webhook event attempted so far: attempts, the last
+    one's HTTP status or error, the next one's time, when it was delivered. See
+    docs/webhooks.md for the headers, the signature and the retry schedule."""
+    record, deliveries = await jobs.webhooks(job_id, principal)
+    href = f"{present.base}/jobs/{job_id}"
+    body = WebhookList(
+        jobID=job_id,
+        subscriber=Subscriber.model_validate(record.subscriber) if record.subscriber else None,
+        webhooks=[WebhookDeliveryInfo.of(d) for d in deliveries],
+        links=[
+            Link(href=f"{href}/webhooks", rel="self", type=JSON, title="This list"),
+            Link(href=href, rel="up", type=JSON, title="The job"),
+        ],
+    )
+    return Response(body.model_dump_json(exclude_none=True), media_type=JSON)
 
 
 async def _owned_job(job_id: JobId, jobs: JobsDep, principal: PrincipalDep) -> JobRecord:

@@ -134,10 +134,16 @@ async def healthz() -> Health:
 )
 async def metrics(runtime: RuntimeDep) -> Response:
     """Jobs submitted and finished (by service, status and reason), queue wait and run time
-    histograms and version mismatches of this process; queue depth and consumers per service,
-    read from RabbitMQ now."""
+    histograms and version mismatches of this process; per service, read now: queue depth
+    and consumers from RabbitMQ, and the capacity figures (``sg_capacity_*``, as
+    ``GET /capacity`` gives them) from the store."""
     instruments = runtime.metrics
     for spec in runtime.catalogue:
+        try:
+            instruments.show_capacity(await runtime.capacity.measure(spec))
+            continue
+        except StoreError:
+            pass  # the queue figures still come from the broker
         try:
             messages, consumers = await runtime.broker.queue_stats(
                 runtime.broker.topology.task_queue(spec.id)

@@ -207,13 +207,14 @@ async def execute(
     execution mode says: 201 with ``Location`` and the job's status, or (synchronous) its
     results once it ends.
 
+    A ``subscriber`` is called back with signed webhooks (docs/webhooks.md); a URI the
+    webhooks' URL policy refuses is 422 (400 when the gateway has no webhook secret).
+
     The job exists before its task: a task the broker does not confirm leaves the job
     ``failed``/``publish_failed`` and the answer is 503 (or 429 when the service's queue is
     full) — never 201 for a job that is not durably queued.
     """
     spec = jobs.service(process_id)
-    if body.subscriber is not None:
-        raise BadRequest("this gateway does not deliver callbacks: remove `subscriber`")
     form = delivery(body, spec)
     max_wait = runtime.settings.max_wait
     mode = execution_mode(prefer, sync_capable=spec.sync_capable(max_wait), max_wait=max_wait)
@@ -224,6 +225,7 @@ async def execute(
         wait=mode.wait,
         idempotency_key=idempotency_key,
         delivery=form,
+        subscriber=body.subscriber.model_dump(exclude_none=True) if body.subscriber else None,
     )
     location = f"{present.base}/jobs/{record.id}"
     headers = {"Location": location}

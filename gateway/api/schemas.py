@@ -10,8 +10,9 @@ from uuid import UUID
 from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.fleet import Waiting
 from gateway.oas30 import to_oas30
-from gateway.store import JobRecord, JobStatus
+from gateway.store import JobRecord, JobStatus, WebhookDelivery
 from worker_sdk.wire.catalogue import ServiceSpec
 
 
@@ -156,13 +157,77 @@ class ProcessDescription(ProcessSummary):
 
 
 class Subscriber(BaseModel):
-    """OGC callback URIs for a job's progress and end."""
+    """OGC callback URIs for a job's progress and end, called with signed webhooks (Standard
+    Webhooks) when the gateway has a webhook secret; each must pass the webhooks' URL policy
+    (public addresses only, unless allow-listed)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    successUri: str | None = None
-    inProgressUri: str | None = None
-    failedUri: str | None = None
+    successUri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Called once when the job succeeds (`job.successful`).",
+    )
+    inProgressUri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Called when a run starts (`job.started`) and at each progress report "
+        "(`job.progress`, coalesced).",
+    )
+    failedUri: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Called once when the job fails (`job.failed`) or is dismissed "
+        "(`job.dismissed`).",
+    )
+
+
+class WebhookDeliveryInfo(BaseModel):
+    """One webhook event of the job and where its delivery stands."""
+
+    id: str = Field(description="The event's `webhook-id`, the same on every attempt.")
+    type: str
+    url: str
+    state: Literal["retrying", "delivered", "failed"] = Field(
+        description="`delivered` (a 2xx came back), `retrying` (another attempt is "
+        "scheduled) or `failed` (every attempt of the schedule failed)."
+    )
+    attempts: int
+    firstAttempt: datetime | None = None
+    lastAttempt: datetime | None = None
+    lastStatus: int | None = Field(default=None, description="HTTP status of the last attempt.")
+    lastError: str | None = None
+    nextAttempt: datetime | None = None
+    delivered: datetime | None = None
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> WebhookDeliveryInfo:
+        return cls(
+            id=delivery.id,
+            type=delivery.type,
+            url=delivery.url,
+            state=delivery.state,
+            attempts=delivery.attempts,
+            firstAttempt=delivery.first_attempt,
+            lastAttempt=delivery.last_attempt,
+            lastStatus=delivery.last_status,
+            lastError=delivery.last_error,
+            nextAttempt=delivery.next_attempt,
+            delivered=delivery.delivered,
+        )
+
+
+class WebhookList(BaseModel):
+    """The job's subscriber and every webhook attempted so far (an event appears at its first
+    attempt)."""
+
+    jobID: UUID
+    subscriber: Subscriber | None = None
+    webhooks: list[WebhookDeliveryInfo]
+    links: list[Link] = Field(default_factory=list)
 
 
 class OutputRequest(BaseModel):
@@ -216,10 +281,30 @@ class StatusInfo(BaseModel):
     versionMismatch: bool | None = Field(
         default=None, description="True when the worker's version is not the catalogue's."
     )
+    queuePosition: int | None = Field(
+        default=None,
+        description="While accepted (on GET /jobs/{jobID}): 1 + the accepted jobs of its "
+        "process created before it. Approximate: a job waiting out a retry delay counts.",
+    )
+    estimatedStart: datetime | None = Field(
+        default=None,
+        description="While accepted (on GET /jobs/{jobID}): when a worker should take it, "
+        "from the live workers, the jobs ahead and the recent mean run time "
+        "(docs/scaling.md); absent when that cannot be known.",
+    )
     links: list[Link] = Field(default_factory=list)
 
     @classmethod
-    def of(cls, job: JobRecord, base: str, expected_version: str | None = None) -> StatusInfo:
+    def of(
+        cls,
+        job: JobRecord,
+        base: str,
+        expected_version: str | None = None,
+        waiting: Waiting | None = None,
+    ) -> StatusInfo:
+        """The job's status; ``waiting`` (an accepted job's, on ``GET /jobs/{id}``) adds
+        what it waits on: its place and estimated start, and a ``message`` when no worker of
+        its service is live."""
         href = f"{base}/jobs/{job.id}"
         links = [
             Link(href=href, rel="self", type=JSON, title="Job status"),
@@ -228,13 +313,15 @@ class StatusInfo(BaseModel):
         ]
         if job.status is JobStatus.SUCCESSFUL and job.purged is None:
             links.append(Link(href=f"{href}/results", rel=f"{OGC_REL}results", title="Job results"))
+        if job.subscriber:
+            links.append(Link(href=f"{href}/webhooks", rel="related", type=JSON, title="Webhooks"))
         return cls(
             jobID=job.id,
             processID=job.service,
             status=JobStatus.DISMISSED if job.purged is not None else job.status,
             outcome=job.status if job.purged is not None else None,
             reason=job.reason,
-            message=job.error.message if job.error is not None else job.message,
+            message=_message(job, waiting),
             progress=job.progress,
             attempt=job.attempt,
             created=job.created,
@@ -248,6 +335,8 @@ class StatusInfo(BaseModel):
                 if job.worker is not None and expected_version is not None
                 else None
             ),
+            queuePosition=waiting.position if waiting is not None else None,
+            estimatedStart=waiting.estimated_start if waiting is not None else None,
             links=links,
         )
 
@@ -261,6 +350,15 @@ class StatusInfo(BaseModel):
             headers=headers,
             media_type="application/json",
         )
+
+
+def _message(job: JobRecord, waiting: Waiting | None) -> str | None:
+    if job.error is not None:
+        return job.error.message
+    note = waiting.note(job.service) if waiting is not None else None
+    if note is None:
+        return job.message
+    return f"{job.message}; {note}" if job.message else note
 
 
 class JobList(BaseModel):

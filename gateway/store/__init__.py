@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import DuplicateJob, JobQuery, JobStore, StoreError, StoreRejected
+from .base import DuplicateJob, JobQuery, JobStore, ServiceLoad, StoreError, StoreRejected
 from .model import (
     ACTIVE,
     TERMINAL,
@@ -11,7 +11,10 @@ from .model import (
     JobStatus,
     LegacyFields,
     Reason,
+    WebhookAttempt,
+    WebhookDelivery,
     WorkerInfo,
+    WorkerState,
 )
 from .mongo import MongoStore
 from .sqlite import SQLiteStore
@@ -29,9 +32,13 @@ __all__ = [
     "MongoStore",
     "Reason",
     "SQLiteStore",
+    "ServiceLoad",
     "StoreError",
     "StoreRejected",
+    "WebhookAttempt",
+    "WebhookDelivery",
     "WorkerInfo",
+    "WorkerState",
     "open_store",
 ]
 

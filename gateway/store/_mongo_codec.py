@@ -150,7 +150,7 @@ async def create_indexes(jobs: Any) -> None:
     )
     await jobs.create_index([("created", DESCENDING), ("_id", DESCENDING)])
     await jobs.create_index([("owner", ASCENDING), ("status", ASCENDING)])
-    await jobs.create_index([("service", ASCENDING), ("status", ASCENDING)])
+    # (service, status) queries use the (service, status, created) index of _mongo_load.
     await jobs.create_index(
         [("owner", ASCENDING), ("idempotency_key", ASCENDING)],
         unique=True,

@@ -38,13 +38,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     legacy TEXT,
     queued TEXT,
     recovering TEXT,
-    delivery TEXT
+    delivery TEXT,
+    webhook_open INTEGER NOT NULL DEFAULT 0,
+    webhook_seq INTEGER NOT NULL DEFAULT 0
 );
 DROP INDEX IF EXISTS jobs_owner_created;
 CREATE INDEX IF NOT EXISTS jobs_owner_page ON jobs (owner, created DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_owner_service_page ON jobs (owner, service, created DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_page ON jobs (created DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_service_status ON jobs (service, status);
+DROP INDEX IF EXISTS jobs_service_status;
+CREATE INDEX IF NOT EXISTS jobs_service_status_created ON jobs (service, status, created);
+CREATE INDEX IF NOT EXISTS jobs_service_finished ON jobs (service, finished)
+    WHERE finished IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY, value INTEGER NOT NULL, since TEXT
@@ -52,8 +57,10 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE INDEX IF NOT EXISTS jobs_expires_at ON jobs (expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS tombstones (id TEXT PRIMARY KEY, owner TEXT NOT NULL, expired TEXT);
 CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, version TEXT, seen TEXT NOT NULL
+    id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, version TEXT, seen TEXT NOT NULL,
+    concurrency INTEGER NOT NULL DEFAULT 0, running TEXT, since TEXT, gone TEXT
 );
+CREATE INDEX IF NOT EXISTS workers_service_seen ON workers (service, seen);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency
     ON jobs (owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_unqueued ON jobs (service, created)
@@ -73,8 +80,21 @@ _COLUMNS = tuple(JobRecord.model_fields)
 _JSON_COLUMNS = frozenset(
     {"inputs", "result", "error", "worker", "subscriber", "legacy", "delivery"}
 )
-# Columns added after the first schema: a store file made before them gets them at open.
-ADDED_COLUMNS = {"delivery": "TEXT"}
+# Columns added after the first schema, by table: a store file made before them gets them
+# at open.
+ADDED_COLUMNS = {
+    "jobs": {
+        "delivery": "TEXT",
+        "webhook_open": "INTEGER NOT NULL DEFAULT 0",
+        "webhook_seq": "INTEGER NOT NULL DEFAULT 0",
+    },
+    "workers": {
+        "concurrency": "INTEGER NOT NULL DEFAULT 0",
+        "running": "TEXT",
+        "since": "TEXT",
+        "gone": "TEXT",
+    },
+}
 
 
 def stored_ts(value: datetime) -> str:

@@ -7,7 +7,7 @@ and an update that does not apply returns ``None`` instead of raising.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -15,7 +15,15 @@ from uuid import UUID
 
 from worker_sdk.wire import ErrorInfo
 
-from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
+from .model import (
+    ACTIVE,
+    JobRecord,
+    JobStatus,
+    WebhookAttempt,
+    WebhookDelivery,
+    WorkerInfo,
+    WorkerState,
+)
 
 
 class StoreError(RuntimeError):
@@ -65,6 +73,26 @@ class JobQuery:
         return frozenset(JobStatus) - {JobStatus.ACCEPTED}
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceLoad:
+    """A service's load as the store saw it at ``now`` (what the capacity figures are made of).
+
+    ``arrivals[i]`` counts the jobs created since ``since[i]``, ``completions[i]`` the runs
+    that ended since then (a job that started, whatever its end). ``first_created`` is the
+    creation of the service's oldest job on record (rates over a window longer than the
+    record are taken over the record). ``runs`` holds ``(queue wait, run time)`` in seconds
+    of the most recent runs that ended, newest first: ``started - created`` and
+    ``finished - started``.
+    """
+
+    accepted: int
+    running: int
+    arrivals: tuple[int, ...]
+    completions: tuple[int, ...]
+    first_created: datetime | None
+    runs: tuple[tuple[float, float], ...]
+
+
 class JobStore(Protocol):
     """Async persistence of job records."""
 
@@ -93,6 +121,18 @@ class JobStore(Protocol):
         """At most ``query.limit`` jobs matching ``query``, newest first, after its keyset
         position (see :class:`JobQuery`)."""
 
+    async def service_load(
+        self, service: str, *, since: Sequence[datetime], sample: int = 500
+    ) -> ServiceLoad:
+        """The service's load: its accepted and running jobs now, its arrivals and
+        completions since each of ``since``, and its ``sample`` most recent runs (see
+        :class:`ServiceLoad`). Index-backed: counts and a bounded read, never a scan of
+        the service's history."""
+
+    async def queue_position(self, record: JobRecord) -> int:
+        """How many ``accepted`` jobs of the record's service were created before it (ties
+        broken by id): its place in the queue, counting from 0."""
+
     async def count_active(self, owner: str) -> int:
         """How many of the owner's jobs are accepted or running."""
 
@@ -100,7 +140,8 @@ class JobStore(Protocol):
         """Drop the result of a finished job and mark it purged (once)."""
 
     async def expire(self, now: datetime, *, limit: int = 1000) -> int:
-        """Delete jobs whose ``expires_at`` has passed, leaving tombstones; how many."""
+        """Delete jobs whose ``expires_at`` has passed (their webhook deliveries too), leaving
+        tombstones; how many."""
 
     async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
         """Record that the broker confirmed these jobs' first tasks (the outbox's mark)."""
@@ -115,6 +156,27 @@ class JobStore(Protocol):
         """Take the right to republish an unqueued job's task for ``lease``: True for one
         caller at a time, and only while the job is ``accepted`` with no mark."""
 
+    async def owed_webhooks(self, *, before: datetime, limit: int = 100) -> list[JobRecord]:
+        """Jobs that may owe a webhook (``webhook_open``) and changed since the last one was
+        queued (``webhook_seq < seq``), last updated before ``before``, oldest first: the
+        candidates of the webhooks' outbox sweep."""
+
+    async def mark_webhook(self, job_id: UUID, *, seq: int, close: bool) -> None:
+        """Record that the webhook of the job's change ``seq`` is queued (or that it owed
+        none); never moves ``webhook_seq`` back. ``close`` clears ``webhook_open``: the
+        terminal state's webhook is queued and nothing more is owed."""
+
+    async def record_webhook_attempt(self, attempt: WebhookAttempt) -> None:
+        """Add an attempt to the delivery of ``attempt.event_id`` (created at its first):
+        one more attempt, its status and error, the next attempt's time; ``delivered`` keeps
+        the first success and ``exhausted`` is never cleared."""
+
+    async def webhook_delivery(self, event_id: str) -> WebhookDelivery | None:
+        """The delivery of one webhook event, or ``None`` before its first attempt."""
+
+    async def webhook_deliveries(self, job_id: UUID) -> list[WebhookDelivery]:
+        """The job's webhook deliveries, in the order of their first attempt."""
+
     async def tombstone(self, job_id: UUID) -> str | None:
         """The owner of a job deleted by retention, or ``None``."""
 
@@ -124,14 +186,37 @@ class JobStore(Protocol):
         """Jobs of the service in ``status`` since before ``before`` (``created`` for
         accepted jobs, ``started`` for running ones)."""
 
-    async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
-        """Record that a worker is alive."""
+    async def heartbeat(
+        self,
+        worker: WorkerInfo,
+        *,
+        service: str,
+        at: datetime,
+        concurrency: int = 0,
+        running: Collection[UUID] = (),
+    ) -> None:
+        """Record that a worker is alive, running these jobs: its last time seen only rises,
+        and a heartbeat older than the one recorded changes nothing else either."""
+
+    async def worker_left(self, worker_id: str, *, at: datetime) -> None:
+        """Record a worker's goodbye: it no longer counts as live, whatever heartbeat of its
+        own arrives late (worker ids are never reused)."""
+
+    async def forget_workers(self, *, before: datetime) -> int:
+        """Delete the workers last heard of before ``before`` (gone or long silent); how
+        many."""
 
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         """When the worker was last heard of."""
 
     async def active_workers(self, service: str, *, since: datetime) -> int:
-        """Workers of the service heard from after ``since``."""
+        """Workers of the service heard from after ``since`` that have not said goodbye."""
+
+    async def live_workers(
+        self, *, since: datetime, service: str | None = None
+    ) -> list[WorkerState]:
+        """The workers (of one service) heard from after ``since`` that have not said
+        goodbye, by service then id."""
 
     async def counter_since(self, counter: str) -> datetime | None:
         """When the counter was first bumped (its last reset), or ``None``."""

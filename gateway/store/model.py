@@ -59,6 +59,21 @@ class WorkerInfo(BaseModel):
     version: str
 
 
+class WorkerState(BaseModel):
+    """A worker as its heartbeats left it in the store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    service: str
+    host: str
+    version: str
+    concurrency: int = 0
+    running: tuple[UUID, ...] = ()
+    seen: datetime = Field(description="When the gateway last applied one of its heartbeats.")
+    since: datetime = Field(description="When the gateway applied its first heartbeat.")
+
+
 class LegacyFields(BaseModel):
     """What a job submitted on the old ServiceGateway routes carries beside its ``misc``
     (kept as its inputs): the document and the annotation storage its task names."""
@@ -125,3 +140,55 @@ class JobRecord(BaseModel):
     delivery: Delivery | None = Field(
         default=None, description="The results form asked for at submission (raw when unset)."
     )
+    webhook_open: bool = Field(
+        default=False,
+        description="A webhook may still be owed: set at submission with a subscriber, cleared "
+        "once the webhook of the job's terminal state is queued (the webhooks' outbox).",
+    )
+    webhook_seq: int = Field(
+        default=0,
+        ge=0,
+        description="The ``seq`` of the last change whose webhook was queued (or that owed none).",
+    )
+
+
+class WebhookAttempt(BaseModel):
+    """The outcome of one attempt to deliver a webhook event, as the store records it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: str = Field(description="The event's ``webhook-id``; the same on every attempt.")
+    job_id: UUID
+    type: str
+    url: str
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None
+    delivered: bool = False
+    next_attempt: datetime | None = None
+    exhausted: bool = Field(default=False, description="The last attempt allowed failed.")
+
+
+class WebhookDelivery(BaseModel):
+    """One webhook event of a job and where its delivery stands, attempt by attempt."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="The event's ``webhook-id``.")
+    job_id: UUID
+    type: str
+    url: str
+    attempts: int = 0
+    first_attempt: datetime | None = None
+    last_attempt: datetime | None = None
+    last_status: int | None = Field(default=None, description="HTTP status of the last attempt.")
+    last_error: str | None = None
+    next_attempt: datetime | None = None
+    delivered: datetime | None = Field(default=None, description="When an attempt succeeded.")
+    exhausted: bool = False
+
+    @property
+    def state(self) -> Literal["delivered", "failed", "retrying"]:
+        if self.delivered is not None:
+            return "delivered"
+        return "failed" if self.exhausted else "retrying"

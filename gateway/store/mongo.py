@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -22,6 +22,8 @@ from pymongo.errors import (
 
 from worker_sdk.wire import ErrorInfo
 
+from . import _mongo_load as _load
+from . import _mongo_workers as _workers
 from ._mongo_codec import (
     create_indexes,
     driver_errors,
@@ -29,15 +31,16 @@ from ._mongo_codec import (
     to_document,
     to_record,
 )
-from .base import JobQuery, StoreError
-from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo
+from ._mongo_webhooks import MongoWebhooks, create_webhook_indexes
+from .base import JobQuery, ServiceLoad, StoreError
+from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo, WorkerState
 
 DEFAULT_DATABASE = "servicegateway"
 
 ClientFactory = Callable[[], Any]
 
 
-class MongoStore:
+class MongoStore(MongoWebhooks):
     """:class:`~gateway.store.base.JobStore` on a MongoDB database (replica set in production)."""
 
     def __init__(
@@ -57,6 +60,7 @@ class MongoStore:
         self._counters: Any = None
         self._tombstones: Any = None
         self._workers: Any = None
+        self._deliveries: Any = None
 
     async def open(self) -> None:
         try:
@@ -70,8 +74,12 @@ class MongoStore:
             self._counters = database["counters"]
             self._tombstones = database["tombstones"]
             self._workers = database["workers"]
+            self._deliveries = database["webhook_deliveries"]
             await self._client.admin.command("ping")
             await create_indexes(self._jobs)
+            await create_webhook_indexes(self._jobs, self._deliveries)
+            await _load.create_indexes(self._jobs)
+            await _workers.create_indexes(self._workers)
         except PyMongoError as exc:
             await self.close()
             raise StoreError(f"cannot open the MongoDB store: {exc}") from exc
@@ -128,6 +136,14 @@ class MongoStore:
             docs = await cursor.to_list(None)
         return [r for r in map(to_record, docs) if r is not None]
 
+    async def service_load(
+        self, service: str, *, since: Sequence[datetime], sample: int = 500
+    ) -> ServiceLoad:
+        return await _load.service_load(self._collection, service, since=since, sample=sample)
+
+    async def queue_position(self, record: JobRecord) -> int:
+        return await _load.queue_position(self._collection, record)
+
     async def count_active(self, owner: str) -> int:
         query = {"owner": str(owner), "status": {"$in": sorted(str(s) for s in ACTIVE)}}
         with driver_errors():
@@ -159,7 +175,9 @@ class MongoStore:
                     upsert=True,
                 )
             if docs:
-                await self._collection.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+                ids = [d["_id"] for d in docs]
+                await self._collection.delete_many({"_id": {"$in": ids}})
+                await self._webhooks.delete_many({"job_id": {"$in": ids}})
         return len(docs)
 
     async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
@@ -222,18 +240,40 @@ class MongoStore:
             )
         return [r for r in map(to_record, docs) if r is not None]
 
-    async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
+    async def heartbeat(
+        self,
+        worker: WorkerInfo,
+        *,
+        service: str,
+        at: datetime,
+        concurrency: int = 0,
+        running: Collection[UUID] = (),
+    ) -> None:
+        await _workers.heartbeat(
+            self._worker_docs,
+            worker,
+            service=service,
+            at=at,
+            concurrency=concurrency,
+            running=running,
+        )
+
+    async def worker_left(self, worker_id: str, *, at: datetime) -> None:
+        await _workers.worker_left(self._worker_docs, worker_id, at=at)
+
+    async def forget_workers(self, *, before: datetime) -> int:
+        return await _workers.forget_workers(self._worker_docs, before=before)
+
+    async def live_workers(
+        self, *, since: datetime, service: str | None = None
+    ) -> list[WorkerState]:
+        return await _workers.live_workers(self._worker_docs, since=since, service=service)
+
+    @property
+    def _worker_docs(self) -> Any:
         if self._workers is None:
             raise StoreError("the MongoDB store is not open")
-        with driver_errors():
-            await self._workers.update_one(
-                {"_id": worker.id},
-                {
-                    "$set": {"service": service, "host": worker.host, "version": worker.version},
-                    "$max": {"seen": at},
-                },
-                upsert=True,
-            )
+        return self._workers
 
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         if self._workers is None:
@@ -260,14 +300,9 @@ class MongoStore:
         return doc.get("since") if doc is not None else None
 
     async def active_workers(self, service: str, *, since: datetime) -> int:
-        if self._workers is None:
-            raise StoreError("the MongoDB store is not open")
+        query = _workers.live_filter(since=since, service=service)
         with driver_errors():
-            return int(
-                await self._workers.count_documents(
-                    {"service": str(service), "seen": {"$gt": since}}
-                )
-            )
+            return int(await self._worker_docs.count_documents(query))
 
     async def counters(self, prefix: str = "") -> dict[str, int]:
         if self._counters is None:

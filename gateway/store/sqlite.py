@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,16 @@ from uuid import UUID
 
 from worker_sdk.wire import ErrorInfo
 
+from . import _sqlite_load as _load
+from . import _sqlite_workers as _workers
 from ._sqlite_executor import GroupCommit
 from ._sqlite_schema import ADDED_COLUMNS, SCHEMA, SHOWN_STATUS, decode, encode, stored_ts, ts
-from .base import DuplicateJob, JobQuery, StoreError
-from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo
+from ._sqlite_webhooks import WEBHOOK_SCHEMA, SQLiteWebhooks
+from .base import DuplicateJob, JobQuery, ServiceLoad, StoreError
+from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo, WorkerState
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteWebhooks):
     """:class:`~gateway.store.base.JobStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -48,10 +51,12 @@ class SQLiteStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
-        present = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
-        for column, kind in ADDED_COLUMNS.items():
-            if column not in present:
-                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        for table, added in ADDED_COLUMNS.items():
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in added.items():
+                if column not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        db.executescript(WEBHOOK_SCHEMA)  # after the columns it indexes exist
         return db
 
     async def close(self) -> None:
@@ -134,6 +139,18 @@ class SQLiteStore:
         records: list[JobRecord] = await self._run(statement)
         return records
 
+    async def service_load(
+        self, service: str, *, since: Sequence[datetime], sample: int = 500
+    ) -> ServiceLoad:
+        load: ServiceLoad = await self._run(
+            lambda db: _load.service_load(db, service, since=since, sample=sample)
+        )
+        return load
+
+    async def queue_position(self, record: JobRecord) -> int:
+        position: int = await self._run(lambda db: _load.queue_position(db, record))
+        return position
+
     async def count_active(self, owner: str) -> int:
         sql = "SELECT count(*) FROM jobs WHERE owner = :owner AND status IN ('accepted', 'running')"
 
@@ -169,6 +186,7 @@ class SQLiteStore:
                     {"id": job_id, "now": params["now"]},
                 )
                 db.execute("DELETE FROM jobs WHERE id = :id", {"id": job_id})
+                db.execute("DELETE FROM webhook_deliveries WHERE job_id = ?", (job_id,))
             return len(ids)
 
         count: int = await self._run(statement)
@@ -232,20 +250,27 @@ class SQLiteStore:
         records: list[JobRecord] = await self._run(statement)
         return records
 
-    async def heartbeat(self, worker: WorkerInfo, *, service: str, at: datetime) -> None:
-        sql = (
-            "INSERT INTO workers (id, service, host, version, seen) "
-            "VALUES (:id, :service, :host, :version, :seen) "
-            "ON CONFLICT (id) DO UPDATE SET seen = max(seen, :seen)"
+    async def heartbeat(
+        self,
+        worker: WorkerInfo,
+        *,
+        service: str,
+        at: datetime,
+        concurrency: int = 0,
+        running: Collection[UUID] = (),
+    ) -> None:
+        await self._run(
+            lambda db: _workers.heartbeat(
+                db, worker, service=service, at=at, concurrency=concurrency, running=running
+            )
         )
-        params = {
-            "id": worker.id,
-            "service": service,
-            "host": worker.host,
-            "version": worker.version,
-            "seen": ts(at),
-        }
-        await self._run(lambda db: db.execute(sql, params))
+
+    async def worker_left(self, worker_id: str, *, at: datetime) -> None:
+        await self._run(lambda db: _workers.worker_left(db, worker_id, at=at))
+
+    async def forget_workers(self, *, before: datetime) -> int:
+        count: int = await self._run(lambda db: _workers.forget_workers(db, before=before))
+        return count
 
     async def last_heartbeat(self, worker_id: str) -> datetime | None:
         def statement(db: sqlite3.Connection) -> datetime | None:
@@ -254,6 +279,18 @@ class SQLiteStore:
 
         seen: datetime | None = await self._run(statement)
         return seen
+
+    async def active_workers(self, service: str, *, since: datetime) -> int:
+        count: int = await self._run(lambda db: _workers.active_workers(db, service, since=since))
+        return count
+
+    async def live_workers(
+        self, *, since: datetime, service: str | None = None
+    ) -> list[WorkerState]:
+        found: list[WorkerState] = await self._run(
+            lambda db: _workers.live_workers(db, since=since, service=service)
+        )
+        return found
 
     async def bump(self, counter: str, by: int = 1) -> None:
         sql = (
@@ -270,15 +307,6 @@ class SQLiteStore:
 
         since: datetime | None = await self._run(statement)
         return since
-
-    async def active_workers(self, service: str, *, since: datetime) -> int:
-        sql = "SELECT count(*) FROM workers WHERE service = :service AND seen > :since"
-
-        def statement(db: sqlite3.Connection) -> int:
-            return int(db.execute(sql, {"service": service, "since": ts(since)}).fetchone()[0])
-
-        count: int = await self._run(statement)
-        return count
 
     async def counters(self, prefix: str = "") -> dict[str, int]:
         sql = "SELECT name, value FROM counters WHERE substr(name, 1, :n) = :prefix"

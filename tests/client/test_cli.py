@@ -196,3 +196,20 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 )
 def test_key_value_takes_json_when_it_is_json(text: str, expected: tuple[str, object]) -> None:
     assert key_value(text) == expected
+
+
+async def test_workers_lists_the_live_workers(live: LiveGateway, run_worker: RunWorker) -> None:
+    run_worker(slow, concurrency=2)
+
+    async def listed() -> Captured | None:
+        captured = Captured()
+        assert await sgw(live, "workers", captured=captured) == 0
+        return captured if "1 live worker(s)" in captured.stdout else None
+
+    captured = await eventually(listed, within=30, what="the worker in sgw workers")
+    row = next(line for line in captured.stdout.splitlines() if "slow@" in line)
+    assert "1.0.0" in row
+    assert "0/2" in row  # running / concurrency
+    other = Captured()
+    assert await sgw(live, "workers", "--service", "echo", captured=other) == 0
+    assert "0 live worker(s)" in other.stdout

@@ -125,7 +125,7 @@ class TestInputsAtTheEdge:
             assert {e["path"] for e in problem["errors"]} == members
         await _nothing_recorded_or_queued(gateway, namespace, "echo")
 
-    async def test_a_subscriber_is_refused_while_callbacks_are_not_delivered(
+    async def test_a_subscriber_is_refused_without_a_webhook_secret(
         self, gateway: Gateway, namespace: str
     ) -> None:
         response = await gateway.client.post(

@@ -71,8 +71,12 @@ async def test_the_reaper_fails_a_running_job_whose_worker_went_silent(gateway: 
             record.id, attempt=1, run_id=uuid.uuid4(), worker=worker, at=now - timedelta(hours=1)
         )
     await store.heartbeat(alive, service="limited", at=now)
+    long_gone = WorkerInfo(id="long-gone", host="h", version="1")
+    await store.heartbeat(long_gone, service="limited", at=now - timedelta(days=2))
     report = await gateway.runtime.sweeper.sweep(now)
     assert report.worker_lost == 1
+    assert report.workers_forgotten == 1  # silent for a day: its record goes
+    assert await store.last_heartbeat("long-gone") is None
     state = await job_state(gateway.client, str(orphan.id))
     assert (state["status"], state["reason"]) == ("failed", "worker_lost")
     assert (await job_state(gateway.client, str(watched.id)))["status"] == "running"

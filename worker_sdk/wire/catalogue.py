@@ -144,6 +144,12 @@ class ServiceSpec(_Frozen):
         description="CPU seconds a job may use (process handlers; counted in whole seconds). "
         "A job that uses more is stopped and fails with reason cpu_time_limit.",
     )
+    target_wait: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds a job should wait for a worker at most: the capacity API says "
+        "how many workers keep the predicted wait within it.",
+    )
     max_attempts: int = Field(default=1, ge=1, le=100, description="Retries included.")
     delivery_limit: int = Field(
         default=DEFAULT_DELIVERY_LIMIT,

@@ -227,7 +227,8 @@ class Retrying(_JobEvent):
 
 
 class Heartbeat(_Wire):
-    """A worker is alive: sent every few seconds, even while handlers burn CPU."""
+    """A worker is alive: sent every few seconds, even while handlers burn CPU; its last one,
+    on a clean shutdown, says it is ``leaving``."""
 
     kind: Literal["heartbeat"] = "heartbeat"
     worker_id: Name
@@ -237,6 +238,12 @@ class Heartbeat(_Wire):
     concurrency: int = Field(ge=0, le=1_000_000)
     running: list[UUID] = Field(default_factory=list, max_length=100_000)
     emitted_at: Timestamp = Field(default_factory=utcnow)
+    leaving: bool = Field(
+        default=False,
+        description="The worker's goodbye: it stopped cleanly and sends no more heartbeats. "
+        "A heartbeat rather than a kind of its own, so that a gateway that does not know "
+        "the field still reads it (as one more heartbeat).",
+    )
 
 
 class BarrierPassed(_Wire):

@@ -26,6 +26,11 @@ CONSUMER_DELIVERY_LIMIT = 10
 POISON_MAX_LENGTH = 100_000
 POISON_EVENTS_KEY = "poison.events"
 POISON_DEAD_KEY = "poison.dead"
+POISON_WEBHOOKS_KEY = "poison.webhooks"
+# Seconds between a webhook's attempts (Standard Webhooks' usual schedule): eight attempts
+# over about a day.
+DEFAULT_WEBHOOK_DELAYS = (5, 300, 1800, 7200, 18000, 36000, 36000)
+WEBHOOK_DELIVER_KEY = "deliver"
 
 
 class TopologyMismatch(RuntimeError):
@@ -72,6 +77,19 @@ class Topology:
 
     def retry_queue(self, service: str, tier: int) -> str:
         return f"{self.namespace}.retry.{service}.{tier}s"
+
+    @property
+    def webhooks_exchange(self) -> str:
+        return f"{self.namespace}.webhooks"
+
+    @property
+    def webhooks_queue(self) -> str:
+        """Webhook deliveries due now (the gateway's, not the workers')."""
+        return f"{self.namespace}.webhooks"
+
+    def webhook_retry_queue(self, delay: int) -> str:
+        """Where a webhook waits ``delay`` seconds before its next attempt."""
+        return f"{self.namespace}.webhooks.retry.{delay}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,15 +246,59 @@ async def declare_retry_queue(
     return name
 
 
+def webhook_retry_key(delay: int) -> str:
+    return f"retry.{delay}s"
+
+
+async def declare_webhook_queues(
+    channel: AbstractChannel, topology: Topology, delays: Iterable[int]
+) -> AbstractExchange:
+    """Declare the webhooks' exchange, the queue of deliveries due now and one holding queue
+    per delay of the retry schedule (one TTL per queue, so none waits behind a longer one;
+    expired, a delivery goes back to the queue of those due)."""
+    exchange = await channel.declare_exchange(
+        topology.webhooks_exchange, ExchangeType.DIRECT, durable=True
+    )
+    due = await declare_queue(
+        channel,
+        topology.webhooks_queue,
+        _consumer_queue_arguments(topology, POISON_WEBHOOKS_KEY),
+        what="this gateway needs the new arguments: drain and delete the queue",
+    )
+    await due.bind(exchange, routing_key=WEBHOOK_DELIVER_KEY)
+    for delay in sorted(set(delays)):
+        holding = await declare_queue(
+            channel,
+            topology.webhook_retry_queue(delay),
+            {
+                "x-queue-type": "quorum",
+                "x-message-ttl": delay * 1000,
+                "x-dead-letter-exchange": topology.webhooks_exchange,
+                "x-dead-letter-routing-key": WEBHOOK_DELIVER_KEY,
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+            },
+            what="drain and delete the queue",
+        )
+        await holding.bind(exchange, routing_key=webhook_retry_key(delay))
+    return exchange
+
+
 async def delete_topology(
-    channel: AbstractChannel, topology: Topology, services: Iterable[str]
+    channel: AbstractChannel,
+    topology: Topology,
+    services: Iterable[str],
+    *,
+    webhook_delays: Iterable[int] = DEFAULT_WEBHOOK_DELAYS,
 ) -> None:
-    """Delete every queue and exchange of the namespace for these services (tests, bench,
-    decommissioning). Messages in them are lost."""
+    """Delete every queue and exchange of the namespace for these services and this webhook
+    retry schedule (tests, bench, decommissioning). Messages in them are lost."""
     queues = [topology.events_queue, topology.dead_letter_queue, topology.poison_queue]
     for service in services:
         queues.append(topology.task_queue(service))
         queues.extend(topology.retry_queue(service, tier) for tier in RETRY_TIERS)
+    queues.append(topology.webhooks_queue)
+    queues.extend(topology.webhook_retry_queue(delay) for delay in set(webhook_delays))
     for name in queues:
         await channel.queue_delete(name, if_unused=False, if_empty=False)
     for name in (
@@ -244,5 +306,6 @@ async def delete_topology(
         topology.events_exchange,
         topology.control_exchange,
         topology.dead_letter_exchange,
+        topology.webhooks_exchange,
     ):
         await channel.exchange_delete(name)

@@ -91,6 +91,27 @@ class UrlPolicy:
             self.check_address(address, host)
 
 
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """A request to a checked address: the URL with the address in place of the host, and
+    the host kept where HTTP and TLS need it (``Host``, SNI)."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+
+
+def pin(url: str, scheme: str, host: str, port: int, address: IPAddress) -> Pinned:
+    """Connect to ``address`` (already checked) for ``url``, whose parts ``split`` gave, so
+    that the name cannot resolve elsewhere between the check and the connection."""
+    netloc = f"[{address}]" if address.version == 6 else str(address)
+    pinned = urlsplit(url)._replace(netloc=f"{netloc}:{port}").geturl()
+    default_port = port == (443 if scheme == "https" else 80)
+    headers = {"Host": host if default_port else f"{host}:{port}"}
+    extensions: dict[str, Any] = {"sni_hostname": host} if scheme == "https" else {}
+    return Pinned(pinned, headers, extensions)
+
+
 def literal_address(host: str) -> IPAddress | None:
     """The address a host names literally, in any spelling libc accepts, else None."""
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -28,6 +29,7 @@ from gateway.store import (
     MongoStore,
     SQLiteStore,
     StoreError,
+    WebhookAttempt,
     WorkerInfo,
     open_store,
 )
@@ -495,3 +497,214 @@ async def test_active_workers_and_counter_start(store: JobStore) -> None:
     since = await store.counter_since("submissions:echo")
     assert since is not None
     assert before - timedelta(seconds=1) <= since <= datetime.now(UTC)
+
+
+HOOKS = {"successUri": "https://hooks.example.org/done"}
+
+
+async def _owed(store: JobStore, before: datetime) -> list[uuid.UUID]:
+    return [r.id for r in await store.owed_webhooks(before=before)]
+
+
+async def test_a_subscribed_job_owes_webhooks_until_its_terminal_one_is_marked(
+    store: JobStore,
+) -> None:
+    job = _record(subscriber=HOOKS, webhook_open=True)
+    quiet = _record()  # no subscriber: never owes anything
+    for record in (job, quiet):
+        await store.insert(record)
+    soon = T0 + timedelta(hours=1)
+    assert await _owed(store, soon) == [job.id]
+    assert await _owed(store, T0) == []  # updated too recently for the sweep
+    await store.mark_webhook(job.id, seq=1, close=False)
+    assert await _owed(store, soon) == []
+    started = await store.start(job.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    assert started is not None
+    assert await _owed(store, soon) == [job.id]
+    await store.mark_webhook(job.id, seq=1, close=False)  # late: never moves back
+    assert await _owed(store, soon) == [job.id]
+    await store.mark_webhook(job.id, seq=started.seq, close=False)
+    assert await _owed(store, soon) == []
+    done = await store.finish(job.id, status=JobStatus.SUCCESSFUL, at=T0, result=1)
+    assert done is not None
+    assert done.webhook_open
+    assert await _owed(store, soon) == [job.id]
+    await store.mark_webhook(job.id, seq=done.seq, close=True)
+    closed = await store.get(job.id)
+    assert closed is not None
+    assert (closed.webhook_open, closed.webhook_seq) == (False, done.seq)
+    await store.purge(job.id, at=T0)
+    assert await _owed(store, soon) == []  # closed: a later change owes nothing
+    await store.mark_webhook(job.id, seq=done.seq + 5, close=False)
+    again = await store.get(job.id)
+    assert again is not None
+    assert again.webhook_seq == done.seq  # a closed job is not marked any more
+
+
+async def test_webhook_attempts_add_up_and_a_delivery_stays_delivered(store: JobStore) -> None:
+    job = _record(subscriber=HOOKS, webhook_open=True)
+    await store.insert(job)
+    event = f"{job.id}.successful"
+    assert await store.webhook_delivery(event) is None
+    base = WebhookAttempt(
+        event_id=event, job_id=job.id, type="job.successful", url=HOOKS["successUri"], at=T0
+    )
+    retry_at = T0 + timedelta(seconds=5)
+    await store.record_webhook_attempt(
+        base.model_copy(update={"status_code": 500, "error": "HTTP 500", "next_attempt": retry_at})
+    )
+    first = await store.webhook_delivery(event)
+    assert first is not None
+    assert (first.attempts, first.last_status, first.state) == (1, 500, "retrying")
+    assert (first.first_attempt, first.next_attempt, first.delivered) == (T0, retry_at, None)
+    ok_at = T0 + timedelta(seconds=6)
+    await store.record_webhook_attempt(
+        base.model_copy(update={"at": ok_at, "status_code": 204, "delivered": True})
+    )
+    # A duplicate's late failure does not undo the delivery.
+    late = T0 + timedelta(seconds=9)
+    await store.record_webhook_attempt(
+        base.model_copy(update={"at": late, "error": "timed out", "exhausted": True})
+    )
+    deliveries = await store.webhook_deliveries(job.id)
+    assert [d.id for d in deliveries] == [event]
+    (delivery,) = deliveries
+    assert (delivery.attempts, delivery.delivered, delivery.state) == (3, ok_at, "delivered")
+    assert (delivery.first_attempt, delivery.last_attempt, delivery.job_id) == (T0, late, job.id)
+    assert await store.webhook_deliveries(uuid.uuid4()) == []
+
+
+async def test_an_exhausted_delivery_is_failed_and_goes_with_its_expired_job(
+    store: JobStore,
+) -> None:
+    job = _record(subscriber=HOOKS, webhook_open=True)
+    await store.insert(job)
+    attempt = WebhookAttempt(
+        event_id=f"{job.id}.failed",
+        job_id=job.id,
+        type="job.failed",
+        url=HOOKS["successUri"],
+        at=T0,
+        error="connection refused",
+        exhausted=True,
+    )
+    await store.record_webhook_attempt(attempt)
+    (delivery,) = await store.webhook_deliveries(job.id)
+    assert (delivery.state, delivery.last_error, delivery.last_status) == (
+        "failed",
+        "connection refused",
+        None,
+    )
+    await store.finish(job.id, status=JobStatus.FAILED, at=T0, expires_at=T0)
+    assert await store.expire(T0 + timedelta(seconds=1)) == 1
+    assert await store.webhook_deliveries(job.id) == []
+    assert await store.webhook_delivery(attempt.event_id) is None
+
+
+async def test_live_workers_show_their_newest_heartbeat(store: JobStore) -> None:
+    job = uuid.uuid4()
+    await store.heartbeat(WORKER, service="echo", at=T0, concurrency=2, running=[job])
+    later = WorkerInfo(id="w1", host="h1", version="1.1")
+    await store.heartbeat(later, service="echo", at=T0 + timedelta(seconds=5), concurrency=4)
+    await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=1), running=[job])
+    other = WorkerInfo(id="w2", host="h2", version="2.0")
+    await store.heartbeat(other, service="textstats", at=T0, concurrency=1, running=[job])
+    silent = WorkerInfo(id="w3", host="h3", version="1.0")
+    await store.heartbeat(silent, service="echo", at=T0 - timedelta(minutes=5))
+    live = await store.live_workers(since=T0 - timedelta(seconds=30))
+    assert [(w.id, w.service) for w in live] == [("w1", "echo"), ("w2", "textstats")]
+    first = live[0]
+    assert (first.version, first.concurrency, first.running) == ("1.1", 4, ())
+    assert first.seen == T0 + timedelta(seconds=5)
+    assert first.since == T0
+    assert live[1].running == (job,)
+    echo = await store.live_workers(since=T0 - timedelta(seconds=30), service="echo")
+    assert [w.id for w in echo] == ["w1"]
+
+
+async def test_a_worker_that_said_goodbye_is_gone_at_once(store: JobStore) -> None:
+    await store.heartbeat(WORKER, service="echo", at=T0, concurrency=1)
+    await store.worker_left("w1", at=T0 + timedelta(seconds=1))
+    await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=2))  # late
+    assert await store.live_workers(since=T0 - timedelta(seconds=30)) == []
+    assert await store.active_workers("echo", since=T0 - timedelta(seconds=30)) == 0
+    await store.worker_left("never-seen", at=T0)
+    assert await store.last_heartbeat("never-seen") is None
+
+
+async def test_a_sqlite_file_of_an_older_schema_gains_the_new_worker_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the workers table as the first schema made it
+        db.execute(
+            "CREATE TABLE workers (id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, "
+            "version TEXT, seen TEXT NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO workers VALUES ('w1', 'echo', 'h1', '1.0', '2026-11-30T12:00:00.000000Z')"
+        )
+    db.close()
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        [worker] = await store.live_workers(since=T0 - timedelta(seconds=30))
+        assert (worker.id, worker.concurrency, worker.running, worker.since) == ("w1", 0, (), T0)
+        await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=1), concurrency=2)
+        [worker] = await store.live_workers(since=T0)
+        assert (worker.concurrency, worker.since) == (2, T0)
+    finally:
+        await store.close()
+
+
+async def test_service_load_counts_arrivals_completions_and_recent_runs(store: JobStore) -> None:
+    def at(seconds: float) -> datetime:
+        return T0 + timedelta(seconds=seconds)
+
+    ran = [_record(created=at(i), updated=at(i)) for i in range(3)]
+    waiting = [_record(created=at(10 + i), updated=at(10 + i)) for i in range(2)]
+    expired = _record(created=at(1), updated=at(1))
+    elsewhere = _record(service="other", created=at(0), updated=at(0))
+    for record in (*ran, *waiting, expired, elsewhere):
+        await store.insert(record)
+    for i, record in enumerate(ran):  # waits 1, 2, 3 s; runs 2, 4, 6 s
+        started = at(i + 1 + i)
+        await store.start(record.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=started)
+        if i < 2:
+            await store.finish(
+                record.id, status=JobStatus.SUCCESSFUL, at=started + timedelta(seconds=2 * i + 2)
+            )
+    await store.finish(expired.id, status=JobStatus.DISMISSED, at=at(20), reason="expired")
+    load = await store.service_load("echo", since=[at(0), at(5), at(11)], sample=10)
+    assert (load.accepted, load.running) == (2, 1)
+    assert load.arrivals == (6, 2, 1)
+    assert load.completions == (2, 1, 0)  # runs that ended at 3 and 7 s; the expired job never ran
+    assert load.first_created == T0
+    assert load.runs == ((2.0, 4.0), (1.0, 2.0))  # newest first: (wait, run)
+    assert (await store.service_load("echo", since=[at(0)], sample=1)).runs == ((2.0, 4.0),)
+    empty = await store.service_load("nothing", since=[at(0)])
+    assert (empty.accepted, empty.arrivals, empty.first_created, empty.runs) == (0, (0,), None, ())
+
+
+async def test_queue_position_counts_the_accepted_jobs_created_before(store: JobStore) -> None:
+    records = [_record(created=T0 + timedelta(seconds=i), updated=T0) for i in range(4)]
+    twin = _record(created=T0 + timedelta(seconds=3), updated=T0)
+    for record in (*records, twin):
+        await store.insert(record)
+    await store.start(records[0].id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    await store.insert(_record(service="other", created=T0, updated=T0))
+    assert await store.queue_position(records[0]) == 0  # running: nobody ahead counts
+    assert await store.queue_position(records[1]) == 0
+    assert await store.queue_position(records[2]) == 1
+    first, second = sorted((records[3], twin), key=lambda r: str(r.id))  # a tie: by id
+    assert await store.queue_position(first) == 2
+    assert await store.queue_position(second) == 3
+
+
+async def test_workers_long_silent_are_forgotten(store: JobStore) -> None:
+    old = WorkerInfo(id="w-old", host="h", version="1")
+    await store.heartbeat(old, service="echo", at=T0 - timedelta(days=2))
+    await store.heartbeat(WORKER, service="echo", at=T0)
+    assert await store.forget_workers(before=T0 - timedelta(days=1)) == 1
+    assert await store.last_heartbeat("w-old") is None
+    assert await store.last_heartbeat("w1") == T0

@@ -1,0 +1,95 @@
+"""Workers: the live ones, from their heartbeats (``GET /workers``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from gateway.errors import StoreUnavailable, Unauthorized, UnknownProcess, responses
+from gateway.runtime import PrincipalDep, RuntimeDep
+from gateway.store import WorkerState
+
+router = APIRouter(tags=["workers"])
+
+
+class WorkerStatus(BaseModel):
+    """One live worker, as its newest heartbeat describes it."""
+
+    id: str = Field(description="Unique per worker process and connection.")
+    service: str = Field(description="The process (service id) it serves.")
+    host: str
+    version: str = Field(description="The worker's version (the catalogue's, if it matches).")
+    concurrency: int = Field(description="Jobs it runs at once at most.")
+    running: list[UUID] = Field(description="The jobs it runs now.")
+    lastSeen: datetime = Field(description="When its newest heartbeat was applied.")
+    upSince: datetime = Field(description="When its first heartbeat was applied.")
+
+    @classmethod
+    def of(cls, worker: WorkerState) -> WorkerStatus:
+        return cls(
+            id=worker.id,
+            service=worker.service,
+            host=worker.host,
+            version=worker.version,
+            concurrency=worker.concurrency,
+            running=list(worker.running),
+            lastSeen=worker.seen,
+            upSince=worker.since,
+        )
+
+
+class WorkerList(BaseModel):
+    """The live workers: heard from within ``SG_HEARTBEAT_SILENCE`` seconds and not gone."""
+
+    workers: list[WorkerStatus]
+
+
+ProcessQuery = Annotated[
+    str | None,
+    Query(alias="processID", max_length=64, description="Only the workers of this process."),
+]
+ProcessId = Annotated[
+    str, Path(alias="processID", description="The service id from the catalogue.", max_length=64)
+]
+_ERRORS = responses(Unauthorized, UnknownProcess, StoreUnavailable)
+
+
+@router.get(
+    "/workers",
+    response_model=WorkerList,
+    summary="Live workers",
+    operation_id="getWorkers",
+    responses=_ERRORS,
+)
+async def list_workers(
+    runtime: RuntimeDep, principal: PrincipalDep, process_id: ProcessQuery = None
+) -> WorkerList:
+    """Every live worker (of one process with ``processID``), by process then id: a worker
+    that stopped cleanly leaves at once (its goodbye heartbeat); one that fell silent, after
+    ``SG_HEARTBEAT_SILENCE`` seconds."""
+    return await _workers(runtime, process_id)
+
+
+@router.get(
+    "/processes/{processID}/workers",
+    response_model=WorkerList,
+    summary="Live workers of a process",
+    operation_id="getProcessWorkers",
+    responses=_ERRORS,
+)
+async def process_workers(
+    process_id: ProcessId, runtime: RuntimeDep, principal: PrincipalDep
+) -> WorkerList:
+    """The process's live workers (as ``GET /workers?processID=``)."""
+    return await _workers(runtime, process_id)
+
+
+async def _workers(runtime: RuntimeDep, process_id: str | None) -> WorkerList:
+    if process_id is not None and runtime.catalogue.get(process_id) is None:
+        raise UnknownProcess(f"no process {process_id!r}")
+    live = await runtime.fleet.live(process_id)
+    return WorkerList(workers=[WorkerStatus.of(w) for w in live])
