@@ -21,9 +21,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
-from aio_pika.exceptions import AMQPError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 log = logging.getLogger("worker_sdk")
+
+# What a broker call may raise while the channel is closed or reopening.
+BROKER_ERRORS = (AMQPError, ChannelInvalidStateError, ConnectionError, TimeoutError)
 
 _BOUNDS = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
@@ -135,7 +138,7 @@ async def follow_backlog(
         await asyncio.sleep(interval)  # the period of the check
         try:
             waiting = await ready()
-        except (AMQPError, ConnectionError, TimeoutError) as exc:
+        except BROKER_ERRORS as exc:
             log.warning("autoscale: the queue's length is unknown (%r)", exc)
             continue
         current = concurrency()
@@ -149,8 +152,10 @@ async def follow_backlog(
                 waiting,
             )
             rescale(target)
-        if len(consumers) != target:
+        try:
             await consumers.resize(target)
+        except BROKER_ERRORS as exc:  # the channel is down: the next check tries again
+            log.warning("autoscale: consumers not resized (%r)", exc)
 
 
 async def ready_tasks(channel: AbstractChannel, queue: str) -> int:
