@@ -150,8 +150,8 @@ def _run_job(
         with limited(limits):
             value = to_json(handler(ctx, inputs))
     except MemoryError as exc:
-        # Past here the limit is lifted and the handler's frames are gone: there is memory to
-        # say so. The child may be left fragmented or holding leftovers: it is replaced.
+        # Past here the limit is lifted: there is memory to say so. The child may be left
+        # fragmented or holding the handler's leftovers: it is replaced after this job.
         code = "memory_limit" if limits.memory is not None else "handler_error"
         reply = ("error", job_id, type(exc).__name__, _memory_message(exc, limits), code, False)
         reply += (resident_bytes(), True)
