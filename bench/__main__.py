@@ -19,7 +19,10 @@ Timing figures depend on what else the machine runs: run it on a quiet machine. 
 shortens every measure (3 s wrk runs, 1,000 SSE streams, a store of 100,000 jobs), for a
 smoke check, not for figures.
 
-Usage: python -m bench [--quick]   (make bench installs the bench extra and wrk first)
+--only process measures the process-handler rows alone (no baseline, no other rows).
+
+Usage: python -m bench [--quick] [--only process]   (make bench installs the bench extra and wrk
+first)
 """
 
 from __future__ import annotations
@@ -95,7 +98,14 @@ def _merge(into: Phase, phase: Phase) -> None:
     into.notes.update(phase.notes)
 
 
-def run(sizes: Sizes) -> int:
+def _process_only(sizes: Sizes, workdir: Path, log: IO[bytes], failures: list[str]) -> Phase:
+    phase = Phase()
+    with Gateway(workdir, log, processes=2) as gateway:
+        _attempt("process handlers", phase, lambda: isolation.measure(sizes, gateway), failures)
+    return phase
+
+
+def run(sizes: Sizes, only: str | None = None) -> int:
     """Measure, print the table; the exit status: 1 when a measure failed."""
     sse.raise_fd_limit()
     failures: list[str] = []
@@ -103,15 +113,19 @@ def run(sizes: Sizes) -> int:
     log_path = workdir / "processes.log"
     log = log_path.open("wb")
     started = time.monotonic()
+    raw, base = 0.0, Phase()
     try:
-        step("raw confirmed publish")
-        namespace = f"bench-raw-{uuid.uuid4().hex[:8]}"
-        try:
-            raw = asyncio.run(raw_publish_rate(namespace, sizes.raw_messages))
-        finally:
-            asyncio.run(delete_namespace(namespace, ()))
-        base = baseline.measure(sizes, workdir, log)
-        mine = _ours(sizes, workdir, log, failures)
+        if only == "process":
+            mine = _process_only(sizes, workdir, log, failures)
+        else:
+            step("raw confirmed publish")
+            namespace = f"bench-raw-{uuid.uuid4().hex[:8]}"
+            try:
+                raw = asyncio.run(raw_publish_rate(namespace, sizes.raw_messages))
+            finally:
+                asyncio.run(delete_namespace(namespace, ()))
+            base = baseline.measure(sizes, workdir, log)
+            mine = _ours(sizes, workdir, log, failures)
         if failures:
             log.flush()
             tail = log_path.read_text(errors="replace")[-3000:]
@@ -126,10 +140,25 @@ def run(sizes: Sizes) -> int:
     finally:
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+    return _report(sizes, raw, mine, base, failures, started, only)
+
+
+def _report(
+    sizes: Sizes,
+    raw: float,
+    mine: Phase,
+    base: Phase,
+    failures: list[str],
+    started: float,
+    only: str | None,
+) -> int:
     rows = build(sizes, raw, mine, base)
+    if only is not None:  # the rows measured, without the raw ceiling (not measured)
+        rows = [r for r in rows if r.ours is not None and not r.versus_raw]
     title = (
         f"Service Gateway vs Celery + Flask ({os.cpu_count()} CPUs"
-        f"{', --quick' if sizes != Sizes() else ''}; {time.monotonic() - started:.0f} s; "
+        f"{', --quick' if sizes != Sizes() else ''}{f', --only {only}' if only else ''}; "
+        f"{time.monotonic() - started:.0f} s; "
         f"catalogue {CATALOGUE.relative_to(CATALOGUE.parent.parent)})"
     )
     render(console, rows, raw, title)
@@ -145,8 +174,11 @@ def main() -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--quick", action="store_true", help="short runs, for a smoke check")
+    parser.add_argument(
+        "--only", choices=["process"], help="measure these rows alone (process: process handlers)"
+    )
     args = parser.parse_args()
-    sys.exit(run(Sizes.quick() if args.quick else Sizes()))
+    sys.exit(run(Sizes.quick() if args.quick else Sizes(), args.only))
 
 
 if __name__ == "__main__":

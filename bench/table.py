@@ -147,24 +147,32 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
                 decimals=2,
             )
         )
-    one, two = o.get("cpu-rate-1"), o.get("cpu-rate-2")
+    one, children, two = o.get("cpu-rate-1"), o.get("cpu-rate-1x2"), o.get("cpu-rate-2")
     rows += [
         Row(
-            f"{CPU_MS} ms CPU jobs/s, 1 worker process",
+            f"{CPU_MS} ms CPU jobs/s, 1 worker, 1 child",
             "jobs/s",
             one,
             decimals=2,
             note=ours.notes.get("cpu-1", ""),
             how=f"A process-isolated handler that spends {CPU_MS} ms of CPU time "
-            "(bench/workers.py), measured as the process handler rows, with 1 then 2 `sgw "
-            "worker --concurrency 1` processes.",
+            "(bench/workers.py), measured as the process handler rows: one `sgw worker "
+            "--concurrency 1` (one child process), then one with --concurrency 2 (two "
+            "children), then two `sgw worker --concurrency 1` processes.",
         ),
         Row(
-            f"{CPU_MS} ms CPU jobs/s, 2 worker processes",
+            f"{CPU_MS} ms CPU jobs/s, 1 worker, 2 children",
+            "jobs/s",
+            children,
+            decimals=2,
+            note=_scaled(children, one, ours.notes.get("cpu-1x2", "")),
+        ),
+        Row(
+            f"{CPU_MS} ms CPU jobs/s, 2 workers, 1 child each",
             "jobs/s",
             two,
             decimals=2,
-            note=f"{two / one:.2f}× one process" if one and two else "",
+            note=_scaled(two, one, ours.notes.get("cpu-2", "")),
         ),
         Row(
             "GET /jobs?limit=100, first page",
@@ -195,6 +203,12 @@ def _pair(ours: Phase, base: Phase, key: str) -> str:
     if base.notes.get(key):
         parts.append(f"Celery {base.notes[key]}")
     return "; ".join(parts)
+
+
+def _scaled(value: float | None, reference: float | None, note: str) -> str:
+    if value is None or not reference:
+        return note
+    return "; ".join(filter(None, [f"{value / reference:.2f}× one child", note]))
 
 
 def _ratio_note(value: float | None, reference: float | None, what: str) -> str:

@@ -1,9 +1,9 @@
 """``textstats``: CPU-bound statistics of a text document fetched from a URL.
 
-The handler runs in a child process per job (``isolation="process"``), so the worker's event
-loop keeps its heartbeats flowing while the statistics are computed, and progress is reported
-as the document downloads and as the text is processed. The download goes through
-``ctx.fetch``: the worker's URL policy, a size cap and a time cap apply.
+The handler runs in the worker's pool of child processes (``isolation="process"``), so the
+worker's event loop keeps its heartbeats flowing while the statistics are computed, and
+progress is reported as the document downloads and as the text is processed. The download
+goes through ``ctx.fetch``: the worker's URL policy, a size cap and a time cap apply.
 
 Run: ``sgw worker examples.textstats:worker --concurrency 2``
 """

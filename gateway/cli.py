@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import ByteSize, TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -25,7 +25,7 @@ from gateway.checks import route_warnings, secret_warnings
 from gateway.codegen import CodegenUnavailable, generate_models
 from gateway.server import GuardedHttpProtocol
 from gateway.settings import Settings, SettingsFileMissing, load_settings
-from worker_sdk import UnknownService, Worker
+from worker_sdk import Autoscale, UnknownService, Worker
 from worker_sdk.wire import TopologyMismatch
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 from worker_sdk.wire.supervisor import BrokerUnreachable
@@ -174,6 +174,30 @@ def _print_catalogue_error(console: Console, exc: CatalogueError) -> None:
         console.print(f"  {problem}", markup=False)
 
 
+def _autoscale(text: str) -> Autoscale:
+    try:
+        return Autoscale.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _byte_size(text: str) -> int:
+    try:
+        value = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or 512MiB, 1GB)") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive size")
+    return value
+
+
 def load_worker(reference: str) -> Worker:
     """Import ``module:attribute`` and return the :class:`Worker` it names."""
     module_name, _, attribute = reference.partition(":")
@@ -205,6 +229,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 2
     if args.shutdown_grace is not None:
         worker.shutdown_grace = args.shutdown_grace
+    if args.max_jobs_per_child is not None:
+        worker.max_jobs_per_child = args.max_jobs_per_child
+    if args.max_memory_per_child is not None:
+        worker.max_memory_per_child = args.max_memory_per_child
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -218,6 +246,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 concurrency=args.concurrency,
                 burst=args.burst,
                 url_policy=settings.url_policy(),
+                autoscale=args.autoscale,
             )
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -305,12 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", parents=[common], help="run a worker: sgw worker module:attribute"
     )
     worker.add_argument("reference", help="e.g. examples.thumbnail:worker")
-    worker.add_argument("--concurrency", type=int, default=1, help="jobs at once (= prefetch)")
+    scale = worker.add_mutually_exclusive_group()
+    scale.add_argument("--concurrency", type=int, default=1, help="jobs at once (= prefetch)")
+    scale.add_argument(
+        "--autoscale",
+        type=_autoscale,
+        metavar="MIN:MAX",
+        help="follow the backlog: grow the concurrency (process handlers: child processes) up "
+        "to MAX while tasks wait, shrink it down to MIN when idle, never cutting a job",
+    )
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     worker.add_argument(
         "--shutdown-grace",
         type=float,
         help="seconds running jobs get to finish after SIGTERM before they are handed back",
+    )
+    worker.add_argument(
+        "--max-jobs-per-child",
+        type=_positive_int,
+        help="process handlers: jobs a child process runs before a fresh one replaces it",
+    )
+    worker.add_argument(
+        "--max-memory-per-child",
+        type=_byte_size,
+        help="process handlers: resident memory (bytes, or 512MiB, 1GB) past which a child "
+        "process is replaced after its job",
     )
     worker.set_defaults(func=cmd_worker)
     models = commands.add_parser(

@@ -25,7 +25,7 @@ from gateway.auth import mint_token
 from gateway.runtime import Runtime
 from gateway.store import JobStore
 from tests.support import TEST_CATALOGUE
-from worker_sdk import UrlPolicy, Worker
+from worker_sdk import Autoscale, UrlPolicy, Worker
 from worker_sdk.wire import Topology, delete_topology
 from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
 from worker_sdk.wire.topology import DEFAULT_WEBHOOK_DELAYS
@@ -158,7 +158,11 @@ async def run_worker(
     running: list[tuple[Worker, asyncio.Task[None]]] = []
 
     def start(
-        worker: Worker, *, concurrency: int = 1, url_policy: UrlPolicy | None = None
+        worker: Worker,
+        *,
+        concurrency: int = 1,
+        url_policy: UrlPolicy | None = None,
+        autoscale: Autoscale | None = None,
     ) -> asyncio.Task[None]:
         task = asyncio.create_task(
             worker.run(
@@ -167,6 +171,7 @@ async def run_worker(
                 namespace=namespace,
                 concurrency=concurrency,
                 url_policy=url_policy,
+                autoscale=autoscale,
             )
         )
         running.append((worker, task))

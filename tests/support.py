@@ -69,6 +69,17 @@ services:
     title: Time-limited
     version: "1.0.0"
     time_limit: 0.5
+  elastic:
+    title: Behind an autoscaled worker
+    version: "1.0.0"
+    inputs:
+      type: object
+      properties:
+        gate: {type: string}
+  hungry:
+    title: Allocates what it is asked to, under a memory limit
+    version: "1.0.0"
+    memory_limit: 256MiB
   legacyann:
     title: Ported annotator
     version: "1.0.0"

@@ -103,6 +103,33 @@ def limited_handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
         pass
 
 
+# A process handler that allocates what it is asked to (the catalogue gives it a memory limit).
+hungry = Worker("hungry", version="1.0.0")
+
+
+@hungry.handler(isolation="process")
+def hungry_handler(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, int]:
+    block = bytearray(int(inputs.get("bytes", 0)))
+    return {"bytes": len(block), "pid": os.getpid()}
+
+
+# A process handler for an autoscaled worker (quick to look at its backlog and to shrink).
+elastic = Worker(
+    "elastic",
+    version="1.0.0",
+    heartbeat_interval=0.2,
+    autoscale_interval=0.1,
+    autoscale_idle=1.0,
+)
+
+
+@elastic.handler(isolation="process")
+def elastic_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
+    if inputs.gate:
+        _wait_for(inputs.gate, timeout=50)
+    return {"pid": os.getpid()}
+
+
 # The chaos test's worker: a little work, a checkable result.
 chaos = Worker(
     "chaos", version="1.0.0", heartbeat_interval=1.0, shutdown_grace=5, reconnect_after=2.0

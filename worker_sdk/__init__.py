@@ -18,6 +18,7 @@ shutdown. What a handler author needs is here; the protocol the SDK speaks with 
 ServiceGateway worker is :mod:`worker_sdk.legacy`. The SDK never imports the gateway.
 """
 
+from ._autoscale import Autoscale
 from ._context import JobContext
 from ._errors import HandlerError, Retry
 from ._fetch import FetchError, fetch
@@ -26,6 +27,7 @@ from ._worker import UnknownService, Worker
 from .wire.urls import UrlPolicy, UrlRefused
 
 __all__ = [
+    "Autoscale",
     "FetchError",
     "HandlerError",
     "Isolation",

@@ -2,8 +2,8 @@
 
 A run is stopped (cancelled by its owner, or past its time limit) cooperatively first —
 ``ctx.cancelled`` turns true, an async handler gets ``CancelledError`` — and, after the
-worker's ``cancel_grace``, by force: the task running it is cancelled, which kills a child
-process (a thread can only be abandoned).
+worker's ``cancel_grace``, by force: the task running it is cancelled, which kills its child
+process, replaced in the pool by a fresh one (a thread can only be abandoned).
 
 Every run ends in one outcome: a terminal event (succeeded, failed, cancelled) or a
 ``retrying`` event for the next attempt. A result is checked before it is reported: one that
@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic_core
 from pydantic import ValidationError
 
+from ._child import Limits
 from ._context import JobContext
 from ._errors import HandlerError, Retry
 from ._handler import Handler, to_json
-from ._process import ChildDied, ChildFailed, ChildRunner
+from ._pool import ChildDied, ChildFailed, ChildPool
 from ._progress import Announcer, ProgressPump
 from .wire.messages import (
     Cancelled,
@@ -73,7 +74,7 @@ def error_info(task: Task, exc: Exception) -> ErrorInfo:
     if isinstance(exc, Retry):
         return ErrorInfo(code="retry", type="Retry", message=str(exc), retryable=True)
     if isinstance(exc, ChildDied):
-        return ErrorInfo(code="handler_crashed", type="ChildDied", message=str(exc))
+        return ErrorInfo(code=exc.code, type="ChildDied", message=str(exc))
     log.error("job %s failed", task.job_id, exc_info=exc)
     return ErrorInfo(code="handler_error", type=type(exc).__name__, message=str(exc))
 
@@ -124,7 +125,8 @@ class Runs:
         publish: Publish,
         url_policy: UrlPolicy,
         threads: ThreadPoolExecutor | None,
-        children: ChildRunner | None,
+        children: ChildPool | None,
+        limits: Limits | None = None,
     ) -> None:
         self._worker = worker
         self._handler = handler
@@ -134,6 +136,7 @@ class Runs:
         self._url_policy = url_policy
         self._threads = threads
         self._children = children
+        self._limits = limits or Limits()
         self._runs: dict[uuid.UUID, Run] = {}
         self._cancelled: OrderedDict[uuid.UUID, None] = OrderedDict()
 
@@ -236,17 +239,19 @@ class Runs:
         inputs = handler.parse_inputs(task.inputs)
         if handler.isolation == "process":
             assert self._children is not None
+            identity = {
+                "job_id": task.job_id,
+                "service": task.service,
+                "attempt": task.attempt,
+                "worker_id": self._worker_id,
+            }
             return await self._children.run(
-                handler.fn,
                 job_id=task.job_id,
-                service=task.service,
-                attempt=task.attempt,
-                worker_id=self._worker_id,
+                context={**identity, **self._context(task)},
                 inputs=inputs,
-                to_json=to_json,
+                limits=self._limits,
                 on_progress=pump.offer,
                 cancel=run.stopping,
-                context=self._context(task),
             )
         ctx = JobContext(
             job_id=task.job_id,

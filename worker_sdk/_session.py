@@ -21,7 +21,7 @@ import socket
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aio_pika.abc import (
     AbstractChannel,
@@ -31,8 +31,10 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
+from ._autoscale import Autoscale, Consumers, Scaler, follow_backlog, ready_tasks
+from ._child import Limits
 from ._handler import Handler
-from ._process import ChildRunner
+from ._pool import ChildPool
 from ._progress import PUBLISH_ERRORS
 from ._run import Runs
 from .legacy import call_back
@@ -85,6 +87,8 @@ class Session:
         topology: Topology,
         concurrency: int,
         url_policy: UrlPolicy,
+        limits: Limits,
+        autoscale: Autoscale | None = None,
     ) -> None:
         self.worker = worker
         self.url_policy = url_policy
@@ -92,7 +96,9 @@ class Session:
         self.queue_options = queue_options
         self.amqp_url = amqp_url
         self.topology = topology
-        self.concurrency = concurrency
+        self.concurrency = autoscale.minimum if autoscale is not None else concurrency
+        self.autoscale = autoscale
+        self.limits = limits
         self.host = socket.gethostname()
         self.worker_id = f"{worker.service}@{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop_consuming = asyncio.Event()
@@ -103,6 +109,7 @@ class Session:
         self._finished: OrderedDict[tuple[uuid.UUID, int], None] = OrderedDict()
         self._exchanges: CoreExchanges | None = None
         self._runs: Runs | None = None
+        self._children: ChildPool | None = None
 
     def stop(self) -> None:
         self._stop_consuming.set()
@@ -113,16 +120,23 @@ class Session:
 
     async def run(self, *, burst: bool) -> bool:
         """Consume until stopped (False) or until the channel is lost for good (True)."""
+        most = self.autoscale.maximum if self.autoscale is not None else self.concurrency
         threads = (
-            ThreadPoolExecutor(self.concurrency, thread_name_prefix="job")
+            ThreadPoolExecutor(most, thread_name_prefix="job")
             if self.handler.isolation == "thread"
             else None
         )
         children = (
-            ChildRunner([self.handler.fn.__module__])
+            ChildPool(
+                self.handler.fn,
+                size=self.concurrency,
+                max_jobs_per_child=self.worker.max_jobs_per_child,
+                max_memory_per_child=self.worker.max_memory_per_child,
+            )
             if self.handler.isolation == "process"
             else None
         )
+        self._children = children
         self._runs = Runs(
             self.worker,
             self.handler,
@@ -132,7 +146,20 @@ class Session:
             url_policy=self.url_policy,
             threads=threads,
             children=children,
+            limits=self.limits,
         )
+        try:
+            if children is not None:
+                await children.start()  # warm before the first task arrives
+            return await self._connected(burst)
+        finally:
+            if threads is not None:
+                threads.shutdown(wait=False, cancel_futures=True)
+            if children is not None:
+                await children.close()
+            log.info("worker %s stopped", self.worker_id)
+
+    async def _connected(self, burst: bool) -> bool:
         connection: AbstractRobustConnection = await connect(
             self.amqp_url,
             name=f"{self.topology.namespace}/{self.worker_id}",
@@ -142,7 +169,9 @@ class Session:
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self._channel = channel
-            await channel.set_qos(prefetch_count=self.concurrency)
+            # Autoscaled: one consumer per unit of concurrency, each taking one task at a time.
+            prefetch = 1 if self.autoscale is not None and not burst else self.concurrency
+            await channel.set_qos(prefetch_count=prefetch)
             self._exchanges = await declare_topology(channel, self.topology)
             queue = await declare_task_queue(
                 channel, self.topology, self.worker.service, self.queue_options
@@ -166,17 +195,30 @@ class Session:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
             await connection.close()
-            if threads is not None:
-                threads.shutdown(wait=False, cancel_futures=True)
-            log.info("worker %s stopped", self.worker_id)
 
     async def _consume(self, queue: AbstractQueue) -> bool:
-        tag = await queue.consume(self._on_message)
+        consumers = Consumers(queue, self._on_message)
+        await consumers.resize(1 if self.autoscale is None else self.concurrency)
         stopped = asyncio.create_task(self._stop_consuming.wait())
         lost = asyncio.create_task(self._lost.wait())
-        await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        lost.cancel()
+        waits: set[asyncio.Task[Any]] = {stopped, lost}
+        if self.autoscale is not None:
+            channel = self._channel
+            assert channel is not None
+            scaler = Scaler(self.autoscale, idle_after=self.worker.autoscale_idle)
+            follow = follow_backlog(
+                consumers,
+                scaler,
+                ready=lambda: ready_tasks(channel, queue.name),
+                concurrency=lambda: self.concurrency,
+                rescale=self._rescale,
+                interval=self.worker.autoscale_interval,
+            )
+            waits.add(asyncio.create_task(follow))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
         if self._lost.is_set():
             log.error(
                 "worker %s: the channel stayed closed for %.0fs; dropping the connection",
@@ -187,9 +229,14 @@ class Session:
                 job.cancel()  # its task goes back to the queue with the connection
             await asyncio.gather(*self._jobs, return_exceptions=True)
             return not self._stop_consuming.is_set()
-        await queue.cancel(tag)
+        await consumers.cancel()
         await self._finish_in_flight()
         return False
+
+    def _rescale(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        if self._children is not None:
+            self._children.resize(concurrency)
 
     async def _finish_in_flight(self) -> None:
         if not self._jobs:

@@ -10,6 +10,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from ._autoscale import Autoscale
+from ._child import Limits
 from ._handler import Handler, Isolation, check_inputs_model
 from ._session import Session
 from .wire.catalogue import Catalogue, ServiceSpec
@@ -49,7 +51,16 @@ class Worker:
         :class:`HandlerError` (``Retry`` carries its own delay).
     :param cancel_grace: seconds a cancelled (or timed-out) job gets to stop on its own
         (``ctx.cancelled``; ``CancelledError`` for async handlers) before its child process is
-        killed.
+        killed (and replaced in the pool).
+    :param max_jobs_per_child: process handlers: jobs a child process runs before it is
+        replaced by a fresh one (None: no limit).
+    :param max_memory_per_child: process handlers: resident bytes a child process may hold
+        after a job before it is replaced by a fresh one (None: no limit); the job that
+        crossed the line still completes.
+    :param autoscale_interval: with ``run(autoscale=...)``: seconds between two looks at the
+        backlog.
+    :param autoscale_idle: with ``run(autoscale=...)``: seconds the worker must have had less
+        work than its concurrency before it shrinks.
     :param publish_timeout: seconds to wait for the broker to confirm an event.
     :param connect_timeout: seconds to keep trying a broker that does not answer at start.
     """
@@ -68,6 +79,10 @@ class Worker:
         reconnect_after: float = 15.0,
         publish_timeout: float = 10.0,
         connect_timeout: float = 30.0,
+        max_jobs_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        autoscale_interval: float = 1.0,
+        autoscale_idle: float = 30.0,
     ) -> None:
         self.service = service
         self.version = version
@@ -80,6 +95,10 @@ class Worker:
         self.reconnect_after = reconnect_after
         self.publish_timeout = publish_timeout
         self.connect_timeout = connect_timeout
+        self.max_jobs_per_child = max_jobs_per_child
+        self.max_memory_per_child = max_memory_per_child
+        self.autoscale_interval = autoscale_interval
+        self.autoscale_idle = autoscale_idle
         self._handler: Handler | None = None
         self._sessions: set[Session] = set()
         self._stopping = False
@@ -97,8 +116,9 @@ class Worker:
         """Register the function that runs each job: ``fn(ctx, inputs) -> result``.
 
         ``isolation="async"`` (the default) awaits a coroutine function on the event loop;
-        ``"thread"`` runs a plain function on a thread; ``"process"`` runs it in a child
-        process per job, for CPU-heavy work. When ``inputs`` is annotated with a pydantic
+        ``"thread"`` runs a plain function on a thread; ``"process"`` runs it in a pool of
+        ``concurrency`` warm child processes, one job per child at a time, for CPU-heavy
+        work. When ``inputs`` is annotated with a pydantic
         model, the task's inputs are parsed into it (a mismatch fails the job with code
         ``invalid_input``). The function is returned unchanged.
         """
@@ -135,12 +155,15 @@ class Worker:
         concurrency: int = 1,
         burst: bool = False,
         url_policy: UrlPolicy | None = None,
+        autoscale: Autoscale | None = None,
     ) -> None:
         """Consume and run jobs until :meth:`stop` (or, with ``burst``, until the queue is empty).
 
         The service's queue arguments come from ``catalogue`` (the gateway's own); a service
         that is not in it raises :class:`UnknownService` before anything connects.
         ``concurrency`` is both the number of jobs run at once and the prefetch count;
+        ``autoscale`` (``Autoscale(1, 4)``) makes it follow the backlog between its bounds
+        instead, starting at the lower one (burst mode keeps ``concurrency``);
         ``url_policy`` governs :meth:`JobContext.fetch` (public addresses only by default).
         """
         if self._handler is None:
@@ -158,6 +181,14 @@ class Worker:
                 self.version,
                 spec.version,
             )
+        limits = Limits(memory=spec.memory_limit, cpu_time=spec.cpu_time_limit)
+        if limits and self._handler.isolation != "process":
+            log.warning(
+                "worker %s: the catalogue's memory_limit and cpu_time_limit bound process "
+                "handlers only; this %s handler runs without them",
+                self.service,
+                self._handler.isolation,
+            )
         self._stopping = False
         while not self._stopping:
             session = Session(
@@ -168,6 +199,8 @@ class Worker:
                 Topology(namespace),
                 concurrency,
                 url_policy or UrlPolicy(),
+                limits,
+                autoscale=None if burst else autoscale,
             )
             self._sessions.add(session)
             try:

@@ -18,7 +18,10 @@ router = APIRouter(tags=["workers"])
 
 class QueueFigures(BaseModel):
     messages: int = Field(description="Tasks ready in the process's RabbitMQ queue.")
-    consumers: int = Field(description="Consumers of the queue (one per worker).")
+    consumers: int = Field(
+        description="Consumers of the queue: one per worker, and one per unit of concurrency "
+        "of an autoscaled worker."
+    )
 
 
 class Rates(BaseModel):

@@ -37,6 +37,8 @@ class Reason(StrEnum):
     EXPIRED = "expired"
     WORKER_LOST = "worker_lost"
     TIME_LIMIT = "time_limit"
+    MEMORY_LIMIT = "memory_limit"
+    CPU_TIME_LIMIT = "cpu_time_limit"
     INVALID_INPUT = "invalid_input"
     INVALID_TASK = "invalid_task"
     HANDLER_ERROR = "handler_error"

@@ -56,9 +56,8 @@ def test_the_baseline_runs_a_job_and_serves_its_state(queue: str, celery: Celery
     token = jwt.encode({"sub": "someone"}, SECRET, algorithm="HS256")
     auth = {"Authorization": f"Bearer {token}"}
     client = create_app(celery, SECRET).test_client()
-    # A stopped solo worker takes about 10 s to leave its loop, start_worker's default wait.
     with start_worker(
-        celery, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=30
+        celery, pool="solo", perform_ping_check=False, loglevel="WARNING", shutdown_timeout=60
     ):
         done = client.post(
             "/processes/echo/execution",

@@ -198,3 +198,30 @@ def test_check_command_refuses_pages_it_cannot_serve(
     assert "configuration OK" in out
     assert "platform.institution is not set" in out
     assert "platform.supportEmail is not set" in out
+
+
+def test_resource_limits_are_read_with_units() -> None:
+    text = (
+        "services:\n  a:\n    title: A\n    version: '1'\n"
+        "    memory_limit: 512MiB\n    cpu_time_limit: 30\n"
+    )
+    spec = parse_catalogue(text).get("a")
+    assert spec is not None
+    assert (spec.memory_limit, spec.cpu_time_limit) == (512 * 1024 * 1024, 30)
+    decimal = parse_catalogue(text.replace("512MiB", "2GB")).get("a")
+    assert decimal is not None
+    assert decimal.memory_limit == 2 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("memory_limit: 1MiB", "line 5: field 'memory_limit'"),  # below an idle interpreter
+        ("memory_limit: plenty", "line 5: field 'memory_limit'"),
+        ("cpu_time_limit: 0", "line 5: field 'cpu_time_limit'"),
+    ],
+)
+def test_bad_resource_limits_are_refused_with_their_line(line: str, fragment: str) -> None:
+    with pytest.raises(CatalogueError) as refused:
+        parse_catalogue(f"services:\n  a:\n    title: A\n    version: '1'\n    {line}\n")
+    assert fragment in str(refused.value)

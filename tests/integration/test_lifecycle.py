@@ -196,6 +196,22 @@ async def test_a_runaway_job_is_stopped_at_its_time_limit(
     await wait_status(client, quick["jobID"], "successful")  # the worker is fine
 
 
+async def test_a_job_over_its_memory_limit_fails_with_that_reason_and_the_worker_goes_on(
+    gateway: Gateway, run_worker: RunWorker
+) -> None:
+    client = gateway.client
+    running = run_worker(workers.hungry, concurrency=2)
+    job = (await submit(client, "hungry", {"bytes": 512 * 1024 * 1024})).json()
+    state = await wait_status(client, job["jobID"], "failed", within=30)
+    assert state["reason"] == "memory_limit"
+    problem = (await client.get(f"/jobs/{job['jobID']}/results")).json()
+    assert problem["job_error"]["code"] == "memory_limit"
+    assert "268,435,456 bytes" in problem["job_error"]["message"]
+    small = (await submit(client, "hungry", {"bytes": 1024 * 1024})).json()
+    await wait_status(client, small["jobID"], "successful")
+    assert not running.done()  # the worker is healthy
+
+
 async def test_retries_come_back_after_their_delay_until_success(
     gateway: Gateway, namespace: str, run_worker: RunWorker
 ) -> None:

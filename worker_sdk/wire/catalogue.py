@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     ValidationError,
@@ -32,6 +33,7 @@ DEFAULT_RETENTION = 7 * 86400
 DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024
 MAX_MESSAGE_BYTES_CEILING = 512 * 1024 * 1024  # RabbitMQ's own ceiling for max_message_size
 SERVICE_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+MIN_MEMORY_LIMIT = 16 * 1024 * 1024  # below an idle interpreter's own: every job would fail
 
 
 class CatalogueError(ValueError):
@@ -128,6 +130,20 @@ class ServiceSpec(_Frozen):
         default=7200, gt=0, description="Seconds a task may wait for a worker before it expires."
     )
     time_limit: float | None = Field(default=None, gt=0, description="Seconds a run may take.")
+    memory_limit: ByteSize | None = Field(
+        default=None,
+        ge=MIN_MEMORY_LIMIT,
+        description="Memory a job's child process may hold (process handlers), in bytes or "
+        "with a unit (512MiB, 2GB): its heap and private memory, the interpreter's own "
+        "included. A job that needs more fails with reason memory_limit.",
+    )
+    cpu_time_limit: float | None = Field(
+        default=None,
+        gt=0,
+        le=366 * 86400,
+        description="CPU seconds a job may use (process handlers; counted in whole seconds). "
+        "A job that uses more is stopped and fails with reason cpu_time_limit.",
+    )
     target_wait: float | None = Field(
         default=None,
         gt=0,

@@ -1,0 +1,20 @@
+"""A worker's error code becomes the job's reason when the reason is one the gateway knows."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.applier import failure_reason
+from worker_sdk.wire import ErrorInfo
+
+
+@pytest.mark.parametrize(
+    "code", ["memory_limit", "cpu_time_limit", "time_limit", "invalid_input", "result_too_large"]
+)
+def test_a_known_code_is_the_reason(code: str) -> None:
+    assert failure_reason(ErrorInfo(code=code, type="T", message="m")) == code
+
+
+@pytest.mark.parametrize("code", ["handler_crashed", "empty_document", "retry"])
+def test_any_other_code_is_a_handler_error(code: str) -> None:
+    assert failure_reason(ErrorInfo(code=code, type="T", message="m")) == "handler_error"
