@@ -213,9 +213,11 @@ async def wait_latency(url: str, count: int, warmup: int = 20) -> tuple[list[flo
                 refused += 1  # the broker's connection was closed under the gateway: again
                 await asyncio.sleep(0.5)
                 continue
-            if r.status_code != 200 or r.json()["status"] != "successful":
+            # 200 is a synchronous execution's answer: the finished job's results, its
+            # status at Location (a job still running or failed answers otherwise)
+            if r.status_code != 200 or "location" not in r.headers:
                 raise RuntimeError(f"a no-op job did not finish: {r.status_code} {r.text}")
-            job = r.json()["jobID"]
+            job = r.headers["location"].rstrip("/").rsplit("/", 1)[-1]
             if warmup:
                 warmup -= 1
             else:
