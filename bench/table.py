@@ -53,7 +53,7 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
         Row(
             "raw confirmed publish (ceiling)",
             "msg/s",
-            raw,
+            raw or None,  # 0: not measured (--only)
             note="aio-pika, 64 in flight",
             versus_raw=True,
             how="Persistent, mandatory publishes to a quorum queue with publisher confirms, "
@@ -233,7 +233,9 @@ def render(console: Console, rows: list[Row], raw: float, title: str) -> None:
             footnotes.append(row.how)
             name += f" [{len(footnotes)}]"
         ratio = f"{row.ours / row.baseline:.2f}" if row.ours is not None and row.baseline else ""
-        versus_raw = f"{row.ours / raw:.2f}" if row.versus_raw and row.ours is not None else ""
+        versus_raw = (
+            f"{row.ours / raw:.2f}" if row.versus_raw and row.ours is not None and raw else ""
+        )
         table.add_row(
             name,
             _fmt(row.baseline, row.decimals),

@@ -167,7 +167,10 @@ def create_app(
                 )
             )
             await broker.consume(
-                topology.events_queue, applier.on_event, prefetch=settings.events_prefetch
+                topology.events_queue,
+                applier.on_event,
+                prefetch=settings.events_prefetch,
+                coalesce_acks=True,  # events applied in one store transaction, acked in one
             )
             await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
             if deliverer is not None:

@@ -53,6 +53,11 @@ class Principal:
             raise Forbidden(f"this process needs the scope(s) {', '.join(missing)}")
 
 
+# Tokens verified lately are kept this long at most (and never past their exp), this many.
+VERIFIED_TTL = 60.0
+VERIFIED_MAX = 1024
+
+
 class AuthConfigError(ValueError):
     """The settings cannot authenticate anyone (a missing or mismatched key)."""
 
@@ -130,18 +135,42 @@ class Authenticator:
         if settings.jwt_issuer:
             required.append("iss")
         self._options: Any = {"require": required, "verify_aud": bool(settings.jwt_audience)}
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token: (caller, until)
 
     @property
     def disabled(self) -> bool:
         return self._settings.auth_disabled
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        """The caller of a request with this ``Authorization`` header, or 401."""
+        """The caller of a request with this ``Authorization`` header, or 401.
+
+        A token verified lately is not verified again (a client sends the same token with
+        every request, and its verification was a tenth of a status read): it serves until
+        its ``exp`` (with the leeway, the bound the verification itself applies) and at most
+        ``VERIFIED_TTL`` seconds, so that a signing key withdrawn from the JWKS stops being
+        trusted within that time.
+        """
         if self._settings.auth_disabled:
             return Principal(subject=ANONYMOUS, scopes=frozenset(), admin=True)
         token = _token(authorization)
         if len(token) > self._settings.jwt_max_bytes:
             raise Unauthorized("the token is too long", error="invalid_token")
+        now = time.time()
+        known = self._verified.get(token)
+        if known is not None:
+            if now < known[1]:
+                return known[0]
+            del self._verified[token]
+        principal = await self._verify(token)
+        until = now + VERIFIED_TTL
+        if principal.expires is not None:
+            until = min(until, principal.expires)
+        while len(self._verified) >= VERIFIED_MAX:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = (principal, until)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         key = self._key
         try:
             if self._jwks is not None:

@@ -31,6 +31,7 @@ from worker_sdk.wire import (
     CoreExchanges,
     Task,
     Topology,
+    acks,
     declare_task_queue,
     declare_topology,
 )
@@ -87,6 +88,14 @@ class _Consumer:
     queue: str
     callback: Callback
     prefetch: int
+
+
+def _tracking(callback: Callback) -> Callback:
+    async def tracked(message: AbstractIncomingMessage) -> None:
+        acks.track(message)
+        await callback(message)
+
+    return tracked
 
 
 class Broker:
@@ -206,10 +215,13 @@ class Broker:
         # Not mandatory: with no worker running there is nobody to tell.
         await self._publish(exchanges.control, outgoing, "", mandatory=False)
 
-    async def consume(self, queue: str, callback: Callback, *, prefetch: int) -> None:
+    async def consume(
+        self, queue: str, callback: Callback, *, prefetch: int, coalesce_acks: bool = False
+    ) -> None:
         """Consume a durable queue of the namespace on a channel of its own (again after a
-        reconnection by the watchdog)."""
-        consumer = _Consumer(queue, callback, prefetch)
+        reconnection by the watchdog). With ``coalesce_acks``, the acks of deliveries settled
+        in the same turn of the loop go out as one (:mod:`worker_sdk.wire.acks`)."""
+        consumer = _Consumer(queue, _tracking(callback) if coalesce_acks else callback, prefetch)
         self._registered.append(consumer)
         await self._start_consumer(consumer)
 

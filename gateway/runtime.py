@@ -74,7 +74,28 @@ async def base_url(request: Request) -> str:
     ``SG_FORWARDED_ALLOW_IPS`` names, as uvicorn applies them)."""
     runtime: Runtime = request.state.runtime
     public = runtime.settings.public_url
-    return str(public).rstrip("/") if public is not None else str(request.base_url).rstrip("/")
+    if public is not None:
+        return str(public).rstrip("/")
+    # Starlette builds the root from these alone, parsing and joining a URL each time: a
+    # twentieth of a submission; they are few and repeat, so each is built once.
+    scope = request.scope
+    key = (
+        scope.get("scheme"),
+        scope.get("server"),
+        scope.get("root_path"),
+        scope.get("app_root_path"),
+        request.headers.get("host"),
+    )
+    found = _ROOTS.get(key)
+    if found is None:
+        if len(_ROOTS) >= MAX_ROOTS:  # a client inventing Host headers
+            _ROOTS.clear()
+        found = _ROOTS[key] = str(request.base_url).rstrip("/")
+    return found
+
+
+MAX_ROOTS = 256
+_ROOTS: dict[tuple[object, ...], str] = {}
 
 
 class Presenter:

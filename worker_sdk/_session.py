@@ -38,6 +38,7 @@ from ._pool import ChildPool
 from ._progress import PUBLISH_ERRORS
 from ._run import Runs
 from .legacy import call_back
+from .wire import acks
 from .wire.messages import (
     REFUSED_HEADER,
     Barrier,
@@ -270,6 +271,8 @@ class Session:
         await self._finish_in_flight()
 
     async def _on_message(self, delivery: AbstractIncomingMessage) -> None:
+        # Tasks whose terminal events the broker confirmed together are acked together.
+        acks.track(delivery)
         task = asyncio.current_task()
         assert task is not None
         self._jobs[task] = uuid.UUID(int=0)

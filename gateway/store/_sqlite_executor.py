@@ -30,6 +30,7 @@ class _Batch:
     def __init__(self) -> None:
         self.statements: list[Statement] = []
         self.futures: list[asyncio.Future[Any]] = []
+        self.writes = False  # whether any statement may write
 
 
 class GroupCommit:
@@ -59,6 +60,13 @@ class GroupCommit:
 
     async def run(self, statement: Callable[[sqlite3.Connection], T]) -> T:
         """Queue ``statement`` for the next transaction and wait for its result."""
+        return await self._queue(statement, writes=True)
+
+    async def read(self, statement: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue ``statement``, which only reads, for the next batch and wait for its result."""
+        return await self._queue(statement, writes=False)
+
+    async def _queue(self, statement: Callable[[sqlite3.Connection], T], *, writes: bool) -> T:
         if self.db is None or self._thread is None:
             raise StoreError("the SQLite store is not open")
         loop = asyncio.get_running_loop()
@@ -67,6 +75,7 @@ class GroupCommit:
         future: asyncio.Future[T] = loop.create_future()
         self._pending.statements.append(statement)
         self._pending.futures.append(future)
+        self._pending.writes = self._pending.writes or writes
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
         return await future
@@ -77,7 +86,7 @@ class GroupCommit:
             batch, self._pending = self._pending, None
             try:
                 outcomes = await loop.run_in_executor(
-                    self._thread, _commit, self.db, batch.statements
+                    self._thread, _commit if batch.writes else _read, self.db, batch.statements
                 )
             except Exception as exc:  # noqa: BLE001 - every waiter must hear how its batch ended
                 outcomes = [StoreError(f"SQLite transaction failed: {exc!r}")] * len(batch.futures)
@@ -121,4 +130,17 @@ def _commit(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+    return outcomes
+
+
+def _read(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
+    """Run on the store's thread: statements that only read, outside any write transaction
+    (each sees the last commit, WAL's snapshot, without taking the write lock)."""
+    assert threading.current_thread().name.startswith("sqlite")
+    outcomes: list[Any] = []
+    for statement in statements:
+        try:
+            outcomes.append(statement(db))
+        except Exception as exc:  # noqa: BLE001 - the statement's caller gets it, not the batch
+            outcomes.append(_classify(exc))
     return outcomes

@@ -34,6 +34,7 @@ class SQLiteStore(SQLiteWebhooks):
         self._path = str(path)
         self._executor = GroupCommit()
         self._run = self._executor.run
+        self._read = self._executor.read
 
     async def open(self) -> None:
         if self._path != ":memory:":
@@ -63,7 +64,7 @@ class SQLiteStore(SQLiteWebhooks):
         await self._executor.close()
 
     async def ping(self) -> None:
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+        await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
     async def insert(self, record: JobRecord) -> None:
         row = encode(record)
@@ -81,6 +82,7 @@ class SQLiteStore(SQLiteWebhooks):
         return await self._one(
             "SELECT * FROM jobs WHERE owner = :owner AND idempotency_key = :key",
             {"owner": owner, "key": key},
+            writes=False,
         )
 
     async def release_key(self, job_id: UUID) -> None:
@@ -88,7 +90,9 @@ class SQLiteStore(SQLiteWebhooks):
         await self._run(lambda db: db.execute(sql, {"id": str(job_id)}))
 
     async def get(self, job_id: UUID) -> JobRecord | None:
-        return await self._one("SELECT * FROM jobs WHERE id = :id", {"id": str(job_id)})
+        return await self._one(
+            "SELECT * FROM jobs WHERE id = :id", {"id": str(job_id)}, writes=False
+        )
 
     async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
         where: list[str] = []
@@ -136,19 +140,19 @@ class SQLiteStore(SQLiteWebhooks):
         def statement(db: sqlite3.Connection) -> list[JobRecord]:
             return [decode(row) for row in db.execute(sql, params)]
 
-        records: list[JobRecord] = await self._run(statement)
+        records: list[JobRecord] = await self._read(statement)
         return records
 
     async def service_load(
         self, service: str, *, since: Sequence[datetime], sample: int = 500
     ) -> ServiceLoad:
-        load: ServiceLoad = await self._run(
+        load: ServiceLoad = await self._read(
             lambda db: _load.service_load(db, service, since=since, sample=sample)
         )
         return load
 
     async def queue_position(self, record: JobRecord) -> int:
-        position: int = await self._run(lambda db: _load.queue_position(db, record))
+        position: int = await self._read(lambda db: _load.queue_position(db, record))
         return position
 
     async def count_active(self, owner: str) -> int:
@@ -157,7 +161,7 @@ class SQLiteStore(SQLiteWebhooks):
         def statement(db: sqlite3.Connection) -> int:
             return int(db.execute(sql, {"owner": owner}).fetchone()[0])
 
-        count: int = await self._run(statement)
+        count: int = await self._read(statement)
         return count
 
     async def purge(self, job_id: UUID, *, at: datetime) -> JobRecord | None:
@@ -231,7 +235,7 @@ class SQLiteStore(SQLiteWebhooks):
             row = db.execute("SELECT owner FROM tombstones WHERE id = ?", (str(job_id),)).fetchone()
             return str(row[0]) if row is not None else None
 
-        owner: str | None = await self._run(statement)
+        owner: str | None = await self._read(statement)
         return owner
 
     async def stale(
@@ -417,10 +421,12 @@ class SQLiteStore(SQLiteWebhooks):
             params,
         )
 
-    async def _one(self, sql: str, params: Mapping[str, Any]) -> JobRecord | None:
+    async def _one(
+        self, sql: str, params: Mapping[str, Any], *, writes: bool = True
+    ) -> JobRecord | None:
         def statement(db: sqlite3.Connection) -> JobRecord | None:
             row = db.execute(sql, params).fetchone()
             return decode(row) if row is not None else None
 
-        result: JobRecord | None = await self._run(statement)
+        result: JobRecord | None = await (self._run if writes else self._read)(statement)
         return result

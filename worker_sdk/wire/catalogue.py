@@ -11,7 +11,9 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -206,20 +208,21 @@ class ServiceSpec(_Frozen):
                 OutputSpec.model_validate(output)
         return value
 
-    @property
-    def output_specs(self) -> dict[str, OutputSpec]:
+    @cached_property
+    def output_specs(self) -> Mapping[str, OutputSpec]:
         """The outputs by id: those of the OGC form, else one, ``result``, described by the
-        free form (its ``description``, and its schema when it is one)."""
+        free form (its ``description``, and its schema when it is one). Built once per spec:
+        each build checks every output schema, which cost a submission more than its own
+        inputs' validation."""
         if _is_output_map(self.outputs):
-            return {k: OutputSpec.model_validate(v) for k, v in self.outputs.items()}
+            return MappingProxyType(
+                {k: OutputSpec.model_validate(v) for k, v in self.outputs.items()}
+            )
         free = dict(self.outputs)
         description = free.pop("description", "")
         schema: Mapping[str, Any] = free if _is_schema(free) else {}
-        return {
-            DEFAULT_OUTPUT: OutputSpec(
-                title=self.title, description=str(description), value_schema=schema
-            )
-        }
+        only = OutputSpec(title=self.title, description=str(description), value_schema=schema)
+        return MappingProxyType({DEFAULT_OUTPUT: only})
 
     def sync_capable(self, max_wait: float) -> bool:
         """Whether the process offers synchronous execution: as configured, else when its
