@@ -100,7 +100,8 @@ def figures(
     if spec.target_wait is not None and idle:
         needed = 0  # nothing to serve: the service may scale to zero
     elif spec.target_wait is not None and service > 0:
-        per_worker = slots / workers if workers else 1.0
+        # One slot a worker when none announces any (concurrency 0): no division by zero.
+        per_worker = slots / workers if workers and slots else 1.0
         needed_slots = slots_needed(
             target=spec.target_wait,
             arrival=arrival,

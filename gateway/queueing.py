@@ -26,7 +26,10 @@ def erlang_c(slots: int, load: float) -> float:
     """Probability that a job waits in an M/M/c queue with ``slots`` servers offered
     ``load = λ/μ`` erlangs; 1 when ``load >= slots`` (the queue grows without bound).
 
-    Computed through Erlang B's recurrence, stable for thousands of slots.
+    Computed through Erlang B's recurrence, stable for thousands of slots. Past the load the
+    blocking probability falls faster than geometrically, so the recurrence stops once it
+    is 0 in floating point (exactly what the remaining steps would give): the cost grows
+    with the load, not with the slots a worker announces.
     """
     if slots <= 0 or load >= slots:
         return 1.0
@@ -35,6 +38,8 @@ def erlang_c(slots: int, load: float) -> float:
     blocking = 1.0
     for k in range(1, slots + 1):
         blocking = load * blocking / (k + load * blocking)
+        if blocking == 0.0:
+            return 0.0
     return slots * blocking / (slots - load * (1 - blocking))
 
 

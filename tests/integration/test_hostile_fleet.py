@@ -1,0 +1,120 @@
+"""Hostile heartbeats, published straight to the real broker as anyone holding a worker's
+rights could: whatever concurrency or jobs a worker announces, the workers and capacity
+figures stay answerable, quickly, and the dashboard shows them escaped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import pytest
+
+from tests.conftest import AMQP_URL, Gateway
+from tests.support import TEST_CATALOGUE, eventually, submit, wait_status
+from worker_sdk.wire import Topology, declare_topology
+from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
+from worker_sdk.wire.publish import message
+
+pytestmark = pytest.mark.integration
+
+Send = Callable[..., Any]
+
+
+@pytest.fixture
+def catalogue() -> Catalogue:
+    planned = '  planned:\n    title: Planned\n    version: "1.0.0"\n    target_wait: 5\n'
+    return parse_catalogue(TEST_CATALOGUE + planned, source="tests")
+
+
+@pytest.fixture
+async def events(namespace: str) -> AsyncIterator[Send]:
+    """Publish raw bodies to the events exchange, as a (rogue) worker would."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = (await declare_topology(channel, Topology(namespace))).events
+
+        async def send(body: dict[str, Any], key: str, job_id: str | None = None) -> None:
+            kind = key.rsplit(".", 1)[-1]
+            raw = json.dumps(body).encode()
+            await exchange.publish(message(raw, type=kind, correlation_id=job_id), routing_key=key)
+
+        yield send
+
+
+def _beat(worker_id: str, service: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "kind": "heartbeat",
+        "worker_id": worker_id,
+        "service": service,
+        "version": "1",
+        "host": "h",
+        "concurrency": 1,
+        **fields,
+    }
+
+
+async def _one_run(gateway: Gateway, events: Send, service: str) -> None:
+    """A job of ``service`` that ran and succeeded (its events sent by a rogue worker), so
+    that the service has a measured run time, and another job waiting."""
+    job = (await submit(gateway.client, service, {})).json()["jobID"]
+    now = datetime.now(UTC).isoformat()
+    done = {
+        "kind": "succeeded",
+        "job_id": job,
+        "service": service,
+        "run_id": str(uuid.uuid4()),
+        "worker_id": "rogue",
+        "start": {"host": "h", "worker_version": "1", "started_at": now},
+        "result": {},
+    }
+    await events(done, f"{service}.succeeded", job)
+    await wait_status(gateway.client, job, "successful")
+    assert (await submit(gateway.client, service, {})).status_code == 201
+
+
+async def _live(gateway: Gateway, service: str, count: int) -> None:
+    async with gateway.as_user("ops", "sg:admin") as admin:
+
+        async def listed() -> bool:
+            answer = await admin.get(f"/processes/{service}/workers")
+            return answer.status_code == 200 and len(answer.json()["workers"]) == count
+
+        await eventually(listed, within=30, what=f"{count} workers listed")
+
+
+async def test_workers_of_no_slot_leave_the_capacity_figures_answerable(
+    gateway: Gateway, events: Send
+) -> None:
+    await _one_run(gateway, events, "planned")
+    await events(_beat("idle", "planned", concurrency=0), "planned.heartbeat")
+    await _live(gateway, "planned", 1)
+    async with gateway.as_user("ops", "sg:admin") as admin:
+        answer = await admin.get("/processes/planned/capacity")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["slots"] == 0
+        assert (await admin.get("/capacity")).status_code == 200
+        assert (await admin.get("/ui/workers/table")).status_code != 500
+
+
+async def test_a_huge_announced_concurrency_does_not_stall_the_gateway(
+    gateway: Gateway, events: Send
+) -> None:
+    await _one_run(gateway, events, "echo")
+    workers = 100
+    for n in range(workers):
+        await events(_beat(f"greedy-{n}", "echo", concurrency=1_000_000), "echo.heartbeat")
+    await _live(gateway, "echo", workers)
+    async with gateway.as_user("ops", "sg:admin") as admin:
+        start = time.monotonic()
+        answer = await asyncio.wait_for(admin.get("/processes/echo/capacity"), timeout=20)
+        took = time.monotonic() - start
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["slots"] == workers * 1_000_000
+        assert took < 3.0, f"the capacity figures took {took:.1f} s"
