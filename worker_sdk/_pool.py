@@ -11,7 +11,10 @@ trip, not an interpreter start. Each child runs jobs one after another (see
   resident after a job, or hit a job's memory limit: it is retired between jobs.
 
 Every child is reaped (its exit status read back from the forkserver) and its pipe and
-sentinel closed, so a long-running worker holds a constant number of descriptors.
+sentinel closed, so a long-running worker holds a constant number of descriptors. A child
+is the leader of its own process group: a kill ends the processes its handler started
+with it, and its death is seen from its exit status, even while a process it forked keeps
+its end of the pipe open.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
 import sys
 from collections import deque
@@ -337,6 +341,7 @@ class ChildPool:
                 child_conn.close()
             child = _Child(process, parent_conn)
             loop.add_reader(parent_conn.fileno(), self._readable, child)
+            loop.add_reader(process.sentinel, self._exited, child)
             self.started += 1
             async with asyncio.timeout(START_TIMEOUT):
                 await child.ready
@@ -347,18 +352,32 @@ class ChildPool:
             raise
         return child
 
+    def _exited(self, child: _Child) -> None:
+        """The child's exit status is ready: it is dead, whoever still holds its pipe (a
+        process its handler forked). A reply it sent before dying is read first."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(child.process.sentinel)
+        if not child.dead and not child.conn.closed and not child.conn.poll(0):
+            self._gone(child)
+        child.dead = True
+
+    def _gone(self, child: _Child) -> None:
+        """The child is dead: its job, or its start, fails; idle, it is replaced."""
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(child.conn.fileno())
+        child.dead = True
+        if not child.ready.done():
+            child.ready.set_exception(ChildDied("the child process exited while starting"))
+        if child.outcome is not None and not child.outcome.done():
+            child.outcome.set_result(("died",))
+        elif child in self._idle:
+            self._kill(child)  # died between jobs: replaced before a job finds it
+
     def _readable(self, child: _Child) -> None:
         try:
             message = child.conn.recv()
         except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(child.conn.fileno())
-            child.dead = True
-            if not child.ready.done():
-                child.ready.set_exception(ChildDied("the child process exited while starting"))
-            if child.outcome is not None and not child.outcome.done():
-                child.outcome.set_result(("died",))
-            elif child in self._idle:
-                self._kill(child)  # died between jobs: replaced before a job finds it
+            self._gone(child)
             return
         kind = message[0]
         if kind == "ready":
@@ -382,6 +401,9 @@ class ChildPool:
         code: int | None = None
         try:
             if kill:
+                if process.pid is not None:  # its group: the child and what its handler started
+                    with contextlib.suppress(OSError):
+                        os.killpg(process.pid, signal.SIGKILL)
                 process.kill()
             exited: asyncio.Future[None] = loop.create_future()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,24 @@ from worker_sdk._child import resident_bytes
 _held: list[bytearray] = []  # what "hold" keeps between jobs, as a leaking handler would
 
 
+def _start_grandchild(inputs: dict[str, Any]) -> None:
+    if "spawn" in inputs:
+        grandchild = subprocess.Popen(["sleep", "600"])
+        Path(inputs["spawn"]).write_text(str(grandchild.pid))
+    if "fork" in inputs:
+        pid = os.fork()
+        if pid == 0:  # the grandchild: holds every descriptor of the child, the pipe too
+            time.sleep(600)
+            os._exit(0)
+        Path(inputs["fork"]).write_text(str(pid))
+
+
 def act(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Do what ``inputs`` says, in this order: report progress, allocate, hold, burn CPU,
-    crash, wait for a gate file (ignoring ctx.cancelled unless ``cooperative``)."""
+    """Do what ``inputs`` says, in this order: report progress, start a grandchild (``spawn``:
+    a command, ``fork``: a fork holding the child's descriptors; its pid written to the file
+    named), allocate, hold, burn CPU, crash, wait for a gate file (ignoring ctx.cancelled
+    unless ``cooperative``)."""
+    _start_grandchild(inputs)
     if "progress" in inputs:
         ctx.progress(int(inputs["progress"]), "acting")
     if "allocate" in inputs:
