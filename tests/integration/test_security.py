@@ -375,6 +375,11 @@ URL_ATTACKS = [
     "http://127.1/",
     "http://[::1]/",
     "http://[::ffff:127.0.0.1]/",
+    "http://[::127.0.0.1]/",  # IPv4-compatible
+    "http://[::ffff:0:a00:5]/",  # SIIT-translated 10.0.0.5
+    "http://[64:ff9b::a9fe:a9fe]/",  # 169.254.169.254 through a NAT64 gateway
+    "http://[64:ff9b:1::a00:5]/",  # a site's own NAT64 prefix
+    "http://[2002:c0a8:101::1]/",  # 192.168.1.1 through 6to4
     "http://169.254.169.254/latest/meta-data/",
     "http://10.0.0.5/",
     "http://192.168.1.1/",

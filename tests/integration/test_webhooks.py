@@ -171,6 +171,8 @@ async def test_a_subscriber_on_a_denied_address_is_refused_at_submit(
         "http://169.254.169.254/latest/meta-data",
         "http://[::1]/hook",
         "http://0x7f.1/hook",
+        "http://[64:ff9b::7f00:1]/hook",
+        "http://[::127.0.0.1]/hook",
         "http://localhost/hook",
         "ftp://example.org/hook",
     ):

@@ -28,8 +28,9 @@ class UrlPolicy:
 
     By default only ``http`` and ``https`` URLs whose host is a public address are allowed:
     loopback, private, link-local (169.254.0.0/16, cloud metadata), shared, multicast,
-    unspecified and reserved addresses are refused, in every spelling (IPv6, IPv4-mapped IPv6,
-    decimal, octal and hex IPv4). ``allow_hosts`` and ``allow_networks`` make exceptions.
+    unspecified and reserved addresses are refused, in every spelling (IPv6, IPv4-mapped,
+    -compatible and -translated IPv6, NAT64 and 6to4 addresses of them, decimal, octal and
+    hex IPv4). ``allow_hosts`` and ``allow_networks`` make exceptions.
     """
 
     schemes: tuple[str, ...] = ("http", "https")
@@ -68,13 +69,17 @@ class UrlPolicy:
         return scheme, host, port or (443 if scheme == "https" else 80)
 
     def check_address(self, address: IPAddress, host: str) -> None:
-        """Refuse a non-public address unless allow-listed."""
+        """Refuse a non-public address unless allow-listed: an IPv6 address that carries an
+        IPv4 one (mapped, compatible, translated, NAT64, 6to4) is judged by both."""
         if host in self.allow_hosts or any(address in net for net in self._networks):
             return
         mapped = getattr(address, "ipv4_mapped", None)
         effective = mapped if mapped is not None else address
-        if not effective.is_global or effective.is_multicast:
+        if address in _LOCAL_NAT64:  # a site's own translator: its IPv4 side is unknown
             raise UrlRefused(f"{host} is a non-public address ({effective})")
+        for judged in (effective, embedded_ipv4(address)):
+            if judged is not None and (not judged.is_global or judged.is_multicast):
+                raise UrlRefused(f"{host} is a non-public address ({judged})")
 
     def check_literal(self, url: str) -> None:
         """Check what needs no DNS: shape, scheme and a literal address (any spelling)."""
@@ -110,6 +115,23 @@ def pin(url: str, scheme: str, host: str, port: int, address: IPAddress) -> Pinn
     headers = {"Host": host if default_port else f"{host}:{port}"}
     extensions: dict[str, Any] = {"sni_hostname": host} if scheme == "https" else {}
     return Pinned(pinned, headers, extensions)
+
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215, local use
+_COMPATIBLE = bytes(12)  # ::a.b.c.d, deprecated IPv4-compatible addresses
+_TRANSLATED = bytes(8) + b"\xff\xff\x00\x00"  # ::ffff:0:a.b.c.d (RFC 2765 SIIT)
+
+
+def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches through a translation or a tunnel (compatible,
+    SIIT, NAT64's well-known prefix, 6to4), which the IPv6 address's own class hides."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    packed = address.packed
+    if packed[:12] in (_COMPATIBLE, _TRANSLATED) or address in _NAT64:
+        return ipaddress.IPv4Address(packed[12:])
+    return address.sixtofour
 
 
 def literal_address(host: str) -> IPAddress | None:
