@@ -202,9 +202,10 @@ class Capacity:
         ahead = await self._store.queue_position(record)
         recent = await self.recent(spec)
         wait = recent.wait_behind(ahead) if workers else None
-        now = datetime.now(UTC)
-        return Waiting(
-            live_workers=workers,
-            position=ahead + 1,
-            estimated_start=now + timedelta(seconds=wait) if wait is not None else None,
-        )
+        estimated: datetime | None = None
+        if wait is not None:
+            try:
+                estimated = datetime.now(UTC) + timedelta(seconds=wait)
+            except OverflowError:  # past the year 9999 (a run time from a skewed clock)
+                estimated = None
+        return Waiting(live_workers=workers, position=ahead + 1, estimated_start=estimated)

@@ -16,6 +16,7 @@ import aio_pika
 import pytest
 
 from tests.conftest import AMQP_URL, Gateway
+from tests.integration.test_dashboard import _signed_in
 from tests.support import TEST_CATALOGUE, eventually, submit, wait_status
 from worker_sdk.wire import Topology, declare_topology
 from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
@@ -118,3 +119,37 @@ async def test_a_huge_announced_concurrency_does_not_stall_the_gateway(
         assert answer.status_code == 200, answer.text
         assert answer.json()["slots"] == workers * 1_000_000
         assert took < 3.0, f"the capacity figures took {took:.1f} s"
+
+
+async def test_a_run_that_a_skewed_clock_made_decades_long_leaves_statuses_answerable(
+    gateway: Gateway, events: Send
+) -> None:
+    """A worker's clock can be decades behind (a host without NTP): a run it says started in
+    2000 makes the mean run time decades long, and the estimated start of a job far down the
+    queue lies past the year 9999."""
+    job = (await submit(gateway.client, "echo", {})).json()["jobID"]
+    done = {
+        "kind": "succeeded",
+        "job_id": job,
+        "service": "echo",
+        "run_id": str(uuid.uuid4()),
+        "worker_id": "skewed",
+        "start": {"host": "h", "worker_version": "1", "started_at": "2000-01-01T00:00:00Z"},
+        "result": {},
+    }
+    await events(done, "echo.succeeded", job)
+    await wait_status(gateway.client, job, "successful")
+    await events(_beat("skewed", "echo"), "echo.heartbeat")
+    await _live(gateway, "echo", 1)
+    async with gateway.as_user("ops", "sg:admin") as admin:
+        figures = (await admin.get("/processes/echo/capacity")).json()
+        assert figures["runTime"]["mean"] > 20 * 365 * 86400  # and now the recent figures
+    queued = await asyncio.gather(*(submit(gateway.client, "echo", {}) for _ in range(400)))
+    last = max((answer.json() for answer in queued), key=lambda body: body["created"])
+    status = await gateway.client.get(f"/jobs/{last['jobID']}")
+    assert status.status_code == 200, status.text
+    assert status.json()["queuePosition"] == 400
+    assert "estimatedStart" not in status.json()
+    async with _signed_in(gateway, "alice") as browser:
+        page = await browser.get(f"/ui/jobs/{last['jobID']}")
+        assert page.status_code == 200, page.text
