@@ -26,6 +26,10 @@ from gateway.ui.views import HEADERS, render, shown_status
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 MAX_FOLLOWED = 100
+# What the workers table lists at most: the workers, and the jobs of each (a worker says
+# what it runs; one that claims thousands must not make every refresh megabytes long).
+SHOWN_WORKERS = 500
+SHOWN_RUNNING = 25
 
 SessionPrincipal = Annotated[Principal, Depends(sessions.principal_of)]
 
@@ -107,6 +111,8 @@ async def _monitor(runtime: Runtime, jobs: JobsDep, principal: Principal) -> dic
         "capacity": capacity,
         "everyone": principal.admin,
         "now": now,
+        "shown_workers": SHOWN_WORKERS,
+        "shown_running": SHOWN_RUNNING,
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import aio_pika
 import pytest
 
+from gateway.ui.monitor import SHOWN_RUNNING, SHOWN_WORKERS
 from tests.conftest import AMQP_URL, Gateway
 from tests.integration.test_dashboard import _signed_in
 from tests.support import TEST_CATALOGUE, eventually, submit, wait_status
@@ -153,3 +154,23 @@ async def test_a_run_that_a_skewed_clock_made_decades_long_leaves_statuses_answe
     async with _signed_in(gateway, "alice") as browser:
         page = await browser.get(f"/ui/jobs/{last['jobID']}")
         assert page.status_code == 200, page.text
+
+
+async def test_the_workers_page_stays_small_whatever_workers_claim_to_run(
+    gateway: Gateway, events: Send
+) -> None:
+    claimed = 3000
+    for n in range(2):
+        running = [str(uuid.uuid4()) for _ in range(claimed)]
+        await events(_beat(f"busy-{n}", "echo", running=running), "echo.heartbeat")
+    for n in range(SHOWN_WORKERS - 1):
+        await events(_beat(f"crowd-{n}", "echo"), "echo.heartbeat")
+    await _live(gateway, "echo", SHOWN_WORKERS + 1)
+    async with _signed_in(gateway, "root", gateway.runtime.settings.admin_scope) as admin:
+        for path in ("/ui/workers", "/ui/workers/table"):
+            page = await admin.get(path)
+            assert page.status_code == 200, page.text
+            assert len(page.content) < 400_000, (path, len(page.content))
+            assert f"and {claimed - SHOWN_RUNNING} more" in page.text
+            assert page.text.count("data-worker=") == SHOWN_WORKERS
+            assert "and 1 more workers" in page.text
