@@ -299,7 +299,9 @@ async def job_panel(
     record = await _job(jobs, job_id, ses.principal)
     if record is None:
         return _missing(request, ses, job_id)
-    return _page(request, "_job_panel.html", await _panel(runtime, jobs, record, ses))
+    # Its dismiss form carries the CSRF token: a new one (the cookie expired) is set too.
+    panel = _page(request, "_job_panel.html", await _panel(runtime, jobs, record, ses))
+    return await _respond(request, panel)
 
 
 @router.get("/jobs/{job_id}/row")

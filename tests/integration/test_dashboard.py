@@ -293,3 +293,24 @@ async def test_a_form_posted_after_the_session_ended_leads_to_the_sign_in_form(
         assert answer.status_code == 303
         assert answer.headers["location"] == f"/ui/login?next=%2Fui%2Fjobs%2F{job}"
     assert (await gateway.client.get(f"/jobs/{job}")).json()["status"] == "accepted"
+
+
+async def test_a_job_panel_refreshed_after_the_csrf_cookie_expired_keeps_its_form_working(
+    gateway: Gateway,
+) -> None:
+    """The CSRF cookie lives 12 hours, a session as long as its token: a job's page left open
+    past it gets its dismiss button from the panel's refresh, which must set the cookie its
+    new token needs."""
+    job = await _submit(gateway.client, "left open")
+    async with _signed_in(gateway, "alice") as browser:
+        await browser.get(f"/ui/jobs/{job}")
+        browser.cookies.delete("sg_csrf", path="/ui")  # it expired
+        panel = await browser.get(f"/ui/jobs/{job}/panel", headers={"HX-Request": "true"})
+        found = _CSRF.search(panel.text)
+        assert found is not None, panel.text
+        done = await browser.post(
+            f"/ui/jobs/{job}/dismiss",
+            data={"csrf": found.group(1)},
+            headers={"Origin": "http://gw.test"},
+        )
+        assert done.status_code == 303, done.text
