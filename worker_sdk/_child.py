@@ -42,7 +42,7 @@ from typing import Any
 from uuid import UUID
 
 from ._context import JobContext
-from ._errors import HandlerError
+from ._errors import HandlerError, describe
 
 EXIT_ORPHANED = 70  # the worker is gone: the child exits without a word
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -158,7 +158,7 @@ def _run_job(
     except BaseException as exc:  # noqa: BLE001 - the worker must hear of every exit cause
         code = exc.code if isinstance(exc, HandlerError) else "handler_error"
         retryable = exc.retryable if isinstance(exc, HandlerError) else False
-        reply = ("error", job_id, type(exc).__name__, str(exc), code, retryable)
+        reply = ("error", job_id, type(exc).__name__, describe(exc), code, retryable)
         reply += (resident_bytes(), False)
     else:
         reply = ("ok", job_id, value, resident_bytes())

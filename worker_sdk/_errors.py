@@ -26,3 +26,12 @@ class Retry(Exception):
     def __init__(self, message: str = "retry requested", *, delay: float = 5.0) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+def describe(exc: BaseException) -> str:
+    """The message of what a handler raised: ``str(exc)``, or, when its ``__str__`` itself
+    raises, its type alone; the job's error is reported whatever the handler raised."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ of any kind
+        return f"{type(exc).__name__} (its message could not be read)"

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from ._child import Limits
 from ._context import JobContext
-from ._errors import HandlerError, Retry
+from ._errors import HandlerError, Retry, describe
 from ._handler import Handler, to_json
 from ._pool import ChildDied, ChildFailed, ChildPool
 from ._progress import Announcer, ProgressPump
@@ -69,14 +69,14 @@ def error_info(task: Task, exc: Exception) -> ErrorInfo:
         )
     if isinstance(exc, HandlerError):
         return ErrorInfo(
-            code=exc.code, type=type(exc).__name__, message=str(exc), retryable=exc.retryable
+            code=exc.code, type=type(exc).__name__, message=describe(exc), retryable=exc.retryable
         )
     if isinstance(exc, Retry):
-        return ErrorInfo(code="retry", type="Retry", message=str(exc), retryable=True)
+        return ErrorInfo(code="retry", type="Retry", message=describe(exc), retryable=True)
     if isinstance(exc, ChildDied):
         return ErrorInfo(code=exc.code, type="ChildDied", message=str(exc))
     log.error("job %s failed", task.job_id, exc_info=exc)
-    return ErrorInfo(code="handler_error", type=type(exc).__name__, message=str(exc))
+    return ErrorInfo(code="handler_error", type=type(exc).__name__, message=describe(exc))
 
 
 def result_problem(task: Task, result: Any) -> ErrorInfo | None:
