@@ -55,6 +55,7 @@ log = logging.getLogger("worker_sdk")
 StopReason = Literal["cancelled", "time_limit"]
 CANCELLED_MEMORY = 10_000  # job ids a worker remembers as cancelled, to skip them on arrival
 MAX_RESULT_DEPTH = 32
+MAX_RETRY_DELAY = 366 * 86400  # a Retrying event's bound
 Outcome = TerminalEvent | Retrying
 Publish = Callable[[JobEvent], Coroutine[Any, Any, None]]
 
@@ -221,7 +222,12 @@ class Runs:
     def _retry_delay(self, exc: Exception, error: ErrorInfo) -> float | None:
         """Seconds before another attempt, or None when the failure is final."""
         if isinstance(exc, Retry):
-            return exc.delay
+            # What the handler asked, within what a Retrying event carries (NaN: at once).
+            try:
+                delay = float(exc.delay)
+            except (TypeError, ValueError):
+                delay = 0.0
+            return min(delay, MAX_RETRY_DELAY) if delay >= 0 else 0.0
         return self._worker.retry_delay if error.retryable else None
 
     def _context(self, task: Task) -> dict[str, Any]:

@@ -1,0 +1,86 @@
+"""What a handler raises that the SDK could not report: an exception whose message cannot
+be read (its ``__str__`` raises), a ``Retry`` whose delay is out of bounds. Each still ends
+or retries its job, on the real broker; before, the async worker's consumer callback died
+with the job unacked and ``running`` for good, its slot held (and a process handler's child
+crashed on the first)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import Gateway
+from tests.support import eventually, submit, wait_status
+from worker_sdk import JobContext, Retry, Worker
+
+pytestmark = pytest.mark.integration
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        return f"{self.args[0]}: {self.args[1]}"  # a message built from arguments not given
+
+
+in_loop = Worker("echo", version="1.0.0")
+in_child = Worker("spin", version="1.0.0")
+
+
+@in_loop.handler
+async def raise_in_loop(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    raise Unprintable("only one")
+
+
+@in_child.handler(isolation="process")
+def raise_in_child(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    raise Unprintable("only one")
+
+
+@pytest.mark.parametrize(("worker", "service"), [(in_loop, "echo"), (in_child, "spin")])
+async def test_an_exception_whose_message_cannot_be_read_fails_its_job(
+    gateway: Gateway,
+    run_worker: Callable[..., asyncio.Task[None]],
+    worker: Worker,
+    service: str,
+) -> None:
+    run_worker(worker)
+    job = (await submit(gateway.client, service, {})).json()["jobID"]
+    failed = await wait_status(gateway.client, job, "failed", "successful", within=20)
+    assert failed["status"] == "failed"
+    assert failed["reason"] == "handler_error"
+    assert failed["message"] == "Unprintable (its message could not be read)"
+    again = (await submit(gateway.client, service, {})).json()["jobID"]  # and the worker goes on
+    assert (await wait_status(gateway.client, again, "failed", within=20))["status"] == "failed"
+
+
+retried = Worker("flaky", version="1.0.0")
+DELAYS = {"negative": -5.0, "nan": math.nan, "inf": math.inf, "huge": 1e12}
+
+
+@retried.handler
+async def retry_oddly(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    if ctx.attempt == 1:
+        raise Retry("later", delay=DELAYS[inputs["delay"]])
+    return {"attempt": ctx.attempt}
+
+
+@pytest.mark.parametrize("delay", list(DELAYS))
+async def test_a_retry_asked_with_a_delay_out_of_bounds_is_still_retried(
+    gateway: Gateway, run_worker: Callable[..., asyncio.Task[None]], delay: str
+) -> None:
+    """A negative or NaN delay retries at once; a longer one than a Retrying event carries
+    waits that long at most (the holding queues cap it further)."""
+    run_worker(retried)
+    job = (await submit(gateway.client, "flaky", {"delay": delay})).json()["jobID"]
+
+    async def second_attempt() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await gateway.client.get(f"/jobs/{job}")).json()
+        return body if body["attempt"] == 2 else None
+
+    state = await eventually(second_attempt, within=20, what="the job's second attempt")
+    assert state["status"] in ("accepted", "running", "successful")
+    if delay in ("negative", "nan"):
+        assert (await wait_status(gateway.client, job, "successful", within=20))["attempt"] == 2
