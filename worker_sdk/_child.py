@@ -157,7 +157,7 @@ def _run_job(
         reply += (resident_bytes(), True)
     except BaseException as exc:  # noqa: BLE001 - the worker must hear of every exit cause
         code = exc.code if isinstance(exc, HandlerError) else "handler_error"
-        retryable = exc.retryable if isinstance(exc, HandlerError) else False
+        retryable = exc.retryable is True if isinstance(exc, HandlerError) else False
         reply = ("error", job_id, type(exc).__name__, describe(exc), code, retryable)
         reply += (resident_bytes(), False)
     else:

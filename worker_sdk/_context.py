@@ -56,6 +56,8 @@ class JobContext:
             raise TypeError(f"progress must be an int from 0 to 100, not {percent!r}")
         if not 0 <= percent <= 100:
             raise ValueError(f"progress must be from 0 to 100, not {percent}")
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"a progress message is a str, not {type(message).__name__}")
         self._sink(percent, message)
 
     def fetch(

@@ -56,8 +56,15 @@ StopReason = Literal["cancelled", "time_limit"]
 CANCELLED_MEMORY = 10_000  # job ids a worker remembers as cancelled, to skip them on arrival
 MAX_RESULT_DEPTH = 32
 MAX_RETRY_DELAY = 366 * 86400  # a Retrying event's bound
+MAX_CODE = 64  # an ErrorInfo code's bound
 Outcome = TerminalEvent | Retrying
 Publish = Callable[[JobEvent], Coroutine[Any, Any, None]]
+
+
+def _code(code: object) -> str:
+    """A ``HandlerError``'s code as the job's error can carry it (1 to 64 characters), else
+    ``handler_error``: a failure is reported whatever code its handler chose."""
+    return code if isinstance(code, str) and 1 <= len(code) <= MAX_CODE else "handler_error"
 
 
 def error_info(task: Task, exc: Exception) -> ErrorInfo:
@@ -66,11 +73,14 @@ def error_info(task: Task, exc: Exception) -> ErrorInfo:
         return ErrorInfo(code="invalid_input", type="ValidationError", message=str(exc))
     if isinstance(exc, ChildFailed):
         return ErrorInfo(
-            code=exc.code, type=exc.type_name, message=str(exc), retryable=exc.retryable
+            code=_code(exc.code), type=exc.type_name, message=str(exc), retryable=exc.retryable
         )
     if isinstance(exc, HandlerError):
         return ErrorInfo(
-            code=exc.code, type=type(exc).__name__, message=describe(exc), retryable=exc.retryable
+            code=_code(exc.code),
+            type=type(exc).__name__,
+            message=describe(exc),
+            retryable=exc.retryable is True,
         )
     if isinstance(exc, Retry):
         return ErrorInfo(code="retry", type="Retry", message=describe(exc), retryable=True)

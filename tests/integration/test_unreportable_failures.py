@@ -1,8 +1,9 @@
-"""What a handler raises that the SDK could not report: an exception whose message cannot
-be read (its ``__str__`` raises), a ``Retry`` whose delay is out of bounds. Each still ends
-or retries its job, on the real broker; before, the async worker's consumer callback died
-with the job unacked and ``running`` for good, its slot held (and a process handler's child
-crashed on the first)."""
+"""What a handler does that the SDK could not report: raise an exception whose message
+cannot be read (its ``__str__`` raises), a ``HandlerError`` whose code no job error can
+carry, or a ``Retry`` whose delay is out of bounds, report progress with a message that is
+no text. Each still ends or retries its job, on the real broker; before, the async
+worker's consumer callback died with the job unacked and ``running`` for good, its slot
+held (and a process handler's child crashed on the first)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.conftest import Gateway
 from tests.support import eventually, submit, wait_status
-from worker_sdk import JobContext, Retry, Worker
+from worker_sdk import HandlerError, JobContext, Retry, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +85,31 @@ async def test_a_retry_asked_with_a_delay_out_of_bounds_is_still_retried(
     assert state["status"] in ("accepted", "running", "successful")
     if delay in ("negative", "nan"):
         assert (await wait_status(gateway.client, job, "successful", within=20))["attempt"] == 2
+
+
+odd = Worker("chaos", version="1.0.0")
+
+
+@odd.handler
+async def fail_oddly(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    if inputs["case"] == "progress":
+        ctx.progress(5, {"not": "text"})  # type: ignore[arg-type]  # what the test checks
+    raise HandlerError("no such code", code=inputs["case"])
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("x" * 65, "no such code"),
+        ("", "no such code"),
+        ("progress", "a progress message is a str, not dict"),
+    ],
+)
+async def test_a_failure_the_job_error_cannot_carry_as_given_still_fails_the_job(
+    gateway: Gateway, run_worker: Callable[..., asyncio.Task[None]], case: str, message: str
+) -> None:
+    run_worker(odd)
+    job = (await submit(gateway.client, "chaos", {"case": case})).json()["jobID"]
+    failed = await wait_status(gateway.client, job, "failed", "successful", within=20)
+    assert (failed["status"], failed["reason"]) == ("failed", "handler_error")
+    assert failed["message"] == message
