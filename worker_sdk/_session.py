@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from ._autoscale import Autoscale, Consumers, Scaler, follow_backlog, ready_tasks
 from ._child import Limits
+from ._errors import describe
 from ._handler import Handler
 from ._pool import ChildPool
 from ._progress import PUBLISH_ERRORS
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("worker_sdk")
 
 FINISHED_MEMORY = 10_000  # runs a session remembers as finished, to skip their redelivery
-Refusal = Literal["unreadable", "newer schema", "another service"]
+Refusal = Literal["unreadable", "newer schema", "another service", "not reportable"]
 
 
 class Session:
@@ -324,10 +325,11 @@ class Session:
             await asyncio.shield(settle(delivery, "requeue"))
             raise
         except PUBLISH_ERRORS:
-            log.exception(
-                "job %s: its outcome was not confirmed; handing the task back", task.job_id
-            )
+            log.exception("job %s: outcome not confirmed; handing the task back", task.job_id)
             await settle(delivery, "requeue")
+            return
+        except Exception as exc:  # noqa: BLE001 - an outcome no event can say ends the job too
+            await self._refuse(delivery, "not reportable", f"{type(exc).__name__}: {describe(exc)}")
             return
         self._finished[run_key] = None
         while len(self._finished) > FINISHED_MEMORY:

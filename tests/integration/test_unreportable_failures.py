@@ -113,3 +113,34 @@ async def test_a_failure_the_job_error_cannot_carry_as_given_still_fails_the_job
     failed = await wait_status(gateway.client, job, "failed", "successful", within=20)
     assert (failed["status"], failed["reason"]) == ("failed", "handler_error")
     assert failed["message"] == message
+
+
+class Unforeseen(HandlerError):
+    """A failure whose code cannot even be read: what no event can say."""
+
+    @property  # type: ignore[override]  # a broken subclass is what the test is about
+    def code(self) -> str:
+        raise AttributeError("no code")
+
+    @code.setter
+    def code(self, value: str) -> None:
+        pass
+
+
+unforeseen = Worker("slow", version="1.0.0")
+
+
+@unforeseen.handler
+async def fail_unforeseeably(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    raise Unforeseen("broken")
+
+
+async def test_an_outcome_no_event_can_say_still_ends_the_job_and_frees_the_slot(
+    gateway: Gateway, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    run_worker(unforeseen)  # of concurrency 1: a held slot would keep the second job waiting
+    for _ in range(2):
+        job = (await submit(gateway.client, "slow", {})).json()["jobID"]
+        failed = await wait_status(gateway.client, job, "failed", "successful", within=20)
+        assert (failed["status"], failed["reason"]) == ("failed", "invalid_task")
+        assert "not reportable: AttributeError: no code" in failed["message"]
