@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self
@@ -99,9 +99,10 @@ class AsyncClient(BaseClient):
         *,
         wait: float | None = None,
         idempotency_key: str | None = None,
+        subscriber: Mapping[str, str] | None = None,
     ) -> Job:
         """Create a job of ``process`` (see :meth:`Client.submit`)."""
-        call = self._submit_call(process, inputs, wait, idempotency_key)
+        call = self._submit_call(process, inputs, wait, idempotency_key, subscriber)
         response = await self._send(call)
         finished = finished_job(response)
         if finished is not None:  # it ended within the wait: read its status

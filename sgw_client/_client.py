@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -101,15 +101,17 @@ class Client(BaseClient):
         *,
         wait: float | None = None,
         idempotency_key: str | None = None,
+        subscriber: Mapping[str, str] | None = None,
     ) -> Job:
         """Create a job of ``process``; returns it as the gateway accepted it.
 
         With ``wait``, the gateway holds the answer up to that many seconds (``Prefer:
         wait``) and the job returned may already have ended. An ``Idempotency-Key`` (a new
         UUID unless given) goes with the request and all its retries, so a retry never
-        creates a second job.
+        creates a second job. ``subscriber`` asks for signed webhooks (OGC: ``successUri``,
+        ``inProgressUri``, ``failedUri``; see the gateway's ``docs/webhooks.md``).
         """
-        call = self._submit_call(process, inputs, wait, idempotency_key)
+        call = self._submit_call(process, inputs, wait, idempotency_key, subscriber)
         response = self._send(call)
         finished = finished_job(response)
         if finished is not None:  # it ended within the wait: read its status

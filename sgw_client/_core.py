@@ -8,6 +8,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -288,6 +289,7 @@ class BaseClient:
         inputs: dict[str, Any] | None,
         wait: float | None,
         idempotency_key: str | None,
+        subscriber: Mapping[str, str] | None = None,
     ) -> Call:
         # One key for the logical submit, reused by every retry: the gateway answers a retry
         # of an accepted submit with the first job instead of queueing a second.
@@ -297,11 +299,17 @@ class BaseClient:
             seconds = math.ceil(wait)
             headers["Prefer"] = f"wait={seconds}"
             timeout = httpx.Timeout(self.timeout, read=self.timeout + seconds)
+        body: dict[str, Any] = {"inputs": inputs or {}}
+        if subscriber:
+            body["subscriber"] = dict(subscriber)
         return Call(
             "POST",
             f"/processes/{quote(process, safe='')}/execution",
             headers=headers,
-            json={"inputs": inputs or {}},
+            json={
+                "inputs": inputs or {},
+                **({"subscriber": dict(subscriber)} if subscriber else {}),
+            },
             timeout=timeout,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from examples.echo import worker as echo
@@ -359,3 +361,25 @@ def test_an_unreachable_gateway_is_reported_after_the_retries() -> None:
     ):
         c.submit("echo", {})
     assert [s.outcome for s in transport.record.sent] == ["ConnectError"] * 3
+
+
+async def test_a_subscriber_goes_with_the_submit_and_its_refusal_is_typed(
+    gateway: Gateway,
+) -> None:
+    """The client sends ``subscriber`` as the execute body's member; a gateway with no
+    webhook secret refuses it with a problem the client raises as ``BadRequest``, and no job
+    is recorded."""
+    hooks = {"successUri": "https://hooks.example.org/done"}
+    bodies: list[Any] = []
+
+    class Bodies(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST":
+                bodies.append(json.loads(await request.aread()))
+            return await gateway.transport.handle_async_request(request)
+
+    async with in_process(gateway, transport=Bodies()) as client:
+        with pytest.raises(BadRequest):
+            await client.submit("echo", {"text": "x"}, subscriber=hooks)
+        assert [job async for job in client.jobs()] == []
+    assert bodies == [{"inputs": {"text": "x"}, "subscriber": hooks}]
