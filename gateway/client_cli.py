@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from itertools import islice
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console, RenderableType
-from rich.markup import escape
+from rich.markup import escape as escape_markup
 from rich.progress import (
     BarColumn,
     Progress,
@@ -68,6 +69,16 @@ EPILOG = (
 Command = Callable[[argparse.Namespace, Console, Console], int]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _plain(text: str) -> str:
+    """Text from the gateway or a worker (a host, a message) as the terminal shows it: its
+    control characters (escape sequences: a title, a cleared screen, a hyperlink) replaced
+    and its rich markup escaped."""
+    return escape_markup(_CONTROL.sub("\ufffd", text))
+
+
 def key_value(text: str) -> tuple[str, Any]:
     """Parse ``key=value``: JSON when the value is valid JSON, else the string itself."""
     key, sep, raw = text.partition("=")
@@ -106,9 +117,9 @@ def _client(args: argparse.Namespace) -> Client:
 def _line(job: Job) -> str:
     text = f"job {job.id} [bold]{job.status}[/bold]"
     if job.reason:
-        text += f" ({escape(job.reason)})"
+        text += f" ({_plain(job.reason)})"
     if job.message:
-        text += f": {escape(job.message)}"
+        text += f": {_plain(job.message)}"
     return text
 
 
@@ -131,7 +142,7 @@ def _follow(client: Client, job: Job, err: Console, timeout: float | None) -> Jo
     )
     with Progress(*columns, console=err) as progress:
         task = progress.add_task(
-            f"{escape(job.process)} {str(job.id)[:8]}", total=100, state=job.status, ended=False
+            f"{_plain(job.process)} {str(job.id)[:8]}", total=100, state=job.status, ended=False
         )
         seen: tuple[JobStatus, int] | None = None
 
@@ -140,7 +151,7 @@ def _follow(client: Client, job: Job, err: Console, timeout: float | None) -> Jo
             if seen is None or state.status != seen[0] or state.attempt != seen[1]:
                 progress.console.print(_line(state))
             seen = (state.status, state.attempt)
-            label = f"{state.status}" + (f" · {escape(state.message)}" if state.message else "")
+            label = f"{state.status}" + (f" · {_plain(state.message)}" if state.message else "")
             done = 100 if state.status is JobStatus.SUCCESSFUL else state.progress
             progress.update(task, completed=done, state=label, ended=state.terminal)
 
@@ -208,9 +219,9 @@ def cmd_jobs(args: argparse.Namespace, out: Console, err: Console) -> int:
     for job in rows:
         table.add_row(
             str(job.id),
-            job.process,
-            job.status,
-            job.reason or "",
+            _plain(job.process),
+            _plain(job.status),
+            _plain(job.reason or ""),
             f"{job.progress}%",
             _when(job.created),
             _when(job.finished),
@@ -228,10 +239,10 @@ def cmd_workers(args: argparse.Namespace, out: Console, err: Console) -> int:
         table.add_column(column)
     for worker in workers:
         table.add_row(
-            worker.id,
-            worker.service,
-            worker.host,
-            worker.version,
+            _plain(worker.id),
+            _plain(worker.service),
+            _plain(worker.host),
+            _plain(worker.version),
             f"{len(worker.running)}/{worker.concurrency}",
             _when(worker.last_seen),
             _when(worker.up_since),
@@ -250,7 +261,7 @@ def run(
     try:
         return command(args, out, err)
     except _Usage as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        err.print(f"[red]error:[/red] {_plain(str(exc))}")
         return USAGE
     except WaitTimeout as exc:
         if exc.job is None:
@@ -262,24 +273,24 @@ def run(
             )
         return NOT_SUCCESSFUL
     except (JobFailed, JobDismissed, ResultNotReady, Gone) as exc:
-        err.print(f"[red]{escape(exc.detail)}[/red]")
+        err.print(f"[red]{_plain(exc.detail)}[/red]")
         return NOT_SUCCESSFUL
     except (Unauthorized, Forbidden, TooManyRequests, ServiceUnavailable) as exc:
-        err.print(f"[red]refused:[/red] {escape(str(exc))}")
+        err.print(f"[red]refused:[/red] {_plain(str(exc))}")
         return UNREACHABLE
     except ApiError as exc:
         if exc.errors:  # the detail repeats them: one per line reads better
-            err.print(f"[red]error:[/red] {exc.status} {escape(exc.code)}")
+            err.print(f"[red]error:[/red] {exc.status} {_plain(exc.code)}")
             for field in exc.errors:
-                err.print(f"  {escape(field.path)}: {escape(field.message)}", highlight=False)
+                err.print(f"  {_plain(field.path)}: {_plain(field.message)}", highlight=False)
         else:
-            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            err.print(f"[red]error:[/red] {_plain(str(exc))}")
         return USAGE
     except (GatewayUnreachable, UnexpectedResponse) as exc:
-        err.print(f"[red]unreachable:[/red] {escape(str(exc))}")
+        err.print(f"[red]unreachable:[/red] {_plain(str(exc))}")
         return UNREACHABLE
     except ClientError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        err.print(f"[red]error:[/red] {_plain(str(exc))}")
         return UNREACHABLE
     except KeyboardInterrupt:
         return INTERRUPTED

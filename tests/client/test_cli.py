@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from io import StringIO
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from examples.echo import worker as echo
 from gateway.cli import build_parser, main
 from gateway.client_cli import key_value
 from tests.client.conftest import LiveGateway, until
+from tests.integration.test_hostile_fleet import Send, _beat, publishing
 from tests.support import eventually
 from tests.workers import slow
 
@@ -213,3 +214,35 @@ async def test_workers_lists_the_live_workers(live: LiveGateway, run_worker: Run
     other = Captured()
     assert await sgw(live, "workers", "--service", "echo", captured=other) == 0
     assert "0 live worker(s)" in other.stdout
+
+
+@pytest.fixture
+async def rogue_events(namespace: str) -> AsyncIterator[Send]:
+    async with publishing(namespace) as send:
+        yield send
+
+
+async def test_workers_shows_what_a_worker_announces_as_text_not_as_terminal_codes(
+    live: LiveGateway, rogue_events: Send
+) -> None:
+    """A worker's host and version go to the operator's terminal: an escape sequence (a
+    window title, a cleared screen) or rich markup (a hyperlink) in them is shown, not run."""
+    host = "\x1b]0;owned\x1b\\\x1b[2Jnode-1"
+    version = "[link=https://evil.example]1.0[/link]"
+    await rogue_events(_beat("rogue", "echo", host=host, version=version), "echo.heartbeat")
+    captured = Captured()
+    captured.out = Console(file=captured.out_file, width=200, force_terminal=True)
+
+    async def listed() -> bool:
+        captured.out_file.seek(0)
+        captured.out_file.truncate()
+        assert await sgw(live, "workers", captured=captured) == 0
+        return "1 live worker(s)" in ANSI.sub("", captured.stdout)
+
+    await eventually(listed, within=30, what="the rogue worker in sgw workers")
+    raw = captured.stdout
+    assert "\x1b]" not in raw  # no operating-system command: no title, no hyperlink
+    assert "\x1b[2J" not in raw
+    shown = ANSI.sub("", raw)
+    assert "node-1" in shown
+    assert "[link=https://evil.example]1.0[/link]" in shown

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,13 @@ def catalogue() -> Catalogue:
 @pytest.fixture
 async def events(namespace: str) -> AsyncIterator[Send]:
     """Publish raw bodies to the events exchange, as a (rogue) worker would."""
+    async with publishing(namespace) as send:
+        yield send
+
+
+@asynccontextmanager
+async def publishing(namespace: str) -> AsyncIterator[Send]:
+    """A sender of raw bodies to the namespace's events exchange."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
