@@ -26,7 +26,7 @@ from gateway.codegen import CodegenUnavailable, generate_models
 from gateway.server import GuardedHttpProtocol
 from gateway.settings import Settings, SettingsFileMissing, load_settings
 from worker_sdk import Autoscale, UnknownService, Worker
-from worker_sdk.wire import TopologyMismatch
+from worker_sdk.wire import MAX_CONCURRENCY, TopologyMismatch
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 from worker_sdk.wire.supervisor import BrokerUnreachable
 
@@ -179,6 +179,13 @@ def _autoscale(text: str) -> Autoscale:
         return Autoscale.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _concurrency(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"{text} is more than {MAX_CONCURRENCY}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -335,7 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("reference", help="e.g. examples.thumbnail:worker")
     scale = worker.add_mutually_exclusive_group()
-    scale.add_argument("--concurrency", type=int, default=1, help="jobs at once (= prefetch)")
+    scale.add_argument(
+        "--concurrency",
+        type=_concurrency,
+        default=1,
+        help=f"jobs at once (= prefetch), 1 to {MAX_CONCURRENCY}",
+    )
     scale.add_argument(
         "--autoscale",
         type=_autoscale,

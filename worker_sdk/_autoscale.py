@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
+from .wire.messages import MAX_CONCURRENCY
+
 log = logging.getLogger("worker_sdk")
 
 # What a broker call may raise while the channel is closed or reopening.
@@ -39,8 +41,11 @@ class Autoscale:
     maximum: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.minimum <= self.maximum:
-            raise ValueError(f"autoscale needs 1 <= MIN <= MAX, not {self.minimum}:{self.maximum}")
+        if not 1 <= self.minimum <= self.maximum <= MAX_CONCURRENCY:
+            raise ValueError(
+                f"autoscale needs 1 <= MIN <= MAX <= {MAX_CONCURRENCY}, "
+                f"not {self.minimum}:{self.maximum}"
+            )
 
     @classmethod
     def parse(cls, text: str) -> Autoscale:

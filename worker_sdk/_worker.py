@@ -15,6 +15,7 @@ from ._child import Limits
 from ._handler import Handler, Isolation, check_inputs_model
 from ._session import Session
 from .wire.catalogue import Catalogue, ServiceSpec
+from .wire.messages import MAX_CONCURRENCY
 from .wire.topology import DEFAULT_NAMESPACE, Topology
 from .wire.urls import UrlPolicy
 
@@ -168,8 +169,8 @@ class Worker:
         """
         if self._handler is None:
             raise RuntimeError(f"worker {self.service!r} has no handler; decorate one first")
-        if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
         spec = self.spec(catalogue)
         drift = check_inputs_model(self._handler, spec.id, spec.inputs_digest)
         if drift is not None:

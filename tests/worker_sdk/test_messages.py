@@ -5,7 +5,16 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from worker_sdk.wire import ErrorInfo, Failed, Heartbeat, Progress, Task, parse_event
+from worker_sdk import Autoscale
+from worker_sdk.wire import (
+    MAX_CONCURRENCY,
+    ErrorInfo,
+    Failed,
+    Heartbeat,
+    Progress,
+    Task,
+    parse_event,
+)
 
 
 def _base() -> dict[str, object]:
@@ -49,3 +58,15 @@ def test_task_defaults() -> None:
     assert task.attempt == 1
     assert task.schema_version == 1
     assert Task.model_validate_json(task.to_bytes()) == task
+
+
+def test_a_heartbeat_lists_no_more_jobs_than_a_worker_may_run() -> None:
+    """A heartbeat is bounded: a hostile one cannot make the workers list huge."""
+    beat = {"worker_id": "w", "service": "echo", "version": "1", "host": "h"}
+    Heartbeat(**beat, concurrency=MAX_CONCURRENCY, running=[uuid.uuid4()] * MAX_CONCURRENCY)
+    with pytest.raises(ValidationError):
+        Heartbeat(**beat, concurrency=MAX_CONCURRENCY + 1)
+    with pytest.raises(ValidationError):
+        Heartbeat(**beat, concurrency=1, running=[uuid.uuid4()] * (MAX_CONCURRENCY + 1))
+    with pytest.raises(ValueError, match="MAX"):
+        Autoscale(1, MAX_CONCURRENCY + 1)

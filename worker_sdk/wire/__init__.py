@@ -5,6 +5,7 @@ Both sides import it from here, so that the two ends of every message are writte
 
 from .messages import (
     BARRIER,
+    MAX_CONCURRENCY,
     REFUSED_HEADER,
     SCHEMA_VERSION,
     TASK,
@@ -52,6 +53,7 @@ __all__ = [
     "BARRIER",
     "DEFAULT_DELIVERY_LIMIT",
     "DEFAULT_NAMESPACE",
+    "MAX_CONCURRENCY",
     "REFUSED_HEADER",
     "SCHEMA_VERSION",
     "TASK",

@@ -226,6 +226,11 @@ class Retrying(_JobEvent):
     error: ErrorInfo
 
 
+MAX_CONCURRENCY = 10_000
+"""The most jobs one worker process may run at once, and so list in a heartbeat: a bound that
+keeps a hostile heartbeat from making the workers list and its pages huge."""
+
+
 class Heartbeat(_Wire):
     """A worker is alive: sent every few seconds, even while handlers burn CPU; its last one,
     on a clean shutdown, says it is ``leaving``."""
@@ -235,8 +240,8 @@ class Heartbeat(_Wire):
     service: ServiceId
     version: Version
     host: Name
-    concurrency: int = Field(ge=0, le=1_000_000)
-    running: list[UUID] = Field(default_factory=list, max_length=100_000)
+    concurrency: int = Field(ge=0, le=MAX_CONCURRENCY)
+    running: list[UUID] = Field(default_factory=list, max_length=MAX_CONCURRENCY)
     emitted_at: Timestamp = Field(default_factory=utcnow)
     leaving: bool = Field(
         default=False,
