@@ -13,6 +13,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from gateway.api import listing
 from gateway.api.execution import results_response
+from gateway.api.fast import status_info
 from gateway.api.html import html_response
 from gateway.api.schemas import (
     HTML,
@@ -178,11 +179,9 @@ async def job_status(request: Request, job_id: JobId, call: CallDep, f: Format =
     # ``Accept`` is read here rather than declared: it is not in the OpenAPI document, and a
     # declared header costs a parameter to solve on every read.
     html = listing.wants_html(request.headers.get("accept"), f)
-    record = await call.jobs.get(job_id, call.principal)
-    present = call.present
-    status = present(record, await call.runtime.capacity.waiting(record))
+    status = await status_info(call.runtime, call.principal, call.present, job_id)
     if html:
-        context = {"title": f"Job {job_id}", "job": status, "base": present.base}
+        context = {"title": f"Job {job_id}", "job": status, "base": call.present.base}
         return html_response(request, "ogc_job.html", context)
     return status.response()
 

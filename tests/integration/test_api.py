@@ -143,6 +143,33 @@ async def test_unknown_and_malformed_job_ids(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"/jobs/{uuid.uuid4()}/results")).status_code == 404
 
 
+async def test_a_plain_status_read_answers_as_the_routed_one(gateway: Gateway) -> None:
+    """``GET /jobs/{id}`` with nothing else takes the fast lane; with a query (``f=json``)
+    or the id in capitals it is routed: the answers are the same, headers and body; errors
+    (another's job, no token, HTML) are the routed ones."""
+    client = gateway.client
+    job = (await submit(client, "echo", {})).json()["jobID"]
+    plain = await client.get(f"/jobs/{job}")
+    for other in (f"/jobs/{job}?f=json", f"/jobs/{job.upper()}"):
+        routed = await client.get(other)
+        assert routed.status_code == plain.status_code == 200
+        assert routed.content == plain.content
+        assert dict(routed.headers) == dict(plain.headers)
+    assert plain.json()["status"] == "accepted"
+    assert plain.json()["queuePosition"] == 1
+    anonymous = await client.get(f"/jobs/{job}", headers={"authorization": ""})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    assert anonymous.json()["code"] == "unauthorized"
+    html = await client.get(f"/jobs/{job}", headers={"accept": "text/html"})
+    assert html.headers["content-type"].startswith("text/html")
+    assert "content-security-policy" in html.headers
+    async with gateway.as_user("someone-else") as stranger:
+        response = await stranger.get(f"/jobs/{job}")
+    assert response.status_code == 404
+    assert response.json()["code"] == "no-such-job"
+
+
 async def test_results_are_not_ready_while_queued(client: httpx.AsyncClient) -> None:
     job = (await submit(client, "echo", {})).json()
     response = await client.get(f"/jobs/{job['jobID']}/results")
