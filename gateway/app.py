@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from gateway.api import canarie, docs, jobs, legacy, openapi, ops, processes, workers
 from gateway.api import capacity as capacity_api
-from gateway.api.fast import StatusFastLane
+from gateway.api.fast import FastLanes
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
 from gateway.broker import Broker
@@ -240,7 +240,7 @@ def create_app(
     )
     install_error_handlers(app)
     # Inside the framework's error middleware: a failure it does not catch is still a 500.
-    app.add_middleware(StatusFastLane)
+    app.add_middleware(FastLanes)
     app.mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(docs.router)
     ui_routes.install(app)

@@ -43,7 +43,7 @@ from gateway.errors import (
     UnknownProcess,
     responses,
 )
-from gateway.runtime import BaseUrlDep, CallDep, JobsDep, RuntimeDep
+from gateway.runtime import BaseUrlDep, Call, CallDep, JobsDep, RuntimeDep
 
 router = APIRouter(tags=["processes"])
 
@@ -211,6 +211,17 @@ async def execute(
     ``failed``/``publish_failed`` and the answer is 503 (or 429 when the service's queue is
     full) — never 201 for a job that is not durably queued.
     """
+    return await execute_job(call, process_id, body, prefer, idempotency_key)
+
+
+async def execute_job(
+    call: Call,
+    process_id: str,
+    body: ExecuteRequest,
+    prefer: str | None,
+    idempotency_key: str | None,
+) -> Response:
+    """The execute route's work, once its request is parsed (the route's and the lane's)."""
     jobs, present = call.jobs, call.present
     spec = jobs.service(process_id)
     form = delivery(body, spec)

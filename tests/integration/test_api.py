@@ -170,6 +170,56 @@ async def test_a_plain_status_read_answers_as_the_routed_one(gateway: Gateway) -
     assert response.json()["code"] == "no-such-job"
 
 
+async def test_a_plain_submission_answers_as_the_routed_one(gateway: Gateway) -> None:
+    """A submission with a JSON body and nothing else takes the fast lane; with a query or a
+    charset on its type it is routed: the answers match (the job's own id and times aside),
+    successes and errors, and an error before the job exists records nothing."""
+    lane = {"content-type": "application/json", "prefer": "respond-async"}
+    routed = {**lane, "content-type": "application/json; charset=utf-8"}
+
+    def masked(response: httpx.Response) -> tuple[int, dict[str, str], object]:
+        body = response.json()
+        headers = {k: v for k, v in response.headers.items() if k not in ("location",)}
+        if "jobID" in body:
+            assert response.headers["location"].endswith(f"/jobs/{body['jobID']}")
+            body = {k: v for k, v in body.items() if k not in ("jobID", "created", "updated")}
+            headers.pop("content-length")
+            body["links"] = len(body["links"])
+        return response.status_code, headers, body
+
+    cases = [
+        ("/processes/echo/execution", b'{"inputs": {"text": "x"}}', 201),
+        ("/processes/nope/execution", b'{"inputs": {}}', 404),
+        ("/processes/echo/execution", b'{"inputs": {"text": 5}}', 422),
+        ("/processes/echo/execution", b'{"inputs": {}, "extra": 1}', 400),
+        ("/processes/echo/execution", b'{"inputs": {}, "outputs": {"nope": {}}}', 400),
+    ]
+    for path, content, status in cases:
+        fast = await gateway.client.post(path, content=content, headers=lane)
+        slow = await gateway.client.post(f"{path}?x=1", content=content, headers=routed)
+        assert fast.status_code == status, fast.text
+        assert masked(fast) == masked(slow)
+    before = await gateway.runtime.store.page_jobs(JobQuery(owner=None, limit=100))
+    assert len(before) == 2  # the two accepted submissions, nothing else
+    anonymous = await gateway.client.post(
+        "/processes/echo/execution",
+        content=b'{"inputs": {}}',
+        headers={**lane, "authorization": "Bearer nope"},
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.json()["code"] == "unauthorized"
+    replayed = [
+        await gateway.client.post(
+            "/processes/echo/execution",
+            content=b'{"inputs": {}}',
+            headers={**lane, "idempotency-key": "k-1"},
+        )
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in replayed] == [201, 200]
+    assert replayed[1].headers["idempotent-replayed"] == "true"
+
+
 async def test_results_are_not_ready_while_queued(client: httpx.AsyncClient) -> None:
     job = (await submit(client, "echo", {})).json()
     response = await client.get(f"/jobs/{job['jobID']}/results")
