@@ -289,12 +289,21 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def error_response(exc: GatewayError | StoreError) -> JSONResponse:
+    """The answer to one of our errors (the handlers' and the fast lanes')."""
+    if isinstance(exc, StoreError):
+        # The one place a store failure becomes an HTTP answer.
+        failure = StoreUnavailable(f"the job store does not answer: {exc}")
+        return problem_response(failure.problem(), {"Retry-After": "5"})
+    return problem_response(exc.problem(), exc.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error, ours and the framework's, as problem details."""
 
     async def gateway_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GatewayError)
-        return problem_response(exc.problem(), exc.headers)
+        return error_response(exc)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -325,9 +334,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(problem, dict(exc.headers or {}))
 
     async def store_error(request: Request, exc: Exception) -> JSONResponse:
-        # The one place a store failure becomes an HTTP answer.
-        failure = StoreUnavailable(f"the job store does not answer: {exc}")
-        return problem_response(failure.problem(), {"Retry-After": "5"})
+        assert isinstance(exc, StoreError)
+        return error_response(exc)
 
     app.add_exception_handler(GatewayError, gateway_error)
     app.add_exception_handler(StoreError, store_error)

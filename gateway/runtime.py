@@ -115,7 +115,35 @@ async def _presenter(request: Request) -> Presenter:
     return Presenter(await base_url(request), runtime.catalogue)
 
 
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a hot route needs of its request, solved as one dependency: the runtime, the
+    authenticated caller and the presenter of its answer."""
+
+    runtime: Runtime
+    principal: Principal
+    present: Presenter
+
+    @property
+    def jobs(self) -> JobService:
+        return self.runtime.jobs
+
+
+class _Caller(_Bearer):
+    """The bearer scheme again (the same name and description, so the same entry of the
+    OpenAPI document), resolving to the whole :class:`Call`: FastAPI's dependency solving
+    costs per dependency, a fifth of a status read when a route took four."""
+
+    async def __call__(self, request: Request) -> Call:  # type: ignore[override]
+        runtime: Runtime = request.scope["state"]["runtime"]
+        principal = await runtime.auth.authenticate(request.headers.get("authorization"))
+        return Call(runtime, principal, Presenter(await base_url(request), runtime.catalogue))
+
+
+_caller = _Caller(scheme_name=_bearer.scheme_name, description=_bearer.model.description)
+
 RuntimeDep = Annotated[Runtime, Depends(_runtime)]
+CallDep = Annotated[Call, Security(_caller)]
 JobsDep = Annotated[JobService, Depends(_jobs)]
 BaseUrlDep = Annotated[str, Depends(base_url)]
 PrincipalDep = Annotated[Principal, Security(_bearer)]

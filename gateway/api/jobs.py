@@ -13,6 +13,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from gateway.api import listing
 from gateway.api.execution import results_response
+from gateway.api.fast import status_info
 from gateway.api.html import html_response
 from gateway.api.schemas import (
     HTML,
@@ -35,7 +36,7 @@ from gateway.errors import (
     UnknownJob,
     responses,
 )
-from gateway.runtime import JobsDep, Presenter, PresenterDep, PrincipalDep, RuntimeDep
+from gateway.runtime import CallDep, JobsDep, Presenter, PresenterDep, PrincipalDep, RuntimeDep
 from gateway.store import JobQuery, JobRecord
 
 router = APIRouter(tags=["jobs"])
@@ -171,24 +172,16 @@ async def list_jobs(
         **responses(InvalidQueryParameter, Unauthorized, UnknownJob, StoreUnavailable),
     },
 )
-async def job_status(
-    request: Request,
-    job_id: JobId,
-    jobs: JobsDep,
-    runtime: RuntimeDep,
-    principal: PrincipalDep,
-    present: PresenterDep,
-    f: Format = None,
-    accept: AcceptHeader = None,
-) -> Response:
+async def job_status(request: Request, job_id: JobId, call: CallDep, f: Format = None) -> Response:
     """Status, progress and timestamps of one of the caller's jobs. While it is ``accepted``:
     its ``queuePosition`` and ``estimatedStart``, and a ``message`` when no worker of its
     process is live."""
-    html = listing.wants_html(accept, f)
-    record = await jobs.get(job_id, principal)
-    status = present(record, await runtime.capacity.waiting(record))
+    # ``Accept`` is read here rather than declared: it is not in the OpenAPI document, and a
+    # declared header costs a parameter to solve on every read.
+    html = listing.wants_html(request.headers.get("accept"), f)
+    status = await status_info(call.runtime, call.principal, call.present, job_id)
     if html:
-        context = {"title": f"Job {job_id}", "job": status, "base": present.base}
+        context = {"title": f"Job {job_id}", "job": status, "base": call.present.base}
         return html_response(request, "ogc_job.html", context)
     return status.response()
 

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from gateway.canarie import example_inputs
 from gateway.oas30 import OPENAPI_VERSION, to_oas30
@@ -38,8 +39,9 @@ def operation_id(route: APIRoute) -> str:
     return name
 
 
-def install(app: FastAPI, catalogue: Catalogue) -> None:
-    """Serve the 3.0 document from ``app.openapi()`` (``/openapi.json``, ``/docs``, ``/api``)."""
+def install(app: FastAPI, catalogue: Catalogue, routes: list[BaseRoute]) -> None:
+    """Serve the 3.0 document from ``app.openapi()`` (``/openapi.json``, ``/docs``, ``/api``):
+    ``routes`` in the order the document lists them (the app may match them in another)."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -49,7 +51,7 @@ def install(app: FastAPI, catalogue: Catalogue) -> None:
                 openapi_version=OPENAPI_VERSION,
                 # 3.0's info has no summary: it leads the description.
                 description="\n\n".join(filter(None, [app.summary, app.description])),
-                routes=app.routes,
+                routes=routes,
             )
             _per_process_bodies(document, catalogue)
             app.openapi_schema = downgrade(document)

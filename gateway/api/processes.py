@@ -43,7 +43,7 @@ from gateway.errors import (
     UnknownProcess,
     responses,
 )
-from gateway.runtime import BaseUrlDep, JobsDep, PresenterDep, PrincipalDep, RuntimeDep
+from gateway.runtime import BaseUrlDep, Call, CallDep, JobsDep, RuntimeDep
 
 router = APIRouter(tags=["processes"])
 
@@ -178,10 +178,7 @@ async def describe_process(
 async def execute(
     process_id: ProcessId,
     body: ExecuteRequest,
-    jobs: JobsDep,
-    runtime: RuntimeDep,
-    present: PresenterDep,
-    principal: PrincipalDep,
+    call: CallDep,
     prefer: Annotated[
         str | None,
         Header(
@@ -214,14 +211,26 @@ async def execute(
     ``failed``/``publish_failed`` and the answer is 503 (or 429 when the service's queue is
     full) — never 201 for a job that is not durably queued.
     """
+    return await execute_job(call, process_id, body, prefer, idempotency_key)
+
+
+async def execute_job(
+    call: Call,
+    process_id: str,
+    body: ExecuteRequest,
+    prefer: str | None,
+    idempotency_key: str | None,
+) -> Response:
+    """The execute route's work, once its request is parsed (the route's and the lane's)."""
+    jobs, present = call.jobs, call.present
     spec = jobs.service(process_id)
     form = delivery(body, spec)
-    max_wait = runtime.settings.max_wait
+    max_wait = call.runtime.settings.max_wait
     mode = execution_mode(prefer, sync_capable=spec.sync_capable(max_wait), max_wait=max_wait)
     record, replayed = await jobs.submit(
         spec,
         body.inputs,
-        principal=principal,
+        principal=call.principal,
         wait=mode.wait,
         idempotency_key=idempotency_key,
         delivery=form,

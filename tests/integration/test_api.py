@@ -143,6 +143,83 @@ async def test_unknown_and_malformed_job_ids(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"/jobs/{uuid.uuid4()}/results")).status_code == 404
 
 
+async def test_a_plain_status_read_answers_as_the_routed_one(gateway: Gateway) -> None:
+    """``GET /jobs/{id}`` with nothing else takes the fast lane; with a query (``f=json``)
+    or the id in capitals it is routed: the answers are the same, headers and body; errors
+    (another's job, no token, HTML) are the routed ones."""
+    client = gateway.client
+    job = (await submit(client, "echo", {})).json()["jobID"]
+    plain = await client.get(f"/jobs/{job}")
+    for other in (f"/jobs/{job}?f=json", f"/jobs/{job.upper()}"):
+        routed = await client.get(other)
+        assert routed.status_code == plain.status_code == 200
+        assert routed.content == plain.content
+        assert dict(routed.headers) == dict(plain.headers)
+    assert plain.json()["status"] == "accepted"
+    assert plain.json()["queuePosition"] == 1
+    anonymous = await client.get(f"/jobs/{job}", headers={"authorization": ""})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    assert anonymous.json()["code"] == "unauthorized"
+    html = await client.get(f"/jobs/{job}", headers={"accept": "text/html"})
+    assert html.headers["content-type"].startswith("text/html")
+    assert "content-security-policy" in html.headers
+    async with gateway.as_user("someone-else") as stranger:
+        response = await stranger.get(f"/jobs/{job}")
+    assert response.status_code == 404
+    assert response.json()["code"] == "no-such-job"
+
+
+async def test_a_plain_submission_answers_as_the_routed_one(gateway: Gateway) -> None:
+    """A submission with a JSON body and nothing else takes the fast lane; with a query or a
+    charset on its type it is routed: the answers match (the job's own id and times aside),
+    successes and errors, and an error before the job exists records nothing."""
+    lane = {"content-type": "application/json", "prefer": "respond-async"}
+    routed = {**lane, "content-type": "application/json; charset=utf-8"}
+
+    def masked(response: httpx.Response) -> tuple[int, dict[str, str], object]:
+        body = response.json()
+        headers = {k: v for k, v in response.headers.items() if k not in ("location",)}
+        if "jobID" in body:
+            assert response.headers["location"].endswith(f"/jobs/{body['jobID']}")
+            body = {k: v for k, v in body.items() if k not in ("jobID", "created", "updated")}
+            headers.pop("content-length")
+            body["links"] = len(body["links"])
+        return response.status_code, headers, body
+
+    cases = [
+        ("/processes/echo/execution", b'{"inputs": {"text": "x"}}', 201),
+        ("/processes/nope/execution", b'{"inputs": {}}', 404),
+        ("/processes/echo/execution", b'{"inputs": {"text": 5}}', 422),
+        ("/processes/echo/execution", b'{"inputs": {}, "extra": 1}', 400),
+        ("/processes/echo/execution", b'{"inputs": {}, "outputs": {"nope": {}}}', 400),
+    ]
+    for path, content, status in cases:
+        fast = await gateway.client.post(path, content=content, headers=lane)
+        slow = await gateway.client.post(f"{path}?x=1", content=content, headers=routed)
+        assert fast.status_code == status, fast.text
+        assert masked(fast) == masked(slow)
+    before = await gateway.runtime.store.page_jobs(JobQuery(owner=None, limit=100))
+    assert len(before) == 2  # the two accepted submissions, nothing else
+    anonymous = await gateway.client.post(
+        "/processes/echo/execution",
+        content=b'{"inputs": {}}',
+        headers={**lane, "authorization": "Bearer nope"},
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.json()["code"] == "unauthorized"
+    replayed = [
+        await gateway.client.post(
+            "/processes/echo/execution",
+            content=b'{"inputs": {}}',
+            headers={**lane, "idempotency-key": "k-1"},
+        )
+        for _ in range(2)
+    ]
+    assert [r.status_code for r in replayed] == [201, 200]
+    assert replayed[1].headers["idempotent-replayed"] == "true"
+
+
 async def test_results_are_not_ready_while_queued(client: httpx.AsyncClient) -> None:
     job = (await submit(client, "echo", {})).json()
     response = await client.get(f"/jobs/{job['jobID']}/results")

@@ -1,0 +1,135 @@
+"""The fast lanes of the two hot requests: the status read (``GET /jobs/{jobID}``) and the
+submission (``POST /processes/{processID}/execution``) answered without the framework's
+routing and dependency solving, which cost more than the read itself and a fifth of a
+submission.
+
+Only the plain case takes a lane, and it runs the route's own code:
+
+- a status read: ``/jobs/<uuid>`` (the id in its canonical lower-case form), no query string,
+  wanting JSON, from a caller whose token is good, for a job the caller sees;
+- a submission: no query string, ``Content-Type: application/json``, no ``Idempotency-Key``,
+  a body that parses as an execute request, a good token; from there the route's own
+  :func:`~gateway.api.processes.execute_job` answers, its errors rendered by the same
+  function as the application's handlers.
+
+Anything else (another form of the id, a query, HTML, a body the framework would refuse, an
+error found before a submission has any effect) goes to the application, which routes it as
+ever (with the body already read handed on) and answers with its problem document: such a
+request costs a second try, never a different answer. Neither lane runs under a root path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from uuid import UUID
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.api import listing
+from gateway.api.processes import execute_job
+from gateway.api.schemas import ExecuteRequest, StatusInfo
+from gateway.auth import Principal
+from gateway.errors import GatewayError, error_response
+from gateway.runtime import Call, Presenter, Runtime, base_url
+from gateway.store import StoreError
+
+_STATUS_PATH = re.compile(
+    r"/jobs/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", re.ASCII
+)
+_EXECUTE_PATH = re.compile(r"/processes/([^/]{1,64})/execution")
+
+
+async def status_info(
+    runtime: Runtime, principal: Principal, present: Presenter, job_id: UUID
+) -> StatusInfo:
+    """One of the caller's jobs as its status document (the route's and the lane's)."""
+    record = await runtime.jobs.get(job_id, principal)
+    return present(record, await runtime.capacity.waiting(record))
+
+
+async def _call(request: Request) -> Call:
+    runtime: Runtime = request.scope["state"]["runtime"]
+    principal = await runtime.auth.authenticate(request.headers.get("authorization"))
+    return Call(runtime, principal, Presenter(await base_url(request), runtime.catalogue))
+
+
+class FastLanes:
+    """Pure ASGI middleware: the plain hot requests answered here, every other request passed
+    on untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["query_string"]
+            or scope.get("root_path")
+            or "state" not in scope
+        ):
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        if method == "GET" and (found := _STATUS_PATH.fullmatch(scope["path"])) is not None:
+            try:
+                status = await _status(Request(scope), UUID(found.group(1)))
+            except Exception:  # noqa: BLE001  # the application answers it, as ever
+                status = None
+            if status is not None:
+                await status.response()(scope, receive, send)
+                return
+        elif method == "POST" and (found := _EXECUTE_PATH.fullmatch(scope["path"])) is not None:
+            request = Request(scope, receive)
+            if (
+                request.headers.get("content-type") == "application/json"
+                and "idempotency-key" not in request.headers
+            ):
+                try:
+                    raw = await request.body()  # the body limit applies: it wraps ``receive``
+                except ClientDisconnect:  # the application sees the disconnect itself
+                    await self.app(scope, receive, send)
+                    return
+                response = await _execute(request, found.group(1), raw)
+                if response is not None:
+                    await response(scope, receive, send)
+                    return
+                receive = _replay(raw, receive)
+        await self.app(scope, receive, send)
+
+
+async def _status(request: Request, job_id: UUID) -> StatusInfo | None:
+    if listing.wants_html(request.headers.get("accept"), None):
+        return None
+    call = await _call(request)
+    return await status_info(call.runtime, call.principal, call.present, job_id)
+
+
+async def _execute(request: Request, process_id: str, raw: bytes) -> Response | None:
+    """The submission's answer, or ``None`` when nothing happened and the application is to
+    answer (as FastAPI parses it: ``json.loads``, then the model in Python mode)."""
+    try:
+        body = ExecuteRequest.model_validate(json.loads(raw))
+        call = await _call(request)
+    except Exception:  # noqa: BLE001  # nothing happened yet: the application answers it
+        return None
+    try:
+        return await execute_job(call, process_id, body, request.headers.get("prefer"), None)
+    except (GatewayError, StoreError) as exc:
+        return error_response(exc)
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """``receive`` with the body already read given back first."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay
