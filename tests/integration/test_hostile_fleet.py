@@ -20,7 +20,7 @@ from gateway.ui.monitor import SHOWN_RUNNING, SHOWN_WORKERS
 from tests.conftest import AMQP_URL, Gateway
 from tests.integration.test_dashboard import _signed_in
 from tests.support import TEST_CATALOGUE, eventually, submit, wait_status
-from worker_sdk.wire import Topology, declare_topology
+from worker_sdk.wire import MAX_CONCURRENCY, Topology, declare_topology
 from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
 from worker_sdk.wire.publish import message
 
@@ -119,14 +119,14 @@ async def test_a_huge_announced_concurrency_does_not_stall_the_gateway(
     await _one_run(gateway, events, "echo")
     workers = 100
     for n in range(workers):
-        await events(_beat(f"greedy-{n}", "echo", concurrency=1_000_000), "echo.heartbeat")
+        await events(_beat(f"greedy-{n}", "echo", concurrency=MAX_CONCURRENCY), "echo.heartbeat")
     await _live(gateway, "echo", workers)
     async with gateway.as_user("ops", "sg:admin") as admin:
         start = time.monotonic()
         answer = await asyncio.wait_for(admin.get("/processes/echo/capacity"), timeout=20)
         took = time.monotonic() - start
         assert answer.status_code == 200, answer.text
-        assert answer.json()["slots"] == workers * 1_000_000
+        assert answer.json()["slots"] == workers * MAX_CONCURRENCY
         assert took < 3.0, f"the capacity figures took {took:.1f} s"
 
 
