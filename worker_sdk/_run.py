@@ -211,10 +211,12 @@ class Runs:
             supervisor.cancel()
             self._runs.pop(task.job_id, None)
             await pump.close()
-            announced = await announcer.settle()
-        unannounced = None if announced else start
+            await announcer.settle()
+        # The end carries its start even when a ``started`` event announced it: a gateway
+        # that applies the end first (two gateway processes share the events) still records
+        # when and where the run started, and one that saw the start keeps it.
         if run.reason == "cancelled":
-            return Cancelled(**base, message="cancelled by its owner", start=unannounced)
+            return Cancelled(**base, message="cancelled by its owner", start=start)
         if run.reason == "time_limit":
             error = ErrorInfo(
                 code="time_limit",
@@ -226,8 +228,8 @@ class Runs:
         if error is None:
             error = result_problem(task, result)
         if error is not None:
-            return Failed(**base, error=error, start=unannounced)
-        return Succeeded(**base, result=result, start=unannounced)
+            return Failed(**base, error=error, start=start)
+        return Succeeded(**base, result=result, start=start)
 
     def _retry_delay(self, exc: Exception, error: ErrorInfo) -> float | None:
         """Seconds before another attempt, or None when the failure is final."""

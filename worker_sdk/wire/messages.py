@@ -181,7 +181,8 @@ class Progress(_JobEvent):
 
 
 class RunStart(BaseModel):
-    """Where and when a run started, carried by a terminal event that no ``started`` preceded."""
+    """Where and when a run started, carried by its terminal event (whether or not a
+    ``started`` event announced it: the two may be applied in either order)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -193,7 +194,9 @@ class RunStart(BaseModel):
 class _Terminal(_JobEvent):
     start: RunStart | None = Field(
         default=None,
-        description="Set when the run ended before its ``started`` event was announced.",
+        description="Where and when the run started; set by every worker of this version, "
+        "whether or not a ``started`` event announced the run (older workers set it only "
+        "when none did).",
     )
 
 
