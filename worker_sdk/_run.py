@@ -67,8 +67,17 @@ def _code(code: object) -> str:
     return code if isinstance(code, str) and 1 <= len(code) <= MAX_CODE else "handler_error"
 
 
+class HandlerExited(Exception):
+    """An async or thread handler called ``sys.exit()``: its job fails, the worker goes on."""
+
+    def __init__(self, code: object) -> None:
+        super().__init__(f"the handler called sys.exit({code!r})"[:500])
+
+
 def error_info(task: Task, exc: Exception) -> ErrorInfo:
     """The job's error for what its handler raised."""
+    if isinstance(exc, HandlerExited):
+        return ErrorInfo(code="handler_error", type="SystemExit", message=str(exc))
     if isinstance(exc, ValidationError):
         return ErrorInfo(code="invalid_input", type="ValidationError", message=str(exc))
     if isinstance(exc, ChildFailed):
@@ -280,11 +289,14 @@ class Runs:
             **self._context(task),
         )
         run.context = ctx
-        if handler.isolation == "thread":
-            loop = asyncio.get_running_loop()
-            value = await loop.run_in_executor(self._threads, handler.fn, ctx, inputs)
-        else:
-            value = await handler.fn(ctx, inputs)
+        try:
+            if handler.isolation == "thread":
+                loop = asyncio.get_running_loop()
+                value = await loop.run_in_executor(self._threads, handler.fn, ctx, inputs)
+            else:
+                value = await handler.fn(ctx, inputs)
+        except SystemExit as exc:  # a task would hand it to the event loop: the worker exits
+            raise HandlerExited(exc.code) from None
         return to_json(value)
 
     def cancel(self, job_id: uuid.UUID) -> None:

@@ -261,3 +261,18 @@ def test_exceptions_map_to_stable_codes() -> None:
     assert error_info(task, Retry("later")).code == "retry"
     assert error_info(task, ValueError("boom")).code == "handler_error"
     assert error_info(task, ValueError("boom")).type == "ValueError"
+
+
+@pytest.mark.parametrize("isolation", ["async", "thread"])
+async def test_a_handler_calling_sys_exit_fails_its_job_and_not_the_worker(isolation: str) -> None:
+    async def async_exit(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        raise SystemExit(3)
+
+    def thread_exit(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        raise SystemExit("bye")
+
+    harness = Harness(async_exit if isolation == "async" else thread_exit, isolation)
+    outcome = await harness.runs.execute(_task())
+    assert isinstance(outcome, Failed)
+    assert (outcome.error.code, outcome.error.type) == ("handler_error", "SystemExit")
+    assert "sys.exit" in outcome.error.message
