@@ -300,12 +300,12 @@ class EventApplier:
             await handle()
         except Unusable as exc:
             self._metrics.events_refused.labels(queue, _why(exc)).inc()
-            log.warning("message %s on %s set aside: %s", message.message_id, queue, exc)
+            log.warning("message %r on %s set aside: %s", message.message_id, queue, exc)
             await settle(message, "reject")
             return
         except Exception:
             self._metrics.events_refused.labels(queue, "failed").inc()
-            log.exception("message %s on %s failed; set aside", message.message_id, queue)
+            log.exception("message %r on %s failed; set aside", message.message_id, queue)
             await settle(message, "reject")
             return
         await settle(message, "ack")

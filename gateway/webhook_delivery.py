@@ -83,7 +83,7 @@ class WebhookDeliverer:
         try:
             task = WebhookTask.model_validate_json(message.body)
         except ValidationError:
-            log.warning("message %s on webhooks is no delivery; set aside", message.message_id)
+            log.warning("message %r on webhooks is no delivery; set aside", message.message_id)
             await settle(message, "reject")
             return
         try:

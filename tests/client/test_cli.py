@@ -226,10 +226,12 @@ async def test_workers_shows_what_a_worker_announces_as_text_not_as_terminal_cod
     live: LiveGateway, rogue_events: Send
 ) -> None:
     """A worker's host and version go to the operator's terminal: an escape sequence (a
-    window title, a cleared screen) or rich markup (a hyperlink) in them is shown, not run."""
-    host = "\x1b]0;owned\x1b\\\x1b[2Jnode-1"
+    window title, a cleared screen) is refused with the heartbeat at the gateway, and rich
+    markup (a hyperlink) is shown, not run."""
+    escape = "\x1b]0;owned\x1b\\\x1b[2Jnode-1"
     version = "[link=https://evil.example]1.0[/link]"
-    await rogue_events(_beat("rogue", "echo", host=host, version=version), "echo.heartbeat")
+    await rogue_events(_beat("escaper", "echo", host=escape), "echo.heartbeat")
+    await rogue_events(_beat("rogue", "echo", host="node-1", version=version), "echo.heartbeat")
     captured = Captured()
     captured.out = Console(file=captured.out_file, width=200, force_terminal=True)
 

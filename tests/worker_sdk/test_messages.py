@@ -70,3 +70,14 @@ def test_a_heartbeat_lists_no_more_jobs_than_a_worker_may_run() -> None:
         Heartbeat(**beat, concurrency=1, running=[uuid.uuid4()] * (MAX_CONCURRENCY + 1))
     with pytest.raises(ValueError, match="MAX"):
         Autoscale(1, MAX_CONCURRENCY + 1)
+
+
+@pytest.mark.parametrize("field", ["worker_id", "host", "version"])
+@pytest.mark.parametrize("value", ["\x1b]0;owned\x07", "a\nb", "\x00", "\x9b2J"])
+def test_names_and_versions_carry_no_control_characters(field: str, value: str) -> None:
+    """They reach logs, pages and operators' terminals: a control character is refused at
+    the edge."""
+    beat = {"worker_id": "w", "service": "echo", "version": "1", "host": "h", "concurrency": 1}
+    Heartbeat.model_validate({**beat, field: "ordinary-name 1.0 (été)"})
+    with pytest.raises(ValidationError):
+        Heartbeat.model_validate({**beat, field: value})

@@ -71,8 +71,10 @@ def _cut(limit: int) -> Any:
 
 
 Timestamp = Annotated[datetime, AfterValidator(_sane)]
-Name = Annotated[str, Field(min_length=1, max_length=256)]
-Version = Annotated[str, Field(min_length=1, max_length=64)]
+# Names and versions are shown in logs, pages and terminals: no control characters.
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]+$"
+Name = Annotated[str, Field(min_length=1, max_length=256, pattern=_PRINTABLE)]
+Version = Annotated[str, Field(min_length=1, max_length=64, pattern=_PRINTABLE)]
 ServiceId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 Attempt = Annotated[int, Field(ge=1, le=10_000)]
 Sequence = Annotated[int, Field(ge=1, le=INT64_MAX)]
