@@ -22,6 +22,7 @@ import pytest
 from gateway.store import TERMINAL, JobStatus, JobStore
 from tests.conftest import Gateway, GatewayFactory
 from tests.support import eventually
+from worker_sdk.wire import Topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos, pytest.mark.timeout(180)]
 
@@ -63,6 +64,17 @@ async def close_broker_connections(namespace: str) -> list[str]:
     # At once, as close_all_connections would: no connection gets a head start to recover.
     await asyncio.gather(*(_rabbitmqctl("close_connection", pid, "chaos test") for pid in ours))
     return list(ours.values())
+
+
+async def _consumed(namespace: str) -> bool:
+    """Whether a worker consumes the chaos queue (it has a broker connection to lose)."""
+    listing = await _rabbitmqctl("list_queues", "--no-table-headers", "name", "consumers")
+    queue = Topology(namespace).task_queue("chaos")
+    return any(
+        line.split("\t")[0] == queue and int(line.split("\t")[1]) > 0
+        for line in listing.splitlines()
+        if "\t" in line
+    )
 
 
 async def test_every_accepted_job_ends_exactly_once_through_chaos(
@@ -115,6 +127,8 @@ async def test_every_accepted_job_ends_exactly_once_through_chaos(
         workers[0] = spawn_worker("tests.workers:chaos", concurrency=8)
 
         await after(JOBS * 30 // 100)
+        # Submitting outruns a worker's start: wait for one to hold a connection to lose.
+        await eventually(lambda: _consumed(namespace), within=60, what="a worker consuming")
         closed = await close_broker_connections(namespace)
         # The gateway's and both workers' (which may be reconnecting from the kill above).
         assert sum("/gateway@" in name for name in closed) == 1, closed
