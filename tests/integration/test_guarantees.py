@@ -194,10 +194,10 @@ async def test_prefer_wait_is_answered_when_another_replica_holds_the_shared_eve
     real_consume = Broker.consume
 
     async def leave_events_to_the_other(
-        self: Broker, queue: str, callback: Any, *, prefetch: int
+        self: Broker, queue: str, callback: Any, *, prefetch: int, **options: Any
     ) -> None:
         if queue != self.topology.events_queue:
-            await real_consume(self, queue, callback, prefetch=prefetch)
+            await real_consume(self, queue, callback, prefetch=prefetch, **options)
 
     monkeypatch.setattr(Broker, "consume", leave_events_to_the_other)
     waiting = await gateway_factory()
