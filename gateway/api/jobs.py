@@ -270,9 +270,10 @@ async def job_webhooks(
     return Response(body.model_dump_json(exclude_none=True), media_type=JSON)
 
 
-async def _owned_job(job_id: JobId, jobs: JobsDep, principal: PrincipalDep) -> JobRecord:
-    """Ownership checked before a stream starts (errors inside a stream come too late)."""
-    return await jobs.get(job_id, principal)
+async def _owned_job(job_id: JobId, jobs: JobsDep, principal: PrincipalDep) -> None:
+    """Ownership checked before a stream starts (errors inside a stream come too late). It
+    returns nothing: a dependency's value is kept for the whole stream."""
+    await jobs.get(job_id, principal)
 
 
 def _event(record: JobRecord, present: Presenter) -> ServerSentEvent:
@@ -304,21 +305,21 @@ async def job_events(
     jobs: JobsDep,
     principal: PrincipalDep,
     present: PresenterDep,
-    _: Annotated[JobRecord, Depends(_owned_job)],
+    _: Annotated[None, Depends(_owned_job)],
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """A `status` event with the job's statusInfo now and at every change (progress included);
     the stream ends after the terminal state, or when the caller's token expires. Reconnect
     with `Last-Event-ID` to resume after the last event received."""
     seen = _last_seen(last_event_id)
-    async with jobs.changes(job_id, principal) as (current, changes):
-        record = current
+    async with jobs.changes(job_id, principal) as (record, changes):
         while True:
             if record.seq > seen:
                 seen = record.seq
                 yield _event(record, present)
             if record.status.terminal:
                 return
+            del record  # an idle stream holds no record while it waits for the next change
             remaining = principal.remaining()
             if remaining is not None and remaining <= 0:
                 return
