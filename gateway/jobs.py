@@ -49,6 +49,7 @@ from gateway.store import (
     StoreError,
     WebhookDelivery,
 )
+from gateway.watch import Mailbox
 from gateway.webhooks import Subscriptions, subscribed
 from worker_sdk.wire import CancelRequest, ErrorInfo, Task
 from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
@@ -295,7 +296,7 @@ class JobService:
     @asynccontextmanager
     async def changes(
         self, job_id: uuid.UUID, principal: Principal
-    ) -> AsyncIterator[tuple[JobRecord, asyncio.Queue[JobRecord]]]:
+    ) -> AsyncIterator[tuple[JobRecord, Mailbox]]:
         """The job as it stands, and a queue of its later changes (owner only)."""
         await self.get(job_id, principal)  # ownership, before anything is watched
         async with self._changes.watch.subscribe(job_id) as queue:
@@ -304,7 +305,7 @@ class JobService:
     @asynccontextmanager
     async def following(
         self, job_ids: Sequence[uuid.UUID], principal: Principal
-    ) -> AsyncIterator[tuple[list[JobRecord], asyncio.Queue[JobRecord]]]:
+    ) -> AsyncIterator[tuple[list[JobRecord], Mailbox]]:
         """Those of ``job_ids`` the principal may see, as they stand, and one queue of their
         later changes (the dashboard's live lists); unknown and others' jobs are left out."""
         visible = []

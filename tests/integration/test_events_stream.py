@@ -7,10 +7,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
 
+from gateway.api import jobs as api_jobs
+from gateway.auth import Principal
+from gateway.runtime import Presenter
 from tests import workers
 from tests.conftest import Gateway
 from tests.integration.test_hostile import _next_event, _token
@@ -111,3 +115,29 @@ async def test_a_stream_resumed_while_the_job_runs_goes_on_from_the_last_event_s
         await server.stop()
     assert all(int(e["id"]) > int(last) for e in second)  # nothing seen before is repeated
     assert [e["data"]["progress"] for e in second].count(40) == 0
+
+
+async def test_a_quiet_stream_sends_keep_alive_comments_and_then_the_next_change(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_jobs, "_PING_SECONDS", 0.05)
+    job = (await submit(gateway.client, "echo", {})).json()  # no worker: it stays accepted
+    job_id = UUID(job["jobID"])
+    alice = Principal(subject="alice", scopes=frozenset(), admin=False)
+    present = Presenter("http://gw.test", gateway.runtime.catalogue)
+    stream = api_jobs._job_stream(gateway.runtime.jobs, job_id, alice, present, 0)
+    try:
+        first = await asyncio.wait_for(anext(stream), 10)
+        assert [e["status"] for e in parse(first.decode())] == ["accepted"]
+        assert await asyncio.wait_for(anext(stream), 10) == b": ping\n\n"
+        assert await asyncio.wait_for(anext(stream), 10) == b": ping\n\n"
+        dismissed = await gateway.client.delete(f"/jobs/{job_id}")
+        assert dismissed.status_code == 200
+        chunk = await asyncio.wait_for(anext(stream), 10)
+        while chunk == b": ping\n\n":
+            chunk = await asyncio.wait_for(anext(stream), 10)
+        assert [e["status"] for e in parse(chunk.decode())] == ["dismissed"]
+        with pytest.raises(StopAsyncIteration):  # the terminal state ends the stream
+            await asyncio.wait_for(anext(stream), 10)
+    finally:
+        await stream.aclose()
