@@ -52,6 +52,7 @@ WATCHED_KEYS = (
     "*.succeeded",
     "*.failed",
     "*.cancelled",
+    "*.outcomes",
     "*.barrier",
 )
 

@@ -50,7 +50,9 @@ from worker_sdk.wire import (
     Event,
     Failed,
     Heartbeat,
+    JobEvent,
     NewerSchema,
+    Outcomes,
     Progress,
     Retrying,
     Started,
@@ -133,7 +135,9 @@ class EventApplier:
         for callback in self._barrier_listeners:
             callback(barrier_id)
 
-    async def apply(self, event: Event, *, now: datetime | None = None) -> JobRecord | None:
+    async def apply(
+        self, event: JobEvent | Heartbeat | BarrierPassed, *, now: datetime | None = None
+    ) -> JobRecord | None:
         """Apply one event; the updated record, or ``None`` when it changed nothing.
 
         Raises :class:`Unusable` for an event no retry will make usable, and
@@ -315,12 +319,42 @@ class EventApplier:
 
         async def handle() -> None:
             event = _read_event(message.body)
+            if isinstance(event, Outcomes):
+                await self._apply_outcomes(event)
+                return
             await self._with_store(f"{event.kind} event", lambda: self._apply_quietly(event))
 
         await self._settled(message, "events", handle)
 
-    async def _apply_quietly(self, event: Event) -> None:
+    async def _apply_quietly(self, event: JobEvent | Heartbeat | BarrierPassed) -> None:
         await self.apply(event)
+
+    async def _apply_outcomes(self, outcomes: Outcomes) -> None:
+        """Apply the terminal events of an ``outcomes`` message together, so that the store
+        commits them in one transaction; each is retried on its own while the store fails.
+        One that is unusable does not hold the others back: they are applied, then the
+        message is set aside with its reason (applying it again changes nothing)."""
+        now = datetime.now(UTC)
+
+        async def one(event: TerminalEvent) -> None:
+            await self._with_store(f"{event.kind} event", lambda: self._apply_at(event, now))
+
+        results = await asyncio.gather(*(one(e) for e in outcomes.events), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, Exception):
+                raise failure
+        if failures:
+            first = failures[0]
+            if isinstance(first, Unusable):
+                raise Unusable(
+                    f"{len(failures)} of its {len(outcomes.events)} events were not applied, "
+                    f"the first: {first}"
+                ) from first.__cause__
+            raise first
+
+    async def _apply_at(self, event: TerminalEvent, now: datetime) -> None:
+        await self.apply(event, now=now)
 
     async def on_watched_event(self, message: AbstractIncomingMessage) -> None:
         """Consumer of this process's private copy of events (no-ack).
@@ -339,13 +373,23 @@ class EventApplier:
                 self._barrier_passed(event.barrier_id)
             return
         try:
+            if message.type == "outcomes":
+                outcomes = parse_event(message.body)
+                if isinstance(outcomes, Outcomes):
+                    for inner in outcomes.events:
+                        if self._changes.watch.interested(inner.job_id):
+                            await self._apply_watched(inner)
+                return
             if not self._changes.watch.interested(uuid.UUID(message.correlation_id or "")):
                 return
             event = parse_event(message.body)
         except (ValueError, ValidationError):
             return
-        if isinstance(event, Heartbeat | BarrierPassed):
+        if isinstance(event, Heartbeat | BarrierPassed | Outcomes):
             return
+        await self._apply_watched(event)
+
+    async def _apply_watched(self, event: JobEvent) -> None:
         try:
             if await self.apply(event) is None:
                 record = await self._store.get(event.job_id)

@@ -234,6 +234,7 @@ def task_for(record: JobRecord, spec: ServiceSpec) -> Task:
         time_limit=spec.time_limit,
         deadline=record.created + timedelta(seconds=spec.queue_ttl),
         max_result_bytes=spec.max_result_bytes,
+        batch_outcomes=True,
     )
 
 

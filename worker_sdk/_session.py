@@ -35,6 +35,7 @@ from ._autoscale import Autoscale, Consumers, Scaler, follow_backlog, ready_task
 from ._child import Limits
 from ._errors import describe
 from ._handler import Handler
+from ._outcomes import Reporter
 from ._pool import ChildPool
 from ._progress import PUBLISH_ERRORS
 from ._run import Runs
@@ -46,7 +47,6 @@ from .wire.messages import (
     BarrierPassed,
     CancelRequest,
     Heartbeat,
-    JobEvent,
     NewerSchema,
     Retrying,
     Task,
@@ -111,6 +111,8 @@ class Session:
         self._finished: OrderedDict[tuple[uuid.UUID, int], None] = OrderedDict()
         self._exchanges: CoreExchanges | None = None
         self._runs: Runs | None = None
+        self._reporter = Reporter(worker.service, self.worker_id, worker.publish_timeout)
+        self._publish = self._reporter.publish
         self._children: ChildPool | None = None
 
     def stop(self) -> None:
@@ -175,6 +177,7 @@ class Session:
             prefetch = 1 if self.autoscale is not None and not burst else self.concurrency
             await channel.set_qos(prefetch_count=prefetch)
             self._exchanges = await declare_topology(channel, self.topology)
+            self._reporter.exchange = self._exchanges.events
             queue = await declare_task_queue(
                 channel, self.topology, self.worker.service, self.queue_options
             )
@@ -318,7 +321,7 @@ class Session:
             if isinstance(outcome, Retrying):
                 await self._retry_later(task, outcome)
             else:
-                await self._publish(outcome)
+                await self._reporter.outcomes.send(outcome, batchable=task.batch_outcomes)
                 await call_back(task, outcome, self.url_policy)
         except asyncio.CancelledError:
             log.warning("job %s handed back to the queue", task.job_id)
@@ -396,24 +399,6 @@ class Session:
             log.warning("ignoring an unreadable control message")
             return
         self.cancel(request.job_id)
-
-    async def _publish(
-        self, event: JobEvent | Heartbeat | BarrierPassed, *, expiration: float | None = None
-    ) -> None:
-        assert self._exchanges is not None
-        job_id = getattr(event, "job_id", None)
-        outgoing = message(
-            event.to_bytes(),
-            type=event.kind,
-            correlation_id=str(job_id) if job_id is not None else None,
-            expiration=expiration,
-        )
-        await publish(
-            self._exchanges.events,
-            outgoing,
-            f"{event.service}.{event.kind}",
-            timeout=self.worker.publish_timeout,
-        )
 
     def _beat(self, *, leaving: bool = False) -> Heartbeat:
         return Heartbeat(

@@ -214,6 +214,54 @@ class TestPoisonEvents:
         assert record.status == "accepted"  # none of them touched the job
         await _still_serving(gateway, run_worker)
 
+    async def test_an_unusable_event_in_an_outcomes_message_holds_back_no_other(
+        self, gateway: Gateway, namespace: str, events: Callable[..., Any]
+    ) -> None:
+        good = (await submit(gateway.client, "echo", {"text": "x"})).json()["jobID"]
+        stray = {**_event(str(uuid.uuid4()), "failed"), "service": "not-listed"}
+        stray["error"] = {"code": "x", "type": "X", "message": "m"}
+        batch = {
+            "kind": "outcomes",
+            "service": "echo",
+            "worker_id": "rogue",
+            "events": [stray, _event(good, "succeeded", result={"text": "x"})],
+        }
+        await events(batch, "echo.outcomes")
+        await wait_status(gateway.client, good, "successful")
+
+        async def set_aside() -> bool:
+            return await _depth(namespace, Topology(namespace).poison_queue) == 1
+
+        await eventually(set_aside, what="the message with the stray event set aside")
+
+    async def test_outcomes_messages_that_cannot_be_read_are_set_aside_whole(
+        self, gateway: Gateway, namespace: str, events: Callable[..., Any]
+    ) -> None:
+        victim = (await submit(gateway.client, "crunch", {})).json()["jobID"]
+        ended = _event(victim, "succeeded", result=1)
+
+        def batch(*inner: dict[str, Any]) -> dict[str, Any]:
+            return {"kind": "outcomes", "service": "echo", "worker_id": "r", "events": inner}
+
+        bodies = [
+            batch(),
+            batch(*[ended] * 257),
+            batch(ended, {**ended, "schema_version": 2}),
+            batch(ended, _event(victim, "started", host="h", worker_version="1")),
+            batch(ended, batch(ended)),
+            {**batch(ended), "schema_version": 2},
+        ]
+        for body in bodies:
+            await events(body, "echo.outcomes")
+
+        async def all_set_aside() -> bool:
+            return await _depth(namespace, Topology(namespace).poison_queue) == len(bodies)
+
+        await eventually(all_set_aside, what=f"{len(bodies)} outcomes messages set aside")
+        record = await gateway.runtime.store.get(uuid.UUID(victim))
+        assert record is not None
+        assert record.status == "accepted"  # none of them touched the job
+
     async def test_a_heartbeat_without_a_time_zone_never_reaches_the_store(
         self, gateway: Gateway, namespace: str, events: Callable[..., Any]
     ) -> None:

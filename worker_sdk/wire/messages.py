@@ -135,6 +135,11 @@ class Task(_Wire):
     document: LegacyDocument | None = None
     misc: dict[str, Any] | None = None
     annotation_service_url: str | None = None
+    batch_outcomes: bool = Field(
+        default=False,
+        description="The gateway reads an ``outcomes`` message, so the worker may report "
+        "this task's end together with other tasks' (older gateways leave it unset).",
+    )
 
 
 class Barrier(_Wire):
@@ -268,7 +273,36 @@ class BarrierPassed(_Wire):
 
 JobEvent = Started | Progress | Retrying | Succeeded | Failed | Cancelled
 TerminalEvent = Succeeded | Failed | Cancelled
-Event = Annotated[JobEvent | Heartbeat | BarrierPassed, Field(discriminator="kind")]
+
+MAX_OUTCOMES = 256
+"""The most terminal events one ``outcomes`` message carries."""
+
+
+class Outcomes(_Wire):
+    """The terminal events of several tasks of one service that ended together, in one
+    message: one publish, one confirm and one delivery for all of them.
+
+    A worker sends one only for tasks whose gateway said it reads them
+    (:attr:`Task.batch_outcomes`); each event in it means exactly what it means alone.
+    """
+
+    kind: Literal["outcomes"] = "outcomes"
+    service: ServiceId
+    worker_id: Name
+    events: list[Annotated[TerminalEvent, Field(discriminator="kind")]] = Field(
+        min_length=1, max_length=MAX_OUTCOMES
+    )
+
+    @staticmethod
+    def encode(service: str, worker_id: str, bodies: list[bytes]) -> bytes:
+        """The message's body around events already serialised (each by ``to_bytes``), so
+        that a batch costs no second serialisation of its events."""
+        head = Outcomes.model_construct(service=service, worker_id=worker_id, events=[])
+        envelope = head.model_dump_json().encode()
+        return envelope[: -len(b"[]}")] + b"[" + b",".join(bodies) + b"]}"
+
+
+Event = Annotated[JobEvent | Heartbeat | BarrierPassed | Outcomes, Field(discriminator="kind")]
 
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -281,6 +315,9 @@ def parse_event(body: bytes) -> Event:
     """
     event = EVENT_ADAPTER.validate_json(body)
     check_schema(event)
+    if isinstance(event, Outcomes):
+        for inner in event.events:
+            check_schema(inner)
     return event
 
 
@@ -315,6 +352,7 @@ class CancelRequest(_Wire):
 
 __all__ = [
     "BARRIER",
+    "MAX_OUTCOMES",
     "REFUSED_HEADER",
     "SCHEMA_VERSION",
     "TASK",
@@ -329,6 +367,7 @@ __all__ = [
     "JobEvent",
     "LegacyDocument",
     "NewerSchema",
+    "Outcomes",
     "Progress",
     "Retrying",
     "RunStart",
