@@ -130,6 +130,7 @@ class Run:
         self.context: JobContext | None = None
         self.reason: StopReason | None = None
         self.stopping = asyncio.Event()
+        self.supervisor: asyncio.Task[None] | None = None  # from the first stop request on
 
 
 class Runs:
@@ -179,13 +180,16 @@ class Runs:
         start = RunStart(
             host=self._host, worker_version=self._worker.version, started_at=datetime.now(UTC)
         )
-        started = Started(
-            **base,
-            host=start.host,
-            worker_version=start.worker_version,
-            emitted_at=start.started_at,
-        )
-        announcer = Announcer(lambda: self._publish(started), self._worker.started_delay)
+
+        def started() -> Started:  # built only for a run that is announced
+            return Started(
+                **base,
+                host=start.host,
+                worker_version=start.worker_version,
+                emitted_at=start.started_at,
+            )
+
+        announcer = Announcer(lambda: self._publish(started()), self._worker.started_delay)
 
         async def publish_progress(percent: int, message: str | None, seq: int) -> None:
             # Shielded: cancelling the pump at the end of the job must not cancel the start.
@@ -199,7 +203,6 @@ class Runs:
         delay: float | None = None
         run.handler = asyncio.create_task(self._invoke(task, pump, run))
         self._runs[task.job_id] = run
-        supervisor = asyncio.create_task(self._supervise(run))
         timer = (
             asyncio.get_running_loop().call_later(task.time_limit, self.stop, run, "time_limit")
             if task.time_limit
@@ -217,7 +220,8 @@ class Runs:
         finally:
             if timer is not None:
                 timer.cancel()
-            supervisor.cancel()
+            if run.supervisor is not None:
+                run.supervisor.cancel()
             self._runs.pop(task.job_id, None)
             await pump.close()
             await announcer.settle()
@@ -318,10 +322,11 @@ class Runs:
             run.context._cancel()
         if self._handler.isolation == "async" and run.handler is not None:
             run.handler.cancel()  # CancelledError is how an async handler is asked to stop
+        run.supervisor = asyncio.get_running_loop().create_task(self._supervise(run))
         log.info("job %s: stopping (%s)", run.task.job_id, reason)
 
     async def _supervise(self, run: Run) -> None:
-        await run.stopping.wait()
+        """Phase two of a stop: the handler that outlives the grace is made to stop."""
         assert run.handler is not None
         done, _ = await asyncio.wait({run.handler}, timeout=self._worker.cancel_grace)
         if not done:
