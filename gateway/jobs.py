@@ -49,6 +49,7 @@ from gateway.store import (
     StoreError,
     WebhookDelivery,
 )
+from gateway.tally import Tally
 from gateway.watch import Mailbox
 from gateway.webhooks import Subscriptions, subscribed
 from worker_sdk.wire import CancelRequest, ErrorInfo, Task
@@ -97,6 +98,7 @@ class JobService:
         self._limiter = limiter
         self._recovery = recovery
         self._max_active = max_active_jobs
+        self._tally = Tally(store)
 
     def service(self, service_id: str) -> ServiceSpec:
         spec = self._catalogue.get(service_id)
@@ -183,7 +185,7 @@ class JobService:
                 raise StoreUnavailable("the job holding this idempotency key vanished") from None
             return earlier, True
         # The usage counter need not precede the task: count while the broker confirms.
-        counting = asyncio.create_task(self._count(spec))
+        counting = asyncio.create_task(self._tally.count(f"{SUBMISSIONS}{spec.id}"))
         try:
             if not wait:
                 await self._publish(record, task, spec)
@@ -197,12 +199,6 @@ class JobService:
                     return record, False
         finally:
             await counting
-
-    async def _count(self, spec: ServiceSpec) -> None:
-        try:
-            await self._store.bump(f"{SUBMISSIONS}{spec.id}")
-        except StoreError:
-            log.warning("usage counter of %s not updated", spec.id, exc_info=True)
 
     async def _earlier(self, owner: str, key: str, fingerprint: str) -> JobRecord | None:
         """The job this key already names, if still within the window; 409 if the key was
