@@ -218,13 +218,7 @@ class Runs:
             error = error_info(task, exc)
             delay = self._retry_delay(exc, error)
         finally:
-            if timer is not None:
-                timer.cancel()
-            if run.supervisor is not None:
-                run.supervisor.cancel()
-            self._runs.pop(task.job_id, None)
-            await pump.close()
-            await announcer.settle()
+            await self._wind_up(run, timer, pump, announcer)
         # The end carries its start even when a ``started`` event announced it: a gateway
         # that applies the end first (two gateway processes share the events) still records
         # when and where the run started, and one that saw the start keeps it.
@@ -243,6 +237,22 @@ class Runs:
         if error is not None:
             return Failed(**base, error=error, start=start)
         return Succeeded(**base, result=result, start=start)
+
+    async def _wind_up(
+        self,
+        run: Run,
+        timer: asyncio.TimerHandle | None,
+        pump: ProgressPump,
+        announcer: Announcer,
+    ) -> None:
+        """After the handler: no more stopping, the last progress and the start sent."""
+        if timer is not None:
+            timer.cancel()
+        if run.supervisor is not None:
+            run.supervisor.cancel()
+        self._runs.pop(run.task.job_id, None)
+        await pump.close()
+        await announcer.settle()
 
     def _retry_delay(self, exc: Exception, error: ErrorInfo) -> float | None:
         """Seconds before another attempt, or None when the failure is final."""
