@@ -60,7 +60,8 @@ class OutcomeSender:
         self._max_bytes = max_bytes
         self._pending: deque[_Pending] = deque()
         self._flusher: asyncio.Task[None] | None = None
-        self.messages = 0  # messages published, for the tests and the logs
+        self.ends = 0  # terminal events sent
+        self.messages = 0  # in this many messages
 
     async def send(self, event: TerminalEvent, *, batchable: bool) -> None:
         """Publish ``event`` and return once the broker confirmed the message holding it.
@@ -68,6 +69,7 @@ class OutcomeSender:
         ``batchable``: the task's gateway reads ``outcomes`` messages
         (:attr:`~worker_sdk.wire.Task.batch_outcomes`); otherwise the event goes alone.
         """
+        self.ends += 1
         if not batchable:
             self.messages += 1
             await self._publish_one(event)

@@ -161,7 +161,13 @@ class Session:
                 threads.shutdown(wait=False, cancel_futures=True)
             if children is not None:
                 await children.close()
-            log.info("worker %s stopped", self.worker_id)
+            sent = self._reporter.outcomes
+            log.info(
+                "worker %s stopped; it reported %d ends in %d messages",
+                self.worker_id,
+                sent.ends,
+                sent.messages,
+            )
 
     async def _connected(self, burst: bool) -> bool:
         connection: AbstractRobustConnection = await connect(
