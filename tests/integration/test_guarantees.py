@@ -15,7 +15,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-import worker_sdk._session
+import worker_sdk._outcomes
 from examples.echo import worker as echo_worker
 from gateway.broker import Broker
 from gateway.store import JobRecord
@@ -53,19 +53,19 @@ async def test_an_unconfirmed_terminal_event_hands_the_task_back(
 ) -> None:
     """The broker never confirms the first ``succeeded``: the worker must not ack the task
     but hand it back, so that the redelivery runs it again and reports it."""
-    real_publish = worker_sdk._session.publish
+    real_publish = worker_sdk._outcomes.publish
     terminal: list[str] = []
 
     async def lose_the_first_terminal_event(
         exchange: Any, outgoing: aio_pika.Message, routing_key: str, **kwargs: Any
     ) -> None:
-        if outgoing.type == "succeeded":
+        if outgoing.type in ("succeeded", "outcomes"):
             terminal.append("lost" if not terminal else "confirmed")
             if terminal[-1] == "lost":
                 raise PublishLost("the confirm never came")
         await real_publish(exchange, outgoing, routing_key, **kwargs)
 
-    monkeypatch.setattr(worker_sdk._session, "publish", lose_the_first_terminal_event)
+    monkeypatch.setattr(worker_sdk._outcomes, "publish", lose_the_first_terminal_event)
     async with timed_events(namespace) as events:
         run_worker(echo_worker)
         job = (await submit(gateway.client, "echo", {"text": "again"})).json()

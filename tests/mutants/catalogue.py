@@ -27,10 +27,22 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "ack before the terminal event is published",
         "worker_sdk/_session.py",
-        "            else:\n                await self._publish(outcome)\n",
+        "            else:\n                await self._reporter.outcomes.send(",
         '            else:\n                await settle(delivery, "ack")\n'
-        "                await self._publish(outcome)\n",
+        "                await self._reporter.outcomes.send(",
         (f"{GUARANTEES}::test_an_unconfirmed_terminal_event_hands_the_task_back",),
+    ),
+    Mutant(
+        "a shared outcome message's tasks released before its confirm",
+        "worker_sdk/_outcomes.py",
+        "                else:\n                    await self._publish_many(",
+        "                else:\n                    for early in batch:\n"
+        "                        early.confirmed.set_result(None)\n"
+        "                    await self._publish_many(",
+        (
+            "tests/worker_sdk/test_outcomes.py::"
+            "test_a_failed_publish_fails_each_of_its_events_and_not_the_next",
+        ),
     ),
     Mutant(
         "ack at delivery",
