@@ -22,7 +22,7 @@ from gateway.store import JobRecord
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import OutageStore, eventually, submit, wait_status
-from worker_sdk.wire import Event, Retrying, Succeeded, Topology, parse_event
+from worker_sdk.wire import Event, Outcomes, Retrying, Succeeded, Topology, parse_event
 from worker_sdk.wire.publish import PublishLost
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,9 @@ async def timed_events(namespace: str) -> AsyncIterator[list[tuple[float, Event]
         await queue.bind(Topology(namespace).events_exchange, routing_key="#")
 
         async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            seen.append((time.monotonic(), parse_event(message.body)))
+            event = parse_event(message.body)  # the ends of an outcomes message one by one
+            for one in event.events if isinstance(event, Outcomes) else [event]:
+                seen.append((time.monotonic(), one))
 
         await queue.consume(collect, no_ack=True)
         yield seen

@@ -20,7 +20,16 @@ from examples.echo import worker as echo_worker
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway
 from tests.support import eventually, job_state, submit, wait_status
-from worker_sdk.wire import Event, Heartbeat, Progress, Started, Succeeded, Topology, parse_event
+from worker_sdk.wire import (
+    Event,
+    Heartbeat,
+    Outcomes,
+    Progress,
+    Started,
+    Succeeded,
+    Topology,
+    parse_event,
+)
 from worker_sdk.wire.catalogue import Catalogue
 
 pytestmark = pytest.mark.integration
@@ -40,7 +49,8 @@ async def observe_events(namespace: str) -> AsyncIterator[list[Event]]:
         await queue.bind(Topology(namespace).events_exchange, routing_key="#")
 
         async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            seen.append(parse_event(message.body))
+            event = parse_event(message.body)  # the ends of an outcomes message one by one
+            seen.extend(event.events if isinstance(event, Outcomes) else [event])
 
         await queue.consume(collect, no_ack=True)
         yield seen
