@@ -153,6 +153,7 @@ def _runner(
     return runner
 
 
+@pytest.mark.timeout(300)  # a fixed number of calls: about a minute on a slow 2-core machine
 def test_the_api_answers_as_documented(live_gateway: str) -> None:
     """Every operation, with bounded generated examples: no 5xx, responses as declared."""
     operations = _operations(live_gateway)
