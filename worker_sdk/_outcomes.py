@@ -1,9 +1,11 @@
 """Reporting runs' ends: the terminal events of tasks that end together share one message.
 
-While one report is on its way to the broker, the ends that follow wait for its confirm and
-then leave together in an ``outcomes`` message: one publish, one confirm and one delivery to
-the gateway for all of them. A worker that is not busy sends each end alone, at once, so
-batching costs no latency; a busy one sends fewer, larger messages.
+An end waits, at most ``linger`` seconds, for the ends of the other tasks the worker holds;
+the ends that come meanwhile, and those that follow while a report is on its way to the
+broker, leave together in an ``outcomes`` message: one publish, one confirm and one delivery
+to the gateway for all of them. A worker that holds no other task sends its end alone, at
+once, so batching costs an unhurried worker no latency; a busy one sends fewer, larger
+messages.
 
 Every caller still learns the fate of its own event: :meth:`OutcomeSender.send` returns once
 the message holding it is confirmed and raises what its publish raised, so a task is acked
@@ -53,8 +55,15 @@ class OutcomeSender:
         *,
         max_events: int = MAX_OUTCOMES,
         max_bytes: int = BATCH_BYTES,
+        in_flight: Callable[[], int] = lambda: 0,
+        linger: float = 0.0,
     ) -> None:
+        """``in_flight``: how many tasks the worker holds (those whose ends are pending
+        included); ``linger``: how long an end may wait for theirs."""
         self._publish_one = publish_one
+        self._in_flight = in_flight
+        self._linger = linger
+        self._arrived = asyncio.Event()
         self._publish_many = publish_many
         self._max_events = max_events
         self._max_bytes = max_bytes
@@ -76,12 +85,14 @@ class OutcomeSender:
             return
         confirmed = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(event, event.to_bytes(), confirmed))
+        self._arrived.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
         await confirmed
 
     async def _flush(self) -> None:
         while self._pending:
+            await self._await_company()
             batch = self._take()
             try:
                 self.messages += 1
@@ -102,6 +113,21 @@ class OutcomeSender:
             for pending in batch:
                 if not pending.confirmed.done():
                     pending.confirmed.set_result(None)
+
+    async def _await_company(self) -> None:
+        """Wait, within the linger, while tasks the worker holds have not ended yet."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger
+        while len(self._pending) < min(self._in_flight(), self._max_events):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return
 
     def _take(self) -> list[_Pending]:
         """The next batch: the oldest event, then those after it that fit."""
@@ -125,12 +151,22 @@ class Reporter:
     """What a worker session publishes on the events exchange: each event on its own, and
     the terminal events through an :class:`OutcomeSender` (:attr:`outcomes`)."""
 
-    def __init__(self, service: str, worker_id: str, timeout: float) -> None:
+    def __init__(
+        self,
+        service: str,
+        worker_id: str,
+        timeout: float,
+        *,
+        in_flight: Callable[[], int] = lambda: 0,
+        linger: float = 0.0,
+    ) -> None:
         self.service = service
         self.worker_id = worker_id
         self.timeout = timeout
         self.exchange: AbstractExchange | None = None  # set once the session's channel is open
-        self.outcomes = OutcomeSender(self.publish, self._publish_many)
+        self.outcomes = OutcomeSender(
+            self.publish, self._publish_many, in_flight=in_flight, linger=linger
+        )
 
     async def publish(
         self, event: JobEvent | Heartbeat | BarrierPassed, *, expiration: float | None = None

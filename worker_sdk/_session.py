@@ -111,7 +111,13 @@ class Session:
         self._finished: OrderedDict[tuple[uuid.UUID, int], None] = OrderedDict()
         self._exchanges: CoreExchanges | None = None
         self._runs: Runs | None = None
-        self._reporter = Reporter(worker.service, self.worker_id, worker.publish_timeout)
+        self._reporter = Reporter(
+            worker.service,
+            self.worker_id,
+            worker.publish_timeout,
+            in_flight=lambda: len(self._jobs),
+            linger=worker.outcome_linger,
+        )
         self._publish = self._reporter.publish
         self._children: ChildPool | None = None
 

@@ -63,6 +63,8 @@ class Worker:
     :param autoscale_idle: with ``run(autoscale=...)``: seconds the worker must have had less
         work than its concurrency before it shrinks.
     :param publish_timeout: seconds to wait for the broker to confirm an event.
+    :param outcome_linger: seconds a job's end may wait for the ends of the other tasks this
+        worker holds, so that they leave in one message (never when it holds no other).
     :param connect_timeout: seconds to keep trying a broker that does not answer at start.
     """
 
@@ -79,6 +81,7 @@ class Worker:
         retry_delay: float = 5.0,
         reconnect_after: float = 15.0,
         publish_timeout: float = 10.0,
+        outcome_linger: float = 0.005,
         connect_timeout: float = 30.0,
         max_jobs_per_child: int | None = None,
         max_memory_per_child: int | None = None,
@@ -95,6 +98,7 @@ class Worker:
         self.retry_delay = retry_delay
         self.reconnect_after = reconnect_after
         self.publish_timeout = publish_timeout
+        self.outcome_linger = outcome_linger
         self.connect_timeout = connect_timeout
         self.max_jobs_per_child = max_jobs_per_child
         self.max_memory_per_child = max_memory_per_child

@@ -162,3 +162,28 @@ def test_the_batch_body_is_the_model_with_the_events_as_serialised() -> None:
     assert parsed.service == "echo"
     assert parsed.worker_id == "w-1"
     assert list(parsed.events) == ended
+
+
+async def test_an_end_waits_for_the_other_tasks_the_worker_holds() -> None:
+    broker = Broker()
+    held = 3
+    sender = OutcomeSender(broker.one, broker.many, in_flight=lambda: held, linger=60)
+    ended = [_ended() for _ in range(3)]
+    sending = [asyncio.create_task(sender.send(ended[0], batchable=True))]
+    for event in ended[1:]:  # the others end in later turns
+        await asyncio.sleep(0)
+        assert broker.published == []
+        sending.append(asyncio.create_task(sender.send(event, batchable=True)))
+    (await broker.nth(1)).set_result(None)
+    await asyncio.gather(*sending)
+    assert broker.published == [[e.job_id for e in ended]]
+
+
+async def test_the_linger_bounds_the_wait_for_tasks_that_do_not_end() -> None:
+    broker = Broker()
+    sender = OutcomeSender(broker.one, broker.many, in_flight=lambda: 5, linger=0.01)
+    alone = _ended()
+    sending = asyncio.create_task(sender.send(alone, batchable=True))
+    (await broker.nth(1)).set_result(None)  # the four others never end: it leaves alone
+    await sending
+    assert broker.published == [[alone.job_id]]
