@@ -148,6 +148,9 @@ class JobWatch:
             self._detacher = asyncio.create_task(self._detach_when_idle())
 
     async def _attach(self) -> None:
+        # ``_attached`` turns false as a detach begins (under the lock): a request that comes
+        # while the tap is being unbound waits for the lock and binds it again, before it
+        # publishes anything.
         if self._tap is None or self._attached:
             return
         async with self._lock:
@@ -161,8 +164,8 @@ class JobWatch:
             async with self._lock:
                 idle = self._idle()
                 if idle and self._attached and self._tap is not None:
-                    await self._tap.detach()
                     self._attached = False
+                    await self._tap.detach()
         except Exception:
             log.warning("could not detach the terminal-event tap", exc_info=True)
         finally:

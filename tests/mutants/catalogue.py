@@ -33,6 +33,18 @@ MUTANTS: tuple[Mutant, ...] = (
         (f"{GUARANTEES}::test_an_unconfirmed_terminal_event_hands_the_task_back",),
     ),
     Mutant(
+        "the tap marked unbound only once its unbinding is done",
+        "gateway/watch.py",
+        "                    self._attached = False\n"
+        "                    await self._tap.detach()\n",
+        "                    await self._tap.detach()\n"
+        "                    self._attached = False\n",
+        (
+            "tests/gateway/test_watch.py::"
+            "test_a_waiter_that_comes_during_a_detach_binds_the_tap_again",
+        ),
+    ),
+    Mutant(
         "a shared outcome message's tasks released before its confirm",
         "worker_sdk/_outcomes.py",
         "                else:\n                    await self._publish_many(",
