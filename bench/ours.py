@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bench import drain
 from bench.broker import purge
 from bench.load import hammer, wait_latency
 from bench.procfs import pids_named
@@ -56,4 +57,7 @@ def measure(sizes: Sizes, gateway: Gateway) -> Phase:
         phase.notes["cpu"] = f"{', '.join(run.changed)} restarted processes during the run"
     for group in run.cpu:
         phase.values[f"cpu-{group}"] = run.cpu_ms_per_job(group)
+    drained = drain.measure(sizes, gateway, ECHO_WORKERS, ECHO_CONCURRENCY)
+    phase.values.update(drained.values)
+    phase.notes.update(drained.notes)
     return phase

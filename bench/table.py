@@ -87,6 +87,25 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
             "multiplier 4 (its default).",
         ),
         Row(
+            "backlog drained: server CPU per no-op job",
+            "ms",
+            o.get("drain-cpu"),
+            decimals=2,
+            note=ours.notes.get("drain-cpu", ""),
+            how=f"{sizes.sustained_jobs:,} no-op jobs queued while no worker runs, then "
+            f"{ECHO_WORKERS} `sgw worker` processes (--concurrency {ECHO_CONCURRENCY}) started: "
+            "the CPU of each group, as in the CPU row, from their start until every job is "
+            "terminal in the store, divided by the jobs. Busy workers report their jobs' ends "
+            "several to a message; the baseline has no such row.",
+        ),
+        Row(
+            "backlog drained: jobs/s",
+            "jobs/s",
+            o.get("drain-rate"),
+            note=ours.notes.get("drain-rate", ""),
+            versus_raw=True,
+        ),
+        Row(
             f"submits/s, {sizes.connections} conns, no worker",
             "req/s",
             o.get("submit"),
