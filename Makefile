@@ -21,10 +21,12 @@ run: install broker
 	scripts/run-local
 
 # The suite under coverage, child processes included ([tool.coverage] in pyproject.toml);
-# below the floor (fail_under) the run fails.
+# below the floor (fail_under) the run fails. TEST_PROCESSES pytest processes share the tests
+# (every test has its own broker namespace); TEST_PROCESSES=0 runs them in pytest's own.
+TEST_PROCESSES ?= 2
 test: install broker
 	rm -f .coverage .coverage.*
-	$(PY) -m coverage run -m pytest $(ARGS)
+	$(PY) -m coverage run -m pytest --numprocesses=$(TEST_PROCESSES) $(ARGS)
 	@# A child SIGKILLed by a test leaves an empty data file: nothing to combine in it.
 	find . -maxdepth 1 -name '.coverage.*' -empty -delete
 	$(PY) -m coverage combine -q

@@ -256,7 +256,8 @@ def run(
 ) -> int:
     """Run a client command, turning its errors into a message and an exit code."""
     out = out or Console()
-    err = err or Console(stderr=True)
+    # An error stays on one line whatever the terminal's width: it is grepped and logged.
+    err = err or Console(stderr=True, soft_wrap=True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
         return command(args, out, err)
