@@ -243,7 +243,7 @@ def cmd_workers(args: argparse.Namespace, out: Console, err: Console) -> int:
             _plain(worker.service),
             _plain(worker.host),
             _plain(worker.version),
-            f"{len(worker.running)}/{worker.concurrency}",
+            f"{worker.load}/{worker.concurrency}",
             _when(worker.last_seen),
             _when(worker.up_since),
         )

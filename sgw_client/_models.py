@@ -86,7 +86,12 @@ class WorkerInfo(_Model):
     running: tuple[UUID, ...] = Field(
         default=(),
         validation_alias=AliasChoices("running", "runningJobs", "running_jobs", "jobs"),
-        description="The jobs it runs now.",
+        description="The jobs it runs now that the caller may see (all of them for an admin).",
+    )
+    busy: int | None = Field(
+        default=None,
+        description="How many jobs it runs now, whoever submitted them (None from a gateway "
+        "that does not say).",
     )
     last_seen: datetime | None = Field(
         default=None, validation_alias=AliasChoices("lastSeen", "last_seen")
@@ -94,6 +99,11 @@ class WorkerInfo(_Model):
     up_since: datetime | None = Field(
         default=None, validation_alias=AliasChoices("upSince", "up_since", "started")
     )
+
+    @property
+    def load(self) -> int:
+        """How many jobs it runs now: :attr:`busy`, or the jobs listed where it is not said."""
+        return len(self.running) if self.busy is None else self.busy
 
 
 class FieldError(_Model):

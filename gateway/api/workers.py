@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -9,9 +11,13 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from gateway.auth import Principal
 from gateway.errors import StoreUnavailable, Unauthorized, UnknownProcess, responses
 from gateway.runtime import PrincipalDep, RuntimeDep
-from gateway.store import WorkerState
+from gateway.store import JobQuery, JobStatus, WorkerState
+
+# A page of the caller's active jobs, read to tell which of the running jobs are theirs.
+_OWN_PAGE = 1000
 
 router = APIRouter(tags=["workers"])
 
@@ -24,19 +30,24 @@ class WorkerStatus(BaseModel):
     host: str
     version: str = Field(description="The worker's version (the catalogue's, if it matches).")
     concurrency: int = Field(description="Jobs it runs at once at most.")
-    running: list[UUID] = Field(description="The jobs it runs now.")
+    busy: int = Field(description="How many jobs it runs now, whoever submitted them.")
+    running: list[UUID] = Field(
+        description="The jobs it runs now that the caller may see: an admin sees them all, "
+        "anyone else only their own."
+    )
     lastSeen: datetime = Field(description="When its newest heartbeat was applied.")
     upSince: datetime = Field(description="When its first heartbeat was applied.")
 
     @classmethod
-    def of(cls, worker: WorkerState) -> WorkerStatus:
+    def of(cls, worker: WorkerState, seen: Callable[[UUID], bool]) -> WorkerStatus:
         return cls(
             id=worker.id,
             service=worker.service,
             host=worker.host,
             version=worker.version,
             concurrency=worker.concurrency,
-            running=list(worker.running),
+            busy=len(worker.running),
+            running=[job for job in worker.running if seen(job)],
             lastSeen=worker.seen,
             upSince=worker.since,
         )
@@ -70,8 +81,9 @@ async def list_workers(
 ) -> WorkerList:
     """Every live worker (of one process with ``processID``), by process then id: a worker
     that stopped cleanly leaves at once (its goodbye heartbeat); one that fell silent, after
-    ``SG_HEARTBEAT_SILENCE`` seconds."""
-    return await _workers(runtime, process_id)
+    ``SG_HEARTBEAT_SILENCE`` seconds. Each names the running jobs the caller may see and
+    counts them all."""
+    return await _workers(runtime, principal, process_id)
 
 
 @router.get(
@@ -85,11 +97,31 @@ async def process_workers(
     process_id: ProcessId, runtime: RuntimeDep, principal: PrincipalDep
 ) -> WorkerList:
     """The process's live workers (as ``GET /workers?processID=``)."""
-    return await _workers(runtime, process_id)
+    return await _workers(runtime, principal, process_id)
 
 
-async def _workers(runtime: RuntimeDep, process_id: str | None) -> WorkerList:
+async def _workers(runtime: RuntimeDep, principal: Principal, process_id: str | None) -> WorkerList:
     if process_id is not None and runtime.catalogue.get(process_id) is None:
         raise UnknownProcess(f"no process {process_id!r}")
     live = await runtime.fleet.live(process_id)
-    return WorkerList(workers=[WorkerStatus.of(w) for w in live])
+    if principal.admin:
+        return WorkerList(workers=[WorkerStatus.of(w, lambda _: True) for w in live])
+    running = {job for worker in live for job in worker.running}
+    own = await _own_active(runtime, principal.subject) if running else set()
+    return WorkerList(workers=[WorkerStatus.of(w, own.__contains__) for w in live])
+
+
+async def _own_active(runtime: RuntimeDep, owner: str) -> set[UUID]:
+    """The ids of ``owner``'s jobs that are queued or running (a worker runs a job before its
+    ``started`` event, if any, is applied): bounded by what one caller may have active."""
+    query = JobQuery(
+        owner=owner, statuses=frozenset({JobStatus.ACCEPTED, JobStatus.RUNNING}), limit=_OWN_PAGE
+    )
+    found: set[UUID] = set()
+    while True:
+        page = await runtime.store.page_jobs(query)
+        found.update(record.id for record in page)
+        if len(page) < query.limit:
+            return found
+        last = page[-1]
+        query = replace(query, after=(last.created, last.id))

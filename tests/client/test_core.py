@@ -9,7 +9,14 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from sgw_client import ApiError, Client, RetryPolicy, ServiceUnavailable, UnexpectedResponse
+from sgw_client import (
+    ApiError,
+    Client,
+    RetryPolicy,
+    ServiceUnavailable,
+    UnexpectedResponse,
+    WorkerInfo,
+)
 from sgw_client._core import error_of, retry_after
 
 
@@ -73,3 +80,10 @@ def test_a_success_that_is_not_a_job_is_an_unexpected_response() -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(200, text="<html></html>"))
     with Client("http://gw.test", transport=transport) as client, pytest.raises(UnexpectedResponse):
         client.status("6f1c2b5e-0000-4000-8000-000000000001")
+
+
+def test_a_workers_load_is_its_busy_count_else_the_jobs_it_lists() -> None:
+    fields = {"id": "w", "service": "echo", "host": "h", "version": "1", "concurrency": 4}
+    job = "5d0c4e7e-8f0c-4a51-9d55-2b3f5f0f6c11"
+    assert WorkerInfo.model_validate({**fields, "busy": 3, "running": [job]}).load == 3
+    assert WorkerInfo.model_validate({**fields, "running": [job]}).load == 1  # an older gateway

@@ -73,6 +73,41 @@ async def test_a_live_worker_shows_what_it_runs_and_leaves_at_once_when_stopped(
     await eventually(gone, within=10, what="the stopped worker's goodbye")
 
 
+async def test_a_worker_names_only_the_running_jobs_the_caller_may_see(
+    gateway_factory: GatewayFactory, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    gateway = await gateway_factory(heartbeat_silence=300.0)
+    gate = tmp_path / "gate"
+    task = run_worker(gated, concurrency=3)
+    job = (await submit(gateway.client, "slow", {"gate": str(gate)})).json()["jobID"]
+
+    async def running_it() -> list[dict[str, Any]] | None:
+        listed = await _workers(gateway)
+        return listed if listed and listed[0]["running"] == [job] else None
+
+    [own] = await eventually(running_it, what="the worker running alice's job")
+    assert own["busy"] == 1
+    async with gateway.as_user("bob") as bob, gateway.as_user("root", "sg:admin") as admin:
+        for path in ("/workers", "/processes/slow/workers"):
+            [others] = (await bob.get(path)).json()["workers"]
+            assert (others["busy"], others["running"]) == (1, []), path
+            assert job not in (await bob.get(path)).text
+            [everyone] = (await admin.get(path)).json()["workers"]
+            assert (everyone["busy"], everyone["running"]) == (1, [job]), path
+        mine = (await submit(bob, "slow", {"gate": str(gate)})).json()["jobID"]
+
+        async def both_running() -> dict[str, Any] | None:
+            [worker] = (await bob.get("/workers")).json()["workers"]
+            return worker if worker["busy"] == 2 else None
+
+        worker = await eventually(both_running, what="bob's job running beside alice's")
+        assert worker["running"] == [mine]
+    gate.touch()
+    await wait_status(gateway.client, job, "successful")
+    gated.stop()
+    await asyncio.wait_for(task, timeout=30)
+
+
 async def test_a_killed_worker_leaves_after_the_heartbeat_silence(
     gateway_factory: GatewayFactory, spawn_worker: SpawnWorker
 ) -> None:
