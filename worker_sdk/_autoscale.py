@@ -122,9 +122,15 @@ class Consumers:
             await self._queue.cancel(tag)
 
     async def cancel(self) -> None:
-        """Cancel every consumer; what they hold is still settled by its job."""
+        """Cancel every consumer; what they hold is still settled by its job. On a channel
+        that is gone there is nothing left to cancel."""
         while self._tags:
-            await self._queue.cancel(self._tags.pop())
+            tag = self._tags.pop()
+            try:
+                await self._queue.cancel(tag)
+            except BROKER_ERRORS as exc:
+                log.warning("consumer %s not cancelled: the channel is gone (%r)", tag, exc)
+                self._tags.clear()
 
 
 async def follow_backlog(
@@ -135,12 +141,23 @@ async def follow_backlog(
     concurrency: Callable[[], int],
     rescale: Callable[[int], None],
     interval: float,
+    stop: asyncio.Event,
 ) -> None:
     """Every ``interval``, set the concurrency from the tasks held and those ``ready`` in the
-    queue: ``rescale`` the rest of the worker (its pool of children), then the consumers."""
+    queue: ``rescale`` the rest of the worker (its pool of children), then the consumers.
+
+    Returns once ``stop`` is set, between two checks: a check is never cut short, since a
+    broker call cancelled before its answer makes aiormq close the channel, and with it go
+    the tasks the worker holds (back to the queue, to run again elsewhere).
+    """
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(interval)  # the period of the check
+        try:
+            async with asyncio.timeout(interval):  # the period of the check
+                await stop.wait()
+            return
+        except TimeoutError:
+            pass
         try:
             waiting = await ready()
         except BROKER_ERRORS as exc:
@@ -161,6 +178,41 @@ async def follow_backlog(
             await consumers.resize(target)
         except BROKER_ERRORS as exc:  # the channel is down: the next check tries again
             log.warning("autoscale: consumers not resized (%r)", exc)
+
+
+class Follower:
+    """:func:`follow_backlog` in a task of its own, stopped between two checks."""
+
+    def __init__(
+        self,
+        consumers: Consumers,
+        scaler: Scaler,
+        *,
+        ready: Callable[[], Awaitable[int]],
+        concurrency: Callable[[], int],
+        rescale: Callable[[int], None],
+        interval: float,
+    ) -> None:
+        self._stop = asyncio.Event()
+        self.task = asyncio.create_task(
+            follow_backlog(
+                consumers,
+                scaler,
+                ready=ready,
+                concurrency=concurrency,
+                rescale=rescale,
+                interval=interval,
+                stop=self._stop,
+            )
+        )
+
+    async def stop(self, grace: float) -> None:
+        """Let the check in flight, if any, end (for at most ``grace`` seconds: a broker
+        that does not answer is cut short all the same), then return."""
+        self._stop.set()
+        await asyncio.wait({self.task}, timeout=grace)
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
 
 
 async def ready_tasks(channel: AbstractChannel, queue: str) -> int:

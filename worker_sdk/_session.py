@@ -31,7 +31,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
-from ._autoscale import Autoscale, Consumers, Scaler, follow_backlog, ready_tasks
+from ._autoscale import Autoscale, Consumers, Follower, Scaler, ready_tasks
 from ._child import Limits
 from ._errors import describe
 from ._handler import Handler
@@ -219,20 +219,23 @@ class Session:
         stopped = asyncio.create_task(self._stop_consuming.wait())
         lost = asyncio.create_task(self._lost.wait())
         waits: set[asyncio.Task[Any]] = {stopped, lost}
+        follower: Follower | None = None
         if self.autoscale is not None:
             channel = self._channel
             assert channel is not None
-            scaler = Scaler(self.autoscale, idle_after=self.worker.autoscale_idle)
-            follow = follow_backlog(
+            follower = Follower(
                 consumers,
-                scaler,
+                Scaler(self.autoscale, idle_after=self.worker.autoscale_idle),
                 ready=lambda: ready_tasks(channel, queue.name),
                 concurrency=lambda: self.concurrency,
                 rescale=self._rescale,
                 interval=self.worker.autoscale_interval,
             )
-            waits.add(asyncio.create_task(follow))
+            waits.add(follower.task)
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if follower is not None:
+            waits.discard(follower.task)
+            await follower.stop(0 if self._lost.is_set() else self.worker.publish_timeout)
         for waiting in waits:
             waiting.cancel()
         await asyncio.gather(*waits, return_exceptions=True)

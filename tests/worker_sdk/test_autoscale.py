@@ -1,11 +1,39 @@
 """The autoscaler's decisions: grow at once on a backlog, shrink after a quiet spell, never
-below what the worker holds."""
+below what the worker holds; and its follower, stopped between two checks, never in the middle
+of a broker call (cancelling one closes the channel that holds the worker's tasks)."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from typing import Any, cast
 
-from worker_sdk._autoscale import Autoscale, Scaler
+import pytest
+from aio_pika.abc import AbstractQueue
+from aio_pika.exceptions import ChannelInvalidStateError
+
+from worker_sdk._autoscale import Autoscale, Consumers, Follower, Scaler
+
+
+class FakeQueue:
+    """Consumers' calls on a queue; ``closed``: each raises as on a channel that is gone."""
+
+    def __init__(self, *, closed: bool = False) -> None:
+        self.closed = closed
+        self.consuming: list[str] = []
+
+    async def consume(self, callback: Any) -> str:
+        tag = f"ctag{len(self.consuming)}"
+        self.consuming.append(tag)
+        return tag
+
+    async def cancel(self, tag: str) -> None:
+        if self.closed:
+            raise ChannelInvalidStateError("Channel closed by RPC timeout")
+        self.consuming.remove(tag)
+
+
+async def _nothing(delivery: Any) -> None:
+    return None
 
 
 def test_bounds_are_read_as_min_colon_max() -> None:
@@ -41,3 +69,90 @@ def test_work_in_between_restarts_the_quiet_spell() -> None:
     assert scaler.decide(4, held=4, waiting=0, now=5) == 4  # busy again
     assert scaler.decide(4, held=0, waiting=0, now=11) == 4  # quiet for 0 s, not 11
     assert scaler.decide(4, held=0, waiting=0, now=21) == 1
+
+
+async def test_a_stop_lets_the_check_in_flight_end() -> None:
+    asked, answer = asyncio.Event(), asyncio.Event()
+    finished: list[bool] = []
+
+    async def ready() -> int:  # a passive declare the broker answers late
+        asked.set()
+        try:
+            await answer.wait()
+        except asyncio.CancelledError:
+            finished.append(False)
+            raise
+        finished.append(True)
+        return 0
+
+    queue = FakeQueue()
+    consumers = Consumers(cast(AbstractQueue, queue), _nothing)
+    await consumers.resize(2)
+    follower = Follower(
+        consumers,
+        Scaler(Autoscale(1, 4), idle_after=10),
+        ready=ready,
+        concurrency=lambda: 2,
+        rescale=lambda _: None,
+        interval=0.01,
+    )
+    await asyncio.wait_for(asked.wait(), 5)
+    stopping = asyncio.create_task(follower.stop(grace=30))
+    await asyncio.sleep(0)  # the stop is asked for while the check waits on the broker
+    assert not stopping.done()
+    answer.set()
+    await asyncio.wait_for(stopping, 5)
+    assert finished == [True]
+    assert follower.task.done()
+    assert not follower.task.cancelled()
+
+
+async def test_a_stop_between_checks_ends_the_follower_at_once() -> None:
+    calls: list[int] = []
+
+    async def ready() -> int:
+        calls.append(1)
+        return 0
+
+    follower = Follower(
+        Consumers(cast(AbstractQueue, FakeQueue()), _nothing),
+        Scaler(Autoscale(1, 4), idle_after=10),
+        ready=ready,
+        concurrency=lambda: 1,
+        rescale=lambda _: None,
+        interval=3600,
+    )
+    await asyncio.wait_for(follower.stop(grace=30), 5)
+    assert follower.task.done()
+    assert not follower.task.cancelled()
+    assert calls == []
+
+
+async def test_a_check_the_broker_never_answers_is_cut_short_after_the_grace() -> None:
+    asked = asyncio.Event()
+
+    async def ready() -> int:
+        asked.set()
+        await asyncio.Event().wait()  # never answered
+        return 0
+
+    follower = Follower(
+        Consumers(cast(AbstractQueue, FakeQueue()), _nothing),
+        Scaler(Autoscale(1, 4), idle_after=10),
+        ready=ready,
+        concurrency=lambda: 1,
+        rescale=lambda _: None,
+        interval=0.01,
+    )
+    await asyncio.wait_for(asked.wait(), 5)
+    await asyncio.wait_for(follower.stop(grace=0.05), 5)
+    assert follower.task.cancelled()
+
+
+async def test_consumers_on_a_channel_that_is_gone_are_dropped_without_an_error() -> None:
+    queue = FakeQueue()
+    consumers = Consumers(cast(AbstractQueue, queue), _nothing)
+    await consumers.resize(3)
+    queue.closed = True
+    await consumers.cancel()
+    assert len(consumers) == 0
