@@ -33,8 +33,12 @@ class Captured:
     def __init__(self, *, terminal: bool = False) -> None:
         self.out_file, self.err_file = StringIO(), StringIO()
         self.out = Console(file=self.out_file, width=120, color_system=None)
-        self.err = Console(
-            file=self.err_file, width=120, force_terminal=terminal, color_system=None
+        self.err = Console(  # soft-wrapped, as the command's own: an error stays on one line
+            file=self.err_file,
+            width=120,
+            force_terminal=terminal,
+            color_system=None,
+            soft_wrap=True,
         )
 
     @property
