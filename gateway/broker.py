@@ -121,6 +121,10 @@ class Broker:
         self._name = name
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
+        # Inspections (passive declares) go on a channel of their own: aiormq closes a channel
+        # whose call is cancelled before its answer, and the publishing channel's closing
+        # would fail every publish on its way.
+        self._probe: AbstractChannel | None = None
         self._exchanges: CoreExchanges | None = None
         self._webhooks: AbstractExchange | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
@@ -144,6 +148,7 @@ class Broker:
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
+        self._probe = await self._connection.channel(publisher_confirms=False)
         self._exchanges = await declare_topology(self._channel, self.topology)
         for spec in self._catalogue:
             await declare_task_queue(self._channel, self.topology, spec.id, spec.queue_options)
@@ -267,7 +272,7 @@ class Broker:
         supervisor = Supervisor(reconnect_after)
         while True:
             await asyncio.sleep(min(1.0, supervisor.period))  # the watchdog's period
-            channels = [self._channel, *self._channels]
+            channels = [self._channel, self._probe, *self._channels]
             broken = not self.connected or any(c is None or c.is_closed for c in channels)
             if not supervisor.due(broken):
                 continue
@@ -288,11 +293,14 @@ class Broker:
 
     async def check(self) -> None:
         """Raise :class:`BrokerDown` unless the broker answers now."""
+        probe = self._probe
         if not self.connected or self._channel is None or self._channel.is_closed:
+            raise BrokerDown("not connected to RabbitMQ")
+        if probe is None or probe.is_closed:
             raise BrokerDown("not connected to RabbitMQ")
         try:
             async with asyncio.timeout(self._publish_timeout):
-                await self._channel.declare_exchange(self.topology.tasks_exchange, passive=True)
+                await probe.declare_exchange(self.topology.tasks_exchange, passive=True)
         except (TimeoutError, AMQPError, OSError, RuntimeError) as exc:
             raise BrokerDown(f"RabbitMQ does not answer: {exc!r}") from exc
 
@@ -303,12 +311,12 @@ class Broker:
 
     async def queue_stats(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of one of the namespace's queues."""
-        if self._channel is None or self._channel.is_closed:
+        if self._probe is None or self._probe.is_closed:
             raise BrokerDown("not connected to RabbitMQ")
         # Straight to the underlying channel: a robust channel answers a passive declare of a
         # queue it knows from its cache, with the count of the first declaration.
         try:
-            channel = await self._channel.get_underlay_channel()
+            channel = await self._probe.get_underlay_channel()
             declared = await channel.queue_declare(queue, passive=True)
         except (AMQPError, RuntimeError, OSError) as exc:
             raise BrokerDown(f"cannot inspect {queue}: {exc!r}") from exc
@@ -329,6 +337,7 @@ class Broker:
         self._consumers.clear()
         self._channels.clear()
         self._channel = None
+        self._probe = None
         self._exchanges = None
         self._webhooks = None
         connection, self._connection = self._connection, None

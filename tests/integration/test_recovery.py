@@ -40,3 +40,37 @@ async def test_everything_recovers_after_every_broker_connection_is_closed(
         return (await gateway.client.get("/readyz")).status_code == 200
 
     await eventually(ready, within=30, what="/readyz to recover")
+
+
+async def test_an_inspection_cut_short_fails_no_submission(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """A queue inspection (the dashboard's, the capacity figures', readiness) cancelled before
+    the broker answers makes aiormq close its channel: the publishing channel must not be it."""
+    gateway = await gateway_factory()
+    broker = gateway.runtime.broker
+    queue = broker.topology.task_queue("echo")
+    cut = 0
+
+    async def cut_inspections() -> None:
+        nonlocal cut
+        for _ in range(10):
+            for inspection in (broker.queue_stats(queue), broker.check()):
+                inspecting = asyncio.create_task(inspection)
+                await asyncio.sleep(0)  # two turns of the loop: its call is on its way
+                await asyncio.sleep(0)
+                inspecting.cancel()
+                await asyncio.gather(inspecting, return_exceptions=True)
+                cut += 1
+
+    async def submits() -> list[int]:
+        codes = []
+        for _ in range(25):
+            codes.append((await submit(gateway.client, "echo", {"text": "x"})).status_code)
+        return codes
+
+    _, *codes = await asyncio.gather(cut_inspections(), *(submits() for _ in range(8)))
+    assert cut == 20
+    assert {code for client in codes for code in client} == {201}
+    await broker.check()
+    assert (await broker.queue_stats(queue))[0] == 200
