@@ -10,8 +10,6 @@ from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, AnyUrl, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from pymongo.errors import ConfigurationError, InvalidURI
-from pymongo.uri_parser import parse_uri
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
@@ -404,6 +402,10 @@ class Settings(BaseSettings):
         if value.startswith("sqlite:///"):
             return value
         if value.startswith(("mongodb://", "mongodb+srv://")):
+            # PyMongo is loaded only for a MongoDB store (a tenth of a second on every start).
+            from pymongo.errors import ConfigurationError, InvalidURI
+            from pymongo.uri_parser import parse_uri
+
             try:
                 parse_uri(value, connect_timeout=None)
             except (InvalidURI, ConfigurationError, ValueError) as exc:

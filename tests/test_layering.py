@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,3 +82,22 @@ def test_no_module_holds_two_ideas() -> None:
         for p in (ROOT / package).rglob("*.py")
     }
     assert {name: lines for name, lines in sizes.items() if lines > 450} == {}
+
+
+def test_the_command_line_starts_without_the_web_application() -> None:
+    """``sgw worker`` and the client commands load neither the web application nor what only
+    the gateway's store uses: a worker that scales out from zero starts in a second less."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, gateway.cli; print(' '.join(sorted(sys.modules)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout.split()
+    heavy = {"gateway.app", "fastapi", "starlette", "uvicorn", "jinja2", "pymongo", "gateway.store"}
+    assert heavy.isdisjoint(loaded), sorted(heavy & set(loaded))
+    assert "worker_sdk" in loaded
