@@ -154,9 +154,20 @@ class JobWatch:
         if self._tap is None or self._attached:
             return
         async with self._lock:
-            if not self._attached:
-                await self._tap.attach()
-                self._attached = True
+            if self._attached:
+                return
+            try:
+                # Shielded: a caller cancelled meanwhile (an event stream whose client left)
+                # must not cut the broker's call short, which would close the tap's channel.
+                await asyncio.shield(self._tap.attach())
+            except Exception:  # noqa: BLE001 - the waiters here lose their early answer, not their job
+                log.warning(
+                    "could not bind the terminal-event tap: requests waiting here are answered "
+                    "when their wait ends, unless this process applies their job's end",
+                    exc_info=True,
+                )
+                return
+            self._attached = True
 
     async def _detach_when_idle(self) -> None:
         try:

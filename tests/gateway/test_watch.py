@@ -55,3 +55,58 @@ async def test_a_waiter_that_comes_during_a_detach_binds_the_tap_again() -> None
     await waiting
     assert tap.calls == ["attach", "detach", "attach"]
     await watch.close()
+
+
+class SlowTap:
+    """A tap whose binding waits for the test; ``cut`` says whether it was cancelled."""
+
+    def __init__(self, *, fails: bool = False) -> None:
+        self.binding = asyncio.Event()
+        self.answer = asyncio.Event()
+        self.fails = fails
+        self.cut = False
+        self.done = False
+
+    async def attach(self) -> None:
+        self.binding.set()
+        try:
+            await self.answer.wait()  # the bind calls on their way to the broker
+        except asyncio.CancelledError:
+            self.cut = True
+            raise
+        if self.fails:
+            raise ConnectionError("the channel is closed")
+        self.done = True
+
+    async def detach(self) -> None:
+        return None
+
+
+async def test_a_stream_whose_client_leaves_while_the_tap_binds_does_not_cut_the_bind() -> None:
+    tap = SlowTap()
+    watch = JobWatch(tap, linger=60)
+
+    async def stream() -> None:
+        async with watch.subscribe(new_job_id()):
+            await asyncio.Event().wait()
+
+    streaming = asyncio.create_task(stream())
+    await tap.binding.wait()
+    streaming.cancel()  # the client went away
+    await asyncio.gather(streaming, return_exceptions=True)
+    tap.answer.set()
+    async with watch.waiting(new_job_id()):  # the next waiter binds it (again) and goes on
+        pass
+    assert not tap.cut, "a broker call was cut short: aiormq closes its channel for that"
+    assert tap.done
+    await watch.close()
+
+
+async def test_a_tap_that_cannot_be_bound_costs_the_waiter_its_early_answer_only() -> None:
+    tap = SlowTap(fails=True)
+    tap.answer.set()
+    watch = JobWatch(tap, linger=60)
+    job = new_job_id()
+    async with watch.waiting(job) as finished:  # no error: the submission goes on
+        assert not finished.done()
+    await watch.close()

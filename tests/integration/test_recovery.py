@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
 import httpx
@@ -74,3 +75,28 @@ async def test_an_inspection_cut_short_fails_no_submission(
     assert {code for client in codes for code in client} == {201}
     await broker.check()
     assert (await broker.queue_stats(queue))[0] == 200
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+async def test_a_stream_left_while_the_tap_binds_fails_no_waiting_submission(
+    gateway_factory: GatewayFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    turns: int,
+) -> None:
+    """An event stream whose client leaves while the gateway binds its tap (the first waiter
+    after a quiet spell) must not cut the bind short: aiormq would close the tap's channel, and
+    the next waiting submission failed on it."""
+    gateway = await gateway_factory()
+    run_worker(echo_worker)
+
+    async def stream() -> None:
+        async with gateway.runtime.watch.subscribe(uuid.uuid4()):
+            await asyncio.Event().wait()
+
+    streaming = asyncio.create_task(stream())
+    for _ in range(turns):  # turns of the loop: the bind calls are on their way
+        await asyncio.sleep(0)
+    streaming.cancel()
+    await asyncio.gather(streaming, return_exceptions=True)
+    response = await submit(gateway.client, "echo", {"text": "x"}, headers={"Prefer": "wait=10"})
+    assert response.status_code == 200, response.text
