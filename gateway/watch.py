@@ -160,7 +160,7 @@ class JobWatch:
                 # Shielded: a caller cancelled meanwhile (an event stream whose client left)
                 # must not cut the broker's call short, which would close the tap's channel.
                 await asyncio.shield(self._tap.attach())
-            except Exception:  # noqa: BLE001 - the waiters here lose their early answer, not their job
+            except Exception:  # the waiters here lose their early answer, not their job
                 log.warning(
                     "could not bind the terminal-event tap: requests waiting here are answered "
                     "when their wait ends, unless this process applies their job's end",
