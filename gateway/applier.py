@@ -282,7 +282,7 @@ class EventApplier:
             )
             await self._stop_run(job_id)
 
-    async def _with_store(self, what: str, work: Callable[[], Awaitable[None]]) -> None:
+    async def _with_store(self, what: str, work: Callable[[], Awaitable[object]]) -> None:
         """Run ``work``, retrying while the store fails transiently; a rejection is final."""
         pause = STORE_RETRY_FIRST
         while True:
@@ -322,12 +322,9 @@ class EventApplier:
             if isinstance(event, Outcomes):
                 await self._apply_outcomes(event)
                 return
-            await self._with_store(f"{event.kind} event", lambda: self._apply_quietly(event))
+            await self._with_store(f"{event.kind} event", lambda: self.apply(event))
 
         await self._settled(message, "events", handle)
-
-    async def _apply_quietly(self, event: JobEvent | Heartbeat | BarrierPassed) -> None:
-        await self.apply(event)
 
     async def _apply_outcomes(self, outcomes: Outcomes) -> None:
         """Apply the terminal events of an ``outcomes`` message together, so that the store
@@ -337,7 +334,7 @@ class EventApplier:
         now = datetime.now(UTC)
 
         async def one(event: TerminalEvent) -> None:
-            await self._with_store(f"{event.kind} event", lambda: self._apply_at(event, now))
+            await self._with_store(f"{event.kind} event", lambda: self.apply(event, now=now))
 
         results = await asyncio.gather(*(one(e) for e in outcomes.events), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -352,9 +349,6 @@ class EventApplier:
                     f"the first: {first}"
                 ) from first.__cause__
             raise first
-
-    async def _apply_at(self, event: TerminalEvent, now: datetime) -> None:
-        await self.apply(event, now=now)
 
     async def on_watched_event(self, message: AbstractIncomingMessage) -> None:
         """Consumer of this process's private copy of events (no-ack).
