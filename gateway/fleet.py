@@ -7,10 +7,16 @@ of a clean shutdown: gone at once) or falls silent for ``SG_HEARTBEAT_SILENCE`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
-from gateway.store import JobStore, WorkerState
+from gateway.auth import Principal
+from gateway.store import JobQuery, JobStatus, JobStore, WorkerState
+
+# A page of a caller's active jobs, read to tell which of the running jobs are theirs.
+_OWN_PAGE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +53,32 @@ class Fleet:
     async def count(self, service: str) -> int:
         """How many workers of the service are live."""
         return await self._store.active_workers(service, since=self.since())
+
+    async def visible(
+        self, principal: Principal, workers: Sequence[WorkerState]
+    ) -> Callable[[UUID], bool]:
+        """Which of the jobs these workers run the caller may see by id: every one for an
+        admin, their own for anyone else (what a worker runs is counted for all, named only
+        to its owner)."""
+        if principal.admin:
+            return lambda _: True
+        if not any(worker.running for worker in workers):
+            return lambda _: False
+        return (await self._active(principal.subject)).__contains__
+
+    async def _active(self, owner: str) -> set[UUID]:
+        """The ids of ``owner``'s queued or running jobs (a worker runs a job before its
+        ``started`` event, if any, is applied): bounded by what one caller may have active."""
+        query = JobQuery(
+            owner=owner,
+            statuses=frozenset({JobStatus.ACCEPTED, JobStatus.RUNNING}),
+            limit=_OWN_PAGE,
+        )
+        found: set[UUID] = set()
+        while True:
+            page = await self._store.page_jobs(query)
+            found.update(record.id for record in page)
+            if len(page) < query.limit:
+                return found
+            last = page[-1]
+            query = replace(query, after=(last.created, last.id))

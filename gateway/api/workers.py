@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -14,10 +13,7 @@ from pydantic import BaseModel, Field
 from gateway.auth import Principal
 from gateway.errors import StoreUnavailable, Unauthorized, UnknownProcess, responses
 from gateway.runtime import PrincipalDep, RuntimeDep
-from gateway.store import JobQuery, JobStatus, WorkerState
-
-# A page of the caller's active jobs, read to tell which of the running jobs are theirs.
-_OWN_PAGE = 1000
+from gateway.store import WorkerState
 
 router = APIRouter(tags=["workers"])
 
@@ -104,24 +100,5 @@ async def _workers(runtime: RuntimeDep, principal: Principal, process_id: str | 
     if process_id is not None and runtime.catalogue.get(process_id) is None:
         raise UnknownProcess(f"no process {process_id!r}")
     live = await runtime.fleet.live(process_id)
-    if principal.admin:
-        return WorkerList(workers=[WorkerStatus.of(w, lambda _: True) for w in live])
-    running = {job for worker in live for job in worker.running}
-    own = await _own_active(runtime, principal.subject) if running else set()
-    return WorkerList(workers=[WorkerStatus.of(w, own.__contains__) for w in live])
-
-
-async def _own_active(runtime: RuntimeDep, owner: str) -> set[UUID]:
-    """The ids of ``owner``'s jobs that are queued or running (a worker runs a job before its
-    ``started`` event, if any, is applied): bounded by what one caller may have active."""
-    query = JobQuery(
-        owner=owner, statuses=frozenset({JobStatus.ACCEPTED, JobStatus.RUNNING}), limit=_OWN_PAGE
-    )
-    found: set[UUID] = set()
-    while True:
-        page = await runtime.store.page_jobs(query)
-        found.update(record.id for record in page)
-        if len(page) < query.limit:
-            return found
-        last = page[-1]
-        query = replace(query, after=(last.created, last.id))
+    seen = await runtime.fleet.visible(principal, live)
+    return WorkerList(workers=[WorkerStatus.of(w, seen) for w in live])

@@ -92,8 +92,11 @@ async def _monitor(runtime: Runtime, jobs: JobsDep, principal: Principal) -> dic
     rows = figures.tally(records, titles, now)
     try:
         live = await runtime.fleet.live()
+        seen = await runtime.fleet.visible(principal, live)
     except StoreError:
         live = None
+    # The running jobs the caller may open, per worker; the others are only counted.
+    shown = {w.id: [job for job in w.running if seen(job)] for w in live or ()}
     for row in rows.values():
         row.ready, row.consumers = await _queue(runtime, row.service)
         if live is not None:
@@ -108,6 +111,7 @@ async def _monitor(runtime: Runtime, jobs: JobsDep, principal: Principal) -> dic
     return {
         "rows": list(rows.values()),
         "live": live,
+        "shown": shown,
         "capacity": capacity,
         "everyone": principal.admin,
         "now": now,

@@ -278,6 +278,30 @@ async def test_the_workers_page_shows_capacity_to_admins_and_waiting_jobs_their_
         assert 'data-capacity="echo"' in everyone
 
 
+async def test_the_workers_table_names_a_running_job_to_its_owner_and_admins_only(
+    gateway: Gateway, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    run_worker(echo_worker)
+    job = await _submit(gateway.client, "alice's long job")  # runs 30 s unless cancelled
+    link = f'href="/ui/jobs/{job}"'
+    async with (
+        _signed_in(gateway, "alice") as alice,
+        _signed_in(gateway, "bob") as bob,
+        _signed_in(gateway, "root", gateway.runtime.settings.admin_scope) as admin,
+    ):
+
+        async def running_it() -> str | None:
+            table = (await alice.get("/ui/workers/table")).text
+            return table if link in table else None
+
+        await eventually(running_it, what="alice's job in the workers table")
+        assert link in (await admin.get("/ui/workers/table")).text
+        others = (await bob.get("/ui/workers/table")).text
+        assert job[:8] not in others
+        assert "1 job<" in others  # counted, not named
+    assert (await gateway.client.delete(f"/jobs/{job}")).status_code == 200
+
+
 async def test_a_form_posted_after_the_session_ended_leads_to_the_sign_in_form(
     gateway: Gateway,
 ) -> None:
