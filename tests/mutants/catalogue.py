@@ -57,6 +57,32 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
+        "queue inspections on the publishing channel",
+        "gateway/broker.py",
+        "            channel = await self._probe.get_underlay_channel()\n",
+        "            assert self._channel is not None\n"
+        "            channel = await self._channel.get_underlay_channel()\n",
+        ("tests/integration/test_recovery.py::test_an_inspection_cut_short_fails_no_submission",),
+    ),
+    Mutant(
+        "the tap's bind cut short with its caller",
+        "gateway/watch.py",
+        "                await asyncio.shield(self._tap.attach())\n",
+        "                await self._tap.attach()\n",
+        (
+            "tests/gateway/test_watch.py::"
+            "test_a_stream_whose_client_leaves_while_the_tap_binds_does_not_cut_the_bind",
+        ),
+    ),
+    Mutant(
+        "the autoscale check cancelled in flight at a stop",
+        "worker_sdk/_autoscale.py",
+        "        self._stop.set()\n        await asyncio.wait({self.task}, timeout=grace)\n",
+        "        self._stop.set()\n        self.task.cancel()\n"
+        "        await asyncio.wait({self.task}, timeout=grace)\n",
+        ("tests/worker_sdk/test_autoscale.py::test_a_stop_lets_the_check_in_flight_end",),
+    ),
+    Mutant(
         "ack at delivery",
         "worker_sdk/_session.py",
         "        assert self._runs is not None\n        try:\n",
