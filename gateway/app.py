@@ -287,6 +287,7 @@ def _deliverer(
         policy=settings.webhook_policy(),
         delays=settings.webhook_retry_delays,
         timeout=settings.webhook_timeout,
+        host_concurrency=settings.webhook_host_concurrency,
         metrics=metrics,
     )
 

@@ -73,7 +73,8 @@ class Metrics:
         self.webhook_attempts = Counter(
             "sg_webhook_attempts",
             "Webhook delivery attempts, by event type and outcome (delivered, retrying: "
-            "another attempt is scheduled, failed: the schedule is exhausted).",
+            "another attempt is scheduled, failed: the schedule is exhausted; deferred: not "
+            "attempted, its receiver had as many attempts in flight as allowed).",
             ["type", "outcome"],
             registry=own,
         )

@@ -335,6 +335,14 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(
         default=16, ge=1, le=1000, description="Deliveries one gateway process makes at once."
     )
+    webhook_host_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Attempts one gateway process makes at once to one receiver (scheme, host "
+        "and port): a delivery to a receiver at its limit waits the first retry delay, not "
+        "counted as an attempt, so that a slow or dead receiver holds back no other's.",
+    )
     webhook_schemes: CommaList = Field(
         default=("https", "http"), description="Schemes allowed in `subscriber` URIs."
     )

@@ -4,7 +4,10 @@ The consumer of ``{ns}.webhooks`` makes one attempt per message:
 
 1. An event already delivered (a duplicate the outbox queued), or one this process is
    attempting right now (a redelivered copy meeting its own retry), is acked and skipped:
-   the attempt in flight delivers it or schedules its next attempt itself.
+   the attempt in flight delivers it or schedules its next attempt itself. One whose
+   receiver (scheme, host, port) already has ``host_concurrency`` attempts of this process in
+   flight is deferred: queued again for the first retry delay, its attempt not counted, so
+   that a receiver that answers slowly or not at all holds back no other receiver's events.
 2. The URI is checked against the webhooks' URL policy again, now, and the request goes to
    the very address that was checked (the host name kept for ``Host`` and TLS), so a name
    that resolves elsewhere since the submission (DNS rebinding) reaches nothing forbidden.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -62,8 +66,11 @@ class WebhookDeliverer:
         policy: UrlPolicy,
         delays: Sequence[int],
         timeout: float,
+        host_concurrency: int | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        """``host_concurrency``: attempts in flight to one receiver at most (``None``: no
+        limit); a limit needs a retry schedule to defer with, and has none without one."""
         self._metrics = metrics
         self._store = store
         self._broker = broker
@@ -74,6 +81,8 @@ class WebhookDeliverer:
         # No environment proxies: the request must reach the address the policy checked.
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
         self._in_flight: set[str] = set()
+        self._host_limit = host_concurrency if self._delays else None
+        self._per_host: Counter[tuple[str, str, int]] = Counter()
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -106,11 +115,40 @@ class WebhookDeliverer:
     async def _deliver(self, task: WebhookTask) -> str:
         if task.event_id in self._in_flight:
             return "being attempted already"
+        receiver = self._receiver(task.url)
+        if (
+            receiver is not None
+            and self._host_limit is not None
+            and self._per_host[receiver] >= self._host_limit
+        ):
+            return await self._defer(task)
         self._in_flight.add(task.event_id)
+        if receiver is not None:
+            self._per_host[receiver] += 1
         try:
             return await self._attempt_once(task)
         finally:
             self._in_flight.discard(task.event_id)
+            if receiver is not None:
+                self._per_host[receiver] -= 1
+                if not self._per_host[receiver]:
+                    del self._per_host[receiver]
+
+    def _receiver(self, url: str) -> tuple[str, str, int] | None:
+        """The receiver an attempt goes to (``None``: a URL the policy refuses outright,
+        which its attempt then says)."""
+        try:
+            return self._policy.split(url)
+        except UrlRefused:
+            return None
+
+    async def _defer(self, task: WebhookTask) -> str:
+        """Queue the same attempt again, due after the first retry delay."""
+        delay = self._delays[0]
+        await self._broker.publish_webhook(task.to_bytes(), job_id=task.job_id, delay=delay)
+        if self._metrics is not None:
+            self._metrics.webhook_attempts.labels(task.type, "deferred").inc()
+        return f"deferred {delay}s: its receiver has {self._host_limit} attempts in flight"
 
     async def _attempt_once(self, task: WebhookTask) -> str:
         known = await self._with_store(lambda: self._store.webhook_delivery(task.event_id))

@@ -37,12 +37,13 @@ class Receiver:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def record(self, path: str, headers: dict[str, str], body: bytes) -> int:
+        event_id = headers.get("webhook-id", "")
         with self._lock:
-            event_id = headers.get("webhook-id", "")
             before = sum(1 for r in self.requests if r.event_id == event_id)
-            status = self.plan(event_id, before)
+        status = self.plan(event_id, before)  # a plan may hold the request: not under the lock
+        with self._lock:
             self.requests.append(Received(path, headers, body, status))
-            return status
+        return status
 
     def of_type(self, kind: str) -> list[Received]:
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -160,6 +161,51 @@ async def test_a_receiver_failing_twice_gets_one_successful_delivery_per_event(
     ]
     assert stamps[1] - stamps[0] >= TEST_WEBHOOK_DELAYS[0] - 1
     assert stamps[2] - stamps[1] >= TEST_WEBHOOK_DELAYS[1] - 1
+
+
+async def test_a_receiver_that_does_not_answer_holds_back_no_other(
+    gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    gateway = await gateway_factory(
+        **HOOKS, webhook_concurrency=2, webhook_host_concurrency=1, webhook_timeout=60.0
+    )
+    run_worker(echo_worker)
+    gate = threading.Event()
+    lock = threading.Lock()
+    open_requests, most = 0, 0
+
+    def hold(_event: str, _before: int) -> int:
+        nonlocal open_requests, most
+        with lock:
+            open_requests += 1
+            most = max(most, open_requests)
+        gate.wait(60)  # the receiver answers nothing until the test lets it
+        with lock:
+            open_requests -= 1
+        return 204
+
+    try:
+        with receiving(hold) as silent, receiving() as fast:
+            held = [
+                await _execute(gateway.client, {"text": f"held {i}"}, successUri=silent.url)
+                for i in range(3)
+            ]
+
+            async def held_open() -> bool:
+                return open_requests >= 1
+
+            await eventually(held_open, what="an attempt held open by the silent receiver")
+            quick = await _execute(gateway.client, {"text": "quick"}, successUri=fast.url)
+            # Both delivery slots would be held by the silent receiver without its limit.
+            await _delivered(gateway.client, quick, "job.successful")
+            assert most == 1
+            gate.set()
+            for job_id in held:
+                hook = await _delivered(gateway.client, job_id, "job.successful")
+                assert hook["attempts"] == 1  # a deferral is not an attempt
+            assert most == 1
+    finally:
+        gate.set()
 
 
 async def test_a_subscriber_on_a_denied_address_is_refused_at_submit(
