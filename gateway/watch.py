@@ -76,6 +76,7 @@ class JobWatch:
         self._attached = False
         self._lock = asyncio.Lock()
         self._detacher: asyncio.Task[None] | None = None
+        self._binding: asyncio.Task[Exception | None] | None = None
         self._holds = 0
 
     def use_tap(self, tap: Tap) -> None:
@@ -131,9 +132,14 @@ class JobWatch:
             self._detach_later()
 
     async def hold(self) -> None:
-        """Keep the tap attached until :meth:`release` (the recovery pass's barriers)."""
+        """Keep the tap attached until :meth:`release` (the recovery pass's barriers); raise,
+        holding nothing, when it cannot be bound: a barrier must see its own passing."""
         self._holds += 1
-        await self._attach()
+        try:
+            await self._attach(required=True)
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
         self._holds -= 1
@@ -147,27 +153,45 @@ class JobWatch:
         if idle and self._tap is not None and self._detacher is None:
             self._detacher = asyncio.create_task(self._detach_when_idle())
 
-    async def _attach(self) -> None:
+    async def _attach(self, *, required: bool = False) -> None:
+        """Bind the tap unless it is bound. A waiter or a stream that cannot have it bound goes
+        on without it (its early answer is lost, not its job); ``required`` raises instead."""
+        if self._tap is None or self._attached:
+            return
+        if self._binding is None or self._binding.done():
+            self._binding = asyncio.create_task(self._bind(self._tap))
+        # Shielded: a caller cancelled meanwhile (an event stream whose client left) must not
+        # cut the broker's call short, which would close the tap's channel; the bind is the
+        # watch's own task, and it records its outcome whoever waits for it.
+        failure = await asyncio.shield(self._binding)
+        if failure is not None and required:
+            raise failure
+
+    async def _bind(self, tap: Tap) -> Exception | None:
         # ``_attached`` turns false as a detach begins (under the lock): a request that comes
         # while the tap is being unbound waits for the lock and binds it again, before it
         # publishes anything.
-        if self._tap is None or self._attached:
-            return
         async with self._lock:
             if self._attached:
-                return
+                return None
             try:
-                # Shielded: a caller cancelled meanwhile (an event stream whose client left)
-                # must not cut the broker's call short, which would close the tap's channel.
-                await asyncio.shield(self._tap.attach())
-            except Exception:  # the waiters here lose their early answer, not their job
-                log.warning(
-                    "could not bind the terminal-event tap: requests waiting here are answered "
-                    "when their wait ends, unless this process applies their job's end",
-                    exc_info=True,
-                )
-                return
-            self._attached = True
+                await tap.attach()
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                failure: Exception = ConnectionError(f"the bind was cancelled: {exc!r}")
+            except Exception as exc:  # noqa: BLE001 - any failure is its waiters' to hear
+                failure = exc
+            else:
+                self._attached = True
+                return None
+        log.warning(
+            "could not bind the terminal-event tap: requests waiting here are answered when "
+            "their wait ends, unless this process applies their job's end",
+            exc_info=failure,
+        )
+        return failure
 
     async def _detach_when_idle(self) -> None:
         try:
@@ -183,7 +207,8 @@ class JobWatch:
             self._detacher = None
 
     async def close(self) -> None:
-        """Stop the pending detach (the tap's queue dies with the connection)."""
-        if self._detacher is not None:
-            self._detacher.cancel()
-            await asyncio.gather(self._detacher, return_exceptions=True)
+        """Stop the pending bind and detach (the tap's queue dies with the connection)."""
+        for task in (self._binding, self._detacher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)

@@ -58,28 +58,34 @@ async def test_a_waiter_that_comes_during_a_detach_binds_the_tap_again() -> None
 
 
 class SlowTap:
-    """A tap whose binding waits for the test; ``cut`` says whether it was cancelled."""
+    """A tap whose binding waits for the test; ``cut`` says whether it was cancelled, ``fails``
+    what its bind raises."""
 
-    def __init__(self, *, fails: bool = False) -> None:
+    def __init__(self, *, fails: BaseException | None = None) -> None:
         self.binding = asyncio.Event()
         self.answer = asyncio.Event()
         self.fails = fails
         self.cut = False
         self.done = False
+        self.binds = 0
+        self.unbinds = 0
+        self.unbound = asyncio.Event()
 
     async def attach(self) -> None:
+        self.binds += 1
         self.binding.set()
         try:
             await self.answer.wait()  # the bind calls on their way to the broker
         except asyncio.CancelledError:
             self.cut = True
             raise
-        if self.fails:
-            raise ConnectionError("the channel is closed")
+        if self.fails is not None:
+            raise self.fails
         self.done = True
 
     async def detach(self) -> None:
-        return None
+        self.unbinds += 1
+        self.unbound.set()
 
 
 async def test_a_stream_whose_client_leaves_while_the_tap_binds_does_not_cut_the_bind() -> None:
@@ -103,10 +109,66 @@ async def test_a_stream_whose_client_leaves_while_the_tap_binds_does_not_cut_the
 
 
 async def test_a_tap_that_cannot_be_bound_costs_the_waiter_its_early_answer_only() -> None:
-    tap = SlowTap(fails=True)
+    tap = SlowTap(fails=ConnectionError("the channel is closed"))
     tap.answer.set()
     watch = JobWatch(tap, linger=60)
     job = new_job_id()
     async with watch.waiting(job) as finished:  # no error: the submission goes on
         assert not finished.done()
+    await watch.close()
+
+
+async def test_a_bind_whose_caller_left_is_still_undone_once_nobody_waits() -> None:
+    tap = SlowTap()
+    watch = JobWatch(tap, linger=0)
+
+    async def stream() -> None:
+        async with watch.subscribe(new_job_id()):
+            await asyncio.Event().wait()
+
+    streaming = asyncio.create_task(stream())
+    await tap.binding.wait()
+    streaming.cancel()
+    await asyncio.gather(streaming, return_exceptions=True)
+    tap.answer.set()  # the bind ends after its caller left: nobody waits any more
+    await asyncio.wait_for(tap.unbound.wait(), 5)
+    assert (tap.binds, tap.unbinds) == (1, 1)
+    await watch.close()
+
+
+async def test_waiters_that_come_during_a_bind_share_it() -> None:
+    tap = SlowTap()
+    watch = JobWatch(tap, linger=60)
+
+    async def wait_one() -> None:
+        async with watch.waiting(new_job_id()):
+            pass
+
+    waiting = [asyncio.create_task(wait_one()) for _ in range(3)]
+    await tap.binding.wait()
+    tap.answer.set()
+    await asyncio.wait_for(asyncio.gather(*waiting), 5)
+    assert tap.binds == 1
+    await watch.close()
+
+
+async def test_a_bind_the_broker_cancels_is_a_failure_not_the_waiters_cancellation() -> None:
+    tap = SlowTap(fails=asyncio.CancelledError())  # aiormq fails pending calls so
+    tap.answer.set()
+    watch = JobWatch(tap, linger=60)
+    async with watch.waiting(new_job_id()) as finished:
+        assert not finished.done()
+    await watch.close()
+
+
+async def test_a_hold_that_cannot_bind_the_tap_raises_and_holds_nothing() -> None:
+    tap = SlowTap(fails=ConnectionError("the channel is closed"))
+    tap.answer.set()
+    watch = JobWatch(tap, linger=0)
+    with pytest.raises(ConnectionError):
+        await watch.hold()  # a recovery barrier must see its own passing, or wait
+    tap.fails = None
+    async with watch.waiting(new_job_id()):
+        pass
+    await asyncio.wait_for(tap.unbound.wait(), 5)  # nothing held: the tap is let go
     await watch.close()

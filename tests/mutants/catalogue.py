@@ -67,8 +67,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "the tap's bind cut short with its caller",
         "gateway/watch.py",
-        "                await asyncio.shield(self._tap.attach())\n",
-        "                await self._tap.attach()\n",
+        "        failure = await asyncio.shield(self._binding)\n",
+        "        failure = await self._binding\n",
         (
             "tests/gateway/test_watch.py::"
             "test_a_stream_whose_client_leaves_while_the_tap_binds_does_not_cut_the_bind",
