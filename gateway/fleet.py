@@ -8,15 +8,12 @@ of a clean shutdown: gone at once) or falls silent for ``SG_HEARTBEAT_SILENCE`` 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from gateway.auth import Principal
-from gateway.store import JobQuery, JobStatus, JobStore, WorkerState
-
-# A page of a caller's active jobs, read to tell which of the running jobs are theirs.
-_OWN_PAGE = 1000
+from gateway.store import JobStore, WorkerState
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,26 +56,10 @@ class Fleet:
     ) -> Callable[[UUID], bool]:
         """Which of the jobs these workers run the caller may see by id: every one for an
         admin, their own for anyone else (what a worker runs is counted for all, named only
-        to its owner)."""
+        to its owner). One lookup of the running jobs' owners, whatever their status (a job
+        that ended stays in its worker's list until its next heartbeat)."""
         if principal.admin:
             return lambda _: True
-        if not any(worker.running for worker in workers):
-            return lambda _: False
-        return (await self._active(principal.subject)).__contains__
-
-    async def _active(self, owner: str) -> set[UUID]:
-        """The ids of ``owner``'s queued or running jobs (a worker runs a job before its
-        ``started`` event, if any, is applied): bounded by what one caller may have active."""
-        query = JobQuery(
-            owner=owner,
-            statuses=frozenset({JobStatus.ACCEPTED, JobStatus.RUNNING}),
-            limit=_OWN_PAGE,
-        )
-        found: set[UUID] = set()
-        while True:
-            page = await self._store.page_jobs(query)
-            found.update(record.id for record in page)
-            if len(page) < query.limit:
-                return found
-            last = page[-1]
-            query = replace(query, after=(last.created, last.id))
+        running = {job for worker in workers for job in worker.running}
+        owners = await self._store.owners(running) if running else {}
+        return lambda job: job in owners and principal.sees(owners[job])

@@ -111,6 +111,9 @@ class JobStore(Protocol):
     async def get(self, job_id: UUID) -> JobRecord | None:
         """The job, or ``None``."""
 
+    async def owners(self, job_ids: Collection[UUID]) -> dict[UUID, str]:
+        """The owner of each of these jobs that exists (whatever its status)."""
+
     async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
         """The owner's job holding this idempotency key, or ``None``."""
 

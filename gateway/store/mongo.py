@@ -126,6 +126,12 @@ class MongoStore(MongoWebhooks):
         with driver_errors():
             return to_record(await self._collection.find_one({"_id": str(job_id)}))
 
+    async def owners(self, job_ids: Collection[UUID]) -> dict[UUID, str]:
+        ids = [str(job_id) for job_id in job_ids]
+        with driver_errors():
+            docs = await self._collection.find({"_id": {"$in": ids}}, {"owner": 1}).to_list(None)
+        return {UUID(doc["_id"]): doc["owner"] for doc in docs}
+
     async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
         with driver_errors():
             cursor = (

@@ -26,6 +26,9 @@ from ._sqlite_webhooks import WEBHOOK_SCHEMA, SQLiteWebhooks
 from .base import DuplicateJob, JobQuery, ServiceLoad, StoreError
 from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo, WorkerState
 
+# Ids per statement where a list of ids is looked up (SQLite allows 32,766 parameters).
+_ID_BATCH = 500
+
 
 class SQLiteStore(SQLiteWebhooks):
     """:class:`~gateway.store.base.JobStore` on a local SQLite file."""
@@ -93,6 +96,20 @@ class SQLiteStore(SQLiteWebhooks):
         return await self._one(
             "SELECT * FROM jobs WHERE id = :id", {"id": str(job_id)}, writes=False
         )
+
+    async def owners(self, job_ids: Collection[UUID]) -> dict[UUID, str]:
+        ids = [str(job_id) for job_id in job_ids]
+
+        def statement(db: sqlite3.Connection) -> dict[UUID, str]:
+            found: dict[UUID, str] = {}
+            for start in range(0, len(ids), _ID_BATCH):  # SQLite caps a statement's parameters
+                chunk = ids[start : start + _ID_BATCH]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT id, owner FROM jobs WHERE id IN ({marks})"
+                found.update((UUID(row[0]), row[1]) for row in db.execute(sql, chunk))
+            return found
+
+        return await self._read(statement) if ids else {}
 
     async def page_jobs(self, query: JobQuery) -> list[JobRecord]:
         where: list[str] = []

@@ -103,6 +103,17 @@ async def test_get_unknown_is_none(store: JobStore) -> None:
     assert await store.get(uuid.uuid4()) is None
 
 
+async def test_owners_names_the_owner_of_each_job_that_exists(store: JobStore) -> None:
+    alices, bobs = _record(), _record(owner="bob")
+    finished = _record(status="successful", result={"ok": True})
+    for record in (alices, bobs, finished):
+        await store.insert(record)
+    unknown = [uuid.uuid4() for _ in range(600)]  # past one statement's batch of ids
+    found = await store.owners([*unknown, alices.id, bobs.id, finished.id])
+    assert found == {alices.id: "alice", bobs.id: "bob", finished.id: "alice"}
+    assert await store.owners([]) == {}
+
+
 async def test_start_marks_running_once_per_run(store: JobStore) -> None:
     record = _record()
     await store.insert(record)
