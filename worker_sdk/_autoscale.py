@@ -208,11 +208,14 @@ class Follower:
 
     async def stop(self, grace: float) -> None:
         """Let the check in flight, if any, end (for at most ``grace`` seconds: a broker
-        that does not answer is cut short all the same), then return."""
+        that does not answer is cut short all the same), then return; raise what ended the
+        follower before, if anything did (a worker must not stop as if asked to)."""
         self._stop.set()
         await asyncio.wait({self.task}, timeout=grace)
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
+        if not self.task.cancelled() and (failure := self.task.exception()) is not None:
+            raise failure
 
 
 async def ready_tasks(channel: AbstractChannel, queue: str) -> int:

@@ -168,12 +168,8 @@ class Session:
             if children is not None:
                 await children.close()
             sent = self._reporter.outcomes
-            log.info(
-                "worker %s stopped; it reported %d ends in %d messages",
-                self.worker_id,
-                sent.ends,
-                sent.messages,
-            )
+            info = (self.worker_id, sent.ends, sent.messages)
+            log.info("worker %s stopped; it reported %d ends in %d messages", *info)
 
     async def _connected(self, burst: bool) -> bool:
         connection: AbstractRobustConnection = await connect(
@@ -235,10 +231,11 @@ class Session:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if follower is not None:
             waits.discard(follower.task)
-            await follower.stop(0 if self._lost.is_set() else self.worker.publish_timeout)
         for waiting in waits:
             waiting.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
+        if follower is not None:  # raises what ended it, if anything did
+            await follower.stop(0 if self._lost.is_set() else self.worker.publish_timeout)
         if self._lost.is_set():
             log.error(
                 "worker %s: the channel stayed closed for %.0fs; dropping the connection",

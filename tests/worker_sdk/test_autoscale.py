@@ -156,3 +156,23 @@ async def test_consumers_on_a_channel_that_is_gone_are_dropped_without_an_error(
     queue.closed = True
     await consumers.cancel()
     assert len(consumers) == 0
+
+
+async def test_a_follower_that_failed_says_so_when_stopped() -> None:
+    async def ready() -> int:
+        return 10  # a backlog: the follower grows the worker
+
+    def rescale(_: int) -> None:
+        raise OSError("cannot start another child process")
+
+    follower = Follower(
+        Consumers(cast(AbstractQueue, FakeQueue()), _nothing),
+        Scaler(Autoscale(1, 4), idle_after=10),
+        ready=ready,
+        concurrency=lambda: 1,
+        rescale=rescale,
+        interval=0.01,
+    )
+    await asyncio.wait_for(asyncio.wait({follower.task}), 5)  # it ended on its own
+    with pytest.raises(OSError, match="child process"):
+        await follower.stop(grace=5)  # the worker does not stop as if it were asked to
