@@ -12,16 +12,19 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
+import aiormq.abc
 from aio_pika import Message
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
 from worker_sdk.wire import (
     BARRIER,
@@ -45,6 +48,11 @@ from worker_sdk.wire.topology import (
 )
 
 WEBHOOK = "webhook"
+# How long an inspection waits before asking again a probe channel that is being reopened.
+PROBE_REOPEN_PAUSE = 0.01
+
+T = TypeVar("T")
+AbstractUnderlay = aiormq.abc.AbstractChannel
 
 log = logging.getLogger("gateway.broker")
 
@@ -124,7 +132,7 @@ class Broker:
         # Inspections (passive declares) go on a channel of their own: aiormq closes a channel
         # whose call is cancelled before its answer, and the publishing channel's closing
         # would fail every publish on its way.
-        self._probe: AbstractChannel | None = None
+        self._probe: AbstractRobustChannel | None = None
         self._exchanges: CoreExchanges | None = None
         self._webhooks: AbstractExchange | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
@@ -292,17 +300,37 @@ class Broker:
         log.info("RabbitMQ connection rebuilt with %d consumer(s)", len(self._consumers))
 
     async def check(self) -> None:
-        """Raise :class:`BrokerDown` unless the broker answers now."""
-        probe = self._probe
+        """Raise :class:`BrokerDown` unless the broker answers now: a passive declare of the
+        tasks exchange, asked of the broker itself (a robust channel answers one it declared
+        from its cache)."""
         if not self.connected or self._channel is None or self._channel.is_closed:
             raise BrokerDown("not connected to RabbitMQ")
-        if probe is None or probe.is_closed:
+        exchange = self.topology.tasks_exchange
+        try:
+            await self._inspect(lambda c: c.exchange_declare(exchange, passive=True))
+        except BrokerDown as exc:
+            raise BrokerDown(f"RabbitMQ does not answer: {exc}") from exc
+
+    async def _inspect(self, call: Callable[[AbstractUnderlay], Awaitable[T]]) -> T:
+        """``call`` on the probe channel's underlying channel, within the publish timeout. A
+        probe closed by an inspection cut short is being reopened by aio-pika: it is waited
+        for and asked again, instead of being reported down."""
+        probe = self._probe
+        if probe is None:
             raise BrokerDown("not connected to RabbitMQ")
         try:
             async with asyncio.timeout(self._publish_timeout):
-                await probe.declare_exchange(self.topology.tasks_exchange, passive=True)
+                while True:
+                    await probe.ready()
+                    channel = await probe.get_underlay_channel()
+                    try:
+                        return await call(channel)
+                    except ChannelInvalidStateError:
+                        if self._probe is not probe or not self.connected:
+                            raise
+                    await asyncio.sleep(PROBE_REOPEN_PAUSE)  # while aio-pika reopens it
         except (TimeoutError, AMQPError, OSError, RuntimeError) as exc:
-            raise BrokerDown(f"RabbitMQ does not answer: {exc!r}") from exc
+            raise BrokerDown(repr(exc)) from exc
 
     async def queue_depth(self, queue: str) -> int:
         """Messages ready (not yet delivered) in one of the namespace's queues."""
@@ -311,15 +339,14 @@ class Broker:
 
     async def queue_stats(self, queue: str) -> tuple[int, int]:
         """(ready messages, consumers) of one of the namespace's queues."""
-        if self._probe is None or self._probe.is_closed:
-            raise BrokerDown("not connected to RabbitMQ")
         # Straight to the underlying channel: a robust channel answers a passive declare of a
         # queue it knows from its cache, with the count of the first declaration.
         try:
-            channel = await self._probe.get_underlay_channel()
-            declared = await channel.queue_declare(queue, passive=True)
-        except (AMQPError, RuntimeError, OSError) as exc:
-            raise BrokerDown(f"cannot inspect {queue}: {exc!r}") from exc
+            declared = await self._inspect(
+                lambda channel: channel.queue_declare(queue, passive=True)
+            )
+        except BrokerDown as exc:
+            raise BrokerDown(f"cannot inspect {queue}: {exc}") from exc
         return int(declared.message_count or 0), int(declared.consumer_count or 0)
 
     async def close(self) -> None:

@@ -6,11 +6,13 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
+import aio_pika
 import httpx
 import pytest
 
 from examples.echo import worker as echo_worker
-from tests.conftest import GatewayFactory
+from gateway.broker import BrokerDown
+from tests.conftest import AMQP_URL, GatewayFactory
 from tests.integration.test_chaos import close_broker_connections
 from tests.support import eventually, submit, wait_status
 
@@ -100,3 +102,25 @@ async def test_a_stream_left_while_the_tap_binds_fails_no_waiting_submission(
     await asyncio.gather(streaming, return_exceptions=True)
     response = await submit(gateway.client, "echo", {"text": "x"}, headers={"Prefer": "wait=10"})
     assert response.status_code == 200, response.text
+
+
+async def test_readiness_asks_the_broker_and_waits_out_a_probe_being_reopened(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = await gateway_factory()
+    broker = gateway.runtime.broker
+    queue = broker.topology.task_queue("echo")
+    for _ in range(20):
+        inspecting = asyncio.create_task(broker.queue_stats(queue))
+        await asyncio.sleep(0)  # two turns of the loop: its call is on its way
+        await asyncio.sleep(0)
+        inspecting.cancel()
+        await asyncio.gather(inspecting, return_exceptions=True)
+        await broker.check()  # the probe channel is reopened, not reported down
+    assert (await gateway.client.get("/readyz")).status_code == 200
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.exchange_delete(broker.topology.tasks_exchange)
+    with pytest.raises(BrokerDown, match="does not answer"):
+        await broker.check()  # asked of the broker, not of a cache

@@ -59,9 +59,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "queue inspections on the publishing channel",
         "gateway/broker.py",
-        "            channel = await self._probe.get_underlay_channel()\n",
-        "            assert self._channel is not None\n"
-        "            channel = await self._channel.get_underlay_channel()\n",
+        "                    channel = await probe.get_underlay_channel()\n",
+        "                    assert self._channel is not None\n"
+        "                    channel = await self._channel.get_underlay_channel()\n",
         ("tests/integration/test_recovery.py::test_an_inspection_cut_short_fails_no_submission",),
     ),
     Mutant(
