@@ -388,9 +388,9 @@ class Session:
         so; both confirmed before the original is acked."""
         assert self._channel is not None
         tier = retry_tier(retrying.delay)
-        if tier not in self._retry_queues:
-            self._retry_queues[tier] = await declare_retry_queue(
-                self._channel, self.topology, task.service, tier
+        if tier not in self._retry_queues:  # shielded: a declare cut short closes the channel
+            self._retry_queues[tier] = await asyncio.shield(
+                declare_retry_queue(self._channel, self.topology, task.service, tier)
             )
         copy = task.model_copy(update={"attempt": retrying.attempt})
         outgoing = message(copy.to_bytes(), type="task", correlation_id=str(task.job_id))
