@@ -121,16 +121,21 @@ class Consumers:
             self._tags.remove(tag)
             await self._queue.cancel(tag)
 
-    async def cancel(self) -> None:
+    async def cancel(self, within: float) -> None:
         """Cancel every consumer; what they hold is still settled by its job. On a channel
-        that is gone there is nothing left to cancel."""
-        while self._tags:
-            tag = self._tags.pop()
-            try:
-                await self._queue.cancel(tag)
-            except BROKER_ERRORS as exc:
-                log.warning("consumer %s not cancelled: the channel is gone (%r)", tag, exc)
-                self._tags.clear()
+        that is gone (a broker out of reach) there is nothing left to cancel, and one that
+        does not answer within ``within`` seconds is given up on: a stop never hangs here."""
+        if self._queue.channel.is_closed:
+            self._tags.clear()
+            return
+        try:
+            async with asyncio.timeout(within):
+                while self._tags:
+                    await self._queue.cancel(self._tags[-1])
+                    self._tags.pop()
+        except BROKER_ERRORS as exc:
+            log.warning("consumers not cancelled: the channel is gone (%r)", exc)
+            self._tags.clear()
 
 
 async def follow_backlog(

@@ -246,7 +246,7 @@ class Session:
                 job.cancel()  # its task goes back to the queue with the connection
             await asyncio.gather(*self._jobs, return_exceptions=True)
             return not self._stop_consuming.is_set()
-        await consumers.cancel()
+        await consumers.cancel(within=self.worker.publish_timeout)
         await self._finish_in_flight()
         return False
 

@@ -5,6 +5,7 @@ of a broker call (cancelling one closes the channel that holds the worker's task
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -20,6 +21,8 @@ class FakeQueue:
     def __init__(self, *, closed: bool = False) -> None:
         self.closed = closed
         self.consuming: list[str] = []
+        self.channel = SimpleNamespace(is_closed=False)  # a connection out of reach: True
+        self.silent = False  # the broker never answers a cancel
 
     async def consume(self, callback: Any) -> str:
         tag = f"ctag{len(self.consuming)}"
@@ -27,6 +30,8 @@ class FakeQueue:
         return tag
 
     async def cancel(self, tag: str) -> None:
+        if self.silent:
+            await asyncio.Event().wait()
         if self.closed:
             raise ChannelInvalidStateError("Channel closed by RPC timeout")
         self.consuming.remove(tag)
@@ -154,7 +159,26 @@ async def test_consumers_on_a_channel_that_is_gone_are_dropped_without_an_error(
     consumers = Consumers(cast(AbstractQueue, queue), _nothing)
     await consumers.resize(3)
     queue.closed = True
-    await consumers.cancel()
+    await consumers.cancel(within=5)
+    assert len(consumers) == 0
+
+
+async def test_consumers_of_a_broker_out_of_reach_are_dropped_without_asking_it() -> None:
+    queue = FakeQueue()
+    consumers = Consumers(cast(AbstractQueue, queue), _nothing)
+    await consumers.resize(2)
+    queue.channel.is_closed = True  # aio-pika would wait for the connection to come back
+    queue.silent = True
+    await asyncio.wait_for(consumers.cancel(within=60), 5)
+    assert len(consumers) == 0
+
+
+async def test_a_cancel_the_broker_never_answers_is_given_up_on() -> None:
+    queue = FakeQueue()
+    consumers = Consumers(cast(AbstractQueue, queue), _nothing)
+    await consumers.resize(2)
+    queue.silent = True
+    await asyncio.wait_for(consumers.cancel(within=0.05), 5)
     assert len(consumers) == 0
 
 
