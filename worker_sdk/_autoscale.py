@@ -168,6 +168,8 @@ async def follow_backlog(
         except BROKER_ERRORS as exc:
             log.warning("autoscale: the queue's length is unknown (%r)", exc)
             continue
+        if stop.is_set():  # asked to stop while the broker answered: resize nothing
+            return
         current = concurrency()
         target = scaler.decide(current, held=consumers.held, waiting=waiting, now=loop.time())
         if target != current:

@@ -88,7 +88,7 @@ async def test_a_stop_lets_the_check_in_flight_end() -> None:
             finished.append(False)
             raise
         finished.append(True)
-        return 0
+        return 10  # a backlog: a check that went on would grow the worker
 
     queue = FakeQueue()
     consumers = Consumers(cast(AbstractQueue, queue), _nothing)
@@ -110,6 +110,7 @@ async def test_a_stop_lets_the_check_in_flight_end() -> None:
     assert finished == [True]
     assert follower.task.done()
     assert not follower.task.cancelled()
+    assert len(queue.consuming) == 2  # stopped: its answer changed nothing
 
 
 async def test_a_stop_between_checks_ends_the_follower_at_once() -> None:
