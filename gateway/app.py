@@ -30,7 +30,7 @@ from gateway.metrics import Metrics
 from gateway.recovery import Recovery
 from gateway.runtime import Runtime
 from gateway.server import GuardedHttpProtocol
-from gateway.settings import Settings, load_settings, webhook_signer
+from gateway.settings import Settings, load_settings
 from gateway.store import JobStore, open_store
 from gateway.sweeper import Sweeper
 from gateway.ui import STATIC_DIR, STATIC_PATH
@@ -38,6 +38,7 @@ from gateway.ui import routes as ui_routes
 from gateway.watch import JobWatch
 from gateway.webhook_delivery import WebhookDeliverer
 from gateway.webhook_outbox import WebhookOutbox
+from gateway.webhook_secret import webhook_signer
 from gateway.webhooks import Subscriptions
 from worker_sdk.wire import Topology
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, AnyUrl, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from standardwebhooks import Webhook
-from standardwebhooks.webhooks import EmptyWebhookSecretError
 
+from gateway.webhook_secret import webhook_signer
 from worker_sdk import UrlPolicy
 from worker_sdk.wire import DEFAULT_NAMESPACE
 from worker_sdk.wire.topology import DEFAULT_WEBHOOK_DELAYS
@@ -28,23 +25,6 @@ def _split(value: object) -> object:
 CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
 SecretList = Annotated[tuple[SecretStr, ...], NoDecode, BeforeValidator(_split)]
 IntList = Annotated[tuple[int, ...], NoDecode, BeforeValidator(_split)]
-
-WEBHOOK_SECRET_PREFIX = "whsec_"
-
-
-def webhook_signer(secret: str) -> Webhook:
-    """The Standard Webhooks signer of a ``whsec_<base64>`` secret; ValueError if it is not
-    one (at least 24 bytes, as the spec asks)."""
-    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
-        raise ValueError(f"a webhook secret is written {WEBHOOK_SECRET_PREFIX}<base64>")
-    try:
-        signer = Webhook(secret)
-        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX) + "==")
-    except (ValueError, binascii.Error, EmptyWebhookSecretError) as exc:
-        raise ValueError(f"not a usable webhook secret: {exc}") from None
-    if len(key) < 24:
-        raise ValueError("a webhook secret's key has at least 24 bytes (32 recommended)")
-    return signer
 
 
 class Settings(BaseSettings):
