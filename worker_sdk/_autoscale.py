@@ -17,8 +17,9 @@ import asyncio
 import logging
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
@@ -188,30 +189,12 @@ async def follow_backlog(
 
 
 class Follower:
-    """:func:`follow_backlog` in a task of its own, stopped between two checks."""
+    """A backlog follower (``follow``: :func:`follow_backlog` given its stop event) in a
+    task of its own, stopped between two checks."""
 
-    def __init__(
-        self,
-        consumers: Consumers,
-        scaler: Scaler,
-        *,
-        ready: Callable[[], Awaitable[int]],
-        concurrency: Callable[[], int],
-        rescale: Callable[[int], None],
-        interval: float,
-    ) -> None:
+    def __init__(self, follow: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         self._stop = asyncio.Event()
-        self.task = asyncio.create_task(
-            follow_backlog(
-                consumers,
-                scaler,
-                ready=ready,
-                concurrency=concurrency,
-                rescale=rescale,
-                interval=interval,
-                stop=self._stop,
-            )
-        )
+        self.task = asyncio.create_task(follow(self._stop))
 
     async def stop(self, grace: float) -> None:
         """Let the check in flight, if any, end (for at most ``grace`` seconds: a broker

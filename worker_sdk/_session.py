@@ -31,7 +31,7 @@ from aio_pika.abc import (
 )
 from pydantic import ValidationError
 
-from ._autoscale import Autoscale, Consumers, Follower, Scaler, ready_tasks
+from ._autoscale import Autoscale, Consumers, Follower, Scaler, follow_backlog, ready_tasks
 from ._child import Limits
 from ._errors import describe
 from ._handler import Handler
@@ -219,13 +219,17 @@ class Session:
         if self.autoscale is not None:
             channel = self._channel
             assert channel is not None
+            scaler = Scaler(self.autoscale, idle_after=self.worker.autoscale_idle)
             follower = Follower(
-                consumers,
-                Scaler(self.autoscale, idle_after=self.worker.autoscale_idle),
-                ready=lambda: ready_tasks(channel, queue.name),
-                concurrency=lambda: self.concurrency,
-                rescale=self._rescale,
-                interval=self.worker.autoscale_interval,
+                lambda stop: follow_backlog(
+                    consumers,
+                    scaler,
+                    ready=lambda: ready_tasks(channel, queue.name),
+                    concurrency=lambda: self.concurrency,
+                    rescale=self._rescale,
+                    interval=self.worker.autoscale_interval,
+                    stop=stop,
+                )
             )
             waits.add(follower.task)
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -237,11 +241,8 @@ class Session:
         if follower is not None:  # raises what ended it, if anything did
             await follower.stop(0 if self._lost.is_set() else self.worker.publish_timeout)
         if self._lost.is_set():
-            log.error(
-                "worker %s: the channel stayed closed for %.0fs; dropping the connection",
-                self.worker_id,
-                self.worker.reconnect_after,
-            )
+            gone = (self.worker_id, self.worker.reconnect_after)
+            log.error("worker %s: the channel stayed closed for %.0fs; reconnecting", *gone)
             for job in list(self._jobs):
                 job.cancel()  # its task goes back to the queue with the connection
             await asyncio.gather(*self._jobs, return_exceptions=True)

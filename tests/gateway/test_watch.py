@@ -88,9 +88,9 @@ class SlowTap:
         self.unbound.set()
 
 
-async def test_a_stream_whose_client_leaves_while_the_tap_binds_does_not_cut_the_bind() -> None:
-    tap = SlowTap()
-    watch = JobWatch(tap, linger=60)
+async def _leave_while_binding(watch: JobWatch, tap: SlowTap) -> None:
+    """An event stream whose client leaves while the tap is being bound for it; then the
+    broker answers the bind."""
 
     async def stream() -> None:
         async with watch.subscribe(new_job_id()):
@@ -101,6 +101,12 @@ async def test_a_stream_whose_client_leaves_while_the_tap_binds_does_not_cut_the
     streaming.cancel()  # the client went away
     await asyncio.gather(streaming, return_exceptions=True)
     tap.answer.set()
+
+
+async def test_a_stream_whose_client_leaves_while_the_tap_binds_does_not_cut_the_bind() -> None:
+    tap = SlowTap()
+    watch = JobWatch(tap, linger=60)
+    await _leave_while_binding(watch, tap)
     async with watch.waiting(new_job_id()):  # the next waiter binds it (again) and goes on
         pass
     assert not tap.cut, "a broker call was cut short: aiormq closes its channel for that"
@@ -121,16 +127,7 @@ async def test_a_tap_that_cannot_be_bound_costs_the_waiter_its_early_answer_only
 async def test_a_bind_whose_caller_left_is_still_undone_once_nobody_waits() -> None:
     tap = SlowTap()
     watch = JobWatch(tap, linger=0)
-
-    async def stream() -> None:
-        async with watch.subscribe(new_job_id()):
-            await asyncio.Event().wait()
-
-    streaming = asyncio.create_task(stream())
-    await tap.binding.wait()
-    streaming.cancel()
-    await asyncio.gather(streaming, return_exceptions=True)
-    tap.answer.set()  # the bind ends after its caller left: nobody waits any more
+    await _leave_while_binding(watch, tap)  # the bind ends after its caller left
     await asyncio.wait_for(tap.unbound.wait(), 5)
     assert (tap.binds, tap.unbinds) == (1, 1)
     await watch.close()

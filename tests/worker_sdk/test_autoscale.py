@@ -5,6 +5,7 @@ of a broker call (cancelling one closes the channel that holds the worker's task
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -12,7 +13,7 @@ import pytest
 from aio_pika.abc import AbstractQueue
 from aio_pika.exceptions import ChannelInvalidStateError
 
-from worker_sdk._autoscale import Autoscale, Consumers, Follower, Scaler
+from worker_sdk._autoscale import Autoscale, Consumers, Follower, Scaler, follow_backlog
 
 
 class FakeQueue:
@@ -39,6 +40,29 @@ class FakeQueue:
 
 async def _nothing(delivery: Any) -> None:
     return None
+
+
+def _follower(
+    ready: Callable[[], Awaitable[int]],
+    *,
+    consumers: Consumers | None = None,
+    rescale: Callable[[int], None] = lambda _: None,
+    concurrency: int = 1,
+    interval: float = 0.01,
+) -> Follower:
+    """A follower of the backlog ``ready`` gives, on fake consumers unless given some."""
+    held = consumers or Consumers(cast(AbstractQueue, FakeQueue()), _nothing)
+    return Follower(
+        lambda stop: follow_backlog(
+            held,
+            Scaler(Autoscale(1, 4), idle_after=10),
+            ready=ready,
+            concurrency=lambda: concurrency,
+            rescale=rescale,
+            interval=interval,
+            stop=stop,
+        )
+    )
 
 
 def test_bounds_are_read_as_min_colon_max() -> None:
@@ -93,14 +117,7 @@ async def test_a_stop_lets_the_check_in_flight_end() -> None:
     queue = FakeQueue()
     consumers = Consumers(cast(AbstractQueue, queue), _nothing)
     await consumers.resize(2)
-    follower = Follower(
-        consumers,
-        Scaler(Autoscale(1, 4), idle_after=10),
-        ready=ready,
-        concurrency=lambda: 2,
-        rescale=lambda _: None,
-        interval=0.01,
-    )
+    follower = _follower(ready, consumers=consumers, concurrency=2)
     await asyncio.wait_for(asked.wait(), 5)
     stopping = asyncio.create_task(follower.stop(grace=30))
     await asyncio.sleep(0)  # the stop is asked for while the check waits on the broker
@@ -120,14 +137,7 @@ async def test_a_stop_between_checks_ends_the_follower_at_once() -> None:
         calls.append(1)
         return 0
 
-    follower = Follower(
-        Consumers(cast(AbstractQueue, FakeQueue()), _nothing),
-        Scaler(Autoscale(1, 4), idle_after=10),
-        ready=ready,
-        concurrency=lambda: 1,
-        rescale=lambda _: None,
-        interval=3600,
-    )
+    follower = _follower(ready, interval=3600)
     await asyncio.wait_for(follower.stop(grace=30), 5)
     assert follower.task.done()
     assert not follower.task.cancelled()
@@ -142,14 +152,7 @@ async def test_a_check_the_broker_never_answers_is_cut_short_after_the_grace() -
         await asyncio.Event().wait()  # never answered
         return 0
 
-    follower = Follower(
-        Consumers(cast(AbstractQueue, FakeQueue()), _nothing),
-        Scaler(Autoscale(1, 4), idle_after=10),
-        ready=ready,
-        concurrency=lambda: 1,
-        rescale=lambda _: None,
-        interval=0.01,
-    )
+    follower = _follower(ready)
     await asyncio.wait_for(asked.wait(), 5)
     await asyncio.wait_for(follower.stop(grace=0.05), 5)
     assert follower.task.cancelled()
@@ -190,14 +193,7 @@ async def test_a_follower_that_failed_says_so_when_stopped() -> None:
     def rescale(_: int) -> None:
         raise OSError("cannot start another child process")
 
-    follower = Follower(
-        Consumers(cast(AbstractQueue, FakeQueue()), _nothing),
-        Scaler(Autoscale(1, 4), idle_after=10),
-        ready=ready,
-        concurrency=lambda: 1,
-        rescale=rescale,
-        interval=0.01,
-    )
+    follower = _follower(ready, rescale=rescale)
     await asyncio.wait_for(asyncio.wait({follower.task}), 5)  # it ended on its own
     with pytest.raises(OSError, match="child process"):
         await follower.stop(grace=5)  # the worker does not stop as if it were asked to
