@@ -171,6 +171,7 @@ class JobWatch:
         # ``_attached`` turns false as a detach begins (under the lock): a request that comes
         # while the tap is being unbound waits for the lock and binds it again, before it
         # publishes anything.
+        failure: Exception | None = None
         async with self._lock:
             if self._attached:
                 return None
@@ -180,12 +181,14 @@ class JobWatch:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
-                failure: Exception = ConnectionError(f"the bind was cancelled: {exc!r}")
+                failure = ConnectionError(f"the bind was cancelled: {exc!r}")
             except Exception as exc:  # noqa: BLE001 - any failure is its waiters' to hear
                 failure = exc
             else:
                 self._attached = True
-                return None
+        if failure is None:
+            self._detach_later()  # its waiters may all have left meanwhile
+            return None
         log.warning(
             "could not bind the terminal-event tap: requests waiting here are answered when "
             "their wait ends, unless this process applies their job's end",

@@ -11,6 +11,7 @@ from uuid import uuid4 as new_job_id
 import pytest
 
 from gateway.watch import JobWatch
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -168,4 +169,28 @@ async def test_a_hold_that_cannot_bind_the_tap_raises_and_holds_nothing() -> Non
     async with watch.waiting(new_job_id()):
         pass
     await asyncio.wait_for(tap.unbound.wait(), 5)  # nothing held: the tap is let go
+    await watch.close()
+
+
+async def test_a_bind_that_waited_out_a_detach_is_undone_when_its_waiter_has_left() -> None:
+    tap = Tap()  # its unbinding waits for the test
+    watch = JobWatch(tap, linger=0)
+    async with watch.waiting(new_job_id()):
+        pass
+    await tap.unbinding.wait()  # the detach is on its way, holding the lock
+
+    async def client() -> None:
+        async with watch.waiting(new_job_id()):
+            await asyncio.Event().wait()
+
+    leaving = asyncio.create_task(client())
+    await asyncio.sleep(0)  # one turn: its bind waits for the detach
+    leaving.cancel()  # and its client leaves before the bind is made
+    await asyncio.gather(leaving, return_exceptions=True)
+    tap.unbound.set()  # the detach ends; the bind follows, for nobody
+
+    async def let_go() -> bool:
+        return tap.calls == ["attach", "detach", "attach", "detach"] and not tap.bound
+
+    await eventually(let_go, within=5, what="the orphaned bind undone")
     await watch.close()
