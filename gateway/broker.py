@@ -303,8 +303,6 @@ class Broker:
         """Raise :class:`BrokerDown` unless the broker answers now: a passive declare of the
         tasks exchange, asked of the broker itself (a robust channel answers one it declared
         from its cache)."""
-        if not self.connected or self._channel is None or self._channel.is_closed:
-            raise BrokerDown("not connected to RabbitMQ")
         exchange = self.topology.tasks_exchange
         try:
             await self._inspect(lambda c: c.exchange_declare(exchange, passive=True))
@@ -316,8 +314,8 @@ class Broker:
         probe closed by an inspection cut short is being reopened by aio-pika: it is waited
         for and asked again, instead of being reported down."""
         probe = self._probe
-        if probe is None:
-            raise BrokerDown("not connected to RabbitMQ")
+        if probe is None or not self.connected or self._channel is None or self._channel.is_closed:
+            raise BrokerDown("not connected to RabbitMQ")  # at once: an outage is not waited on
         try:
             async with asyncio.timeout(self._publish_timeout):
                 while True:
@@ -353,11 +351,17 @@ class Broker:
         if self._watchdog is not None:
             self._watchdog.cancel()
             await asyncio.gather(self._watchdog, return_exceptions=True)
-        for queue, tag in reversed(self._consumers):
-            try:
-                await queue.cancel(tag)
-            except (TimeoutError, AMQPError, OSError, RuntimeError):
-                log.debug("consumer %s already gone", tag)
+        # Not while the broker is out of reach (aio-pika's cancel would wait for it to come
+        # back), nor for longer than a publish may take.
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                for queue, tag in reversed(self._consumers if self.connected else []):
+                    try:
+                        await queue.cancel(tag)
+                    except (AMQPError, OSError, RuntimeError):
+                        log.debug("consumer %s already gone", tag)
+        except TimeoutError:
+            log.warning("consumers not cancelled within %.0fs", self._publish_timeout)
         await self._drop_connection()
 
     async def _drop_connection(self) -> None:

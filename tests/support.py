@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -170,3 +171,48 @@ class OutageStore(SQLiteStore):
     async def finish(self, job_id: uuid.UUID, **fields: Any) -> JobRecord | None:
         self._outage("finish")
         return await super().finish(job_id, **fields)
+
+
+class BrokerRelay:
+    """A TCP relay to the test broker: clients connect to ``url``; :meth:`cut` closes every
+    connection through it and refuses new ones, so the broker is out of reach for them."""
+
+    def __init__(self, amqp_url: str) -> None:
+        self._target = urlsplit(amqp_url)
+        self._amqp_url = amqp_url
+        self._links: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> BrokerRelay:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        host = f"@{self._target.hostname}:{self._target.port}"
+        self.url = self._amqp_url.replace(host, f"@127.0.0.1:{port}")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.cut()
+
+    def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in self._links:
+            link.transport.abort()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        target = self._target
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port)
+        self._links.update({writer, up_writer})
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()

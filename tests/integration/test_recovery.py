@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -17,7 +16,7 @@ from examples.echo import worker as echo_worker
 from gateway.broker import BrokerDown
 from tests.conftest import AMQP_URL, GatewayFactory
 from tests.integration.test_chaos import close_broker_connections
-from tests.support import eventually, submit, wait_status
+from tests.support import BrokerRelay, eventually, submit, wait_status
 from worker_sdk import Worker
 from worker_sdk.wire import Topology
 from worker_sdk.wire.catalogue import Catalogue
@@ -137,59 +136,55 @@ async def test_a_worker_asked_to_stop_while_its_broker_is_out_of_reach_stops(
 ) -> None:
     """The broker goes out of reach (its connections cut, a relay in between refusing new
     ones); a stop then must not wait for it to come back (aio-pika's consumer cancel did)."""
-    broker = urlsplit(AMQP_URL)
-    links: set[asyncio.StreamWriter] = set()
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.close()
-
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(broker.hostname, broker.port)
-        links.update({writer, up_writer})
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    url = AMQP_URL.replace(f"@{broker.hostname}:{broker.port}", f"@127.0.0.1:{port}")
     worker = Worker(
         "echo", version="1.0.0", publish_timeout=2, shutdown_grace=2, heartbeat_interval=0.2
     )
     worker.handler(echo)
-    running = asyncio.create_task(
-        worker.run(amqp_url=url, catalogue=catalogue, namespace=namespace)
-    )
-    try:
-        async with await aio_pika.connect(AMQP_URL) as connection:
-            queue = Topology(namespace).task_queue("echo")
+    async with BrokerRelay(AMQP_URL) as relay:
+        running = asyncio.create_task(
+            worker.run(amqp_url=relay.url, catalogue=catalogue, namespace=namespace)
+        )
+        try:
+            async with await aio_pika.connect(AMQP_URL) as connection:
+                queue = Topology(namespace).task_queue("echo")
 
-            async def consuming() -> bool:
-                channel = await (await connection.channel()).get_underlay_channel()
-                try:  # a channel of its own each time: a passive declare's 404 closes it
-                    declared = await channel.queue_declare(queue, passive=True)
-                except aiormq.exceptions.ChannelNotFoundEntity:
-                    return False  # not declared yet
-                await channel.close()
-                return bool(declared.consumer_count)
+                async def consuming() -> bool:
+                    channel = await (await connection.channel()).get_underlay_channel()
+                    try:  # a channel of its own each time: a passive declare's 404 closes it
+                        declared = await channel.queue_declare(queue, passive=True)
+                    except aiormq.exceptions.ChannelNotFoundEntity:
+                        return False  # not declared yet
+                    await channel.close()
+                    return bool(declared.consumer_count)
 
-            await eventually(consuming, what="the worker consuming through the relay")
-        server.close()
-        for link in links:
-            link.transport.abort()
+                await eventually(consuming, what="the worker consuming through the relay")
+            relay.cut()
 
-        async def out_of_reach() -> bool:  # the worker's connection is down, it knows
-            return "heartbeat not published" in caplog.text
+            async def out_of_reach() -> bool:  # the worker's connection is down, it knows
+                return "heartbeat not published" in caplog.text
 
-        await eventually(out_of_reach, what="the worker to find its broker gone")
-    finally:
-        server.close()
-        for link in links:
-            link.transport.abort()
-        worker.stop()
-    await asyncio.wait_for(running, timeout=20)  # it waited for the broker for good before
+            await eventually(out_of_reach, what="the worker to find its broker gone")
+        finally:
+            relay.cut()
+            worker.stop()
+        await asyncio.wait_for(running, timeout=20)  # it waited for the broker for good before
+
+
+async def test_inspections_fail_at_once_while_the_broker_is_out_of_reach(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """The dashboard, the capacity figures and the metrics inspect queues: during an outage
+    they hear so at once, not after a publish timeout each."""
+    async with BrokerRelay(AMQP_URL) as relay:
+        gateway = await gateway_factory(amqp_url=relay.url, publish_timeout=10.0)
+        broker = gateway.runtime.broker
+        queue = broker.topology.task_queue("echo")
+        assert (await broker.queue_stats(queue))[0] == 0
+        relay.cut()
+
+        async def down() -> bool:
+            return (await gateway.client.get("/readyz")).status_code == 503
+
+        await eventually(down, what="the gateway to find its broker gone")
+        with pytest.raises(BrokerDown, match="not connected"):
+            await asyncio.wait_for(broker.queue_stats(queue), 5)  # not after 10 s
