@@ -196,16 +196,15 @@ class Follower:
         self._stop = asyncio.Event()
         self.task = asyncio.create_task(follow(self._stop))
 
-    async def stop(self, grace: float) -> None:
+    async def stop(self, grace: float) -> BaseException | None:
         """Let the check in flight, if any, end (for at most ``grace`` seconds: a broker
-        that does not answer is cut short all the same), then return; raise what ended the
-        follower before, if anything did (a worker must not stop as if asked to)."""
+        that does not answer is cut short all the same); return what ended the follower
+        before, if anything did (a worker must not stop as if asked to)."""
         self._stop.set()
         await asyncio.wait({self.task}, timeout=grace)
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
-        if not self.task.cancelled() and (failure := self.task.exception()) is not None:
-            raise failure
+        return None if self.task.cancelled() else self.task.exception()
 
 
 async def ready_tasks(channel: AbstractChannel, queue: str) -> int:

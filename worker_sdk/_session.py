@@ -196,10 +196,8 @@ class Session:
             log.info("worker %s consuming %s", self.worker_id, queue.name)
             if burst:
                 await self._drain(queue)
-            else:
-                lost = await self._consume(queue)
-                if lost:
-                    return True
+            elif await self._consume(queue):  # the channel was lost: start over
+                return True
             await self._goodbye(heartbeat)
             heartbeat = None
             return False
@@ -212,9 +210,9 @@ class Session:
     async def _consume(self, queue: AbstractQueue) -> bool:
         consumers = Consumers(queue, self._on_message)
         await consumers.resize(1 if self.autoscale is None else self.concurrency)
-        stopped = asyncio.create_task(self._stop_consuming.wait())
-        lost = asyncio.create_task(self._lost.wait())
-        waits: set[asyncio.Task[Any]] = {stopped, lost}
+        waits: set[asyncio.Task[Any]] = {
+            asyncio.create_task(event.wait()) for event in (self._stop_consuming, self._lost)
+        }
         follower: Follower | None = None
         if self.autoscale is not None:
             channel = self._channel
@@ -238,8 +236,9 @@ class Session:
         for waiting in waits:
             waiting.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
-        if follower is not None:  # raises what ended it, if anything did
-            await follower.stop(0 if self._lost.is_set() else self.worker.publish_timeout)
+        failed = None  # what ended the follower, raised once the jobs held are settled
+        if follower is not None:
+            failed = await follower.stop(0 if self._lost.is_set() else self.worker.publish_timeout)
         if self._lost.is_set():
             gone = (self.worker_id, self.worker.reconnect_after)
             log.error("worker %s: the channel stayed closed for %.0fs; reconnecting", *gone)
@@ -249,6 +248,8 @@ class Session:
             return not self._stop_consuming.is_set()
         await consumers.cancel(within=self.worker.publish_timeout)
         await self._finish_in_flight()
+        if failed is not None:
+            raise failed
         return False
 
     def _rescale(self, concurrency: int) -> None:

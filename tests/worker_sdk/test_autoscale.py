@@ -195,5 +195,6 @@ async def test_a_follower_that_failed_says_so_when_stopped() -> None:
 
     follower = _follower(ready, rescale=rescale)
     await asyncio.wait_for(asyncio.wait({follower.task}), 5)  # it ended on its own
-    with pytest.raises(OSError, match="child process"):
-        await follower.stop(grace=5)  # the worker does not stop as if it were asked to
+    failure = await follower.stop(grace=5)  # the worker does not stop as if asked to
+    assert isinstance(failure, OSError)
+    assert "child process" in str(failure)
