@@ -62,11 +62,11 @@ async def test_an_inspection_cut_short_fails_no_submission(
 
     async def cut_inspections() -> None:
         nonlocal cut
-        for _ in range(10):
+        for turns in range(1, 21):
             for inspection in (broker.queue_stats(queue), broker.check()):
                 inspecting = asyncio.create_task(inspection)
-                await asyncio.sleep(0)  # two turns of the loop: its call is on its way
-                await asyncio.sleep(0)
+                for _ in range(turns):  # turns of the loop: at some count, its call is on
+                    await asyncio.sleep(0)  # its way to the broker when it is cut short
                 inspecting.cancel()
                 await asyncio.gather(inspecting, return_exceptions=True)
                 cut += 1
@@ -78,7 +78,7 @@ async def test_an_inspection_cut_short_fails_no_submission(
         return codes
 
     _, *codes = await asyncio.gather(cut_inspections(), *(submits() for _ in range(8)))
-    assert cut == 20
+    assert cut == 40
     assert {code for client in codes for code in client} == {201}
     await broker.check()
     assert (await broker.queue_stats(queue))[0] == 200
