@@ -18,6 +18,7 @@ from worker_sdk import JobContext, Retry, Worker
 class GateInputs(BaseModel):
     gate: str | None = None
     progress: int = 40
+    report: bool = True  # whether ``slow`` reports its progress before the gate
     spin: float = 0.0
 
 
@@ -70,7 +71,8 @@ slow = Worker("slow", version="1.0.0", shutdown_grace=30)
 
 @slow.handler
 async def slow_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
-    ctx.progress(inputs.progress, "waiting for the gate")
+    if inputs.report:
+        ctx.progress(inputs.progress, "waiting for the gate")
     if inputs.gate:
         # The gate is a file another process creates: this handler polls it as real work
         # polls an outside resource, and stays cancellable (a thread would not).
