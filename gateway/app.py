@@ -289,6 +289,7 @@ def _deliverer(
         delays=settings.webhook_retry_delays,
         timeout=settings.webhook_timeout,
         host_concurrency=settings.webhook_host_concurrency,
+        host_wait=settings.webhook_host_wait,
         metrics=metrics,
     )
 

@@ -320,8 +320,16 @@ class Settings(BaseSettings):
         ge=1,
         le=1000,
         description="Attempts one gateway process makes at once to one receiver (scheme, host "
-        "and port): a delivery to a receiver at its limit waits the first retry delay, not "
-        "counted as an attempt, so that a slow or dead receiver holds back no other's.",
+        "and port); see `webhook_host_wait`.",
+    )
+    webhook_host_wait: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds a delivery to a receiver at its limit waits for a free slot. A "
+        "receiver that made one wait in vain, or whose last attempt took longer, is slow: its "
+        "deliveries are deferred by the retry delays in turn, not counted as attempts, so that "
+        "it holds back no other receiver's.",
     )
     webhook_schemes: CommaList = Field(
         default=("https", "http"), description="Schemes allowed in `subscriber` URIs."

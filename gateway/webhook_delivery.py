@@ -4,10 +4,17 @@ The consumer of ``{ns}.webhooks`` makes one attempt per message:
 
 1. An event already delivered (a duplicate the outbox queued), or one this process is
    attempting right now (a redelivered copy meeting its own retry), is acked and skipped:
-   the attempt in flight delivers it or schedules its next attempt itself. One whose
-   receiver (scheme, host, port) already has ``host_concurrency`` attempts of this process in
-   flight is deferred: queued again for the first retry delay, its attempt not counted, so
-   that a receiver that answers slowly or not at all holds back no other receiver's events.
+   the attempt in flight delivers it or schedules its next attempt itself.
+   A receiver (scheme, host, port) gets at most ``host_concurrency`` attempts of this process
+   at once. An event for a receiver at that limit waits for a free slot, at most
+   ``host_wait`` seconds, so that a burst to a receiver that answers goes at its pace; a
+   receiver whose wait ran out or whose last attempt took longer than ``host_wait`` is
+   *slow*, and its events are deferred at once until one of its attempts is quick again. A
+   deferred event is queued again for the schedule's delays in turn (the n-th deferral waits
+   the n-th delay; the wait shows as the delivery's ``next_attempt``), its attempt not
+   counted, so that a receiver that answers slowly or not at all holds back no other
+   receiver's events and its backlog comes back ever less often. An event deferred once per
+   delay, or whose deferral the broker refuses, is attempted beyond the limit.
 2. The URI is checked against the webhooks' URL policy again, now, and the request goes to
    the very address that was checked (the host name kept for ``Host`` and TLS), so a name
    that resolves elsewhere since the submission (DNS rebinding) reaches nothing forbidden.
@@ -28,8 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -54,6 +61,15 @@ USER_AGENT = "ServiceGateway-Webhooks/0.1"
 MAX_ERROR = 500
 
 
+@dataclass
+class _Receiver:
+    """The attempts of this process to one receiver: its slots, and whether it is slow."""
+
+    slots: asyncio.Semaphore
+    users: int = 0  # events attempted or waiting for a slot
+    slow: bool = False
+
+
 class WebhookDeliverer:
     """Makes webhook attempts; :meth:`on_message` consumes ``{ns}.webhooks``."""
 
@@ -67,10 +83,13 @@ class WebhookDeliverer:
         delays: Sequence[int],
         timeout: float,
         host_concurrency: int | None = None,
+        host_wait: float = 1.0,
         metrics: Metrics | None = None,
     ) -> None:
         """``host_concurrency``: attempts in flight to one receiver at most (``None``: no
-        limit); a limit needs a retry schedule to defer with, and has none without one."""
+        limit); a limit needs a retry schedule to defer with, and has none without one.
+        ``host_wait``: how long an event waits for a slot of its receiver before it is
+        deferred (see the module)."""
         self._metrics = metrics
         self._store = store
         self._broker = broker
@@ -82,7 +101,8 @@ class WebhookDeliverer:
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
         self._in_flight: set[str] = set()
         self._host_limit = host_concurrency if self._delays else None
-        self._per_host: Counter[tuple[str, str, int]] = Counter()
+        self._host_wait = host_wait
+        self._receivers: dict[tuple[str, str, int], _Receiver] = {}
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -115,24 +135,59 @@ class WebhookDeliverer:
     async def _deliver(self, task: WebhookTask) -> str:
         if task.event_id in self._in_flight:
             return "being attempted already"
-        receiver = self._receiver(task.url)
-        if (
-            receiver is not None
-            and self._host_limit is not None
-            and self._per_host[receiver] >= self._host_limit
-        ):
-            return await self._defer(task)
+        key = self._receiver(task.url)
+        if key is None or self._host_limit is None:
+            return await self._attempt_in_flight(task)
+        self._in_flight.add(task.event_id)  # from now on: waiting for a slot counts
+        receiver = self._receivers.get(key)
+        if receiver is None:
+            receiver = self._receivers[key] = _Receiver(asyncio.Semaphore(self._host_limit))
+        receiver.users += 1
+        try:
+            return await self._within_limit(task, receiver)
+        finally:
+            self._in_flight.discard(task.event_id)
+            receiver.users -= 1
+            if not receiver.users:
+                del self._receivers[key]
+
+    async def _within_limit(self, task: WebhookTask, receiver: _Receiver) -> str:
+        if not await self._slot(receiver):
+            if task.deferrals < len(self._delays):
+                deferred = await self._defer(task)
+                if deferred is not None:
+                    return deferred
+            return await self._attempt_once(task)  # beyond the limit: see the module
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            return await self._attempt_once(task)
+        finally:
+            receiver.slots.release()
+            receiver.slow = loop.time() - started > self._host_wait
+
+    async def _slot(self, receiver: _Receiver) -> bool:
+        """Take one of the receiver's slots: at once, or within the wait when it is not slow;
+        ``False`` when none came."""
+        if not receiver.slots.locked():
+            await receiver.slots.acquire()
+            return True
+        if receiver.slow:
+            return False
+        try:
+            async with asyncio.timeout(self._host_wait):
+                await receiver.slots.acquire()
+        except TimeoutError:
+            receiver.slow = True
+            return False
+        return True
+
+    async def _attempt_in_flight(self, task: WebhookTask) -> str:
         self._in_flight.add(task.event_id)
-        if receiver is not None:
-            self._per_host[receiver] += 1
         try:
             return await self._attempt_once(task)
         finally:
             self._in_flight.discard(task.event_id)
-            if receiver is not None:
-                self._per_host[receiver] -= 1
-                if not self._per_host[receiver]:
-                    del self._per_host[receiver]
 
     def _receiver(self, url: str) -> tuple[str, str, int] | None:
         """The receiver an attempt goes to (``None``: a URL the policy refuses outright,
@@ -142,13 +197,29 @@ class WebhookDeliverer:
         except UrlRefused:
             return None
 
-    async def _defer(self, task: WebhookTask) -> str:
-        """Queue the same attempt again, due after the first retry delay."""
-        delay = self._delays[0]
-        await self._broker.publish_webhook(task.to_bytes(), job_id=task.job_id, delay=delay)
+    async def _defer(self, task: WebhookTask) -> str | None:
+        """Queue the same attempt again, due after the delay of its deferral, and show when on
+        the delivery; ``None`` when the broker refused it (the attempt is made now)."""
+        known = await self._with_store(lambda: self._store.webhook_delivery(task.event_id))
+        if known is not None and known.delivered is not None:
+            return "already delivered"
+        delay = self._delays[task.deferrals]
+        try:
+            await self._broker.publish_webhook(
+                task.deferred().to_bytes(), job_id=task.job_id, delay=delay
+            )
+        except PublishRefused as exc:
+            log.warning("webhook %s: its deferral was refused (%s); attempting", task.event_id, exc)
+            return None
+        due = datetime.now(UTC) + timedelta(seconds=delay)
+        await self._with_store(
+            lambda: self._store.defer_webhook(
+                event_id=task.event_id, job_id=task.job_id, type=task.type, url=task.url, due=due
+            )
+        )
         if self._metrics is not None:
             self._metrics.webhook_attempts.labels(task.type, "deferred").inc()
-        return f"deferred {delay}s: its receiver has {self._host_limit} attempts in flight"
+        return f"deferred {delay}s: its receiver is at its limit of {self._host_limit}"
 
     async def _attempt_once(self, task: WebhookTask) -> str:
         known = await self._with_store(lambda: self._store.webhook_delivery(task.event_id))

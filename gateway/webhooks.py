@@ -87,12 +87,19 @@ class WebhookTask(BaseModel):
     url: str
     body: str = Field(description="The exact JSON body, signed anew at each attempt.")
     attempt: int = Field(default=1, ge=1)
+    deferrals: int = Field(
+        default=0, ge=0, description="How often this attempt was deferred, its receiver busy."
+    )
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        # Defaults left out: a gateway of the version before ``deferrals`` reads the rest.
+        return self.model_dump_json(exclude_defaults=True).encode()
 
     def next_attempt(self) -> WebhookTask:
-        return self.model_copy(update={"attempt": self.attempt + 1})
+        return self.model_copy(update={"attempt": self.attempt + 1, "deferrals": 0})
+
+    def deferred(self) -> WebhookTask:
+        return self.model_copy(update={"deferrals": self.deferrals + 1})
 
 
 def _event(record: JobRecord) -> tuple[EventType, str, str] | None:

@@ -193,7 +193,8 @@ class WebhookDeliveryInfo(BaseModel):
     url: str
     state: Literal["retrying", "delivered", "failed"] = Field(
         description="`delivered` (a 2xx came back), `retrying` (another attempt is "
-        "scheduled) or `failed` (every attempt of the schedule failed)."
+        "scheduled, at `nextAttempt`; with `attempts` 0, the first was deferred) or `failed` "
+        "(every attempt of the schedule failed)."
     )
     attempts: int
     firstAttempt: datetime | None = None
@@ -222,7 +223,7 @@ class WebhookDeliveryInfo(BaseModel):
 
 class WebhookList(BaseModel):
     """The job's subscriber and every webhook attempted so far (an event appears at its first
-    attempt)."""
+    attempt, or when that attempt is deferred because its receiver is slow)."""
 
     jobID: UUID
     subscriber: Subscriber | None = None

@@ -3,11 +3,13 @@ the deliveries' attempts in a collection of their own (``_id``: the event's webh
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 
 from ._mongo_codec import driver_errors, to_record
 from .base import StoreError
@@ -78,15 +80,31 @@ class MongoWebhooks:
                 "job_id": str(attempt.job_id),
                 "type": str(attempt.type),
                 "url": str(attempt.url),
-                "first_attempt": attempt.at,
             },
+            # $min sets a missing field: a delivery deferred before its first attempt has none.
+            "$min": {"first_attempt": attempt.at},
         }
         if attempt.delivered:
-            update["$min"] = {"delivered": attempt.at}
+            update["$min"]["delivered"] = attempt.at
         if attempt.exhausted:
             update["$set"]["exhausted"] = True
         with driver_errors():
             await self._webhooks.update_one({"_id": str(attempt.event_id)}, update, upsert=True)
+
+    async def defer_webhook(
+        self, *, event_id: str, job_id: UUID, type: str, url: str, due: datetime
+    ) -> None:
+        # One upsert: a delivered or exhausted document fails the filter, whose upsert then
+        # collides with it on _id (duplicate key): left as it is.
+        settled = {"$or": [{"delivered": {"$type": "date"}}, {"exhausted": True}]}
+        update = {
+            "$set": {"next_attempt": due},
+            "$setOnInsert": {"job_id": str(job_id), "type": type, "url": url, "attempts": 0},
+        }
+        with driver_errors(), suppress(DuplicateKeyError):
+            await self._webhooks.update_one(
+                {"_id": event_id, "$nor": [settled]}, update, upsert=True
+            )
 
     async def webhook_delivery(self, event_id: str) -> WebhookDelivery | None:
         with driver_errors():

@@ -36,8 +36,16 @@ INSERT INTO webhook_deliveries (id, job_id, type, url, attempts, first_attempt, 
     last_status, last_error, next_attempt, delivered, exhausted)
 VALUES (:id, :job_id, :type, :url, 1, :at, :at, :status, :error, :next, :delivered, :exhausted)
 ON CONFLICT (id) DO UPDATE SET attempts = attempts + 1, last_attempt = :at,
+    first_attempt = COALESCE(first_attempt, :at),
     last_status = :status, last_error = :error, next_attempt = :next,
     delivered = COALESCE(delivered, :delivered), exhausted = max(exhausted, :exhausted)
+"""
+
+_DEFER = """
+INSERT INTO webhook_deliveries (id, job_id, type, url, next_attempt)
+VALUES (:id, :job_id, :type, :url, :next)
+ON CONFLICT (id) DO UPDATE SET next_attempt = :next
+    WHERE delivered IS NULL AND exhausted = 0
 """
 
 
@@ -88,6 +96,12 @@ class SQLiteWebhooks:
             "exhausted": int(attempt.exhausted),
         }
         await self._executor.run(lambda db: db.execute(_RECORD_ATTEMPT, params))
+
+    async def defer_webhook(
+        self, *, event_id: str, job_id: UUID, type: str, url: str, due: datetime
+    ) -> None:
+        params = {"id": event_id, "job_id": str(job_id), "type": type, "url": url, "next": ts(due)}
+        await self._executor.run(lambda db: db.execute(_DEFER, params))
 
     async def webhook_delivery(self, event_id: str) -> WebhookDelivery | None:
         def statement(db: sqlite3.Connection) -> WebhookDelivery | None:

@@ -174,11 +174,20 @@ class JobStore(Protocol):
         one more attempt, its status and error, the next attempt's time; ``delivered`` keeps
         the first success and ``exhausted`` is never cleared."""
 
+    async def defer_webhook(
+        self, *, event_id: str, job_id: UUID, type: str, url: str, due: datetime
+    ) -> None:
+        """Record that the next attempt of ``event_id`` was deferred to ``due`` (its receiver
+        busy): the delivery's ``next_attempt``, created without attempts when none was made
+        yet; no attempt is counted, and a delivered or exhausted one is left as it is."""
+
     async def webhook_delivery(self, event_id: str) -> WebhookDelivery | None:
-        """The delivery of one webhook event, or ``None`` before its first attempt."""
+        """The delivery of one webhook event, or ``None`` before its first attempt or
+        deferral."""
 
     async def webhook_deliveries(self, job_id: UUID) -> list[WebhookDelivery]:
-        """The job's webhook deliveries, in the order of their first attempt."""
+        """The job's webhook deliveries, in the order of their first attempt (deferred ones
+        not attempted yet first)."""
 
     async def tombstone(self, job_id: UUID) -> str | None:
         """The owner of a job deleted by retention, or ``None``."""

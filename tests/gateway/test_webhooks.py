@@ -13,7 +13,7 @@ from standardwebhooks import Webhook
 
 from gateway.settings import Settings
 from gateway.store import JobRecord, JobStatus
-from gateway.webhooks import headers, webhook_for
+from gateway.webhooks import WebhookTask, headers, webhook_for
 from worker_sdk.wire import ErrorInfo
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -141,3 +141,17 @@ def test_webhook_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("SG_WEBHOOK_RETRY_DELAYS", "0")
     with pytest.raises(ValidationError, match="1 to 604800"):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_a_delivery_message_leaves_its_defaults_out_and_counts_its_deferrals() -> None:
+    task = WebhookTask(
+        event_id="e", job_id=uuid.uuid4(), type="job.successful", url=ALL["successUri"], body="{}"
+    )
+    # A gateway of the version before deferrals reads a first attempt's message.
+    assert set(json.loads(task.to_bytes())) == {"event_id", "job_id", "type", "url", "body"}
+    twice = WebhookTask.model_validate_json(task.deferred().deferred().to_bytes())
+    assert (twice.attempt, twice.deferrals) == (1, 2)
+    # The next attempt after a failure starts its deferrals again.
+    assert (twice.next_attempt().attempt, twice.next_attempt().deferrals) == (2, 0)
+    with pytest.raises(ValidationError):
+        WebhookTask.model_validate({**json.loads(task.to_bytes()), "deferrals": -1})

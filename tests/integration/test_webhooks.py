@@ -216,6 +216,107 @@ async def test_a_receiver_that_does_not_answer_holds_back_no_other(
         gate.set()
 
 
+async def _deferrals(client: httpx.AsyncClient) -> float:
+    text = (await client.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("sg_webhook_attempts_total{") and 'outcome="deferred"' in line
+    )
+
+
+class _Held:
+    """A receiver's plan that holds every request until the test opens it, counting how
+    many are held at once."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self._lock = threading.Lock()
+        self.open = 0
+        self.most = 0
+
+    def __call__(self, _event: str, _before: int) -> int:
+        with self._lock:
+            self.open += 1
+            self.most = max(self.most, self.open)
+        self.gate.wait(60)
+        with self._lock:
+            self.open -= 1
+        return 204
+
+
+async def test_a_burst_to_a_receiver_at_its_limit_waits_for_it_and_is_not_deferred(
+    gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    gateway = await gateway_factory(
+        **HOOKS, webhook_host_concurrency=1, webhook_host_wait=30.0, webhook_timeout=60.0
+    )
+    run_worker(echo_worker)
+    held = _Held()
+    try:
+        with receiving(held) as receiver:
+            jobs = [
+                await _execute(gateway.client, {"text": f"burst {i}"}, successUri=receiver.url)
+                for i in range(6)
+            ]
+            for job_id in jobs:
+                await wait_status(gateway.client, job_id, "successful")
+
+            async def one_held() -> bool:
+                return held.open == 1
+
+            await eventually(one_held, what="the first webhook held by the receiver")
+            held.gate.set()  # the receiver answers: the others were waiting for its slot
+            for job_id in jobs:
+                hook = await _delivered(gateway.client, job_id, "job.successful")
+                assert hook["attempts"] == 1
+            assert held.most == 1
+            assert await _deferrals(gateway.client) == 0
+    finally:
+        held.gate.set()
+
+
+async def test_a_slow_receivers_deliveries_are_deferred_in_turn_then_attempted(
+    gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    gateway = await gateway_factory(
+        **HOOKS, webhook_host_concurrency=1, webhook_host_wait=0.2, webhook_timeout=60.0
+    )
+    run_worker(echo_worker)
+    held = _Held()
+    try:
+        with receiving(held) as receiver:
+            first = await _execute(gateway.client, {"text": "first"}, successUri=receiver.url)
+
+            async def one_held() -> bool:
+                return held.open == 1
+
+            await eventually(one_held, what="the first webhook held by the receiver")
+            second = await _execute(gateway.client, {"text": "second"}, successUri=receiver.url)
+
+            async def deferred() -> dict[str, Any] | None:
+                body = (await gateway.client.get(f"/jobs/{second}/webhooks")).json()
+                hooks = body["webhooks"]
+                return hooks[0] if hooks and hooks[0]["nextAttempt"] else None
+
+            waiting = await eventually(deferred, what="the second webhook's deferral shown")
+            assert (waiting["state"], waiting["attempts"]) == ("retrying", 0)
+            assert "firstAttempt" not in waiting
+
+            # Deferred once per delay of the schedule, it is then attempted beyond the limit.
+            async def both_held() -> bool:
+                return held.open == 2
+
+            await eventually(both_held, within=30, what="the second attempted beyond the limit")
+            assert await _deferrals(gateway.client) == len(TEST_WEBHOOK_DELAYS)
+            held.gate.set()
+            for job_id in (first, second):
+                hook = await _delivered(gateway.client, job_id, "job.successful")
+                assert (hook["attempts"], hook.get("nextAttempt")) == (1, None)
+    finally:
+        held.gate.set()
+
+
 async def test_a_subscriber_on_a_denied_address_is_refused_at_submit(
     gateway_factory: GatewayFactory,
 ) -> None:

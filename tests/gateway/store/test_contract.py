@@ -640,6 +640,68 @@ async def test_webhook_attempts_add_up_and_a_delivery_stays_delivered(store: Job
     assert await store.webhook_deliveries(uuid.uuid4()) == []
 
 
+async def test_a_deferral_moves_the_next_attempt_and_counts_none(store: JobStore) -> None:
+    job = _record(subscriber=HOOKS, webhook_open=True)
+    await store.insert(job)
+    event, url = f"{job.id}.successful", HOOKS["successUri"]
+    due = T0 + timedelta(seconds=5)
+    later = T0 + timedelta(seconds=300)
+
+    async def defer(event_id: str, at: datetime) -> None:
+        await store.defer_webhook(
+            event_id=event_id, job_id=job.id, type="job.successful", url=url, due=at
+        )
+
+    # Deferred before its first attempt: shown, with no attempt.
+    await defer(event, due)
+    waiting = await store.webhook_delivery(event)
+    assert waiting is not None
+    assert (waiting.attempts, waiting.first_attempt, waiting.next_attempt) == (0, None, due)
+    assert (waiting.state, waiting.url, waiting.job_id) == ("retrying", url, job.id)
+    await defer(event, later)
+    moved = await store.webhook_delivery(event)
+    assert moved is not None
+    assert (moved.attempts, moved.next_attempt) == (0, later)
+    # Its first attempt is then its first; a failed one schedules the next.
+    at = T0 + timedelta(seconds=301)
+    await store.record_webhook_attempt(
+        WebhookAttempt(
+            event_id=event,
+            job_id=job.id,
+            type="job.successful",
+            url=url,
+            at=at,
+            status_code=204,
+            delivered=True,
+        )
+    )
+    done = await store.webhook_delivery(event)
+    assert done is not None
+    assert (done.attempts, done.first_attempt, done.delivered, done.state) == (
+        1,
+        at,
+        at,
+        "delivered",
+    )
+    # A deferral met by a delivered or exhausted delivery changes nothing.
+    await defer(event, later + timedelta(hours=1))
+    assert await store.webhook_delivery(event) == done
+    exhausted = WebhookAttempt(
+        event_id=f"{job.id}.failed",
+        job_id=job.id,
+        type="job.failed",
+        url=url,
+        at=T0,
+        error="refused",
+        exhausted=True,
+    )
+    await store.record_webhook_attempt(exhausted)
+    before = await store.webhook_delivery(exhausted.event_id)
+    await defer(exhausted.event_id, later)
+    assert await store.webhook_delivery(exhausted.event_id) == before
+    assert [d.id for d in await store.webhook_deliveries(job.id)] == [exhausted.event_id, event]
+
+
 async def test_an_exhausted_delivery_is_failed_and_goes_with_its_expired_job(
     store: JobStore,
 ) -> None:
