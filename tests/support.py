@@ -175,21 +175,27 @@ class OutageStore(SQLiteStore):
 
 class BrokerRelay:
     """A TCP relay to the test broker: clients connect to ``url``; :meth:`cut` closes every
-    connection through it and refuses new ones, so the broker is out of reach for them."""
+    connection through it and refuses new ones, so the broker is out of reach for them, until
+    :meth:`resume`."""
 
     def __init__(self, amqp_url: str) -> None:
         self._target = urlsplit(amqp_url)
         self._amqp_url = amqp_url
         self._links: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
+        self._port = 0
         self.url = ""
 
     async def __aenter__(self) -> BrokerRelay:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
+        await self.resume()
         host = f"@{self._target.hostname}:{self._target.port}"
-        self.url = self._amqp_url.replace(host, f"@127.0.0.1:{port}")
+        self.url = self._amqp_url.replace(host, f"@127.0.0.1:{self._port}")
         return self
+
+    async def resume(self) -> None:
+        """Take connections again, on the same port."""
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
 
     async def __aexit__(self, *exc: object) -> None:
         self.cut()

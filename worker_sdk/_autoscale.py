@@ -18,6 +18,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,7 @@ class Consumers:
         self._callback = callback
         self._tags: list[str] = []
         self._held: Counter[str] = Counter()
+        self._cancelled = False
 
     @property
     def held(self) -> int:
@@ -103,6 +105,10 @@ class Consumers:
         return len(self._tags)
 
     async def _deliver(self, delivery: AbstractIncomingMessage) -> None:
+        if self._cancelled:
+            # A consumer the broker still had (its cancel unanswered, or restored by a channel
+            # that reopened): the task is left unsettled, and goes back with the connection.
+            return
         tag = delivery.consumer_tag or ""
         self._held[tag] += 1
         try:
@@ -123,19 +129,26 @@ class Consumers:
             await self._queue.cancel(tag)
 
     async def cancel(self, within: float) -> None:
-        """Cancel every consumer; what they hold is still settled by its job. On a channel
-        that is gone (a broker out of reach) there is nothing left to cancel, and one that
-        does not answer within ``within`` seconds is given up on: a stop never hangs here."""
-        if self._queue.channel.is_closed:
-            self._tags.clear()
-            return
+        """Cancel every consumer; what they hold is still settled by its job, and what comes
+        after is left unsettled. On a channel that is gone (a broker out of reach) the broker
+        is not asked, and one that does not answer within ``within`` seconds is given up on:
+        a stop never hangs here."""
+        self._cancelled = True
         try:
-            async with asyncio.timeout(within):
-                while self._tags:
-                    await self._queue.cancel(self._tags[-1])
-                    self._tags.pop()
+            if not self._queue.channel.is_closed:
+                async with asyncio.timeout(within):
+                    while self._tags:
+                        await self._queue.cancel(self._tags[-1])
+                        self._tags.pop()
         except BROKER_ERRORS as exc:
             log.warning("consumers not cancelled: the channel is gone (%r)", exc)
+        finally:
+            # A robust queue forgets a consumer (a reopened channel does not restore it) at
+            # its cancel's first step, before the call waits for the broker: cut at once.
+            for tag in self._tags:
+                with suppress(*BROKER_ERRORS):
+                    async with asyncio.timeout(0):
+                        await self._queue.cancel(tag)
             self._tags.clear()
 
 

@@ -18,6 +18,7 @@ from tests.conftest import AMQP_URL, GatewayFactory
 from tests.integration.test_chaos import close_broker_connections
 from tests.support import BrokerRelay, eventually, submit, wait_status
 from worker_sdk import Worker
+from worker_sdk._autoscale import Consumers
 from worker_sdk.wire import Topology
 from worker_sdk.wire.catalogue import Catalogue
 
@@ -168,6 +169,54 @@ async def test_a_worker_asked_to_stop_while_its_broker_is_out_of_reach_stops(
             relay.cut()
             worker.stop()
         await asyncio.wait_for(running, timeout=20)  # it waited for the broker for good before
+
+
+async def test_consumers_cancelled_while_the_broker_is_out_of_reach_are_not_restored(
+    namespace: str,
+) -> None:
+    """A stopping worker cancels its consumers while its broker is out of reach; when the
+    connection comes back, aio-pika restores the consumers it still knows, and a stopping
+    worker would take new tasks. None of the cancelled ones is restored; one that was not
+    cancelled is (it shows that the restoring is done)."""
+    name = f"{namespace}.restored"
+
+    async def nothing(_delivery: object) -> None:
+        return None
+
+    async with BrokerRelay(AMQP_URL) as relay, await aio_pika.connect(AMQP_URL) as direct:
+
+        async def consumer_count() -> int:
+            channel = await direct.channel()
+            declared = await (await channel.get_underlay_channel()).queue_declare(
+                name, passive=True
+            )
+            await channel.close()
+            return int(declared.consumer_count)
+
+        robust = await aio_pika.connect_robust(relay.url, reconnect_interval=0.1)
+        try:
+            queue = await (await robust.channel()).declare_queue(name, auto_delete=False)
+            consumers = Consumers(queue, nothing)
+            await consumers.resize(2)
+            await queue.consume(nothing)  # never cancelled
+            assert await consumer_count() == 3
+            relay.cut()
+
+            async def dropped() -> bool:
+                return await consumer_count() == 0
+
+            await eventually(dropped, what="the broker to drop the cut connection's consumers")
+            await asyncio.wait_for(consumers.cancel(within=0.5), 10)
+            await relay.resume()
+
+            async def restored() -> int | None:
+                return await consumer_count() or None
+
+            assert await eventually(restored, what="the connection restored") == 1
+        finally:
+            await robust.close()
+            channel = await direct.channel()
+            await channel.queue_delete(name)
 
 
 async def test_inspections_fail_at_once_while_the_broker_is_out_of_reach(

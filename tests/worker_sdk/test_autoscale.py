@@ -22,12 +22,14 @@ class FakeQueue:
     def __init__(self, *, closed: bool = False) -> None:
         self.closed = closed
         self.consuming: list[str] = []
+        self.callbacks: dict[str, Any] = {}
         self.channel = SimpleNamespace(is_closed=False)  # a connection out of reach: True
         self.silent = False  # the broker never answers a cancel
 
     async def consume(self, callback: Any) -> str:
         tag = f"ctag{len(self.consuming)}"
         self.consuming.append(tag)
+        self.callbacks[tag] = callback
         return tag
 
     async def cancel(self, tag: str) -> None:
@@ -184,6 +186,25 @@ async def test_a_cancel_the_broker_never_answers_is_given_up_on() -> None:
     queue.silent = True
     await asyncio.wait_for(consumers.cancel(within=0.05), 5)
     assert len(consumers) == 0
+
+
+async def test_a_delivery_after_the_cancel_is_left_unsettled_and_not_run() -> None:
+    queue = FakeQueue()
+    ran: list[object] = []
+
+    async def run(delivery: Any) -> None:
+        ran.append(delivery)
+
+    consumers = Consumers(cast(AbstractQueue, queue), run)
+    await consumers.resize(1)
+    (deliver,) = queue.callbacks.values()
+    first = SimpleNamespace(consumer_tag="ctag0")
+    await deliver(first)
+    queue.silent = True  # the broker does not answer the cancel: the consumer stays
+    await asyncio.wait_for(consumers.cancel(within=0.05), 5)
+    await deliver(SimpleNamespace(consumer_tag="ctag0"))
+    assert ran == [first]
+    assert consumers.held == 0
 
 
 async def test_a_follower_that_failed_says_so_when_stopped() -> None:
