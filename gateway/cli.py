@@ -18,13 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway import client_cli
+from gateway.logs import configure, uvicorn_logging
 from gateway.settings import Settings, SettingsFileMissing, load_settings
 from worker_sdk import Autoscale, UnknownService, Worker
 from worker_sdk.wire import MAX_CONCURRENCY, TopologyMismatch
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 from worker_sdk.wire.supervisor import BrokerUnreachable
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _settings(console: Console, env_file: Path | None = None) -> Settings | None:
@@ -85,6 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        log_config=uvicorn_logging(settings.log_level),
         access_log=args.access_log,
         http=GuardedHttpProtocol,
         proxy_headers=True,
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure(logging.INFO)
     code: int = args.func(args)
     return code
 

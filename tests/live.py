@@ -46,13 +46,20 @@ class LiveGateway:
         self.database = workdir / "jobs.db"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve"],
-            cwd=ROOT,
-            env=self.env,
-            start_new_session=True,
-        )
+    def start(self, *, log: Path | None = None) -> None:
+        """Start ``sgw serve``; ``log``: a file its stderr goes to."""
+        stderr = log.open("ab") if log is not None else None
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.cli", "serve"],
+                cwd=ROOT,
+                env=self.env,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()
 
     async def ready(self, within: float = 60.0) -> None:
         async def answers() -> bool:

@@ -4,6 +4,7 @@ and metrics that add up over several gateway processes."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from tests.conftest import TEST_SECRET, GatewayFactory
 from tests.live import LiveGateway
-from tests.support import TEST_CATALOGUE, submit
+from tests.support import TEST_CATALOGUE, eventually, submit
 from worker_sdk.wire.catalogue import CatalogueError, parse_catalogue
 
 pytestmark = pytest.mark.integration
@@ -160,5 +161,34 @@ async def test_metrics_add_up_over_gateway_processes(namespace: str, tmp_path: P
 
         for _ in range(10):  # whichever process answers, the sum is the same
             assert await submitted() == 20.0
+    finally:
+        await server.stop()
+
+
+async def test_every_gateway_process_logs_one_line_per_record(
+    namespace: str, tmp_path: Path
+) -> None:
+    server = LiveGateway(
+        namespace=namespace,
+        workdir=tmp_path,
+        catalogue=TEST_CATALOGUE,
+        workers="2",
+        log_level="INFO",
+    )
+    log = tmp_path / "gateway.log"
+    server.start(log=log)
+    try:
+        await server.ready()
+
+        def readies() -> list[str]:
+            return [line for line in log.read_text().splitlines() if "gateway ready" in line]
+
+        async def both() -> list[str] | None:
+            return found if len(found := readies()) == 2 else None
+
+        # Each process's records, with their time, level and logger (uvicorn's processes
+        # dropped them below WARNING).
+        for line in await eventually(both, what="both processes' ready records"):
+            assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO gateway: ", line), line
     finally:
         await server.stop()
