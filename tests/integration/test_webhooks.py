@@ -23,7 +23,7 @@ from examples.echo import worker as echo_worker
 from gateway.store import JobStatus, SQLiteStore
 from gateway.webhook_delivery import WebhookDeliverer
 from gateway.webhooks import WebhookTask
-from tests.conftest import TEST_SECRET, TEST_WEBHOOK_DELAYS, GatewayFactory
+from tests.conftest import TEST_SECRET, TEST_WEBHOOK_DELAYS, Gateway, GatewayFactory
 from tests.live import LiveGateway
 from tests.support import TEST_CATALOGUE, eventually, wait_status
 from tests.webhook_receiver import Receiver, receiving
@@ -171,51 +171,6 @@ async def test_a_receiver_failing_twice_gets_one_successful_delivery_per_event(
     assert stamps[2] - stamps[1] >= TEST_WEBHOOK_DELAYS[1] - 1
 
 
-async def test_a_receiver_that_does_not_answer_holds_back_no_other(
-    gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
-) -> None:
-    gateway = await gateway_factory(
-        **HOOKS, webhook_concurrency=2, webhook_host_concurrency=1, webhook_timeout=60.0
-    )
-    run_worker(echo_worker)
-    gate = threading.Event()
-    lock = threading.Lock()
-    open_requests, most = 0, 0
-
-    def hold(_event: str, _before: int) -> int:
-        nonlocal open_requests, most
-        with lock:
-            open_requests += 1
-            most = max(most, open_requests)
-        gate.wait(60)  # the receiver answers nothing until the test lets it
-        with lock:
-            open_requests -= 1
-        return 204
-
-    try:
-        with receiving(hold) as silent, receiving() as fast:
-            held = [
-                await _execute(gateway.client, {"text": f"held {i}"}, successUri=silent.url)
-                for i in range(3)
-            ]
-
-            async def held_open() -> bool:
-                return open_requests >= 1
-
-            await eventually(held_open, what="an attempt held open by the silent receiver")
-            quick = await _execute(gateway.client, {"text": "quick"}, successUri=fast.url)
-            # Both delivery slots would be held by the silent receiver without its limit.
-            await _delivered(gateway.client, quick, "job.successful")
-            assert most == 1
-            gate.set()
-            for job_id in held:
-                hook = await _delivered(gateway.client, job_id, "job.successful")
-                assert hook["attempts"] == 1  # a deferral is not an attempt
-            assert most == 1
-    finally:
-        gate.set()
-
-
 async def _deferrals(client: httpx.AsyncClient) -> float:
     text = (await client.get("/metrics")).text
     return sum(
@@ -244,13 +199,52 @@ class _Held:
             self.open -= 1
         return 204
 
+    async def until(self, count: int, *, within: float = 15.0) -> None:
+        async def held() -> bool:
+            return self.open == count
+
+        await eventually(held, within=within, what=f"{count} webhook(s) held by the receiver")
+
+
+async def _one_at_a_time(factory: GatewayFactory, *, wait: float) -> Gateway:
+    """A gateway making one attempt at a time to a receiver, waiting ``wait`` for its slot."""
+    return await factory(
+        **HOOKS, webhook_host_concurrency=1, webhook_host_wait=wait, webhook_timeout=60.0
+    )
+
+
+async def test_a_receiver_that_does_not_answer_holds_back_no_other(
+    gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    gateway = await gateway_factory(
+        **HOOKS, webhook_concurrency=2, webhook_host_concurrency=1, webhook_timeout=60.0
+    )
+    run_worker(echo_worker)
+    held = _Held()  # the receiver answers nothing until the test lets it
+    try:
+        with receiving(held) as silent, receiving() as fast:
+            jobs = [
+                await _execute(gateway.client, {"text": f"held {i}"}, successUri=silent.url)
+                for i in range(3)
+            ]
+            await held.until(1)
+            quick = await _execute(gateway.client, {"text": "quick"}, successUri=fast.url)
+            # Both delivery slots would be held by the silent receiver without its limit.
+            await _delivered(gateway.client, quick, "job.successful")
+            assert held.most == 1
+            held.gate.set()
+            for job_id in jobs:
+                hook = await _delivered(gateway.client, job_id, "job.successful")
+                assert hook["attempts"] == 1  # a deferral is not an attempt
+            assert held.most == 1
+    finally:
+        held.gate.set()
+
 
 async def test_a_burst_to_a_receiver_at_its_limit_waits_for_it_and_is_not_deferred(
     gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
 ) -> None:
-    gateway = await gateway_factory(
-        **HOOKS, webhook_host_concurrency=1, webhook_host_wait=30.0, webhook_timeout=60.0
-    )
+    gateway = await _one_at_a_time(gateway_factory, wait=30.0)
     run_worker(echo_worker)
     held = _Held()
     try:
@@ -261,11 +255,7 @@ async def test_a_burst_to_a_receiver_at_its_limit_waits_for_it_and_is_not_deferr
             ]
             for job_id in jobs:
                 await wait_status(gateway.client, job_id, "successful")
-
-            async def one_held() -> bool:
-                return held.open == 1
-
-            await eventually(one_held, what="the first webhook held by the receiver")
+            await held.until(1)
             held.gate.set()  # the receiver answers: the others were waiting for its slot
             for job_id in jobs:
                 hook = await _delivered(gateway.client, job_id, "job.successful")
@@ -279,19 +269,13 @@ async def test_a_burst_to_a_receiver_at_its_limit_waits_for_it_and_is_not_deferr
 async def test_a_slow_receivers_deliveries_are_deferred_in_turn_then_attempted(
     gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
 ) -> None:
-    gateway = await gateway_factory(
-        **HOOKS, webhook_host_concurrency=1, webhook_host_wait=0.2, webhook_timeout=60.0
-    )
+    gateway = await _one_at_a_time(gateway_factory, wait=0.2)
     run_worker(echo_worker)
     held = _Held()
     try:
         with receiving(held) as receiver:
             first = await _execute(gateway.client, {"text": "first"}, successUri=receiver.url)
-
-            async def one_held() -> bool:
-                return held.open == 1
-
-            await eventually(one_held, what="the first webhook held by the receiver")
+            await held.until(1)
             second = await _execute(gateway.client, {"text": "second"}, successUri=receiver.url)
 
             async def deferred() -> dict[str, Any] | None:
@@ -304,10 +288,7 @@ async def test_a_slow_receivers_deliveries_are_deferred_in_turn_then_attempted(
             assert "firstAttempt" not in waiting
 
             # Deferred once per delay of the schedule, it is then attempted beyond the limit.
-            async def both_held() -> bool:
-                return held.open == 2
-
-            await eventually(both_held, within=30, what="the second attempted beyond the limit")
+            await held.until(2, within=30)
             assert await _deferrals(gateway.client) == len(TEST_WEBHOOK_DELAYS)
             held.gate.set()
             for job_id in (first, second):
