@@ -54,8 +54,9 @@ def configure(level: str | int = logging.INFO) -> None:
 
 
 def uvicorn_logging(level: str) -> dict[str, Any]:
-    """uvicorn's own logging configuration, with the root logger (the gateway's records)
-    logged as :func:`configure` does."""
+    """uvicorn's own logging configuration, its records and the root logger's (the
+    gateway's) logged as :func:`configure` does; its access log keeps its own format (the
+    request line comes quoted)."""
     from uvicorn.config import LOGGING_CONFIG  # only the serve command imports uvicorn
 
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
@@ -65,5 +66,8 @@ def uvicorn_logging(level: str) -> dict[str, Any]:
         "class": "logging.StreamHandler",
         "stream": "ext://sys.stderr",
     }
+    # uvicorn's own records (an application's exception and its traceback among them) are
+    # one line each too: its loggers keep their handler, which formats as the root's does.
+    config["handlers"]["default"]["formatter"] = "one_line"
     config["root"] = {"handlers": ["one_line"], "level": level}
     return config

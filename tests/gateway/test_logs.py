@@ -47,8 +47,37 @@ def test_a_traceback_keeps_its_lines_each_marked() -> None:
     assert all(line.startswith("| ") for line in rest)
 
 
-def test_uvicorn_is_given_the_root_logger_too() -> None:
+def test_uvicorn_logs_the_root_logger_and_its_own_records_one_line_each() -> None:
+    """uvicorn logs an application's exception ("Exception in ASGI application" and its
+    traceback, whose text may hold what a client sent) on ``uvicorn.error``, which does not
+    propagate to the root: its own handler formats one line per record too."""
     config = uvicorn_logging("INFO")
     assert config["root"] == {"handlers": ["one_line"], "level": "INFO"}
-    assert config["loggers"]["uvicorn"]["propagate"] is False  # its own records, its own format
-    logging.config.dictConfig({**config, "root": {"level": "INFO", "handlers": []}})
+    (handler,) = config["loggers"]["uvicorn"]["handlers"]
+    assert config["handlers"][handler]["formatter"] == "one_line"
+    loggers = [logging.getLogger(name) for name in config["loggers"]]
+    saved = [(lg, lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    try:
+        logging.config.dictConfig({**config, "root": {"level": "INFO", "handlers": []}})
+        formatter = logging.getLogger("uvicorn").handlers[0].formatter
+    finally:
+        for logger, handlers, propagate, level in saved:
+            logger.handlers[:] = handlers
+            logger.propagate, logger.level = propagate, level
+    try:
+        raise ValueError("bad input\n2026-12-01 00:00:00,000 ERROR gateway: forged")
+    except ValueError as exc:
+        record = logging.getLogger("uvicorn.error").makeRecord(
+            "uvicorn.error",
+            logging.ERROR,
+            __file__,
+            1,
+            "Exception in ASGI application\n",
+            (),
+            (type(exc), exc, exc.__traceback__),
+        )
+    assert formatter is not None
+    first, *rest = formatter.format(record).split("\n")
+    assert first.endswith("ERROR uvicorn.error: Exception in ASGI application\\n")
+    assert rest
+    assert all(line.startswith("| ") for line in rest), rest
