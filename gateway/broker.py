@@ -23,6 +23,7 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
+    HeadersType,
 )
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 
@@ -206,14 +207,21 @@ class Broker:
         outgoing = message(barrier.to_bytes(), type=BARRIER, expiration=spec.queue_ttl)
         await self._publish(exchanges.tasks, outgoing, spec.id)
 
-    async def publish_webhook(self, body: bytes, *, job_id: uuid.UUID, delay: int | None) -> None:
+    async def publish_webhook(
+        self,
+        body: bytes,
+        *,
+        job_id: uuid.UUID,
+        delay: int | None,
+        headers: HeadersType | None = None,
+    ) -> None:
         """Queue a webhook delivery, due now or after ``delay`` seconds (one of the retry
         schedule's), and wait for the broker's confirm."""
         self._exchanges_or_down()
         if self._webhooks is None:
             raise BrokerDown("webhooks are not enabled on this gateway")
         key = WEBHOOK_DELIVER_KEY if delay is None else webhook_retry_key(delay)
-        outgoing = message(body, type=WEBHOOK, correlation_id=str(job_id))
+        outgoing = message(body, type=WEBHOOK, correlation_id=str(job_id), headers=headers)
         await self._publish(self._webhooks, outgoing, key)
 
     async def publish_control(self, request: CancelRequest) -> None:

@@ -328,8 +328,8 @@ class Settings(BaseSettings):
         le=60,
         description="Seconds a delivery to a receiver at its limit waits for a free slot. A "
         "receiver that made one wait in vain, or whose last attempt took longer, is slow: its "
-        "deliveries are deferred by the retry delays in turn, not counted as attempts, so that "
-        "it holds back no other receiver's.",
+        "deliveries are deferred, each deferral a step of the retry schedule not counted as an "
+        "attempt, so that it holds back no other receiver's.",
     )
     webhook_schemes: CommaList = Field(
         default=("https", "http"), description="Schemes allowed in `subscriber` URIs."

@@ -10,11 +10,13 @@ The consumer of ``{ns}.webhooks`` makes one attempt per message:
    ``host_wait`` seconds, so that a burst to a receiver that answers goes at its pace; a
    receiver whose wait ran out or whose last attempt took longer than ``host_wait`` is
    *slow*, and its events are deferred at once until one of its attempts is quick again. A
-   deferred event is queued again for the schedule's delays in turn (the n-th deferral waits
-   the n-th delay; the wait shows as the delivery's ``next_attempt``), its attempt not
-   counted, so that a receiver that answers slowly or not at all holds back no other
-   receiver's events and its backlog comes back ever less often. An event deferred once per
-   delay, or whose deferral the broker refuses, is attempted beyond the limit.
+   deferral takes the next step of the retry schedule as a failed attempt would (queued again
+   for that step's delay, which shows as the delivery's ``next_attempt``), without counting
+   as an attempt: a receiver that answers slowly or not at all holds back no other
+   receiver's events, its backlog comes back ever less often, and an event's schedule keeps
+   its length whatever its receiver does. An event at the schedule's last step, or whose
+   deferral the broker refuses, is attempted beyond the limit. The steps taken travel in the
+   message's ``x-sg-deferrals`` header.
 2. The URI is checked against the webhooks' URL policy again, now, and the request goes to
    the very address that was checked (the host name kept for ``Host`` and TLS), so a name
    that resolves elsewhere since the submission (DNS rebinding) reaches nothing forbidden.
@@ -48,7 +50,7 @@ from standardwebhooks import Webhook
 from gateway.broker import Broker, BrokerDown, PublishRefused
 from gateway.metrics import Metrics
 from gateway.store import JobStore, StoreError, StoreRejected, WebhookAttempt
-from gateway.webhooks import WebhookTask, headers
+from gateway.webhooks import DEFERRALS_HEADER, WebhookTask, headers
 from worker_sdk.wire import settle
 from worker_sdk.wire.urls import UrlPolicy, UrlRefused, aresolve, pin
 
@@ -116,7 +118,7 @@ class WebhookDeliverer:
             await settle(message, "reject")
             return
         try:
-            outcome = await self._deliver(task)
+            outcome = await self._deliver(task, _deferrals(message))
         except (BrokerDown, PublishRefused) as exc:
             log.warning("webhook %s: next attempt not queued (%s); retrying", task.event_id, exc)
             await settle(message, "requeue")
@@ -132,36 +134,36 @@ class WebhookDeliverer:
         log.debug("webhook %s attempt %d: %s", task.event_id, task.attempt, outcome)
         await settle(message, "ack")
 
-    async def _deliver(self, task: WebhookTask) -> str:
+    async def _deliver(self, task: WebhookTask, deferrals: int) -> str:
         if task.event_id in self._in_flight:
             return "being attempted already"
         key = self._receiver(task.url)
         if key is None or self._host_limit is None:
-            return await self._attempt_in_flight(task)
+            return await self._attempt_in_flight(task, deferrals)
         self._in_flight.add(task.event_id)  # from now on: waiting for a slot counts
         receiver = self._receivers.get(key)
         if receiver is None:
             receiver = self._receivers[key] = _Receiver(asyncio.Semaphore(self._host_limit))
         receiver.users += 1
         try:
-            return await self._within_limit(task, receiver)
+            return await self._within_limit(task, deferrals, receiver)
         finally:
             self._in_flight.discard(task.event_id)
             receiver.users -= 1
             if not receiver.users:
                 del self._receivers[key]
 
-    async def _within_limit(self, task: WebhookTask, receiver: _Receiver) -> str:
+    async def _within_limit(self, task: WebhookTask, deferrals: int, receiver: _Receiver) -> str:
         if not await self._slot(receiver):
-            if task.deferrals < len(self._delays):
-                deferred = await self._defer(task)
+            if self._step(task, deferrals) < len(self._delays):
+                deferred = await self._defer(task, deferrals)
                 if deferred is not None:
                     return deferred
-            return await self._attempt_once(task)  # beyond the limit: see the module
+            return await self._attempt_once(task, deferrals)  # beyond the limit: see the module
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            return await self._attempt_once(task)
+            return await self._attempt_once(task, deferrals)
         finally:
             receiver.slots.release()
             receiver.slow = loop.time() - started > self._host_wait
@@ -182,10 +184,10 @@ class WebhookDeliverer:
             return False
         return True
 
-    async def _attempt_in_flight(self, task: WebhookTask) -> str:
+    async def _attempt_in_flight(self, task: WebhookTask, deferrals: int) -> str:
         self._in_flight.add(task.event_id)
         try:
-            return await self._attempt_once(task)
+            return await self._attempt_once(task, deferrals)
         finally:
             self._in_flight.discard(task.event_id)
 
@@ -197,16 +199,24 @@ class WebhookDeliverer:
         except UrlRefused:
             return None
 
-    async def _defer(self, task: WebhookTask) -> str | None:
-        """Queue the same attempt again, due after the delay of its deferral, and show when on
-        the delivery; ``None`` when the broker refused it (the attempt is made now)."""
+    @staticmethod
+    def _step(task: WebhookTask, deferrals: int) -> int:
+        """The retry schedule's step the delivery is at: its attempts and deferrals so far."""
+        return task.attempt - 1 + deferrals
+
+    async def _defer(self, task: WebhookTask, deferrals: int) -> str | None:
+        """Queue the same attempt again, due after its step's delay, and show when on the
+        delivery; ``None`` when the broker refused it (the attempt is made now)."""
         known = await self._with_store(lambda: self._store.webhook_delivery(task.event_id))
         if known is not None and known.delivered is not None:
             return "already delivered"
-        delay = self._delays[task.deferrals]
+        delay = self._delays[self._step(task, deferrals)]
         try:
             await self._broker.publish_webhook(
-                task.deferred().to_bytes(), job_id=task.job_id, delay=delay
+                task.to_bytes(),
+                job_id=task.job_id,
+                delay=delay,
+                headers={DEFERRALS_HEADER: deferrals + 1},
             )
         except PublishRefused as exc:
             log.warning("webhook %s: its deferral was refused (%s); attempting", task.event_id, exc)
@@ -221,18 +231,15 @@ class WebhookDeliverer:
             self._metrics.webhook_attempts.labels(task.type, "deferred").inc()
         return f"deferred {delay}s: its receiver is at its limit of {self._host_limit}"
 
-    async def _attempt_once(self, task: WebhookTask) -> str:
+    async def _attempt_once(self, task: WebhookTask, deferrals: int) -> str:
         known = await self._with_store(lambda: self._store.webhook_delivery(task.event_id))
         if known is not None and known.delivered is not None:
             return "already delivered"
         at = datetime.now(UTC)
         status, error = await self.attempt(task, at)
         delivered = error is None
-        delay = (
-            None
-            if delivered or task.attempt > len(self._delays)
-            else self._delays[task.attempt - 1]
-        )
+        step = self._step(task, deferrals)
+        delay = None if delivered or step >= len(self._delays) else self._delays[step]
         attempt = WebhookAttempt(
             event_id=task.event_id,
             job_id=task.job_id,
@@ -251,7 +258,10 @@ class WebhookDeliverer:
             self._metrics.webhook_attempts.labels(task.type, outcome).inc()
         if delay is not None:
             await self._broker.publish_webhook(
-                task.next_attempt().to_bytes(), job_id=task.job_id, delay=delay
+                task.next_attempt().to_bytes(),
+                job_id=task.job_id,
+                delay=delay,
+                headers={DEFERRALS_HEADER: deferrals} if deferrals else None,
             )
             return f"failed ({error}); next attempt in {delay}s"
         if not delivered:
@@ -311,3 +321,10 @@ class WebhookDeliverer:
                 log.warning("store failed on a webhook (%s); retrying in %.1fs", exc, pause)
             await asyncio.sleep(pause)  # back-off while the store is down
             pause = min(pause * 2, STORE_RETRY_MAX)
+
+
+def _deferrals(message: AbstractIncomingMessage) -> int:
+    """The deferrals the delivery has had; a header this gateway did not write (not a
+    non-negative integer) counts none."""
+    value = (message.headers or {}).get(DEFERRALS_HEADER)
+    return value if type(value) is int and value >= 0 else 0

@@ -87,19 +87,17 @@ class WebhookTask(BaseModel):
     url: str
     body: str = Field(description="The exact JSON body, signed anew at each attempt.")
     attempt: int = Field(default=1, ge=1)
-    deferrals: int = Field(
-        default=0, ge=0, description="How often this attempt was deferred, its receiver busy."
-    )
 
     def to_bytes(self) -> bytes:
-        # Defaults left out: a gateway of the version before ``deferrals`` reads the rest.
-        return self.model_dump_json(exclude_defaults=True).encode()
+        return self.model_dump_json().encode()
 
     def next_attempt(self) -> WebhookTask:
-        return self.model_copy(update={"attempt": self.attempt + 1, "deferrals": 0})
+        return self.model_copy(update={"attempt": self.attempt + 1})
 
-    def deferred(self) -> WebhookTask:
-        return self.model_copy(update={"deferrals": self.deferrals + 1})
+
+# How many deferrals the delivery has had: a header, not a field of the body, which a gateway
+# of an earlier version (its fields closed) reads whatever this one adds.
+DEFERRALS_HEADER = "x-sg-deferrals"
 
 
 def _event(record: JobRecord) -> tuple[EventType, str, str] | None:

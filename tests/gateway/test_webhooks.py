@@ -6,14 +6,18 @@ import base64
 import json
 import uuid
 from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 from standardwebhooks import Webhook
 
 from gateway.settings import Settings
 from gateway.store import JobRecord, JobStatus
-from gateway.webhooks import WebhookTask, headers, webhook_for
+from gateway.webhook_delivery import _deferrals
+from gateway.webhooks import DEFERRALS_HEADER, WebhookTask, headers, webhook_for
 from worker_sdk.wire import ErrorInfo
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -143,15 +147,36 @@ def test_webhook_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPa
         Settings(_env_file=None)  # type: ignore[call-arg]
 
 
-def test_a_delivery_message_leaves_its_defaults_out_and_counts_its_deferrals() -> None:
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        (None, 0),
+        ({}, 0),
+        ({DEFERRALS_HEADER: 3}, 3),
+        # Not this gateway's: counted none (a deferral it then makes is its first).
+        ({DEFERRALS_HEADER: -1}, 0),
+        ({DEFERRALS_HEADER: True}, 0),
+        ({DEFERRALS_HEADER: 2.0}, 0),
+        ({DEFERRALS_HEADER: "2"}, 0),
+        ({DEFERRALS_HEADER: b"\xff"}, 0),
+    ],
+)
+def test_the_deferrals_a_delivery_had_come_from_its_header(
+    headers: dict[str, object] | None, expected: int
+) -> None:
+    assert _deferrals(cast(AbstractIncomingMessage, SimpleNamespace(headers=headers))) == expected
+
+
+def test_a_delivery_message_is_the_same_whatever_its_deferrals() -> None:
+    """The count travels in a header: the body stays the one every gateway version reads."""
     task = WebhookTask(
         event_id="e", job_id=uuid.uuid4(), type="job.successful", url=ALL["successUri"], body="{}"
     )
-    # A gateway of the version before deferrals reads a first attempt's message.
-    assert set(json.loads(task.to_bytes())) == {"event_id", "job_id", "type", "url", "body"}
-    twice = WebhookTask.model_validate_json(task.deferred().deferred().to_bytes())
-    assert (twice.attempt, twice.deferrals) == (1, 2)
-    # The next attempt after a failure starts its deferrals again.
-    assert (twice.next_attempt().attempt, twice.next_attempt().deferrals) == (2, 0)
-    with pytest.raises(ValidationError):
-        WebhookTask.model_validate({**json.loads(task.to_bytes()), "deferrals": -1})
+    assert set(json.loads(task.to_bytes())) == {
+        "event_id",
+        "job_id",
+        "type",
+        "url",
+        "body",
+        "attempt",
+    }

@@ -15,7 +15,7 @@ import asyncio
 import uuid
 
 from aio_pika import DeliveryMode, Message
-from aio_pika.abc import AbstractExchange
+from aio_pika.abc import AbstractExchange, HeadersType
 from aio_pika.exceptions import DeliveryError, PublishError
 
 JSON = "application/json"
@@ -37,6 +37,7 @@ def message(
     expiration: float | None = None,
     priority: int | None = None,
     persistent: bool = True,
+    headers: HeadersType | None = None,
 ) -> Message:
     """A JSON message with a fresh ``message_id``."""
     return Message(
@@ -48,6 +49,7 @@ def message(
         type=type,
         expiration=expiration,
         priority=priority,
+        headers=headers,
     )
 
 
