@@ -88,8 +88,17 @@ class MongoWebhooks:
             update["$min"]["delivered"] = attempt.at
         if attempt.exhausted:
             update["$set"]["exhausted"] = True
+        if not await self._job_exists(attempt.job_id):
+            return
         with driver_errors():
             await self._webhooks.update_one({"_id": str(attempt.event_id)}, update, upsert=True)
+
+    async def _job_exists(self, job_id: UUID) -> bool:
+        """Whether the job is still there: a delivery outliving its job (removed by
+        retention while its schedule went on) is not recorded, as nothing would remove it."""
+        with driver_errors():
+            found = await self._collection.find_one({"_id": str(job_id)}, {"_id": 1})
+        return found is not None
 
     async def defer_webhook(
         self, *, event_id: str, job_id: UUID, type: str, url: str, due: datetime
@@ -101,6 +110,8 @@ class MongoWebhooks:
             "$set": {"next_attempt": due},
             "$setOnInsert": {"job_id": str(job_id), "type": type, "url": url, "attempts": 0},
         }
+        if not await self._job_exists(job_id):
+            return
         with driver_errors(), suppress(DuplicateKeyError):
             await self._webhooks.update_one(
                 {"_id": event_id, "$nor": [settled]}, update, upsert=True

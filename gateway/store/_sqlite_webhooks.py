@@ -34,7 +34,8 @@ CREATE INDEX IF NOT EXISTS webhook_deliveries_job ON webhook_deliveries (job_id,
 _RECORD_ATTEMPT = """
 INSERT INTO webhook_deliveries (id, job_id, type, url, attempts, first_attempt, last_attempt,
     last_status, last_error, next_attempt, delivered, exhausted)
-VALUES (:id, :job_id, :type, :url, 1, :at, :at, :status, :error, :next, :delivered, :exhausted)
+SELECT :id, :job_id, :type, :url, 1, :at, :at, :status, :error, :next, :delivered, :exhausted
+WHERE EXISTS (SELECT 1 FROM jobs WHERE id = :job_id)
 ON CONFLICT (id) DO UPDATE SET attempts = attempts + 1, last_attempt = :at,
     first_attempt = COALESCE(first_attempt, :at),
     last_status = :status, last_error = :error, next_attempt = :next,
@@ -43,7 +44,7 @@ ON CONFLICT (id) DO UPDATE SET attempts = attempts + 1, last_attempt = :at,
 
 _DEFER = """
 INSERT INTO webhook_deliveries (id, job_id, type, url, next_attempt)
-VALUES (:id, :job_id, :type, :url, :next)
+SELECT :id, :job_id, :type, :url, :next WHERE EXISTS (SELECT 1 FROM jobs WHERE id = :job_id)
 ON CONFLICT (id) DO UPDATE SET next_attempt = :next
     WHERE delivered IS NULL AND exhausted = 0
 """

@@ -172,14 +172,17 @@ class JobStore(Protocol):
     async def record_webhook_attempt(self, attempt: WebhookAttempt) -> None:
         """Add an attempt to the delivery of ``attempt.event_id`` (created at its first):
         one more attempt, its status and error, the next attempt's time; ``delivered`` keeps
-        the first success and ``exhausted`` is never cleared."""
+        the first success and ``exhausted`` is never cleared. Nothing is recorded for a job
+        that is gone (removed by retention while its schedule went on): nothing would remove
+        the delivery then."""
 
     async def defer_webhook(
         self, *, event_id: str, job_id: UUID, type: str, url: str, due: datetime
     ) -> None:
         """Record that the next attempt of ``event_id`` was deferred to ``due`` (its receiver
         busy): the delivery's ``next_attempt``, created without attempts when none was made
-        yet; no attempt is counted, and a delivered or exhausted one is left as it is."""
+        yet; no attempt is counted, and a delivered or exhausted one is left as it is; nothing
+        for a job that is gone."""
 
     async def webhook_delivery(self, event_id: str) -> WebhookDelivery | None:
         """The delivery of one webhook event, or ``None`` before its first attempt or

@@ -702,6 +702,25 @@ async def test_a_deferral_moves_the_next_attempt_and_counts_none(store: JobStore
     assert [d.id for d in await store.webhook_deliveries(job.id)] == [exhausted.event_id, event]
 
 
+async def test_a_delivery_of_a_job_that_is_gone_is_not_recorded(store: JobStore) -> None:
+    job = _record(subscriber=HOOKS, webhook_open=True)
+    await store.insert(job)
+    await store.finish(job.id, status=JobStatus.SUCCESSFUL, at=T0, expires_at=T0)
+    assert await store.expire(T0 + timedelta(seconds=1)) == 1
+    event, url = f"{job.id}.successful", HOOKS["successUri"]
+    await store.record_webhook_attempt(
+        WebhookAttempt(
+            event_id=event, job_id=job.id, type="job.successful", url=url, at=T0, error="HTTP 500"
+        )
+    )
+    await store.defer_webhook(
+        event_id=f"{job.id}.failed", job_id=job.id, type="job.failed", url=url, due=T0
+    )
+    assert await store.webhook_delivery(event) is None
+    assert await store.webhook_delivery(f"{job.id}.failed") is None
+    assert await store.webhook_deliveries(job.id) == []
+
+
 async def test_an_exhausted_delivery_is_failed_and_goes_with_its_expired_job(
     store: JobStore,
 ) -> None:
