@@ -98,7 +98,7 @@ class InputChecker:
             )
             for e in problems
         ]
-        if not errors:
+        if urls and not errors:
             for url, refusal in (await self.check_urls(urls)).items():
                 errors.extend(
                     FieldError(path=path, message=str(refusal)) for path in _paths_of(inputs, url)

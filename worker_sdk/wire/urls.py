@@ -196,6 +196,8 @@ async def check_urls(
     """Check at most ``limit`` URLs concurrently within ``deadline`` seconds in all; the
     refusals by URL. Past the limit or the deadline every URL left counts as refused."""
     distinct = list(dict.fromkeys(urls))
+    if not distinct:
+        return {}  # most inputs hold no URL: no timer to arm
     if len(distinct) > limit:
         refusal = UrlRefused(f"more than {limit} URLs in one request")
         return dict.fromkeys(distinct, refusal)
