@@ -5,7 +5,7 @@ The consumer of ``{ns}.webhooks`` makes one attempt per message:
 1. An event already delivered (a duplicate the outbox queued), or one this process is
    attempting right now (a redelivered copy meeting its own retry), is acked and skipped:
    the attempt in flight delivers it or schedules its next attempt itself.
-   A receiver (scheme, host, port) gets at most ``host_concurrency`` attempts of this process
+2. A receiver (scheme, host, port) gets at most ``host_concurrency`` attempts of this process
    at once. An event for a receiver at that limit waits for a free slot, at most
    ``host_wait`` seconds, so that a burst to a receiver that answers goes at its pace; a
    receiver whose wait ran out or whose last attempt took longer than ``host_wait`` is
@@ -15,17 +15,17 @@ The consumer of ``{ns}.webhooks`` makes one attempt per message:
    as an attempt: a receiver that answers slowly or not at all holds back no other
    receiver's events, its backlog comes back ever less often, and an event's schedule keeps
    its length whatever its receiver does. An event at the schedule's last step, or whose
-   deferral the broker refuses, is attempted beyond the limit. The steps taken travel in the
-   message's ``x-sg-deferrals`` header.
-2. The URI is checked against the webhooks' URL policy again, now, and the request goes to
+   deferral the broker refuses, is attempted beyond the limit. The count of deferrals travels
+   in the message's ``x-sg-deferrals`` header.
+3. The URI is checked against the webhooks' URL policy again, now, and the request goes to
    the very address that was checked (the host name kept for ``Host`` and TLS), so a name
    that resolves elsewhere since the submission (DNS rebinding) reaches nothing forbidden.
    Redirects are not followed.
-3. A 2xx answer delivers the event. Anything else (another status, a refused address, a
+4. A 2xx answer delivers the event. Anything else (another status, a refused address, a
    timeout, a connection error) is a failed attempt: while the schedule lasts, the next
    attempt is published to the holding queue of its delay (it comes back when its TTL
    ends), else the delivery is given up (``exhausted``).
-4. The attempt is recorded on the job (``GET /jobs/{id}/webhooks``), then the message acked.
+5. The attempt is recorded on the job (``GET /jobs/{id}/webhooks``), then the message acked.
 
 A gateway that dies mid-attempt leaves the message unacked: the broker hands it to another
 (a repeat the receiver tells by its ``webhook-id``). A store that is down is retried in
