@@ -15,8 +15,8 @@ browser sends one, the ``Origin`` header, which must be the gateway's own.
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -144,7 +144,8 @@ async def sign_in(request: Request, response: Response, principal: Principal, to
         SESSION_COOKIE,
         token,
         max_age=None if remaining is None else max(1, int(remaining)),
-        expires=None if remaining is None else int(time.time() + remaining),
+        # A date: Starlette reads a number as seconds from now, not as a time.
+        expires=None if remaining is None else datetime.now(UTC) + timedelta(seconds=remaining),
         path=COOKIE_PATH,
         httponly=True,
         samesite="strict",

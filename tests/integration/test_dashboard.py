@@ -7,6 +7,8 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -77,7 +79,11 @@ async def test_the_session_cookie_is_httponly_strict_and_scoped(gateway: Gateway
         session = next(c for c in cookies if c.startswith("sg_session="))
         flags = {part.strip().lower() for part in session.split(";")}
         assert {"httponly", "samesite=strict", "path=/ui"} <= flags
-        assert any(flag.startswith("max-age=") for flag in flags)
+        (max_age,) = (int(f.split("=")[1]) for f in flags if f.startswith("max-age="))
+        # It ends with the token, both ways a browser reads it.
+        (expires,) = (f.split("=", 1)[1] for f in flags if f.startswith("expires="))
+        left = (parsedate_to_datetime(expires) - datetime.now(UTC)).total_seconds()
+        assert abs(left - max_age) < 60, (expires, max_age)
         csrf_cookie = form.headers.get_list("set-cookie")
         assert any(
             "sg_csrf=" in c and "HttpOnly" in c and "SameSite=strict" in c for c in csrf_cookie
