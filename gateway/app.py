@@ -18,6 +18,7 @@ from gateway.api import capacity as capacity_api
 from gateway.api.fast import FastLanes
 from gateway.applier import EventApplier
 from gateway.auth import Authenticator
+from gateway.body_limit import GatewayApp
 from gateway.broker import Broker
 from gateway.capacity import Capacity
 from gateway.changes import Changes
@@ -223,7 +224,7 @@ def create_app(
                 )
             }
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Service Gateway",
         version="0.1.0",
         summary="Queue CPU-heavy research jobs on RabbitMQ workers and follow them over HTTP.",
@@ -233,7 +234,8 @@ def create_app(
         ),
         lifespan=lifespan,
         responses=COMMON_RESPONSES,
-        # FastAPI's own limit: bodies past it are answered 413 (plain text) before any parsing.
+        # FastAPI's own limit: bodies past it are answered 413 before any parsing (a problem
+        # document: gateway.body_limit).
         max_body_size=settings.max_body_size,
         generate_unique_id_function=openapi.operation_id,
         # Served by gateway.api.docs from the gateway's own files, not from a CDN.

@@ -17,6 +17,7 @@
     ├── IdempotencyConflict (409) idempotency-conflict
     ├── ResultPurged (410)        result-purged
     ├── JobGone (410)             job-gone
+    ├── BodyTooLarge (413)        body-too-large
     ├── InvalidInput (422)        invalid-input
     ├── JobFailed (422)           job-failed
     ├── QueueFull (429)           queue-full
@@ -162,6 +163,14 @@ class NoSuchOutput(BadRequest):
     ogc = True
 
 
+class BodyTooLarge(GatewayError):
+    """A request body over ``SG_MAX_BODY_SIZE`` (see :mod:`gateway.body_limit`)."""
+
+    status = 413
+    code = "body-too-large"
+    title = "Body too large"
+
+
 class Unauthorized(GatewayError):
     """No valid token: answered with ``WWW-Authenticate`` (RFC 6750)."""
 
@@ -283,8 +292,9 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": _PROBLEM_CONTENT,
     },
     413: {
-        "description": "The body is larger than SG_MAX_BODY_SIZE.",
-        "content": {"text/plain": {"schema": {"type": "string"}}},
+        "model": Problem,
+        "description": "body-too-large (the body is larger than SG_MAX_BODY_SIZE)",
+        "content": _PROBLEM_CONTENT,
     },
 }
 

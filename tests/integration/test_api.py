@@ -118,7 +118,11 @@ async def test_an_oversized_body_is_413(gateway_factory: GatewayFactory, namespa
     gateway = await gateway_factory(max_body_size=2048)
     response = await submit(gateway.client, "echo", {"text": "x" * 4000})
     assert response.status_code == 413
-    assert response.text == "Content Too Large"
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert (problem["code"], problem["status"]) == ("body-too-large", 413)
+    assert "2048 bytes" in problem["detail"]
+    assert int(response.headers["content-length"]) == len(response.content)
 
     async def stream() -> AsyncIterator[bytes]:
         for _ in range(4):
@@ -130,6 +134,10 @@ async def test_an_oversized_body_is_413(gateway_factory: GatewayFactory, namespa
         headers={"content-type": "application/json"},
     )
     assert chunked.status_code == 413
+    assert chunked.json()["code"] == "body-too-large"
+    # The old routes and the dashboard's forms are behind the same limit.
+    legacy = await gateway.client.post("/echo/process", content=b"x" * 4000)
+    assert (legacy.status_code, legacy.json()["code"]) == (413, "body-too-large")
     await _nothing_recorded_or_queued(gateway, namespace)
 
 

@@ -1,0 +1,58 @@
+"""A request body over ``SG_MAX_BODY_SIZE`` is answered with a problem document.
+
+The limit is FastAPI's own (``max_body_size``: Starlette's body limit middleware, outermost
+but for the error middleware). It answers a body past the limit with a plain-text 413 before
+anything parses it, from outside every handler and middleware of the application, and
+insists on that answer when the request declared its length. :class:`TooLargeAsProblem` wraps
+the whole stack and puts the ``body-too-large`` problem document every other error has in its
+place; the limit itself, and when it answers, stay the framework's.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import BodyTooLarge, problem_response
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, its whole middleware stack wrapped in :class:`TooLargeAsProblem`."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if self.max_body_size is None:
+            return stack
+        return TooLargeAsProblem(stack, self.max_body_size)
+
+
+class TooLargeAsProblem:
+    """ASGI middleware: the framework's plain-text 413 becomes a problem document."""
+
+    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+        self.app = app
+        self._detail = f"the request body is larger than {max_body_size} bytes"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        replaced = False
+
+        async def answer(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start" and _plain_413(message):
+                replaced = True
+                response = problem_response(BodyTooLarge(self._detail).problem())
+                await response(scope, receive, send)
+            elif not replaced:  # the plain answer's body is dropped
+                await send(message)
+
+        await self.app(scope, receive, answer)
+
+
+def _plain_413(start: Message) -> bool:
+    if start["status"] != 413:
+        return False
+    types = [v for k, v in start.get("headers", ()) if k.lower() == b"content-type"]
+    return all(v.startswith(b"text/plain") for v in types)
