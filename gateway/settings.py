@@ -327,9 +327,9 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="Seconds a delivery to a receiver at its limit waits for a free slot. A "
-        "receiver that made one wait in vain, or whose last attempt took longer, is slow: its "
-        "deliveries are deferred, each deferral a step of the retry schedule not counted as an "
-        "attempt, so that it holds back no other receiver's.",
+        "receiver that made one wait in vain, or whose last attempt took longer, is slow: while "
+        "it is at its limit its further deliveries are deferred instead of waiting, each a step "
+        "of the retry schedule not counted as an attempt, so that it holds back no other's.",
     )
     webhook_schemes: CommaList = Field(
         default=("https", "http"), description="Schemes allowed in `subscriber` URIs."
