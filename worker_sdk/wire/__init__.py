@@ -1,8 +1,10 @@
 """The protocol the gateway and the workers share: messages, topology and their bounds.
 
 Both sides import it from here, so that the two ends of every message are written once.
+Importing it makes AMQP decoding lenient (:mod:`.lenient`): no message closes a connection.
 """
 
+from . import lenient
 from .messages import (
     BARRIER,
     MAX_CONCURRENCY,
@@ -95,3 +97,5 @@ __all__ = [
     "settle",
     "utcnow",
 ]
+
+lenient.install()
