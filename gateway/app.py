@@ -22,6 +22,7 @@ from gateway.body_limit import GatewayApp
 from gateway.broker import Broker
 from gateway.capacity import Capacity
 from gateway.changes import Changes
+from gateway.dead_letters import DeathOrder
 from gateway.errors import COMMON_RESPONSES, install_error_handlers
 from gateway.fleet import Fleet
 from gateway.inputs import InputChecker
@@ -162,6 +163,11 @@ def create_app(
                 stop_run=jobs_service.stop_workers,
                 reject_other_versions=settings.version_mismatch == "reject",
                 max_result_depth=settings.max_input_depth,
+                death_order=DeathOrder(
+                    lambda: _ready(broker, broker.topology.events_queue),
+                    grace=settings.recovery_grace,
+                    limit=settings.reaper_grace,
+                ),
             )
             applier.on_barrier(recovery.barrier_passed)
             topology = broker.topology
@@ -176,7 +182,8 @@ def create_app(
                 prefetch=settings.events_prefetch,
                 coalesce_acks=True,  # events applied in one store transaction, acked in one
             )
-            await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=16)
+            # Deaths wait together for the events before them (DeathOrder): take many at once.
+            await broker.consume(topology.dead_letter_queue, applier.on_dead_letter, prefetch=256)
             if deliverer is not None:
                 await broker.consume(
                     topology.webhooks_queue,
@@ -294,6 +301,11 @@ def _deliverer(
         host_wait=settings.webhook_host_wait,
         metrics=metrics,
     )
+
+
+async def _ready(broker: Broker, queue: str) -> int:
+    ready, _ = await broker.queue_stats(queue)
+    return ready
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -31,7 +31,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from gateway.changes import Changes
-from gateway.dead_letters import NoJob, dead_job, finish_dead
+from gateway.dead_letters import DeathOrder, NoJob, dead_job, finish_dead
 from gateway.store import (
     JobRecord,
     JobStatus,
@@ -117,7 +117,9 @@ class EventApplier:
         stop_run: Callable[[uuid.UUID], Awaitable[None]] | None = None,
         reject_other_versions: bool = False,
         max_result_depth: int = 32,
+        death_order: DeathOrder | None = None,
     ) -> None:
+        self._deaths = death_order
         self._store = store
         self._changes = changes
         self._metrics = changes.metrics
@@ -404,6 +406,8 @@ class EventApplier:
                 job_id, service, death = dead_job(message)
             except NoJob as exc:
                 raise Unusable(str(exc)) from exc
+            if self._deaths is not None:  # after the events published before it
+                await self._deaths.wait()
             await self._with_store(
                 f"dead-lettered job {job_id}", lambda: self._end_dead(job_id, service, death)
             )

@@ -1,9 +1,19 @@
 """Dead letters: tasks the broker gave up on (expired, past their delivery limit) or a worker
-refused, each of which ends its job with the reason, and barriers, which pass all the same."""
+refused, each of which ends its job with the reason, and barriers, which pass all the same.
+
+A death's effect waits for the events published before it (:class:`DeathOrder`): a worker
+that published its run's end (confirmed) and died before acking the task leaves that end in
+``{ns}.events`` while the task goes back, expires or passes its delivery limit and is
+dead-lettered; applied first, the death would fail the job and the confirmed result would then
+be dropped as an event of a finished job.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -12,6 +22,62 @@ from pydantic import ValidationError
 from gateway.store import ACTIVE, JobRecord, JobStatus, JobStore, Reason
 from worker_sdk.wire import REFUSED_HEADER, ErrorInfo, Task, parse_task
 from worker_sdk.wire.catalogue import Catalogue
+
+log = logging.getLogger("gateway.events")
+POLL = 0.25
+
+
+class DeathOrder:
+    """Releases deaths once the events published before them are applied.
+
+    A death is released by a *round* that began after it came: the events queue found holding
+    nothing ready (every event published before the death has reached a gateway), then, after
+    ``grace`` seconds for those being applied, nothing ready again. Every death waiting when a
+    round begins is released by it, so a thousand deaths cost one round. A death still waiting
+    after ``limit`` seconds (an events path that far behind) is released all the same, and
+    said so.
+    """
+
+    def __init__(self, ready: Callable[[], Awaitable[int]], *, grace: float, limit: float) -> None:
+        """``ready``: how many messages ``{ns}.events`` holds ready (raises when it cannot
+        tell, which counts as some)."""
+        self._ready = ready
+        self._grace = grace
+        self._limit = limit
+        self._next: asyncio.Future[None] | None = None  # the round the next deaths wait for
+        self._round: asyncio.Task[None] | None = None
+
+    async def wait(self) -> None:
+        """Return once a round that began after this call has passed, or after the limit."""
+        loop = asyncio.get_running_loop()
+        if self._next is None:
+            self._next = loop.create_future()
+        released = self._next
+        if self._round is None or self._round.done():
+            self._round = asyncio.create_task(self._rounds())
+        try:
+            async with asyncio.timeout(self._limit):
+                await asyncio.shield(released)
+        except TimeoutError:
+            log.warning("a dead letter waited %gs for the events before it; applied", self._limit)
+
+    async def _rounds(self) -> None:
+        while self._next is not None:
+            released, self._next = self._next, None
+            while not await self._settled():  # noqa: ASYNC110 - the broker pushes no counts
+                await asyncio.sleep(POLL)
+            if not released.done():
+                released.set_result(None)
+
+    async def _settled(self) -> bool:
+        try:
+            if await self._ready():
+                return False
+            await asyncio.sleep(self._grace)  # for the events delivered, being applied
+            return not await self._ready()
+        except Exception as exc:  # noqa: BLE001 - a broker that cannot tell: look again
+            log.debug("events queue not inspected (%s); looking again", exc)
+            return False
 
 
 class NoJob(ValueError):

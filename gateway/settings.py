@@ -82,8 +82,9 @@ class Settings(BaseSettings):
     recovery_grace: float = Field(
         default=2.0,
         gt=0,
-        description="Seconds the recovery pass waits, once its barrier is through a queue, "
-        "for the runs of tasks delivered before it to be reported.",
+        description="Seconds the gateway gives the events delivered before a point to be "
+        "applied: the recovery pass's, once its barrier is through a queue; a dead letter's, "
+        "once the events queue holds nothing ready, before it ends its job.",
     )
     sweep_interval: float = Field(
         default=60.0, gt=0, description="Seconds between retention and reaper sweeps."

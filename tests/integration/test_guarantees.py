@@ -5,6 +5,7 @@ publish, events that outlive a store outage, ownership on the old routes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,12 +19,20 @@ import pytest
 import worker_sdk._outcomes
 from examples.echo import worker as echo_worker
 from gateway.broker import Broker
-from gateway.store import JobRecord
+from gateway.store import JobRecord, SQLiteStore
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import OutageStore, eventually, submit, wait_status
-from worker_sdk.wire import Event, Outcomes, Retrying, Succeeded, Topology, parse_event
-from worker_sdk.wire.publish import PublishLost
+from worker_sdk.wire import (
+    Event,
+    Outcomes,
+    Retrying,
+    Succeeded,
+    Topology,
+    declare_topology,
+    parse_event,
+)
+from worker_sdk.wire.publish import PublishLost, message
 
 pytestmark = pytest.mark.integration
 
@@ -220,3 +229,75 @@ async def test_prefer_wait_is_answered_when_another_replica_holds_the_shared_eve
         return await applying.runtime.broker.queue_depth(events_queue) == 0
 
     await eventually(drained, what="the replica that consumes events to take them all")
+
+
+class _HeldHeartbeats(SQLiteStore):
+    """A store whose heartbeat writes wait until ``flowing`` is set: the events path lags,
+    as it does behind any backlog (a fleet's heartbeats, a slow statement)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.flowing = asyncio.Event()
+
+    async def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        await self.flowing.wait()
+        await super().heartbeat(*args, **kwargs)
+
+
+def _event_body(kind: str, job_id: str, run_id: str, **fields: Any) -> bytes:
+    body = {"kind": kind, "job_id": job_id, "service": "ephemeral", "run_id": run_id}
+    return json.dumps({**body, "worker_id": "w@h:1", **fields}).encode()
+
+
+async def test_a_result_confirmed_before_its_worker_died_outweighs_the_tasks_dead_letter(
+    gateway_factory: GatewayFactory, namespace: str, tmp_path: Path
+) -> None:
+    """A worker publishes its run's end (confirmed) and dies before acking the task, which
+    goes back, has expired, and is dead-lettered at once. The end and the dead letter then
+    wait in two queues; while the events path lags, the dead letter must not end the job
+    (failed/worker_lost, the confirmed result then dropped as an event of a finished job)."""
+    store = _HeldHeartbeats(tmp_path / "held.db")
+    gateway = await gateway_factory(store=store)
+    topology = Topology(namespace)
+    connection = await aio_pika.connect(AMQP_URL)  # the worker's
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.set_qos(prefetch_count=1)
+    events = (await declare_topology(channel, topology)).events
+    deliveries: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
+    await (await channel.get_queue(topology.task_queue("ephemeral"))).consume(deliveries.put)
+    job = (await submit(gateway.client, "ephemeral", {})).json()["jobID"]
+    task = await asyncio.wait_for(deliveries.get(), timeout=10)
+    assert json.loads(task.body)["job_id"] == job
+    run = str(uuid.uuid4())
+    started = _event_body("started", job, run, host="h", worker_version="1.0.0")
+    await events.publish(message(started, type="started"), routing_key="ephemeral.started")
+    await wait_status(gateway.client, job, "running")
+    # A fleet's heartbeats (more than the events consumer takes at once), then the end.
+    beat = {"kind": "heartbeat", "service": "ephemeral", "version": "1", "host": "h"}
+    await asyncio.gather(
+        *(
+            events.publish(
+                message(
+                    json.dumps({**beat, "worker_id": f"w{i}", "concurrency": 1}).encode(),
+                    type="heartbeat",
+                ),
+                routing_key="ephemeral.heartbeat",
+            )
+            for i in range(gateway.runtime.settings.events_prefetch + 10)
+        )
+    )
+    succeeded = _event_body("succeeded", job, run, result={"kept": True})
+    await events.publish(message(succeeded, type="succeeded"), routing_key="ephemeral.succeeded")
+    await connection.close()  # dies before its ack: the task goes back, expired, and dies
+    # While the events lag, the dead letter waits (applied first, it ends the job at once).
+    try:
+        early = await wait_status(gateway.client, job, "failed", "dismissed", within=5)
+    except AssertionError:
+        pass  # still running: the dead letter waits for the events before it
+    else:
+        raise AssertionError(f"the dead letter ended the job first: {early}")
+    store.flowing.set()
+    done = await wait_status(gateway.client, job, "successful", "failed", "dismissed", within=30)
+    assert (done["status"], done.get("reason")) == ("successful", None), done
+    results = await gateway.client.get(f"/jobs/{job}/results", headers=JSON)
+    assert results.json() == {"kept": True}

@@ -175,4 +175,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "            event = _read_event(message.body)\n",
         (f"{GUARANTEES}::test_an_event_met_by_a_store_outage_outlives_the_gateway",),
     ),
+    Mutant(
+        "a dead letter ends its job before the events published before it",
+        "gateway/applier.py",
+        "            if self._deaths is not None:  # after the events published before it\n"
+        "                await self._deaths.wait()\n",
+        "",
+        (
+            f"{GUARANTEES}::"
+            "test_a_result_confirmed_before_its_worker_died_outweighs_the_tasks_dead_letter",
+        ),
+    ),
 )
