@@ -271,6 +271,7 @@ UuidQuery = Annotated[str | None, Query(description="The job's uuid.")]
     openapi_extra={"security": [{}, {"bearer": []}]},
     **STATUS_DOC,
 )
+@router.head("/{service}/status", include_in_schema=False)  # Flask answered HEAD as GET
 async def status(
     service: str, request: Request, runtime: RuntimeDep, uuid: UuidQuery = None
 ) -> Response:

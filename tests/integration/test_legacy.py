@@ -90,6 +90,10 @@ async def test_process_then_poll_status_until_success(
     assert set(response.json()) == {"uuid"}
     done = await poll(old_client, "echo", response.json()["uuid"], "SUCCESS")
     assert set(done) == {"uuid", "status", "result"}
+    # HEAD answers as GET does (Flask's routes took it), not as a CANARIE page.
+    head = await old_client.head("/echo/status", params={"uuid": done["uuid"]})
+    assert head.status_code == 200
+    assert head.headers["content-type"].startswith("application/json")
     misc = done["result"]
     assert misc["doc_url"] == "http://media.example.org/a.wav"
     assert misc["x"] == "url"  # URL parameters override the JSON body
