@@ -166,7 +166,7 @@ def create_app(
                 death_order=DeathOrder(
                     lambda: _ready(broker, broker.topology.events_queue),
                     grace=settings.recovery_grace,
-                    limit=settings.reaper_grace,
+                    limit=max(settings.reaper_grace, 60.0),
                 ),
             )
             applier.on_barrier(recovery.barrier_passed)
