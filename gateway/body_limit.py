@@ -31,11 +31,12 @@ class TooLargeAsProblem:
 
     def __init__(self, app: ASGIApp, max_body_size: int) -> None:
         self.app = app
+        self._limit = max_body_size
         self._detail = f"the request body is larger than {max_body_size} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or not self._may_exceed(scope):
+            await self.app(scope, receive, send)  # the hot paths: no wrapper
             return
         replaced = False
 
@@ -49,6 +50,16 @@ class TooLargeAsProblem:
                 await send(message)
 
         await self.app(scope, receive, answer)
+
+    def _may_exceed(self, scope: Scope) -> bool:
+        """Whether the request may carry a body past the limit: a length over it (or not a
+        number), or a body of no declared length."""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                return not value.isdigit() or int(value) > self._limit
+            if name == b"transfer-encoding":
+                return True
+        return False
 
 
 def _plain_413(start: Message) -> bool:
