@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, AnyUrl, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.webhook_secret import webhook_signer
@@ -357,18 +358,19 @@ class Settings(BaseSettings):
             allow_networks=self.webhook_allow_networks,
         )
 
-    @field_validator("webhook_secret")
+    @field_validator("*", mode="before")
     @classmethod
-    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            webhook_signer(value.get_secret_value())
-        return value
+    def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """``SG_X=`` (empty) leaves unset a setting that may be unset (a limit, a key)."""
+        field = cls.model_fields[info.field_name or ""]
+        return None if value == "" and field.default is None else value
 
-    @field_validator("webhook_old_secrets")
+    @field_validator("webhook_secret", "webhook_old_secrets")
     @classmethod
-    def _webhook_old_secrets(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        for secret in value:
-            webhook_signer(secret.get_secret_value())
+    def _webhook_secrets(cls, value: SecretStr | tuple[SecretStr, ...] | None) -> object:
+        for secret in value if isinstance(value, tuple) else (value,):
+            if secret is not None:
+                webhook_signer(secret.get_secret_value())
         return value
 
     @field_validator("webhook_retry_delays")

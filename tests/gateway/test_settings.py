@@ -36,6 +36,19 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.publish_timeout == 2.5
 
 
+def test_an_empty_value_leaves_unset_what_may_be_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SG_MAX_ACTIVE_JOBS", "SG_SUBMIT_RATE", "SG_JWT_AUDIENCE", "SG_WEBHOOK_SECRET"):
+        monkeypatch.setenv(name, "")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.max_active_jobs is None
+    assert settings.submit_rate is None
+    assert settings.jwt_audience is None
+    assert not settings.webhooks_enabled
+    monkeypatch.setenv("SG_PUBLISH_TIMEOUT", "")  # one with a value of its own: still refused
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
