@@ -89,7 +89,8 @@ async def test_measured_rates_and_the_predicted_wait_match_what_happens(
         assert _near(figures["arrivalRate"][window], RATE, 0.10), figures["arrivalRate"]
         assert _near(figures["completionRate"][window], SLOTS / RUN, 0.10), figures
     assert _near(figures["runTime"]["mean"], RUN, 0.10), figures["runTime"]
-    assert figures["runTime"]["p95"] >= figures["runTime"]["mean"]
+    # Every run sleeps RUN at least; one late run can lift the mean above the p95.
+    assert figures["runTime"]["p95"] >= RUN - 0.01, figures["runTime"]
     assert _near(figures["utilisation"], RATE * RUN / SLOTS, 0.10), figures["utilisation"]
     assert figures["accepted"] >= 10  # the backlog rho = 1.5 builds
     assert figures["queue"]["consumers"] == 1
