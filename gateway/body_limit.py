@@ -10,6 +10,8 @@ place; the limit itself, and when it answers, stay the framework's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,13 +19,17 @@ from gateway.errors import BodyTooLarge, problem_response
 
 
 class GatewayApp(FastAPI):
-    """FastAPI, its whole middleware stack wrapped in :class:`TooLargeAsProblem`."""
+    """FastAPI, its whole middleware stack wrapped in :class:`TooLargeAsProblem`, and that in
+    :attr:`outermost` when set: the layer that answers what it can before any middleware
+    runs (:class:`gateway.api.fast.FastLanes`), given the body limit to keep."""
+
+    outermost: Callable[[ASGIApp, int | None], ASGIApp] | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
-        if self.max_body_size is None:
-            return stack
-        return TooLargeAsProblem(stack, self.max_body_size)
+        if self.max_body_size is not None:
+            stack = TooLargeAsProblem(stack, self.max_body_size)
+        return stack if self.outermost is None else self.outermost(stack, self.max_body_size)
 
 
 class TooLargeAsProblem:
@@ -35,7 +41,7 @@ class TooLargeAsProblem:
         self._detail = f"the request body is larger than {max_body_size} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._may_exceed(scope):
+        if scope["type"] != "http" or not may_exceed(scope, self._limit):
             await self.app(scope, receive, send)  # the hot paths: no wrapper
             return
         replaced = False
@@ -51,15 +57,16 @@ class TooLargeAsProblem:
 
         await self.app(scope, receive, answer)
 
-    def _may_exceed(self, scope: Scope) -> bool:
-        """Whether the request may carry a body past the limit: a length over it (or not a
-        number), or a body of no declared length."""
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                return not value.isdigit() or int(value) > self._limit
-            if name == b"transfer-encoding":
-                return True
-        return False
+
+def may_exceed(scope: Scope, limit: int) -> bool:
+    """Whether the request may carry a body past ``limit``: a length over it (or not a
+    number), or a body of no declared length."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return not value.isdigit() or int(value) > limit
+        if name == b"transfer-encoding":
+            return True
+    return False
 
 
 def _plain_413(start: Message) -> bool:

@@ -16,6 +16,12 @@ Anything else (another form of the id, a query, HTML, a body the framework would
 error found before a submission has any effect) goes to the application, which routes it as
 ever (with the body already read handed on) and answers with its problem document: such a
 request costs a second try, never a different answer. Neither lane runs under a root path.
+
+The lanes are the outermost layer (:attr:`gateway.body_limit.GatewayApp.outermost`): a plain
+request pays for no middleware. What the middleware would have done for it, they do: a
+submission takes its lane only with a declared length within the body limit (any other goes
+to the application, whose limit answers it), and a failure the lane does not answer itself
+is answered 500 by the server, as the framework's error middleware would.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from gateway.api import listing
 from gateway.api.processes import execute_job
 from gateway.api.schemas import ExecuteRequest, StatusInfo
 from gateway.auth import Principal
+from gateway.body_limit import may_exceed
 from gateway.errors import GatewayError, error_response
 from gateway.runtime import Call, Presenter, Runtime, base_url
 from gateway.store import StoreError
@@ -60,8 +67,9 @@ class FastLanes:
     """Pure ASGI middleware: the plain hot requests answered here, every other request passed
     on untouched."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, max_body_size: int | None = None) -> None:
         self.app = app
+        self._limit = max_body_size
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -86,6 +94,7 @@ class FastLanes:
             if (
                 request.headers.get("content-type") == "application/json"
                 and "idempotency-key" not in request.headers
+                and (self._limit is None or not may_exceed(scope, self._limit))
             ):
                 try:
                     raw = await request.body()  # the body limit applies: it wraps ``receive``
