@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import aiormq.abc
-from aio_pika import Message
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -40,7 +39,7 @@ from worker_sdk.wire import (
     declare_topology,
 )
 from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
-from worker_sdk.wire.publish import PublishLost, PublishRefused, message, publish
+from worker_sdk.wire.publish import Outgoing, PublishLost, PublishRefused, outgoing, publish
 from worker_sdk.wire.supervisor import BrokerUnreachable, Supervisor, connect
 from worker_sdk.wire.topology import (
     WEBHOOK_DELIVER_KEY,
@@ -176,14 +175,12 @@ class Broker:
         return self._exchanges
 
     async def _publish(
-        self, exchange: AbstractExchange, outgoing: Message, key: str, *, mandatory: bool = True
+        self, exchange: AbstractExchange, sent: Outgoing, key: str, *, mandatory: bool = True
     ) -> None:
         try:
-            await publish(
-                exchange, outgoing, key, timeout=self._publish_timeout, mandatory=mandatory
-            )
+            await publish(exchange, sent, key, timeout=self._publish_timeout, mandatory=mandatory)
         except PublishLost as exc:
-            raise BrokerDown(f"{outgoing.type} not confirmed: {exc}") from exc
+            raise BrokerDown(f"{sent.type} not confirmed: {exc}") from exc
 
     async def publish_task(self, task: Task, spec: ServiceSpec) -> None:
         """Publish ``task`` and wait for the broker's confirm.
@@ -192,20 +189,20 @@ class Broker:
         broker is unreachable or silent past the publish timeout.
         """
         exchanges = self._exchanges_or_down()
-        outgoing = message(
+        sent = outgoing(
             task.to_bytes(),
             type=TASK,
             correlation_id=str(task.job_id),
             expiration=spec.queue_ttl,
             priority=spec.priority,
         )
-        await self._publish(exchanges.tasks, outgoing, spec.id)
+        await self._publish(exchanges.tasks, sent, spec.id)
 
     async def publish_barrier(self, barrier: Barrier, spec: ServiceSpec) -> None:
         """Publish a barrier through the service's task queue (see :mod:`gateway.recovery`)."""
         exchanges = self._exchanges_or_down()
-        outgoing = message(barrier.to_bytes(), type=BARRIER, expiration=spec.queue_ttl)
-        await self._publish(exchanges.tasks, outgoing, spec.id)
+        sent = outgoing(barrier.to_bytes(), type=BARRIER, expiration=spec.queue_ttl)
+        await self._publish(exchanges.tasks, sent, spec.id)
 
     async def publish_webhook(
         self,
@@ -221,20 +218,20 @@ class Broker:
         if self._webhooks is None:
             raise BrokerDown("webhooks are not enabled on this gateway")
         key = WEBHOOK_DELIVER_KEY if delay is None else webhook_retry_key(delay)
-        outgoing = message(body, type=WEBHOOK, correlation_id=str(job_id), headers=headers)
-        await self._publish(self._webhooks, outgoing, key)
+        sent = outgoing(body, type=WEBHOOK, correlation_id=str(job_id), headers=headers)
+        await self._publish(self._webhooks, sent, key)
 
     async def publish_control(self, request: CancelRequest) -> None:
         """Tell every worker (each has its own queue on the control fanout), confirmed."""
         exchanges = self._exchanges_or_down()
-        outgoing = message(
+        sent = outgoing(
             request.to_bytes(),
             type=request.kind,
             correlation_id=str(request.job_id),
             persistent=False,
         )
         # Not mandatory: with no worker running there is nobody to tell.
-        await self._publish(exchanges.control, outgoing, "", mandatory=False)
+        await self._publish(exchanges.control, sent, "", mandatory=False)
 
     async def consume(
         self, queue: str, callback: Callback, *, prefetch: int, coalesce_acks: bool = False

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from aio_pika.abc import AbstractExchange
 
 from .wire.messages import MAX_OUTCOMES, BarrierPassed, Heartbeat, JobEvent, Outcomes, TerminalEvent
-from .wire.publish import message, publish
+from .wire.publish import outgoing, publish
 
 # A batch's events' bodies add up to at most this many bytes; a larger event goes alone.
 # Far below the smallest broker limit the gateway accepts (1 MiB), whatever else is set.
@@ -174,22 +174,20 @@ class Reporter:
         """Publish one event (routing key ``<service>.<kind>``) and wait for its confirm."""
         assert self.exchange is not None
         job_id = getattr(event, "job_id", None)
-        outgoing = message(
+        sent = outgoing(
             event.to_bytes(),
             type=event.kind,
             correlation_id=str(job_id) if job_id is not None else None,
             expiration=expiration,
         )
-        await publish(
-            self.exchange, outgoing, f"{event.service}.{event.kind}", timeout=self.timeout
-        )
+        await publish(self.exchange, sent, f"{event.service}.{event.kind}", timeout=self.timeout)
 
     async def _publish_many(self, bodies: list[bytes]) -> None:
         assert self.exchange is not None
         body = Outcomes.encode(self.service, self.worker_id, bodies)
         await publish(
             self.exchange,
-            message(body, type="outcomes"),
+            outgoing(body, type="outcomes"),
             f"{self.service}.outcomes",
             timeout=self.timeout,
         )

@@ -54,7 +54,7 @@ from .wire.messages import (
     describe_error,
     parse_task,
 )
-from .wire.publish import message, publish
+from .wire.publish import outgoing, publish
 from .wire.settle import settle
 from .wire.supervisor import Supervisor, connect
 from .wire.topology import (
@@ -358,14 +358,14 @@ class Session:
         publish fails, reject it (the queue dead-letters it without the reason)."""
         log.error("refusing message %s (%s): %s", delivery.message_id, why, detail)
         assert self._exchanges is not None
-        outgoing = message(
-            delivery.body, type=delivery.type or "task", correlation_id=delivery.correlation_id
+        kind, headers = delivery.type or "task", {REFUSED_HEADER: f"{why}: {detail}"[:1000]}
+        sent = outgoing(
+            delivery.body, type=kind, correlation_id=delivery.correlation_id, headers=headers
         )
-        outgoing.headers = {REFUSED_HEADER: f"{why}: {detail}"[:1000]}
         try:
             await publish(
                 self._exchanges.dead_letter,
-                outgoing,
+                sent,
                 self.worker.service,  # the dead-letter queue is bound by service id
                 timeout=self.worker.publish_timeout,
             )
@@ -395,10 +395,10 @@ class Session:
                 declare_retry_queue(self._channel, self.topology, task.service, tier)
             )
         copy = task.model_copy(update={"attempt": retrying.attempt})
-        outgoing = message(copy.to_bytes(), type="task", correlation_id=str(task.job_id))
+        sent = outgoing(copy.to_bytes(), type="task", correlation_id=str(task.job_id))
         await publish(
             self._channel.default_exchange,
-            outgoing,
+            sent,
             self._retry_queues[tier],
             timeout=self.worker.publish_timeout,
         )
