@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import pytest
 
@@ -42,3 +43,23 @@ def test_recycling_options_are_read_with_units() -> None:
     args = parse("--max-jobs-per-child", "100", "--max-memory-per-child", "512MiB")
     assert args.max_jobs_per_child == 100
     assert args.max_memory_per_child == 512 * 1024 * 1024
+
+
+def test_the_event_loop_is_uvloop_unless_asked_otherwise(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvloop
+
+    from gateway.cli import _loop_factory, main
+
+    assert parse().loop == "auto"
+    assert _loop_factory("auto") is _loop_factory("uvloop") is uvloop.new_event_loop
+    assert _loop_factory("asyncio") is None
+    with pytest.raises(SystemExit):
+        parse("--loop", "trio")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed
+    assert _loop_factory("auto") is None
+    with pytest.raises(ImportError):
+        _loop_factory("uvloop")
+    assert main(["worker", "examples.echo:worker", "--loop", "uvloop"]) == 2
+    assert "uvloop is not installed" in capsys.readouterr().err
