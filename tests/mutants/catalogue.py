@@ -97,9 +97,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "retry without delay",
         "worker_sdk/_session.py",
-        "            self._channel.default_exchange,\n            outgoing,\n"
+        "            self._channel.default_exchange,\n            sent,\n"
         "            self._retry_queues[tier],\n",
-        "            self._exchanges.tasks,\n            outgoing,\n            task.service,\n",
+        "            self._exchanges.tasks,\n            sent,\n            task.service,\n",
         (f"{GUARANTEES}::test_a_retry_waits_its_delay_accepted",),
     ),
     Mutant(
@@ -155,9 +155,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "mandatory off on the task publish",
         "gateway/broker.py",
         "            priority=spec.priority,\n        )\n"
-        "        await self._publish(exchanges.tasks, outgoing, spec.id)\n",
+        "        await self._publish(exchanges.tasks, sent, spec.id)\n",
         "            priority=spec.priority,\n        )\n"
-        "        await self._publish(exchanges.tasks, outgoing, spec.id, mandatory=False)\n",
+        "        await self._publish(exchanges.tasks, sent, spec.id, mandatory=False)\n",
         ("tests/integration/test_api.py::test_a_returned_publish_is_503_and_the_job_failed",),
     ),
     Mutant(
