@@ -21,10 +21,13 @@ smoke check, not for figures.
 
 --only process measures the process-handler rows alone (no baseline, no other rows); --only
 noop measures our no-op rows alone (server CPU per job by group, latency, sustained jobs/s,
-submits/s, status reads/s), for a before/after comparison of a change.
+submits/s, status reads/s), for a before/after comparison of a change. With --against REV,
+those rows are measured for the product at git revision REV and for this working tree, in
+turns (--rounds N of each, default 2), and printed side by side as medians with their ranges:
+the machine's drift falls on both sides (see bench/compare.py).
 
-Usage: python -m bench [--quick] [--only process|noop]   (make bench installs the bench extra
-and wrk first)
+Usage: python -m bench [--quick] [--only process|noop [--against REV [--rounds N]]]
+(make bench installs the bench extra and wrk first)
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from typing import IO
 
 from rich.markup import escape
 
-from bench import isolation, joblist, ours, sse
+from bench import compare, isolation, joblist, ours, sse
 from bench.baseline import measure as baseline
 from bench.broker import delete_namespace, raw_publish_rate
 from bench.load import submit_count
@@ -176,6 +179,35 @@ def _report(
     return 1 if failures else 0
 
 
+def run_against(sizes: Sizes, revision: str, rounds: int) -> int:
+    """Our no-op rows before (``revision``) and after (this tree), printed side by side."""
+    try:
+        commit = compare.resolve(revision)
+    except compare.UnknownRevision as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="sg-bench-"))
+    log_path = workdir / "processes.log"
+    started = time.monotonic()
+    try:
+        with log_path.open("wb") as log:
+            before, after = compare.measure(sizes, workdir, log, commit, rounds)
+    except BaseException:
+        tail = log_path.read_text(errors="replace")[-4000:]
+        console.print("[red]the benchmark failed; the processes said:[/red]")
+        console.print(tail, markup=False, highlight=False)
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    title = (
+        f"Our no-op rows: {revision} ({commit[:12]}) → this tree ({os.cpu_count()} CPUs"
+        f"{', --quick' if sizes != Sizes() else ''}; {rounds} rounds each; "
+        f"{time.monotonic() - started:.0f} s)"
+    )
+    compare.render(console, before, after, title)
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -188,8 +220,24 @@ def main() -> None:
         choices=["process", "noop"],
         help="measure these rows alone (process: process handlers; noop: our no-op rows)",
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="with --only noop: measure the rows for git revision REV too, in turns with "
+        "this tree, and print both",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="with --against: rounds of each (default 2)"
+    )
     args = parser.parse_args()
-    sys.exit(run(Sizes.quick() if args.quick else Sizes(), args.only))
+    sizes = Sizes.quick() if args.quick else Sizes()
+    if args.against is not None:
+        if args.only != "noop":
+            parser.error("--against compares the no-op rows: give --only noop")
+        if args.rounds < 1:
+            parser.error("--rounds must be 1 or more")
+        sys.exit(run_against(sizes, args.against, args.rounds))
+    sys.exit(run(sizes, args.only))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from bench.broker import delete_namespace
-from bench.support import AMQP_URL, CATALOGUE, SECRET, free_port, processes, wait_ready
+from bench.support import AMQP_URL, CATALOGUE, ROOT, SECRET, free_port, processes, wait_ready
 from worker_sdk.wire import Topology
 
 SGW = [sys.executable, "-m", "gateway.cli"]
@@ -28,12 +28,20 @@ SERVICES = ("echo", "bench-noop-process", "bench-cpu")
 
 class Gateway:
     """``sgw serve --workers N`` on its own port, store file and namespace, as a context:
-    started on entry; stopped, and its namespace's queues and exchanges deleted, on exit."""
+    started on entry; stopped, and its namespace's queues and exchanges deleted, on exit. The
+    gateway and its workers run the code of ``tree`` (a checkout; this one by default)."""
 
     def __init__(
-        self, workdir: Path, log: IO[bytes], *, processes: int = 2, db: Path | None = None
+        self,
+        workdir: Path,
+        log: IO[bytes],
+        *,
+        processes: int = 2,
+        db: Path | None = None,
+        tree: Path = ROOT,
     ) -> None:
         self.processes = processes
+        self.tree = tree
         self.namespace = f"bench-{uuid.uuid4().hex[:8]}"
         self.db = db or workdir / "jobs.db"
         self.port = free_port()
@@ -69,7 +77,9 @@ class Gateway:
         self._stack.callback(lambda: asyncio.run(delete_namespace(self.namespace, SERVICES)))
         command = [*SGW, "serve", "--workers", str(self.processes)]
         try:
-            (self.process,) = self._stack.enter_context(processes([command], self.env, self.log))
+            (self.process,) = self._stack.enter_context(
+                processes([command], self.env, self.log, cwd=self.tree)
+            )
             wait_ready(f"{self.base}/readyz")
         except BaseException:
             self._stack.close()
@@ -86,7 +96,7 @@ class Gateway:
         """``count`` worker processes ``sgw worker reference --concurrency N``."""
         command = [*SGW, "worker", reference, "--concurrency", str(concurrency)]
         command += ["--shutdown-grace", "5"]
-        with processes([command] * count, self.env, self.log) as started:
+        with processes([command] * count, self.env, self.log, cwd=self.tree) as started:
             yield started
 
     def store(self) -> sqlite3.Connection:

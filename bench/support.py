@@ -79,9 +79,10 @@ def free_port() -> int:
 
 @contextmanager
 def processes(
-    commands: list[list[str]], env: dict[str, str], log: IO[bytes]
+    commands: list[list[str]], env: dict[str, str], log: IO[bytes], *, cwd: Path = ROOT
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Start ``commands`` (each in its own session, output to ``log``). On exit each gets
+    """Start ``commands`` in ``cwd`` (each in its own session, output to ``log``); a
+    ``python -m`` command there runs the code of that tree. On exit each gets
     SIGTERM (its own shutdown stops its children), then its whole process group SIGKILL after
     30 s or once it has exited, so that nothing it started outlives the bench."""
     started: list[subprocess.Popen[bytes]] = []
@@ -90,7 +91,7 @@ def processes(
             started.append(
                 subprocess.Popen(
                     command,
-                    cwd=ROOT,
+                    cwd=cwd,
                     env=env,
                     start_new_session=True,
                     stdout=log,
