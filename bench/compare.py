@@ -71,9 +71,13 @@ def checkout(commit: str, into: Path) -> Iterator[Path]:
         subprocess.run([*git, "worktree", "prune"], check=False)
 
 
+# A round's note is repeated only when it says something went wrong or differed.
+TROUBLE = ("failed", "restarted", "no wrk")
+
+
 def median(phases: list[Phase]) -> Phase:
     """Each figure's median over ``phases``, its note the spread (``min–max of N``) and, when
-    a round noted something else (failed jobs, restarted processes), that too. A round's
+    a round noted trouble (failed jobs, restarted processes, no wrk), that too. A round's
     total CPU per job (``cpu``) is the sum of its groups', taken before the median."""
     for phase in phases:
         groups = [phase.values.get(f"cpu-{group}") for group, _ in CPU_GROUPS]
@@ -84,7 +88,8 @@ def median(phases: list[Phase]) -> Phase:
         values = [phase.values[key] for phase in phases if key in phase.values]
         merged.values[key] = statistics.median(values)
         notes = [f"{min(values):,.2f}–{max(values):,.2f} of {len(values)}"]
-        notes += sorted({p.notes[key] for p in phases if p.notes.get(key)})
+        said = {p.notes.get(key, "") for p in phases}
+        notes += sorted(n for n in said if any(word in n for word in TROUBLE))
         merged.notes[key] = "; ".join(notes)
     return merged
 

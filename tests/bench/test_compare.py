@@ -46,7 +46,7 @@ def test_each_row_is_the_median_of_its_rounds_with_its_range() -> None:
         Phase({"cpu-gateway": 3.0, "cpu-workers": 0.5, "cpu-broker": 0.5, "p50": 7.0}),
         Phase(
             {"cpu-gateway": 2.0, "cpu-workers": 1.5, "cpu-broker": 0.5, "p50": 8.0},
-            {"p50": "12 failed"},
+            {"p50": "12 failed", "cpu-gateway": "5,000 jobs"},
         ),
     ]
     merged = median(rounds)
@@ -56,6 +56,7 @@ def test_each_row_is_the_median_of_its_rounds_with_its_range() -> None:
     assert merged.values["cpu"] == 4.0
     assert merged.notes["cpu"] == "2.00–4.00 of 3"
     assert merged.notes["p50"] == "7.00–9.00 of 3; 12 failed"
+    assert merged.notes["cpu-gateway"] == "1.00–3.00 of 3"  # no trouble said: the range alone
 
 
 def test_a_round_that_missed_a_group_has_no_total() -> None:
