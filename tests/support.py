@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from aio_pika import DeliveryMode, Message
+from aio_pika.abc import HeadersType
 
 from gateway.store import JobRecord, SQLiteStore, StoreError
 
@@ -222,3 +224,29 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         pass
     finally:
         writer.close()
+
+
+def message(
+    body: bytes,
+    *,
+    type: str,
+    correlation_id: str | None = None,
+    expiration: float | None = None,
+    priority: int | None = None,
+    persistent: bool = True,
+    headers: HeadersType | None = None,
+) -> Message:
+    """A message as the gateway and the workers publish it
+    (:func:`worker_sdk.wire.publish.outgoing`), as aio-pika's ``Message``: for a test that
+    publishes through aio-pika itself, and for the proof that both are the same bytes."""
+    return Message(
+        body,
+        content_type="application/json",
+        delivery_mode=DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT,
+        message_id=uuid.uuid4().hex,
+        correlation_id=correlation_id,
+        type=type,
+        expiration=expiration,
+        priority=priority,
+        headers=headers,
+    )

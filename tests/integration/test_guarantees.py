@@ -22,7 +22,7 @@ from gateway.broker import Broker
 from gateway.store import JobRecord, SQLiteStore
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
-from tests.support import OutageStore, eventually, submit, wait_status
+from tests.support import OutageStore, eventually, message, submit, wait_status
 from worker_sdk.wire import (
     Event,
     Outcomes,
@@ -32,7 +32,7 @@ from worker_sdk.wire import (
     declare_topology,
     parse_event,
 )
-from worker_sdk.wire.publish import PublishLost, message
+from worker_sdk.wire.publish import PublishLost
 
 pytestmark = pytest.mark.integration
 

@@ -25,9 +25,8 @@ from gateway.store import JobQuery, JobRecord
 from tests import workers
 from tests.conftest import AMQP_URL, TEST_SECRET, Gateway, GatewayFactory
 from tests.live import LiveGateway
-from tests.support import TEST_CATALOGUE, eventually, submit, wait_status
+from tests.support import TEST_CATALOGUE, eventually, message, submit, wait_status
 from worker_sdk.wire import Topology, declare_topology
-from worker_sdk.wire.publish import message
 
 pytestmark = pytest.mark.integration
 

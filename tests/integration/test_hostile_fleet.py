@@ -19,10 +19,9 @@ import pytest
 from gateway.ui.monitor import SHOWN_RUNNING, SHOWN_WORKERS
 from tests.conftest import AMQP_URL, Gateway
 from tests.integration.test_dashboard import _signed_in
-from tests.support import TEST_CATALOGUE, eventually, submit, wait_status
+from tests.support import TEST_CATALOGUE, eventually, message, submit, wait_status
 from worker_sdk.wire import MAX_CONCURRENCY, Topology, declare_topology
 from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
-from worker_sdk.wire.publish import message
 
 pytestmark = pytest.mark.integration
 

@@ -358,8 +358,8 @@ async def test_a_task_no_worker_can_read_fails_its_job_at_once(
     import aio_pika
 
     from tests.conftest import AMQP_URL
+    from tests.support import message
     from worker_sdk.wire import Topology
-    from worker_sdk.wire.publish import message
 
     async with gateway.as_user("alice") as alice:
         job = (await submit(alice, "echo", {})).json()["jobID"]

@@ -23,9 +23,8 @@ from gateway.store import JobRecord, JobStatus
 from tests import workers
 from tests.conftest import AMQP_URL, TEST_SECRET, GatewayFactory
 from tests.live import LiveGateway
-from tests.support import TEST_CATALOGUE, eventually, job_state, wait_status
+from tests.support import TEST_CATALOGUE, eventually, job_state, message, wait_status
 from worker_sdk.wire import Topology
-from worker_sdk.wire.publish import message
 
 pytestmark = pytest.mark.integration
 

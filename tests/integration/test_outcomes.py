@@ -16,9 +16,8 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from examples.echo import worker as echo_worker
 from tests.conftest import AMQP_URL, Gateway
-from tests.support import eventually, submit
+from tests.support import eventually, message, submit
 from worker_sdk.wire import Task, Topology, declare_topology
-from worker_sdk.wire.publish import message
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -19,9 +19,8 @@ import pytest
 
 from examples.echo import worker as echo_worker
 from tests.conftest import AMQP_URL, Gateway
-from tests.support import submit, wait_status
+from tests.support import message, submit, wait_status
 from worker_sdk.wire import Topology, declare_topology
-from worker_sdk.wire.publish import message
 
 pytestmark = pytest.mark.integration
 

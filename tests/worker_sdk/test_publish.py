@@ -9,7 +9,8 @@ import pytest
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from worker_sdk.wire.publish import message, outgoing
+from tests.support import message
+from worker_sdk.wire.publish import outgoing
 
 
 def _wire(properties: Basic.Properties, size: int) -> bytes:

@@ -12,8 +12,7 @@ A message to publish is an :class:`Outgoing`: its body and its AMQP properties, 
 pamqp's own frame values and handed to the channel's ``basic_publish`` as they are. Building
 aio-pika's ``Message`` and then its properties costs five times as much, on every task, event
 and outcome of every job; aio-pika's ``Exchange.publish`` adds nothing to that call but its
-own checks, which the channel repeats. :func:`message` builds aio-pika's ``Message``, for a
-publish through aio-pika itself.
+own checks, which the channel repeats.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ import uuid
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from aio_pika import DeliveryMode, Exchange, Message
-from aio_pika.abc import AbstractChannel, AbstractExchange, HeadersType
+from aio_pika import Exchange
+from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError, PublishError
 from pamqp.commands import Basic
 from pamqp.common import FieldValue
@@ -75,30 +74,6 @@ def outgoing(
             priority=priority or 0,  # as aio-pika writes them: absent is 0 and {}
             headers=dict(headers) if headers else {},
         ),
-    )
-
-
-def message(
-    body: bytes,
-    *,
-    type: str,
-    correlation_id: str | None = None,
-    expiration: float | None = None,
-    priority: int | None = None,
-    persistent: bool = True,
-    headers: HeadersType | None = None,
-) -> Message:
-    """The same message as :func:`outgoing`, as aio-pika's ``Message``."""
-    return Message(
-        body,
-        content_type=JSON,
-        delivery_mode=DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT,
-        message_id=uuid.uuid4().hex,
-        correlation_id=correlation_id,
-        type=type,
-        expiration=expiration,
-        priority=priority,
-        headers=headers,
     )
 
 
