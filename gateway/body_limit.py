@@ -60,13 +60,15 @@ class TooLargeAsProblem:
 
 def may_exceed(scope: Scope, limit: int) -> bool:
     """Whether the request may carry a body past ``limit``: a length over it (or not a
-    number), or a body of no declared length."""
+    number), or a body of no declared length (a transfer encoding, with or without a length
+    beside it)."""
+    exceeds = False
     for name, value in scope["headers"]:
-        if name == b"content-length":
-            return not value.isdigit() or int(value) > limit
         if name == b"transfer-encoding":
             return True
-    return False
+        if name == b"content-length":
+            exceeds = exceeds or not value.isdigit() or int(value) > limit
+    return exceeds
 
 
 def _plain_413(start: Message) -> bool:

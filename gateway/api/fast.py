@@ -97,7 +97,7 @@ class FastLanes:
                 and (self._limit is None or not may_exceed(scope, self._limit))
             ):
                 try:
-                    raw = await request.body()  # the body limit applies: it wraps ``receive``
+                    raw = await request.body()  # within the limit: its declared length is
                 except ClientDisconnect:  # the application sees the disconnect itself
                     await self.app(scope, receive, send)
                     return

@@ -1,0 +1,39 @@
+"""Which requests may carry a body past the limit: the fast lane reads only those that
+cannot, so this check is what keeps the limit for it."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.body_limit import may_exceed
+
+LIMIT = 1000
+
+
+def scope(*headers: tuple[bytes, bytes]) -> dict[str, object]:
+    return {"type": "http", "headers": list(headers)}
+
+
+@pytest.mark.parametrize(
+    ("headers", "exceeds"),
+    [
+        ((), False),  # no body
+        (((b"content-length", b"1000"),), False),
+        (((b"content-length", b"1001"),), True),
+        (((b"content-length", b"-1"),), True),
+        (((b"content-length", b"1e3"),), True),
+        (((b"content-length", b""),), True),
+        (((b"content-length", "１０".encode()),), True),  # not ASCII digits
+        (((b"transfer-encoding", b"chunked"),), True),
+        # A length beside a transfer encoding, in either order: the length does not bound it.
+        (((b"content-length", b"10"), (b"transfer-encoding", b"chunked")), True),
+        (((b"transfer-encoding", b"chunked"), (b"content-length", b"10")), True),
+        # Two lengths: the larger counts.
+        (((b"content-length", b"10"), (b"content-length", b"5000")), True),
+        (((b"content-type", b"application/json"), (b"content-length", b"10")), False),
+    ],
+)
+def test_a_body_may_exceed_the_limit_unless_its_declared_length_bounds_it(
+    headers: tuple[tuple[bytes, bytes], ...], exceeds: bool
+) -> None:
+    assert may_exceed(scope(*headers), LIMIT) is exceeds
