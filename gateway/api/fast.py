@@ -19,9 +19,11 @@ request costs a second try, never a different answer. Neither lane runs under a 
 
 The lanes are the outermost layer (:attr:`gateway.body_limit.GatewayApp.outermost`): a plain
 request pays for no middleware. What the middleware would have done for it, they do: a
-submission takes its lane only with a declared length within the body limit (any other goes
-to the application, whose limit answers it), and a failure the lane does not answer itself
-is answered 500 by the server, as the framework's error middleware would.
+request that may carry a body past the limit takes no lane (the application's limit answers
+it, 413), a submission takes its lane only with a declared length, and the lane stops reading
+past the limit whatever the server delivers (the application gets the body, and answers
+it); a failure the lane does not answer itself is answered 500 by the server, as the
+framework's error middleware would.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class FastLanes:
             or scope["query_string"]
             or scope.get("root_path")
             or "state" not in scope
+            or (self._limit is not None and may_exceed(scope, self._limit))
         ):
             await self.app(scope, receive, send)
             return
@@ -94,19 +97,36 @@ class FastLanes:
             if (
                 request.headers.get("content-type") == "application/json"
                 and "idempotency-key" not in request.headers
-                and (self._limit is None or not may_exceed(scope, self._limit))
+                and "content-length" in request.headers  # within the limit (checked above)
             ):
                 try:
-                    raw = await request.body()  # within the limit: its declared length is
+                    raw, whole = await self._read(receive)
                 except ClientDisconnect:  # the application sees the disconnect itself
                     await self.app(scope, receive, send)
                     return
-                response = await _execute(request, found.group(1), raw)
+                response = await _execute(request, found.group(1), raw) if whole else None
                 if response is not None:
                     await response(scope, receive, send)
                     return
-                receive = _replay(raw, receive)
+                receive = _replay(raw, receive, more=not whole)
         await self.app(scope, receive, send)
+
+    async def _read(self, receive: Receive) -> tuple[bytes, bool]:
+        """The body, and whether it is whole: the reading stops past the limit (a server
+        that delivered more than the declared length), the rest left to the application."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk: bytes = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), True
+            if self._limit is not None and size > self._limit:
+                return b"".join(chunks), False
 
 
 async def _status(request: Request, job_id: UUID) -> StatusInfo | None:
@@ -130,15 +150,16 @@ async def _execute(request: Request, process_id: str, raw: bytes) -> Response | 
         return error_response(exc)
 
 
-def _replay(raw: bytes, receive: Receive) -> Receive:
-    """``receive`` with the body already read given back first."""
+def _replay(raw: bytes, receive: Receive, *, more: bool = False) -> Receive:
+    """``receive`` with the body already read given back first (``more``: the rest follows
+    from ``receive``)."""
     sent = False
 
     async def replay() -> Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": raw, "more_body": False}
+            return {"type": "http.request", "body": raw, "more_body": more}
         return await receive()
 
     return replay

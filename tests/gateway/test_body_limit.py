@@ -37,3 +37,44 @@ def test_a_body_may_exceed_the_limit_unless_its_declared_length_bounds_it(
     headers: tuple[tuple[bytes, bytes], ...], exceeds: bool
 ) -> None:
     assert may_exceed(scope(*headers), LIMIT) is exceeds
+
+
+async def test_the_lane_stops_reading_past_the_limit_and_hands_the_body_on() -> None:
+    """A server that delivers more than the declared length: the lane reads up to the limit,
+    then the application receives the whole body, from its first byte, and answers."""
+    from starlette.types import Message
+
+    from gateway.api.fast import FastLanes
+
+    chunks = [b"a" * 8, b"b" * 8, b"c" * 8]
+    delivered = [
+        {"type": "http.request", "body": c, "more_body": i < 2} for i, c in enumerate(chunks)
+    ]
+    seen: list[bytes] = []
+
+    async def receive() -> Message:
+        return delivered.pop(0)
+
+    async def application(scope: object, receive: object, send: object) -> None:
+        assert callable(receive)
+        while True:
+            message = await receive()
+            seen.append(message["body"])
+            if not message["more_body"]:
+                return
+
+    async def send(message: Message) -> None:
+        raise AssertionError(f"the lane answered: {message}")
+
+    lanes = FastLanes(application, max_body_size=10)
+    request = {
+        "type": "http",
+        "method": "POST",
+        "path": "/processes/echo/execution",
+        "query_string": b"",
+        "state": {},
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"5")],
+    }
+    await lanes(request, receive, send)
+    # The lane stopped after the chunk that crossed the limit; the rest came from the server.
+    assert seen == [b"a" * 8 + b"b" * 8, b"c" * 8]

@@ -138,6 +138,9 @@ async def test_an_oversized_body_is_413(gateway_factory: GatewayFactory, namespa
     # The old routes and the dashboard's forms are behind the same limit.
     legacy = await gateway.client.post("/echo/process", content=b"x" * 4000)
     assert (legacy.status_code, legacy.json()["code"]) == (413, "body-too-large")
+    # So is a status read that sends a body (it takes no fast lane).
+    read = await gateway.client.request("GET", f"/jobs/{uuid.uuid4()}", content=b"x" * 4000)
+    assert (read.status_code, read.json()["code"]) == (413, "body-too-large")
     await _nothing_recorded_or_queued(gateway, namespace)
 
 
