@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from aio_pika import Exchange
 from aio_pika.abc import AbstractChannel, AbstractExchange
-from aio_pika.exceptions import DeliveryError, PublishError
+from aio_pika.exceptions import ChannelInvalidStateError, DeliveryError, PublishError
 from pamqp.commands import Basic
 from pamqp.common import FieldValue
 
@@ -88,11 +88,12 @@ async def publish(
     """Publish and wait for the confirm; raise :class:`PublishRefused` or
     :class:`PublishLost` (see the module docstring). The channel must have publisher
     confirms on and ``on_return_raises`` set."""
-    if _channel(exchange).is_closed:
-        raise PublishLost(f"not confirmed: {_channel(exchange)!r} is closed")
     try:
-        channel = await _channel(exchange).get_underlay_channel()
-        await channel.basic_publish(
+        channel = _channel(exchange)
+        if channel.is_closed:
+            raise ChannelInvalidStateError(f"{channel!r} is closed")
+        underlay = await channel.get_underlay_channel()
+        await underlay.basic_publish(
             sent.body,
             exchange=exchange.name,
             routing_key=routing_key,
@@ -114,6 +115,10 @@ async def publish(
 
 
 def _channel(exchange: AbstractExchange) -> AbstractChannel:
-    """The exchange's channel: every aio-pika exchange has one; its abstract type omits it."""
-    assert isinstance(exchange, Exchange)
+    """The exchange's channel: every aio-pika exchange has one; its abstract type omits it.
+    Publishing to an internal exchange is refused here, as aio-pika refuses it."""
+    if not isinstance(exchange, Exchange):
+        raise TypeError(f"not an aio-pika exchange: {exchange!r}")
+    if exchange.internal:
+        raise ValueError(f"cannot publish to the internal exchange {exchange.name!r}")
     return exchange.channel
