@@ -63,6 +63,7 @@ def checkout(commit: str, into: Path) -> Iterator[Path]:
     """``commit`` checked out (detached) in a git worktree under ``into``, for the block."""
     tree = into / f"tree-{commit[:12]}"
     git = ["git", "-C", str(ROOT)]
+    subprocess.run([*git, "worktree", "prune"], check=False)  # an earlier run killed midway
     subprocess.run([*git, "worktree", "add", "--detach", "--quiet", str(tree), commit], check=True)
     try:
         yield tree

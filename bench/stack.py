@@ -56,6 +56,8 @@ class Gateway:
             "SG_STORE_URL": f"sqlite:///{self.db}",
             "SG_PORT": str(self.port),
             "SG_LOG_LEVEL": "WARNING",
+            # The tree's code whatever the environment says of sys.path (PYTHONSAFEPATH).
+            "PYTHONPATH": str(tree),
         }
         self.process: subprocess.Popen[bytes] | None = None
         self._stack = ExitStack()
