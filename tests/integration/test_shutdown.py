@@ -21,11 +21,18 @@ import pytest
 
 from tests.conftest import AMQP_URL, ROOT, TEST_SECRET
 from tests.support import eventually
+from worker_sdk.wire.catalogue import Catalogue, load_catalogue
 
 pytestmark = pytest.mark.integration
 
 GRACE = 2
 HELD_FOR = 45  # the waiting request would hold the process this long without the bound
+
+
+@pytest.fixture
+def catalogue() -> Catalogue:
+    """The catalogue the gateway serves here: the namespace's cleanup deletes its queues."""
+    return load_catalogue(ROOT / "services.yaml")
 
 
 def _free_port() -> int:
