@@ -4,6 +4,7 @@ store of a million jobs (SQLite), filled directly with SQL in one statement."""
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import statistics
 import time
@@ -19,19 +20,22 @@ PAGE = 100
 WALK = 1000  # page size while walking to a deep page by cursor (the API's largest)
 
 # One statement: SQLite generates the rows itself (a million in about 20 s of CPU, most of it
-# spent in the indexes). Ids are random version-4 UUIDs; the jobs were created a millisecond
-# apart and finished successfully; times are written as the store writes them (six fraction
-# digits and Z: text order is time order).
+# spent in the indexes). Ids are version-7 UUIDs, as the gateway makes them (the creation's
+# millisecond, then random bits); the jobs were created a millisecond apart and finished
+# successfully; times are written as the store writes them (six fraction digits and Z: text
+# order is time order).
 _FILL = """
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count),
-r(i, h) AS (SELECT i, lower(hex(randomblob(16))) FROM n)
+r(i, h, ms) AS (SELECT i, lower(hex(randomblob(16))),
+                       printf('%012x', CAST(round((:start + i / 1000.0) * 1000) AS INTEGER))
+                FROM n)
 INSERT INTO jobs (id, service, owner, status, progress, inputs, result, attempt,
                   progress_seq, created, started, updated, finished)
-SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-4' || substr(h, 14, 3) || '-'
+SELECT substr(ms, 1, 8) || '-' || substr(ms, 9, 4) || '-7' || substr(h, 14, 3) || '-'
            || substr('89ab', 1 + (i % 4), 1) || substr(h, 18, 3) || '-' || substr(h, 21, 12),
        'echo', :owner, 'successful', 100, '{}', '{}', 1, 0, t, t, t, t
-FROM (SELECT i, h, strftime('%Y-%m-%dT%H:%M:%f', :start + i / 1000.0, 'unixepoch')
-                   || '000Z' AS t FROM r)
+FROM (SELECT i, h, ms, strftime('%Y-%m-%dT%H:%M:%f', :start + i / 1000.0, 'unixepoch')
+                       || '000Z' AS t FROM r)
 """
 
 
@@ -48,7 +52,8 @@ def fill(db: Path, count: int, owner: str = OWNER) -> None:
     with sqlite3.connect(db) as connection:
         connection.execute("PRAGMA synchronous=OFF")
         connection.execute("PRAGMA cache_size=-262144")  # 256 MiB: the indexes fit
-        start = time.time() - count / 1000 - 86400
+        # whole seconds: each job's millisecond is exact, in its id as in its times
+        start = int(time.time()) - 86400 - math.ceil(count / 1000)
         connection.execute(_FILL, {"count": count, "owner": owner, "start": start})
 
 

@@ -48,6 +48,7 @@ from gateway.store import (
     Reason,
     StoreError,
     WebhookDelivery,
+    new_job_id,
 )
 from gateway.tally import Tally
 from gateway.watch import Mailbox
@@ -161,7 +162,8 @@ class JobService:
         await self.admit(spec, principal)
         now = datetime.now(UTC)
         record = JobRecord(
-            id=uuid.uuid4(),
+            # an old route's job may be read by its uuid alone: 122 random bits, not 74
+            id=new_job_id() if legacy is None else uuid.uuid4(),
             service=spec.id,
             owner=principal.subject,
             inputs=inputs,

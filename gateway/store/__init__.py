@@ -15,6 +15,7 @@ from .model import (
     WebhookDelivery,
     WorkerInfo,
     WorkerState,
+    new_job_id,
 )
 from .mongo import MongoStore
 from .sqlite import SQLiteStore
@@ -39,6 +40,7 @@ __all__ = [
     "WebhookDelivery",
     "WorkerInfo",
     "WorkerState",
+    "new_job_id",
     "open_store",
 ]
 

@@ -54,6 +54,7 @@ class SQLiteStore(SQLiteWebhooks):
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA temp_store=MEMORY")  # savepoint journals never spill to a file
         db.executescript(SCHEMA)
         for table, added in ADDED_COLUMNS.items():
             present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}

@@ -34,7 +34,9 @@ async def test_the_filled_store_reads_back_as_valid_jobs_newest_first(tmp_path: 
     assert len(first) == 1000
     assert len(deep) == 500
     assert by_id == first[0]
-    assert all(j.status is JobStatus.SUCCESSFUL and j.id.version == 4 for j in first)
+    assert all(j.status is JobStatus.SUCCESSFUL and j.id.version == 7 for j in first)
+    # as the gateway makes them: the id begins with its job's creation millisecond
+    assert all(j.id.int >> 80 == round(j.created.timestamp() * 1000) for j in first + deep)
     created = [j.created for j in first + deep]
     assert created == sorted(created, reverse=True)
     assert len(set(created)) == len(created)

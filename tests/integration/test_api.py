@@ -68,6 +68,7 @@ async def test_submit_records_then_queues_a_durable_task(gateway: Gateway, names
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["status"] == "accepted"
+    assert uuid.UUID(body["jobID"]).version == 7  # time-ordered: see gateway.store.new_job_id
     assert response.headers["location"] == f"http://gw.test/jobs/{body['jobID']}"
     (task,) = await _queued_tasks(namespace, "echo")
     assert str(task.job_id) == body["jobID"]

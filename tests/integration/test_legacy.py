@@ -7,6 +7,7 @@ import base64
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -88,6 +89,8 @@ async def test_process_then_poll_status_until_success(
     )
     assert response.status_code == 200
     assert set(response.json()) == {"uuid"}
+    # the uuid may be all a reader holds (SG_LEGACY_OPEN_STATUS): random, 122 bits
+    assert uuid.UUID(response.json()["uuid"]).version == 4
     done = await poll(old_client, "echo", response.json()["uuid"], "SUCCESS")
     assert set(done) == {"uuid", "status", "result"}
     # HEAD answers as GET does (Flask's routes took it), not as a CANARIE page.
