@@ -296,3 +296,10 @@ async def cancel(
     assert principal is not None
     await _own_job(runtime, spec, job_id, principal)  # before anything is touched
     return _answer(request, await runtime.jobs.cancel(job_id, principal), spec, runtime)
+
+
+@router.head("/{service}/cancel", include_in_schema=False)
+async def cancel_head(service: str) -> Response:
+    """405: a HEAD is a safe request (link checkers and monitors send it) and never cancels a
+    job. The old gateway's Flask rule answered HEAD as its GET, cancelling the job."""
+    return Response(status_code=405, headers={"Allow": "GET"})

@@ -177,6 +177,9 @@ async def test_cancel_revokes(old_client: httpx.AsyncClient) -> None:
     job = (await old_client.post("/echo/process", params={"doc_url": "http://a.org/b"})).json()
     pending = await poll(old_client, "echo", job["uuid"], "PENDING")
     assert pending["result"] is None
+    head = await old_client.head("/echo/cancel", params={"uuid": job["uuid"]})
+    assert (head.status_code, head.headers["allow"]) == (405, "GET")  # a HEAD never cancels
+    assert (await poll(old_client, "echo", job["uuid"], "PENDING")) == pending
     cancelled = await old_client.get("/echo/cancel", params={"uuid": job["uuid"]})
     assert cancelled.status_code == 200
     assert cancelled.json() == {
