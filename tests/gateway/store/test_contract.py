@@ -35,7 +35,9 @@ from gateway.store import (
 )
 from worker_sdk.wire import ErrorInfo
 
-T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+# Today, to the minute: MongoDB's TTL backstop (a day, TTL_BACKSTOP) deletes a job whose
+# expires_at is more than a day past the real clock, whatever the sweep under test is told.
+T0 = datetime.now(UTC).replace(second=0, microsecond=0)
 WORKER = WorkerInfo(id="w1", host="h1", version="1.0")
 
 
@@ -788,9 +790,8 @@ async def test_a_sqlite_file_of_an_older_schema_gains_the_new_worker_columns(
             "CREATE TABLE workers (id TEXT PRIMARY KEY, service TEXT NOT NULL, host TEXT, "
             "version TEXT, seen TEXT NOT NULL)"
         )
-        db.execute(
-            "INSERT INTO workers VALUES ('w1', 'echo', 'h1', '1.0', '2026-11-30T12:00:00.000000Z')"
-        )
+        seen = T0.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        db.execute("INSERT INTO workers VALUES ('w1', 'echo', 'h1', '1.0', ?)", (seen,))
     db.close()
     store = SQLiteStore(path)
     await store.open()
