@@ -1,27 +1,43 @@
-"""The SQLite store's executor: every statement on one thread, committed in groups.
+"""The SQLite store's executor: statements committed in groups on one thread, or a quick one
+at once on the event loop when nothing else is in flight.
 
-Every statement runs on one dedicated thread, so the event loop never blocks on disk. The
-statements that arrive while a batch runs are committed together in the next transaction
-(group commit): under load, one lock acquisition and one WAL commit serve tens of jobs.
+Under load, every statement runs on one dedicated thread, so the event loop never waits on
+disk: the statements that arrive while a batch runs are committed together in the next
+transaction (group commit), one lock acquisition and one WAL commit for tens of jobs.
 aiosqlite, the usual bridge, runs one statement per thread hop and one transaction per
 statement, which made the store the gateway's bottleneck; hence this small executor. Each
 statement runs under a savepoint of its own: one that fails is undone alone and its caller
 hears why (:func:`_classify`), the rest of its batch commits.
+
+A *quick* statement (one row by its key: a job's insert, read or update) that finds nothing
+queued or running (a quiet gateway, a lone request) runs at once on the event loop, on a
+second connection, in its own transaction: a WAL commit without fsync takes tens of
+microseconds, the hop to the thread and back several times that, on the path of every
+request. Any other statement (a page of jobs, a sweep) may take milliseconds: it always runs
+on the thread, and the loop keeps serving meanwhile. The loop's connection never waits: it
+is told not to wait for a lock (a write lock held by another gateway process sends the
+statement to the thread, which waits for it) and not to checkpoint (one write in
+:data:`THREAD_EVERY` goes to the thread, whose commit checkpoints the WAL as SQLite does
+past 1,000 pages). An in-memory database has no second connection: everything runs on the
+thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from .base import StoreError, StoreRejected
 
 T = TypeVar("T")
 Statement = Callable[[sqlite3.Connection], Any]
+# Writes at once on the loop between two on the thread, whose commit checkpoints: a job's
+# insert adds about 12 pages to the WAL, so it stays near SQLite's own 1,000-page threshold.
+THREAD_EVERY = 64
 
 
 class _Batch:
@@ -38,19 +54,27 @@ class GroupCommit:
 
     def __init__(self) -> None:
         self.db: sqlite3.Connection | None = None
+        self._inline: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._pending: _Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._inline_writes = 0  # since the last write on the thread
 
-    async def open(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        """Start the thread and make the connection on it (``connect`` may raise)."""
+    async def open(self, connect: Callable[[], sqlite3.Connection], path: Path | None) -> None:
+        """Start the thread and make the connection on it (``connect`` may raise); then,
+        given the database file's ``path``, the event loop's connection."""
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self.db = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        if path is not None:
+            self._inline = _connect_inline(path)
 
     async def close(self) -> None:
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         db, self.db = self.db, None
         thread, self._thread = self._thread, None
         if thread is not None:
@@ -58,17 +82,27 @@ class GroupCommit:
                 await asyncio.get_running_loop().run_in_executor(thread, db.close)
             thread.shutdown(wait=True)
 
-    async def run(self, statement: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue ``statement`` for the next transaction and wait for its result."""
-        return await self._queue(statement, writes=True)
+    async def run(self, statement: Callable[[sqlite3.Connection], T], *, quick: bool = False) -> T:
+        """Queue ``statement`` for the next transaction and wait for its result; a ``quick``
+        one runs at once when nothing else is in flight."""
+        return await self._queue(statement, writes=True, quick=quick)
 
-    async def read(self, statement: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue ``statement``, which only reads, for the next batch and wait for its result."""
-        return await self._queue(statement, writes=False)
+    async def read(self, statement: Callable[[sqlite3.Connection], T], *, quick: bool = False) -> T:
+        """Queue ``statement``, which only reads, for the next batch and wait for its result;
+        a ``quick`` one runs at once when nothing else is in flight."""
+        return await self._queue(statement, writes=False, quick=quick)
 
-    async def _queue(self, statement: Callable[[sqlite3.Connection], T], *, writes: bool) -> T:
+    async def _queue(
+        self, statement: Callable[[sqlite3.Connection], T], *, writes: bool, quick: bool
+    ) -> T:
         if self.db is None or self._thread is None:
             raise StoreError("the SQLite store is not open")
+        if quick and self._idle(writes):
+            done, outcome = self._at_once(statement, writes)
+            if done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                return cast(T, outcome)
         loop = asyncio.get_running_loop()
         if self._pending is None:
             self._pending = _Batch()
@@ -80,10 +114,36 @@ class GroupCommit:
             self._flusher = loop.create_task(self._flush())
         return await future
 
+    def _idle(self, writes: bool) -> bool:
+        """Whether a statement may run at once on the loop: nothing is queued or running,
+        and (a write) the thread's turn to checkpoint has not come."""
+        if self._inline is None or self._pending is not None:
+            return False
+        if self._flusher is not None and not self._flusher.done():
+            return False
+        return not writes or self._inline_writes < THREAD_EVERY
+
+    def _at_once(self, statement: Statement, writes: bool) -> tuple[bool, Any]:
+        """Run ``statement`` on the loop's connection: (True, its outcome), or (False, None)
+        when it could not run there without waiting (a lock held elsewhere, any failure of
+        the transaction itself), nothing of it kept: the thread runs it instead."""
+        assert self._inline is not None
+        try:
+            [outcome] = (_commit if writes else _read)(self._inline, [statement])
+        except Exception:  # noqa: BLE001 - rolled back; the thread runs it, and reports
+            return False, None
+        if isinstance(outcome, StoreError) and not isinstance(outcome, StoreRejected):
+            return False, None  # busy or unwell: undone, and the thread waits where it may
+        if writes:
+            self._inline_writes += 1
+        return True, outcome
+
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending is not None and self.db is not None and self._thread is not None:
             batch, self._pending = self._pending, None
+            if batch.writes:
+                self._inline_writes = 0  # this commit checkpoints as SQLite sees fit
             try:
                 outcomes = await loop.run_in_executor(
                     self._thread, _commit if batch.writes else _read, self.db, batch.statements
@@ -108,12 +168,11 @@ def _classify(exc: Exception) -> StoreError:
 
 
 def _commit(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
-    """Run on the store's thread: one transaction for the whole batch.
+    """One transaction for the whole batch, on the thread's connection or the loop's.
 
     Each statement runs under a savepoint of its own, so one that fails (whatever it raises)
     is undone alone and its caller hears why; the others commit.
     """
-    assert threading.current_thread().name.startswith("sqlite")
     outcomes: list[Any] = []
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -134,9 +193,8 @@ def _commit(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
 
 
 def _read(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
-    """Run on the store's thread: statements that only read, outside any write transaction
-    (each sees the last commit, WAL's snapshot, without taking the write lock)."""
-    assert threading.current_thread().name.startswith("sqlite")
+    """Statements that only read, outside any write transaction (each sees the last commit,
+    WAL's snapshot, without taking the write lock)."""
     outcomes: list[Any] = []
     for statement in statements:
         try:
@@ -144,3 +202,14 @@ def _read(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
         except Exception as exc:  # noqa: BLE001 - the statement's caller gets it, not the batch
             outcomes.append(_classify(exc))
     return outcomes
+
+
+def _connect_inline(path: Path) -> sqlite3.Connection:
+    """The event loop's connection: never waits for a lock, never checkpoints."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA temp_store=MEMORY")
+    db.execute("PRAGMA busy_timeout=0")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    return db

@@ -1,9 +1,8 @@
-"""The embedded default store: one SQLite file in WAL mode, on a thread of its own
-(:mod:`gateway.store._sqlite_executor` commits its statements in groups).
-
-Several gateway processes on one host may share the file: WAL lets readers run beside the
-single writer, and ``busy_timeout`` queues writers instead of failing them. A failing
-statement is undone alone (SQLite's statement atomicity); the rest of its batch commits.
+"""The embedded default store: one SQLite file in WAL mode, whose statements
+:mod:`gateway.store._sqlite_executor` commits in groups on a thread (a quick one at once on a
+quiet loop). Several gateway processes on one host may share the file: WAL lets readers run
+beside the single writer, and ``busy_timeout`` queues writers instead of failing them. A
+failing statement is undone alone (SQLite's statement atomicity); the rest of its batch commits.
 """
 
 from __future__ import annotations
@@ -40,10 +39,10 @@ class SQLiteStore(SQLiteWebhooks):
         self._read = self._executor.read
 
     async def open(self) -> None:
-        if self._path != ":memory:":
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        memory = self._path == ":memory:"
+        Path(self._path).parent.mkdir(parents=True, exist_ok=True)  # in memory: "."
         try:
-            await self._executor.open(self._connect)
+            await self._executor.open(self._connect, None if memory else Path(self._path))
         except sqlite3.Error as exc:
             await self.close()
             raise StoreError(f"cannot open SQLite store {self._path!r}: {exc}") from exc
@@ -76,7 +75,7 @@ class SQLiteStore(SQLiteWebhooks):
         marks = ", ".join(f":{name}" for name in row)
         sql = f"INSERT INTO jobs ({columns}) VALUES ({marks})"
         try:
-            await self._run(lambda db: db.execute(sql, row))
+            await self._run(lambda db: db.execute(sql, row), quick=True)
         except StoreError as exc:
             if "UNIQUE" in str(exc) and record.idempotency_key is not None:
                 raise DuplicateJob(str(exc)) from exc
@@ -320,7 +319,7 @@ class SQLiteStore(SQLiteWebhooks):
             "ON CONFLICT (name) DO UPDATE SET value = value + :by"
         )
         params = {"name": counter, "by": by, "now": ts(datetime.now(UTC))}
-        await self._run(lambda db: db.execute(sql, params))
+        await self._run(lambda db: db.execute(sql, params), quick=True)
 
     async def counter_since(self, counter: str) -> datetime | None:
         def statement(db: sqlite3.Connection) -> datetime | None:
@@ -446,5 +445,6 @@ class SQLiteStore(SQLiteWebhooks):
             row = db.execute(sql, params).fetchone()
             return decode(row) if row is not None else None
 
-        result: JobRecord | None = await (self._run if writes else self._read)(statement)
+        run = self._run if writes else self._read
+        result: JobRecord | None = await run(statement, quick=True)
         return result

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.store import JobRecord, SQLiteStore, new_job_id
+from gateway.store._sqlite_executor import THREAD_EVERY
 
 
 def test_a_job_id_is_a_version_7_uuid_of_the_current_millisecond() -> None:
@@ -84,3 +86,98 @@ async def test_a_group_commit_spills_no_statement_journal_to_disk(tmp_path: Path
         )
     finally:
         await store.close()
+
+
+def _where(db: sqlite3.Connection) -> str:
+    """A statement that says which thread ran it."""
+    return threading.current_thread().name
+
+
+async def test_a_quick_statement_runs_at_once_only_on_a_quiet_store(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    executor = store._executor
+    loop_thread = threading.current_thread().name
+    try:
+        assert await executor.run(_where, quick=True) == loop_thread
+        assert await executor.read(_where, quick=True) == loop_thread
+        assert (await executor.run(_where)).startswith("sqlite")  # a page, a sweep: the thread
+        # one arriving while a batch is queued joins the next batch, in order
+        first = asyncio.ensure_future(executor.run(_where))
+        second = asyncio.ensure_future(executor.run(_where, quick=True))
+        assert [(await first)[:6], (await second)[:6]] == ["sqlite", "sqlite"]
+        # the store's own quick statements: a job's insert and read
+        record = _job()
+        await store.insert(record)
+        assert await store.get(record.id) == record
+    finally:
+        await store.close()
+
+
+async def test_a_write_lock_held_elsewhere_sends_a_quick_write_to_the_thread(
+    tmp_path: Path,
+) -> None:
+    """Another process's write lock makes the loop's connection fail at once (it never waits:
+    waiting would stall every request of the gateway); the thread waits for the lock."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+    try:
+        record = _job()
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        before = loop.time()
+        inserting = asyncio.ensure_future(store.insert(record))
+        await asyncio.sleep(0)  # the insert tries at once, and is queued for the thread
+        # the loop was not held for the store's busy timeout (5 s) on the way
+        assert loop.time() - before < 1.0
+        assert not inserting.done()
+        other.execute("COMMIT")
+        await inserting
+        assert await store.get(record.id) == record
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_the_wal_stays_bounded_while_writes_run_on_the_loop(tmp_path: Path) -> None:
+    """The loop's connection never checkpoints; one write in THREAD_EVERY + 1 goes to the
+    thread, whose commit does. Without it the WAL would grow by every write (about 50 MB
+    here)."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        for _ in range(6 * THREAD_EVERY):
+            await store.insert(_job())
+        assert (tmp_path / "jobs.db-wal").stat().st_size < 8 * 2**20
+        assert (await store._executor.run(_where)).startswith("sqlite")  # the count restarts
+        probes = 3 * (THREAD_EVERY + 1)
+        places = [await store._executor.run(_where, quick=True) for _ in range(probes)]
+        on_thread = [i for i, place in enumerate(places, 1) if place.startswith("sqlite")]
+        assert on_thread == [THREAD_EVERY + 1, 2 * (THREAD_EVERY + 1), probes]
+    finally:
+        await store.close()
+
+
+async def test_an_in_memory_store_runs_everything_on_its_thread() -> None:
+    store = SQLiteStore(":memory:")
+    await store.open()
+    try:
+        assert (await store._executor.run(_where, quick=True)).startswith("sqlite")
+        record = _job()
+        await store.insert(record)
+        assert await store.get(record.id) == record
+    finally:
+        await store.close()
+
+
+def _job() -> JobRecord:
+    now = datetime.now(UTC)
+    return JobRecord(
+        id=new_job_id(),
+        service="echo",
+        owner="alice",
+        inputs={"text": "x" * 500},
+        created=now,
+        updated=now,
+    )
