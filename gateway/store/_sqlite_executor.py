@@ -20,12 +20,19 @@ statement to the thread, which waits for it) and not to checkpoint (one write in
 :data:`THREAD_EVERY` goes to the thread, whose commit checkpoints the WAL as SQLite does
 past 1,000 pages). An in-memory database has no second connection: everything runs on the
 thread.
+
+Another process's write lock (the other gateway processes on the same file) is waited for
+on the thread, first in pauses of tens to hundreds of microseconds (:data:`LOCK_PAUSES`), then
+as SQLite waits (``busy_timeout``). SQLite's own wait sleeps 1, 2, 5, 10 ms... between
+attempts: a lock that another process's commit holds for a fraction of a millisecond cost a
+waiting job a whole one or more, which on a two-process gateway was most jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +45,11 @@ Statement = Callable[[sqlite3.Connection], Any]
 # Writes at once on the loop between two on the thread, whose commit checkpoints: a job's
 # insert adds about 12 pages to the WAL, so it stays near SQLite's own 1,000-page threshold.
 THREAD_EVERY = 64
+# Seconds between the thread's attempts at a write lock another process holds (about 2 ms in
+# all), before it waits as SQLite does, up to BUSY_TIMEOUT_MS.
+LOCK_PAUSES = (50e-6, 50e-6, 100e-6, 100e-6, 200e-6, 200e-6, 400e-6, 400e-6, 800e-6)
+BUSY_TIMEOUT_MS = 5000
+_pause = time.sleep
 
 
 class _Batch:
@@ -146,7 +158,7 @@ class GroupCommit:
                 self._inline_writes = 0  # this commit checkpoints as SQLite sees fit
             try:
                 outcomes = await loop.run_in_executor(
-                    self._thread, _commit if batch.writes else _read, self.db, batch.statements
+                    self._thread, _write if batch.writes else _read, self.db, batch.statements
                 )
             except Exception as exc:  # noqa: BLE001 - every waiter must hear how its batch ended
                 outcomes = [StoreError(f"SQLite transaction failed: {exc!r}")] * len(batch.futures)
@@ -167,14 +179,41 @@ def _classify(exc: Exception) -> StoreError:
     return StoreRejected(f"{type(exc).__name__}: {exc}")
 
 
-def _commit(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
-    """One transaction for the whole batch, on the thread's connection or the loop's.
+def _write(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
+    """The thread's transaction: :func:`_commit`, once it has the write lock."""
+    _lock(db)
+    return _commit(db, statements, begun=True)
+
+
+def _lock(db: sqlite3.Connection) -> None:
+    """Begin a write transaction on the thread's connection, waiting for a lock another
+    process holds: first in short pauses, then as SQLite waits."""
+    db.execute("PRAGMA busy_timeout=0")
+    try:
+        for pause in LOCK_PAUSES:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+            _pause(pause)
+    finally:
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db.execute("BEGIN IMMEDIATE")
+
+
+def _commit(
+    db: sqlite3.Connection, statements: list[Statement], *, begun: bool = False
+) -> list[Any]:
+    """One transaction for the whole batch (``begun``: its BEGIN already run).
 
     Each statement runs under a savepoint of its own, so one that fails (whatever it raises)
     is undone alone and its caller hears why; the others commit.
     """
     outcomes: list[Any] = []
-    db.execute("BEGIN IMMEDIATE")
+    if not begun:
+        db.execute("BEGIN IMMEDIATE")
     try:
         for statement in statements:
             db.execute("SAVEPOINT statement")

@@ -19,7 +19,7 @@ from worker_sdk.wire import ErrorInfo
 
 from . import _sqlite_load as _load
 from . import _sqlite_workers as _workers
-from ._sqlite_executor import GroupCommit
+from ._sqlite_executor import BUSY_TIMEOUT_MS, GroupCommit
 from ._sqlite_schema import ADDED_COLUMNS, SCHEMA, SHOWN_STATUS, decode, encode, stored_ts, ts
 from ._sqlite_webhooks import WEBHOOK_SCHEMA, SQLiteWebhooks
 from .base import DuplicateJob, JobQuery, ServiceLoad, StoreError
@@ -52,7 +52,7 @@ class SQLiteStore(SQLiteWebhooks):
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA temp_store=MEMORY")  # savepoint journals never spill to a file
         db.executescript(SCHEMA)
         for table, added in ADDED_COLUMNS.items():

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import JobRecord, SQLiteStore, new_job_id
-from gateway.store._sqlite_executor import THREAD_EVERY
+from gateway.store import JobRecord, SQLiteStore, _sqlite_executor, new_job_id
+from gateway.store._sqlite_executor import BUSY_TIMEOUT_MS, LOCK_PAUSES, THREAD_EVERY
 
 
 def test_a_job_id_is_a_version_7_uuid_of_the_current_millisecond() -> None:
@@ -134,6 +134,74 @@ async def test_a_write_lock_held_elsewhere_sends_a_quick_write_to_the_thread(
         assert not inserting.done()
         other.execute("COMMIT")
         await inserting
+        assert await store.get(record.id) == record
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_the_thread_waits_for_another_process_lock_in_short_pauses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's own wait sleeps a millisecond or more between attempts; another gateway
+    process holds the lock for a fraction of one. The thread tries again after pauses of tens
+    of microseconds first (here the lock is let go during the third), and leaves its
+    connection waiting as SQLite does for any other statement."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None, check_same_thread=False)
+    pauses: list[float] = []
+    waits: list[int] = []  # the thread's own busy_timeout meanwhile: its attempts never sleep
+
+    def pause(seconds: float) -> None:  # on the store's thread, between its attempts
+        pauses.append(seconds)
+        assert store._executor.db is not None
+        waits.append(store._executor.db.execute("PRAGMA busy_timeout").fetchone()[0])
+        if len(pauses) == 3:
+            other.execute("COMMIT")
+
+    monkeypatch.setattr(_sqlite_executor, "_pause", pause)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        assert (await store._executor.run(_where)).startswith("sqlite")
+        assert pauses == list(LOCK_PAUSES[:3])
+        assert waits == [0, 0, 0]
+        assert max(LOCK_PAUSES) < 1e-3
+        assert sum(LOCK_PAUSES) < 5e-3
+        timeout = await store._executor.read(
+            lambda db: db.execute("PRAGMA busy_timeout").fetchone()[0]
+        )
+        assert timeout == BUSY_TIMEOUT_MS
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_lock_held_past_the_pauses_is_waited_for_as_sqlite_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None, check_same_thread=False)
+    loop = asyncio.get_running_loop()
+    paused_out = asyncio.Event()
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # on the store's thread
+        pauses.append(seconds)
+        if len(pauses) == len(LOCK_PAUSES):
+            loop.call_soon_threadsafe(paused_out.set)
+
+    monkeypatch.setattr(_sqlite_executor, "_pause", pause)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        record = _job()
+        inserting = asyncio.ensure_future(store.insert(record))  # busy at once: to the thread
+        await paused_out.wait()
+        assert not inserting.done()  # the thread now waits within SQLite, up to busy_timeout
+        other.execute("COMMIT")
+        await inserting
+        assert pauses == list(LOCK_PAUSES)
         assert await store.get(record.id) == record
     finally:
         other.close()
