@@ -35,6 +35,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -81,9 +82,10 @@ class GroupCommit:
             self._inline = _connect_inline(path)
 
     async def close(self) -> None:
-        if self._flusher is not None:
+        # A statement queued while the last batch ends starts another flusher: drain them all.
+        while self._flusher is not None and not self._flusher.done():
             await asyncio.gather(self._flusher, return_exceptions=True)
-            self._flusher = None
+        self._flusher = None
         if self._inline is not None:
             self._inline.close()
             self._inline = None
@@ -137,17 +139,37 @@ class GroupCommit:
 
     def _at_once(self, statement: Statement, writes: bool) -> tuple[bool, Any]:
         """Run ``statement`` on the loop's connection: (True, its outcome), or (False, None)
-        when it could not run there without waiting (a lock held elsewhere, any failure of
-        the transaction itself), nothing of it kept: the thread runs it instead."""
-        assert self._inline is not None
-        try:
-            [outcome] = (_commit if writes else _read)(self._inline, [statement])
-        except Exception:  # noqa: BLE001 - rolled back; the thread runs it, and reports
-            return False, None
+        when it could not run there without waiting, nothing of it kept: the thread runs it.
+
+        A write goes to the thread only when its transaction could not begin (a lock held
+        elsewhere) or the statement itself failed, undone to its savepoint. A failure of the
+        commit is the caller's: a commit may fail after its data reached the WAL, and no
+        quick write may run twice (a counter would count twice).
+        """
+        db = self._inline
+        assert db is not None
+        if not writes:
+            try:
+                [outcome] = _read(db, [statement])
+            except Exception:  # noqa: BLE001 - nothing changed; the thread runs it, and reports
+                return False, None
+        else:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error:
+                return False, None  # locked elsewhere: the thread waits for the lock
+            try:
+                [outcome] = _commit(db, [statement], begun=True)
+            except Exception as exc:  # noqa: BLE001 - the caller hears it, as from a batch
+                outcome = StoreError(f"SQLite transaction failed: {exc!r}")
+                if db.in_transaction:  # its rollback failed too: it would hold the lock
+                    self._inline = None  # everything runs on the thread from now on
+                    with suppress(sqlite3.Error):
+                        db.close()
+                return True, outcome
+            self._inline_writes += 1
         if isinstance(outcome, StoreError) and not isinstance(outcome, StoreRejected):
             return False, None  # busy or unwell: undone, and the thread waits where it may
-        if writes:
-            self._inline_writes += 1
         return True, outcome
 
     async def _flush(self) -> None:
@@ -195,7 +217,7 @@ def _lock(db: sqlite3.Connection) -> None:
                 db.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # or BUSY_RECOVERY...
                     raise
             _pause(pause)
     finally:
