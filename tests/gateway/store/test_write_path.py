@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,17 +53,7 @@ async def test_a_group_commit_spills_no_statement_journal_to_disk(tmp_path: Path
     await store.open()
     try:
         now = datetime.now(UTC)
-        records = [
-            JobRecord(
-                id=new_job_id(),
-                service="echo",
-                owner="alice",
-                inputs={"text": "x" * 500},
-                created=now,
-                updated=now,
-            )
-            for _ in range(400)
-        ]
+        records = [_job() for _ in range(400)]
         for record in records:
             await store.insert(record)
 
@@ -114,42 +105,47 @@ async def test_a_quick_statement_runs_at_once_only_on_a_quiet_store(tmp_path: Pa
         await store.close()
 
 
-async def test_a_write_lock_held_elsewhere_sends_a_quick_write_to_the_thread(
-    tmp_path: Path,
-) -> None:
-    """Another process's write lock makes the loop's connection fail at once (it never waits:
-    waiting would stall every request of the gateway); the thread waits for the lock."""
+@pytest.fixture
+async def rival(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, sqlite3.Connection]]:
+    """A store, and another connection to its file (as another gateway process holds one)."""
     store = SQLiteStore(tmp_path / "jobs.db")
     await store.open()
-    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None, check_same_thread=False)
     try:
-        record = _job()
-        other.execute("BEGIN IMMEDIATE")
-        loop = asyncio.get_running_loop()
-        before = loop.time()
-        inserting = asyncio.ensure_future(store.insert(record))
-        await asyncio.sleep(0)  # the insert tries at once, and is queued for the thread
-        # the loop was not held for the store's busy timeout (5 s) on the way
-        assert loop.time() - before < 1.0
-        assert not inserting.done()
-        other.execute("COMMIT")
-        await inserting
-        assert await store.get(record.id) == record
+        yield store, other
     finally:
         other.close()
         await store.close()
 
 
+async def test_a_write_lock_held_elsewhere_sends_a_quick_write_to_the_thread(
+    rival: tuple[SQLiteStore, sqlite3.Connection],
+) -> None:
+    """Another process's write lock makes the loop's connection fail at once (it never waits:
+    waiting would stall every request of the gateway); the thread waits for the lock."""
+    store, other = rival
+    record = _job()
+    other.execute("BEGIN IMMEDIATE")
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    inserting = asyncio.ensure_future(store.insert(record))
+    await asyncio.sleep(0)  # the insert tries at once, and is queued for the thread
+    # the loop was not held for the store's busy timeout (5 s) on the way
+    assert loop.time() - before < 1.0
+    assert not inserting.done()
+    other.execute("COMMIT")
+    await inserting
+    assert await store.get(record.id) == record
+
+
 async def test_the_thread_waits_for_another_process_lock_in_short_pauses(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    rival: tuple[SQLiteStore, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SQLite's own wait sleeps a millisecond or more between attempts; another gateway
     process holds the lock for a fraction of one. The thread tries again after pauses of tens
     of microseconds first (here the lock is let go during the third), and leaves its
     connection waiting as SQLite does for any other statement."""
-    store = SQLiteStore(tmp_path / "jobs.db")
-    await store.open()
-    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None, check_same_thread=False)
+    store, other = rival
     pauses: list[float] = []
     waits: list[int] = []  # the thread's own busy_timeout meanwhile: its attempts never sleep
 
@@ -161,28 +157,20 @@ async def test_the_thread_waits_for_another_process_lock_in_short_pauses(
             other.execute("COMMIT")
 
     monkeypatch.setattr(_sqlite_executor, "_pause", pause)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        assert (await store._executor.run(_where)).startswith("sqlite")
-        assert pauses == list(LOCK_PAUSES[:3])
-        assert waits == [0, 0, 0]
-        assert max(LOCK_PAUSES) < 1e-3
-        assert sum(LOCK_PAUSES) < 5e-3
-        timeout = await store._executor.read(
-            lambda db: db.execute("PRAGMA busy_timeout").fetchone()[0]
-        )
-        assert timeout == BUSY_TIMEOUT_MS
-    finally:
-        other.close()
-        await store.close()
+    other.execute("BEGIN IMMEDIATE")
+    assert (await store._executor.run(_where)).startswith("sqlite")
+    assert pauses == list(LOCK_PAUSES[:3])
+    assert waits == [0, 0, 0]
+    assert max(LOCK_PAUSES) < 1e-3
+    assert sum(LOCK_PAUSES) < 5e-3
+    timeout = await store._executor.read(lambda db: db.execute("PRAGMA busy_timeout").fetchone()[0])
+    assert timeout == BUSY_TIMEOUT_MS
 
 
 async def test_a_lock_held_past_the_pauses_is_waited_for_as_sqlite_waits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    rival: tuple[SQLiteStore, sqlite3.Connection], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = SQLiteStore(tmp_path / "jobs.db")
-    await store.open()
-    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None, check_same_thread=False)
+    store, other = rival
     loop = asyncio.get_running_loop()
     paused_out = asyncio.Event()
     pauses: list[float] = []
@@ -193,19 +181,15 @@ async def test_a_lock_held_past_the_pauses_is_waited_for_as_sqlite_waits(
             loop.call_soon_threadsafe(paused_out.set)
 
     monkeypatch.setattr(_sqlite_executor, "_pause", pause)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        record = _job()
-        inserting = asyncio.ensure_future(store.insert(record))  # busy at once: to the thread
-        await paused_out.wait()
-        assert not inserting.done()  # the thread now waits within SQLite, up to busy_timeout
-        other.execute("COMMIT")
-        await inserting
-        assert pauses == list(LOCK_PAUSES)
-        assert await store.get(record.id) == record
-    finally:
-        other.close()
-        await store.close()
+    other.execute("BEGIN IMMEDIATE")
+    record = _job()
+    inserting = asyncio.ensure_future(store.insert(record))  # busy at once: to the thread
+    await paused_out.wait()
+    assert not inserting.done()  # the thread now waits within SQLite, up to busy_timeout
+    other.execute("COMMIT")
+    await inserting
+    assert pauses == list(LOCK_PAUSES)
+    assert await store.get(record.id) == record
 
 
 async def test_the_wal_stays_bounded_while_writes_run_on_the_loop(tmp_path: Path) -> None:
