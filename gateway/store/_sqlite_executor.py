@@ -159,7 +159,7 @@ class GroupCommit:
             except sqlite3.Error:
                 return False, None  # locked elsewhere: the thread waits for the lock
             try:
-                [outcome] = _commit(db, [statement], begun=True)
+                [outcome] = _commit(db, [statement])
             except Exception as exc:  # noqa: BLE001 - the caller hears it, as from a batch
                 outcome = StoreError(f"SQLite transaction failed: {exc!r}")
                 if db.in_transaction:  # its rollback failed too: it would hold the lock
@@ -204,7 +204,7 @@ def _classify(exc: Exception) -> StoreError:
 def _write(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
     """The thread's transaction: :func:`_commit`, once it has the write lock."""
     _lock(db)
-    return _commit(db, statements, begun=True)
+    return _commit(db, statements)
 
 
 def _lock(db: sqlite3.Connection) -> None:
@@ -225,17 +225,13 @@ def _lock(db: sqlite3.Connection) -> None:
     db.execute("BEGIN IMMEDIATE")
 
 
-def _commit(
-    db: sqlite3.Connection, statements: list[Statement], *, begun: bool = False
-) -> list[Any]:
-    """One transaction for the whole batch (``begun``: its BEGIN already run).
+def _commit(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
+    """The rest of a begun transaction: the whole batch, then its commit.
 
     Each statement runs under a savepoint of its own, so one that fails (whatever it raises)
     is undone alone and its caller hears why; the others commit.
     """
     outcomes: list[Any] = []
-    if not begun:
-        db.execute("BEGIN IMMEDIATE")
     try:
         for statement in statements:
             db.execute("SAVEPOINT statement")
