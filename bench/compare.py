@@ -32,6 +32,7 @@ ROWS = (
     *((f"cpu-{group}", f"  {label}", "ms", False) for group, label in CPU_GROUPS),
     ("p50", "no-op latency p50, 1 client", "ms", False),
     ("p99", "no-op latency p99, 1 client", "ms", False),
+    ("floor", "no-op latency floor, p50s added", "ms", False),
     ("sustained", "sustained no-op jobs/s, 2 workers", "jobs/s", True),
     ("drain-cpu", "backlog drained: server CPU per no-op job", "ms", False),
     ("drain-rate", "backlog drained: jobs/s", "jobs/s", True),

@@ -67,6 +67,7 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
             o.get("p50"),
             b.get("p50"),
             decimals=2,
+            note=ours.notes.get("p50", ""),
             how=f"{sizes.latency_samples} sequential no-op jobs from one httpx client, request "
             "sent → answer holding the finished job. Ours: Prefer: wait=10 (the gateway is told "
             "of the end). Celery: the same request to a Flask route that submits and then "
@@ -74,6 +75,21 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
             "equivalent, since a client polling over HTTP would add a request per poll.",
         ),
         Row("no-op latency p99, 1 client", "ms", o.get("p99"), b.get("p99"), decimals=2),
+        Row(
+            "no-op latency floor, p50s added",
+            "ms",
+            o.get("floor"),
+            decimals=2,
+            note=ours.notes.get("floor", ""),
+            how="Measured just before our latency, each crossing with nothing done at either "
+            "end, into a process idle for 2 ms: HTTP, an httpx client's POST to a trivial ASGI "
+            "app under uvicorn (uvloop, httptools), sent → answered; task, a persistent "
+            "message published with confirms to a task queue declared as ours (quorum) → "
+            "received by another process; event, the same to the events exchange (routed to "
+            "the quorum events queue and to a classic queue bound as the gateway's tap) → the "
+            "tap's copy received by another process. Our p50 above the floor is the gateway's "
+            "and the workers' own work, two store commits among it (bench/floor.py).",
+        ),
         Row(
             f"sustained no-op jobs/s, {ECHO_WORKERS} workers",
             "jobs/s",
