@@ -9,12 +9,16 @@ past either, it answers 408 when no response has begun, and closes the connectio
 
 uvicorn instantiates protocols itself, in each worker process, so the timeouts are class
 attributes that ``gateway.app.app_factory`` sets from the settings.
+
+It also sends a response's head with its body: uvicorn writes the two separately, two system
+calls and (the socket has ``TCP_NODELAY``) two segments, the client woken for each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -27,6 +31,48 @@ TIMEOUT_RESPONSE = (
     b"connection: close\r\n\r\n"
     b"the request was too slow"
 )
+
+
+class HeadWithBody:
+    """A request cycle's transport that holds the cycle's first write (a response's head)
+    until its next (the body), and sends both in one write; a head with no write after it in
+    the same turn of the event loop (a stream whose first event comes later) goes on its own
+    at the end of the turn, as before. Only ``write`` and ``close`` differ from the
+    transport's."""
+
+    __slots__ = ("_held", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._transport.write(held + bytes(data))
+        elif not self._started:
+            self._started = True
+            self._held = bytes(data)
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -72,6 +118,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # a new request's cycle
+            cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
         self._arm(self.body_timeout, "request body")
 
     def on_message_complete(self) -> None:

@@ -192,3 +192,43 @@ async def test_every_gateway_process_logs_one_line_per_record(
             assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO gateway: ", line), line
     finally:
         await server.stop()
+
+
+class TestResponseWrites:
+    """The server sends a response's head with its body; what writes first still arrives."""
+
+    async def test_an_expect_100_continue_request_gets_its_go_ahead_then_its_answer(
+        self, live: LiveGateway
+    ) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        body = b'{"inputs": {"text": "x"}}'
+        writer.write(
+            b"POST /processes/echo/execution HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            + f"Authorization: Bearer {_token()}\r\n".encode()
+            + b"Prefer: respond-async\r\nConnection: close\r\n"
+            + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        go_ahead = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+        assert go_ahead == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        await writer.drain()
+        answer = await _closed_after(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 201 ")
+        assert b'"status":"accepted"' in answer
+
+    async def test_pipelined_and_head_requests_are_answered_in_order(
+        self, live: LiveGateway
+    ) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await _closed_after(reader)
+        writer.close()
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+        assert statuses == [b"200", b"405", b"404"]  # /healthz is GET only: HEAD is 405
