@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 
 import aio_pika
@@ -185,6 +185,8 @@ async def _consumer(namespace: str) -> AsyncIterator[asyncio.Queue[tuple[int, fl
             yield arrivals
         finally:
             reader.cancel()
+            with suppress(asyncio.CancelledError):
+                await reader
     finally:
         if process.returncode is None:
             process.terminate()
@@ -196,7 +198,7 @@ async def consume(namespace: str) -> None:
     topology = Topology(namespace)
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
+        channel = await connection.channel()
         await channel.set_qos(prefetch_count=32)
         exchanges = await declare_topology(channel, topology)
         tasks = await declare_task_queue(channel, topology, SERVICE, TaskQueueOptions())
