@@ -70,6 +70,10 @@ log = logging.getLogger("gateway.events")
 _REASONS = frozenset(r.value for r in Reason)
 STORE_RETRY_FIRST = 0.5
 STORE_RETRY_MAX = 10.0
+# How many of the jobs whose end this process applied lately it remembers. A waited job's end
+# reaches the process twice, on the shared events queue and on its tap, a few milliseconds
+# apart: the copy that comes second changes nothing and is skipped, store untouched.
+RECENT_ENDS = 4096
 
 BarrierCallback = Callable[[uuid.UUID], None]
 
@@ -128,6 +132,8 @@ class EventApplier:
         self._reject_other_versions = reject_other_versions
         self._max_result_depth = max_result_depth
         self._barrier_listeners: list[BarrierCallback] = []
+        self._ended: dict[uuid.UUID, None] = {}  # jobs ended here lately, oldest first
+        self._ending: dict[uuid.UUID, asyncio.Future[None]] = {}  # ends being applied here
 
     def on_barrier(self, callback: BarrierCallback) -> None:
         """Call ``callback(barrier_id)`` whenever this process sees a barrier pass."""
@@ -165,6 +171,27 @@ class EventApplier:
                 running=event.running,
             )
             return None
+        if isinstance(event, Succeeded | Failed | Cancelled):
+            return await self._end_once(event, now)
+        return await self._change(event, now)
+
+    async def _end_once(self, event: TerminalEvent, now: datetime) -> JobRecord | None:
+        """Apply a job's end unless this process has applied it: a copy that comes while
+        another is being applied waits for it, and applies its own only if that one failed."""
+        while (earlier := self._ending.get(event.job_id)) is not None:
+            await asyncio.wait([earlier])
+        if event.job_id in self._ended:
+            return None  # its end is in the store, and this process told its waiters
+        ending = asyncio.get_running_loop().create_future()
+        self._ending[event.job_id] = ending
+        try:
+            return await self._change(event, now)
+        finally:
+            del self._ending[event.job_id]
+            ending.set_result(None)
+
+    async def _change(self, event: JobEvent, now: datetime) -> JobRecord | None:
+        """The store's update for ``event``, announced; ``None`` when it changed nothing."""
         at = min(event.emitted_at, now)
         expires_at = now + self._catalogue.retention(event.service)
         record: JobRecord | None
@@ -212,7 +239,15 @@ class EventApplier:
             log.debug("event %s for job %s changed nothing", event.kind, event.job_id)
             return None
         self._changes.made(record)
+        if record.status.terminal:
+            self._ended_here(record.id)
         return record
+
+    def _ended_here(self, job_id: uuid.UUID) -> None:
+        """Remember that ``job_id`` has ended and this process's waiters were told."""
+        while len(self._ended) >= RECENT_ENDS:
+            del self._ended[next(iter(self._ended))]
+        self._ended[job_id] = None
 
     async def _start(self, event: Started, at: datetime) -> JobRecord | None:
         worker = WorkerInfo(id=event.worker_id, host=event.host, version=event.worker_version)
@@ -387,10 +422,14 @@ class EventApplier:
 
     async def _apply_watched(self, event: JobEvent) -> None:
         try:
-            if await self.apply(event) is None:
+            # Nothing changed: tell the waiters the job as it stands, unless it ended here
+            # (they were told then).
+            if await self.apply(event) is None and event.job_id not in self._ended:
                 record = await self._store.get(event.job_id)
                 if record is not None:
                     self._changes.seen(record)
+                    if record.status.terminal:
+                        self._ended_here(record.id)
         except (StoreError, Unusable):
             log.warning("could not apply a watched event for %s", event.job_id, exc_info=True)
 

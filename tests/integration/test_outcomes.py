@@ -1,22 +1,27 @@
 """Terminal events that share a message, through the real broker: a busy worker reports many
 ends in few messages, every job still ends once and right, a task from an older gateway is
-reported alone, and a waiting request is answered whichever message carried its job's end."""
+reported alone, and a waiting request is answered whichever message carried its job's end,
+its end applied once though it reaches the gateway twice."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from examples.echo import worker as echo_worker
-from tests.conftest import AMQP_URL, Gateway
-from tests.support import eventually, message, submit
+from gateway.store import JobRecord, SQLiteStore
+from tests.conftest import AMQP_URL, Gateway, GatewayFactory
+from tests.support import eventually, job_state, message, submit
 from worker_sdk.wire import Task, Topology, declare_topology
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -123,3 +128,49 @@ async def test_waiting_requests_are_answered_from_shared_messages(
     assert [a.status_code for a in answers] == [200] * total
     assert sorted(a.json()["text"] for a in answers) == sorted(f"w{i}" for i in range(total))
     assert any(kind == "outcomes" for kind, _ in seen.messages)
+
+
+class CountingStore(SQLiteStore):
+    """A SQLite store that counts, by job, the calls that apply a job's end or read it back."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.finishes: Counter[uuid.UUID] = Counter()
+        self.reads: Counter[uuid.UUID] = Counter()
+
+    async def finish(self, job_id: uuid.UUID, **fields: Any) -> JobRecord | None:
+        self.finishes[job_id] += 1
+        return await super().finish(job_id, **fields)
+
+    async def get(self, job_id: uuid.UUID) -> JobRecord | None:
+        self.reads[job_id] += 1
+        return await super().get(job_id)
+
+
+# Three rounds: which copy comes first, and whether they overlap, varies from run to run.
+@pytest.mark.parametrize("round_", range(3))
+async def test_a_waited_job_s_end_reaches_the_store_once_though_it_comes_twice(
+    gateway_factory: GatewayFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    tmp_path: Path,
+    round_: int,
+) -> None:
+    # Its end reaches this gateway on the shared events queue and on the tap of the waiting
+    # request, in either order: the second copy finds it ended here and touches nothing.
+    store = CountingStore(tmp_path / "counted.db")
+    # One event at a time on the shared queue: the second job's end is applied only after the
+    # first job's shared copy was handled.
+    gateway = await gateway_factory(store=store, events_prefetch=1)
+    run_worker(echo_worker)
+    waited = await submit(gateway.client, "echo", {"text": "w"}, headers={"Prefer": "wait=30"})
+    assert waited.status_code == 200, waited.text
+    job = uuid.UUID(waited.headers["location"].rsplit("/", 1)[1])
+    later = await submit(gateway.client, "echo", {"text": "later"})
+    assert later.status_code == 201
+
+    async def later_ended() -> bool:
+        return (await job_state(gateway.client, later.json()["jobID"]))["status"] == "successful"
+
+    await eventually(later_ended, within=30, what="the later job's end")
+    assert store.finishes[job] == 1
+    assert store.reads[job] == 0  # nor read back to tell its waiter what it already knows
