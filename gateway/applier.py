@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from gateway.changes import Changes
 from gateway.dead_letters import DeathOrder, NoJob, dead_job, finish_dead
+from gateway.ends import RecentEnds
 from gateway.store import (
     JobRecord,
     JobStatus,
@@ -41,17 +42,16 @@ from gateway.store import (
     StoreRejected,
     WorkerInfo,
 )
+from gateway.unusable import Unusable, read_event, why_unusable
 from worker_sdk.wire import (
     BARRIER,
     Barrier,
     BarrierPassed,
     Cancelled,
     ErrorInfo,
-    Event,
     Failed,
     Heartbeat,
     JobEvent,
-    NewerSchema,
     Outcomes,
     Progress,
     Retrying,
@@ -59,7 +59,6 @@ from worker_sdk.wire import (
     Succeeded,
     TerminalEvent,
     check_value,
-    describe_error,
     parse_event,
     settle,
 )
@@ -70,16 +69,8 @@ log = logging.getLogger("gateway.events")
 _REASONS = frozenset(r.value for r in Reason)
 STORE_RETRY_FIRST = 0.5
 STORE_RETRY_MAX = 10.0
-# How many of the jobs whose end this process applied lately it remembers. A waited job's end
-# reaches the process twice, on the shared events queue and on its tap, a few milliseconds
-# apart: the copy that comes second changes nothing and is skipped, store untouched.
-RECENT_ENDS = 4096
 
 BarrierCallback = Callable[[uuid.UUID], None]
-
-
-class Unusable(Exception):
-    """A message no retry will make usable: it goes to the poison queue."""
 
 
 def failure_reason(error: ErrorInfo) -> str:
@@ -132,8 +123,7 @@ class EventApplier:
         self._reject_other_versions = reject_other_versions
         self._max_result_depth = max_result_depth
         self._barrier_listeners: list[BarrierCallback] = []
-        self._ended: dict[uuid.UUID, None] = {}  # jobs ended here lately, oldest first
-        self._ending: dict[uuid.UUID, asyncio.Future[None]] = {}  # ends being applied here
+        self._ended = RecentEnds()
 
     def on_barrier(self, callback: BarrierCallback) -> None:
         """Call ``callback(barrier_id)`` whenever this process sees a barrier pass."""
@@ -171,24 +161,9 @@ class EventApplier:
                 running=event.running,
             )
             return None
-        if isinstance(event, Succeeded | Failed | Cancelled):
-            return await self._end_once(event, now)
+        if isinstance(event, Succeeded | Failed | Cancelled):  # applied once here (RecentEnds)
+            return await self._ended.once(event.job_id, lambda: self._change(event, now))
         return await self._change(event, now)
-
-    async def _end_once(self, event: TerminalEvent, now: datetime) -> JobRecord | None:
-        """Apply a job's end unless this process has applied it: a copy that comes while
-        another is being applied waits for it, and applies its own only if that one failed."""
-        while (earlier := self._ending.get(event.job_id)) is not None:
-            await asyncio.wait([earlier])
-        if event.job_id in self._ended:
-            return None  # its end is in the store, and this process told its waiters
-        ending = asyncio.get_running_loop().create_future()
-        self._ending[event.job_id] = ending
-        try:
-            return await self._change(event, now)
-        finally:
-            del self._ending[event.job_id]
-            ending.set_result(None)
 
     async def _change(self, event: JobEvent, now: datetime) -> JobRecord | None:
         """The store's update for ``event``, announced; ``None`` when it changed nothing."""
@@ -240,14 +215,8 @@ class EventApplier:
             return None
         self._changes.made(record)
         if record.status.terminal:
-            self._ended_here(record.id)
+            self._ended.add(record.id)
         return record
-
-    def _ended_here(self, job_id: uuid.UUID) -> None:
-        """Remember that ``job_id`` has ended and this process's waiters were told."""
-        while len(self._ended) >= RECENT_ENDS:
-            del self._ended[next(iter(self._ended))]
-        self._ended[job_id] = None
 
     async def _start(self, event: Started, at: datetime) -> JobRecord | None:
         worker = WorkerInfo(id=event.worker_id, host=event.host, version=event.worker_version)
@@ -340,7 +309,7 @@ class EventApplier:
         try:
             await handle()
         except Unusable as exc:
-            self._metrics.events_refused.labels(queue, _why(exc)).inc()
+            self._metrics.events_refused.labels(queue, why_unusable(exc)).inc()
             log.warning("message %r on %s set aside: %s", message.message_id, queue, exc)
             await settle(message, "reject")
             return
@@ -355,7 +324,7 @@ class EventApplier:
         """Consumer of ``{ns}.events``: apply, then ack (see the module's docstring)."""
 
         async def handle() -> None:
-            event = _read_event(message.body)
+            event = read_event(message.body)
             if isinstance(event, Outcomes):
                 await self._apply_outcomes(event)
                 return
@@ -429,7 +398,7 @@ class EventApplier:
                 if record is not None:
                     self._changes.seen(record)
                     if record.status.terminal:
-                        self._ended_here(record.id)
+                        self._ended.add(record.id)
         except (StoreError, Unusable):
             log.warning("could not apply a watched event for %s", event.job_id, exc_info=True)
 
@@ -465,23 +434,3 @@ class EventApplier:
         if record is not None:
             log.info("job %s ended %s/%s (%s)", job_id, record.status, record.reason, death)
             self._changes.made(record)
-
-
-def _why(exc: Unusable) -> str:
-    cause = exc.__cause__
-    if isinstance(cause, NewerSchema):
-        return "newer-schema"
-    if isinstance(cause, ValidationError | ValueError):
-        return "unreadable"
-    if isinstance(cause, StoreRejected):
-        return "store-refused"
-    return "unusable"
-
-
-def _read_event(body: bytes) -> Event:
-    try:
-        return parse_event(body)
-    except NewerSchema as exc:
-        raise Unusable(str(exc)) from exc
-    except (ValidationError, ValueError) as exc:
-        raise Unusable(f"not an event: {describe_error(exc)}") from exc

@@ -170,9 +170,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "the events consumer acks before the store commit",
         "gateway/applier.py",
-        "        async def handle() -> None:\n            event = _read_event(message.body)\n",
+        "        async def handle() -> None:\n            event = read_event(message.body)\n",
         '        async def handle() -> None:\n            await settle(message, "ack")\n'
-        "            event = _read_event(message.body)\n",
+        "            event = read_event(message.body)\n",
         (f"{GUARANTEES}::test_an_event_met_by_a_store_outage_outlives_the_gateway",),
     ),
     Mutant(
