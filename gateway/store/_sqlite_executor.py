@@ -9,12 +9,14 @@ statement, which made the store the gateway's bottleneck; hence this small execu
 statement runs under a savepoint of its own: one that fails is undone alone and its caller
 hears why (:func:`_classify`), the rest of its batch commits.
 
-A *quick* statement (one row by its key: a job's insert, read or update) that finds nothing
-queued or running (a quiet gateway, a lone request) runs at once on the event loop, on a
-second connection, in its own transaction: a WAL commit without fsync takes tens of
-microseconds, the hop to the thread and back several times that, on the path of every
-request. Any other statement (a page of jobs, a sweep) may take milliseconds: it always runs
-on the thread, and the loop keeps serving meanwhile. The loop's connection never waits: it
+A *quick* statement (one row by its key: a job's insert, read or update) runs at once on the
+event loop, on a second connection: a read always (in WAL mode it reads the last commit while
+the thread writes, where waiting for the thread's batch took a whole batch's time under load,
+milliseconds), a write when it finds nothing queued or running (a quiet gateway, a lone
+request), in its own transaction: a WAL commit without fsync takes tens of microseconds, the
+hop to the thread and back several times that, on the path of every request. Any other
+statement (a page of jobs, a sweep) may take milliseconds: it always runs on the thread, and
+the loop keeps serving meanwhile. The loop's connection never waits: it
 is told not to wait for a lock (a write lock held by another gateway process sends the
 statement to the thread, which waits for it) and not to checkpoint (one write in
 :data:`THREAD_EVERY` goes to the thread, whose commit checkpoints the WAL as SQLite does
@@ -129,13 +131,19 @@ class GroupCommit:
         return await future
 
     def _idle(self, writes: bool) -> bool:
-        """Whether a statement may run at once on the loop: nothing is queued or running,
-        and (a write) the thread's turn to checkpoint has not come."""
-        if self._inline is None or self._pending is not None:
+        """Whether a statement may run at once on the loop: a read whenever the loop has its
+        connection (it sees the last commit, whatever the thread is writing meanwhile); a
+        write when nothing is queued or running and the thread's turn to checkpoint has not
+        come."""
+        if self._inline is None:
+            return False
+        if not writes:
+            return True
+        if self._pending is not None:
             return False
         if self._flusher is not None and not self._flusher.done():
             return False
-        return not writes or self._inline_writes < THREAD_EVERY
+        return self._inline_writes < THREAD_EVERY
 
     def _at_once(self, statement: Statement, writes: bool) -> tuple[bool, Any]:
         """Run ``statement`` on the loop's connection: (True, its outcome), or (False, None)

@@ -105,6 +105,42 @@ async def test_a_quick_statement_runs_at_once_only_on_a_quiet_store(tmp_path: Pa
         await store.close()
 
 
+async def test_a_quick_read_runs_at_once_while_the_thread_writes(tmp_path: Path) -> None:
+    # A status read under load does not wait for the batch being written (milliseconds): it
+    # reads the last commit on the loop's connection.
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    executor = store._executor
+    record = _job()
+    await store.insert(record)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(db: sqlite3.Connection) -> None:
+        db.execute("UPDATE jobs SET message = 'held' WHERE id = ?", (str(record.id),))
+        holding.set()
+        release.wait(timeout=30)
+
+    try:
+        held = asyncio.ensure_future(executor.run(hold))
+        queued = asyncio.ensure_future(executor.run(_where, quick=True))  # a write: in turn
+        assert await asyncio.to_thread(holding.wait, 10)  # the thread is in the held batch
+        assert await asyncio.wait_for(executor.read(_where, quick=True), 10) == (
+            threading.current_thread().name
+        )
+        assert await asyncio.wait_for(store.get(record.id), 10) == record  # the last commit
+        assert not held.done()
+        assert not queued.done()
+        release.set()
+        await held
+        assert (await queued).startswith("sqlite")
+        read = await store.get(record.id)
+        assert read is not None
+        assert read.message == "held"
+    finally:
+        release.set()
+        await store.close()
+
+
 @pytest.fixture
 async def rival(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, sqlite3.Connection]]:
     """A store, and another connection to its file (as another gateway process holds one)."""
