@@ -23,8 +23,9 @@ smoke check, not for figures.
 noop measures our no-op rows alone (server CPU per job by group, latency, sustained jobs/s,
 submits/s, status reads/s), for a before/after comparison of a change. With --against REV,
 those rows are measured for the product at git revision REV and for this working tree, in
-turns (--rounds N of each, default 2), and printed side by side as medians with their ranges:
-the machine's drift falls on both sides (see bench/compare.py).
+turns, each first in every other round (--rounds N of each, default 2), and printed side by
+side as medians with their ranges: the machine's drift falls on both sides (see
+bench/compare.py).
 
 Usage: python -m bench [--quick] [--only process|noop [--against REV [--rounds N]]]
 (make bench installs the bench extra and wrk first)

@@ -2,8 +2,9 @@
 working tree, measured alternately in one run (``--only noop --against REV``).
 
 This machine's speed drifts by a tenth and more between runs minutes apart, as much as a
-single change is worth; so the two are measured in turns (before, after, before, after, ...)
-and each row is the median of its rounds, its note the spread. The bench's own code (the
+single change is worth; so the two are measured in turns, each first in every other round
+(before, after, after, before, ...), and each row is the median of its rounds, its note the
+spread. The bench's own code (the
 loaders, the counting) is this tree's for both; only the gateway and its workers, started as
 ``python -m gateway.cli`` in each checkout, run the code under comparison. The revision is
 checked out in a temporary git worktree, removed at the end.
@@ -105,13 +106,20 @@ def measure(
     after: list[Phase] = []
     with checkout(commit, workdir) as tree:
         sides = (("before", commit[:12], tree, before), ("after", "this tree", ROOT, after))
-        for n in range(1, rounds + 1):
-            for label, what, root, into in sides:
-                step(f"round {n} of {rounds}: {label} ({what})")
-                db = workdir / f"jobs-{label}-{n}.db"
-                with Gateway(workdir, log, processes=2, db=db, tree=root) as gateway:
-                    into.append(ours.measure(sizes, gateway))
+        for n, side in turns(rounds):
+            label, what, root, into = sides[side]
+            step(f"round {n} of {rounds}: {label} ({what})")
+            db = workdir / f"jobs-{label}-{n}.db"
+            with Gateway(workdir, log, processes=2, db=db, tree=root) as gateway:
+                into.append(ours.measure(sizes, gateway))
     return median(before), median(after)
+
+
+def turns(rounds: int) -> list[tuple[int, int]]:
+    """(round, side) in the order they run, side 0 being before and 1 after: each side goes
+    first in every other round, so that whatever the second run of a round inherits from the
+    first (a broker with more behind it, a page cache in another state) falls on both."""
+    return [(n, side) for n in range(1, rounds + 1) for side in ((0, 1) if n % 2 else (1, 0))]
 
 
 def render(console: Console, before: Phase, after: Phase, title: str) -> None:

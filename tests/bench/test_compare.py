@@ -1,5 +1,6 @@
 """The before/after comparison: the revision is resolved and checked out for the gateway to
-run from, and each row is the median of its rounds with its range."""
+run from, each side goes first in every other round, and each row is the median of its rounds
+with its range."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import UnknownRevision, checkout, median, resolve
+from bench.compare import UnknownRevision, checkout, median, resolve, turns
 from bench.support import ROOT, Phase
 
 
@@ -63,3 +64,8 @@ def test_a_round_that_missed_a_group_has_no_total() -> None:
     merged = median([Phase({"cpu-gateway": 1.0, "p50": 5.0})])
     assert "cpu" not in merged.values
     assert merged.values["p50"] == 5.0
+
+
+def test_each_side_goes_first_in_every_other_round() -> None:
+    assert turns(3) == [(1, 0), (1, 1), (2, 1), (2, 0), (3, 0), (3, 1)]
+    assert turns(1) == [(1, 0), (1, 1)]
