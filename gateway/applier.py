@@ -391,16 +391,22 @@ class EventApplier:
 
     async def _apply_watched(self, event: JobEvent) -> None:
         try:
-            # Nothing changed: tell the waiters the job as it stands, unless it ended here
-            # (they were told then).
-            if await self.apply(event) is None and event.job_id not in self._ended:
-                record = await self._store.get(event.job_id)
-                if record is not None:
-                    self._changes.seen(record)
-                    if record.status.terminal:
-                        self._ended.add(record.id)
-        except (StoreError, Unusable):
+            if await self.apply(event) is not None or event.job_id in self._ended:
+                return  # its waiters were told when it changed
+        except Unusable:
             log.warning("could not apply a watched event for %s", event.job_id, exc_info=True)
+            return
+        except StoreError:  # a commit that failed may have kept the change all the same
+            log.warning("could not apply a watched event for %s", event.job_id, exc_info=True)
+        try:  # tell the waiters the job as the store holds it
+            record = await self._store.get(event.job_id)
+        except StoreError:
+            log.warning("could not read back the job %s", event.job_id, exc_info=True)
+            return
+        if record is not None:
+            self._changes.seen(record)
+            if record.status.terminal:
+                self._ended.add(record.id)
 
     async def on_dead_letter(self, message: AbstractIncomingMessage) -> None:
         """Consumer of ``{ns}.dead``: a task the broker or a worker gave up on ends the job;

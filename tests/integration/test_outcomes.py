@@ -1,7 +1,8 @@
 """Terminal events that share a message, through the real broker: a busy worker reports many
 ends in few messages, every job still ends once and right, a task from an older gateway is
 reported alone, and a waiting request is answered whichever message carried its job's end,
-its end applied once though it reaches the gateway twice."""
+its end applied once though it reaches the gateway twice, and answered when applying that end
+failed yet kept it."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from examples.echo import worker as echo_worker
-from gateway.store import JobRecord, SQLiteStore
+from gateway.store import JobRecord, SQLiteStore, StoreError
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import eventually, job_state, message, submit
 from worker_sdk.wire import Task, Topology, declare_topology
@@ -174,3 +175,37 @@ async def test_a_waited_job_s_end_reaches_the_store_once_though_it_comes_twice(
     await eventually(later_ended, within=30, what="the later job's end")
     assert store.finishes[job] == 1
     assert store.reads[job] == 0  # nor read back to tell its waiter what it already knows
+
+
+class KeptThenFailed(SQLiteStore):
+    """A SQLite store whose first ``finish`` keeps its change and then fails, as a commit
+    that fails after its data reached the write-ahead log does."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.failed = False
+
+    async def finish(self, job_id: uuid.UUID, **fields: Any) -> JobRecord | None:
+        record = await super().finish(job_id, **fields)
+        if not self.failed:
+            self.failed = True
+            raise StoreError("the commit failed (its change was kept)")
+        return record
+
+
+@pytest.mark.parametrize("round_", range(3))  # which copy meets the failure varies
+async def test_a_waiter_is_answered_when_applying_its_end_failed_but_kept_it(
+    gateway_factory: GatewayFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    tmp_path: Path,
+    round_: int,
+) -> None:
+    # The copy that met the failure reads the job back and tells the waiter; the other copy
+    # finds the end already stored and changes nothing.
+    store = KeptThenFailed(tmp_path / "kept.db")
+    gateway = await gateway_factory(store=store)
+    run_worker(echo_worker)
+    waited = await submit(gateway.client, "echo", {"text": "w"}, headers={"Prefer": "wait=10"})
+    assert store.failed
+    assert waited.status_code == 200, waited.text  # not the 201 of a wait that ran out
+    assert waited.json() == {"text": "w"}
