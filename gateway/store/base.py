@@ -157,7 +157,9 @@ class JobStore(Protocol):
 
     async def claim_recovery(self, job_id: UUID, *, at: datetime, lease: timedelta) -> bool:
         """Take the right to republish an unqueued job's task for ``lease``: True for one
-        caller at a time, and only while the job is ``accepted`` with no mark."""
+        caller at a time, and only while the job's first attempt is ``accepted`` with no
+        mark. A job back to ``accepted`` for a retry is never claimed: its first task reached
+        a worker, whether or not its mark was kept."""
 
     async def owed_webhooks(self, *, before: datetime, limit: int = 100) -> list[JobRecord]:
         """Jobs that may owe a webhook (``webhook_open``) and changed since the last one was

@@ -200,6 +200,7 @@ class MongoStore(MongoWebhooks):
             "_id": str(job_id),
             "status": str(JobStatus.ACCEPTED),
             "queued": {"$exists": False},
+            "attempt": 1,
             "$or": [{"recovering": {"$exists": False}}, {"recovering": {"$lt": at - lease}}],
         }
         with driver_errors():

@@ -459,6 +459,36 @@ async def test_active_jobs_are_counted_per_owner(store: JobStore) -> None:
     assert await store.count_active("nobody") == 0
 
 
+async def test_recovery_claims_an_unqueued_first_attempt_once_per_lease(store: JobStore) -> None:
+    record, marked, running = _record(), _record(), _record()
+    for job in (record, marked, running):
+        await store.insert(job)
+    lease = timedelta(seconds=30)
+    assert await store.claim_recovery(record.id, at=T0, lease=lease)
+    # Another replica within the lease is refused; after it, the claim may be taken again.
+    assert not await store.claim_recovery(record.id, at=T0 + lease / 2, lease=lease)
+    assert await store.claim_recovery(record.id, at=T0 + lease * 2, lease=lease)
+    # A job whose task is confirmed, or that runs, is never claimed.
+    await store.mark_queued([marked.id], at=T0)
+    assert not await store.claim_recovery(marked.id, at=T0, lease=lease)
+    await store.start(running.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    assert not await store.claim_recovery(running.id, at=T0, lease=lease)
+    assert not await store.claim_recovery(uuid.uuid4(), at=T0, lease=lease)
+
+
+async def test_a_job_back_to_accepted_for_a_retry_is_not_claimed_for_recovery(
+    store: JobStore,
+) -> None:
+    """Its first task reached a worker (which ran it and asked for the retry) even when the
+    mark of that task was lost: republishing attempt 1 would run the job beside attempt 2."""
+    record = _record()
+    await store.insert(record)
+    await store.start(record.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    assert await store.retrying(record.id, attempt=2, message="attempt 2 in 1s", at=T0)
+    assert not await store.claim_recovery(record.id, at=T0, lease=timedelta(seconds=30))
+    assert await store.unqueued(service="echo", before=T0 + timedelta(days=1)) == []
+
+
 # PyMongo leaves the socket of the refused connect unclosed, held by the error it keeps in its
 # topology: dropped and collected here, under this filter, it no longer fails a later test.
 @pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")
