@@ -221,9 +221,8 @@ class SQLiteStore(SQLiteWebhooks):
 
     async def claim_recovery(self, job_id: UUID, *, at: datetime, lease: timedelta) -> bool:
         sql = (
-            "UPDATE jobs SET recovering = :at WHERE id = :id AND status = 'accepted' "
-            "AND queued IS NULL AND attempt = 1 "
-            "AND (recovering IS NULL OR recovering < :expired)"
+            "UPDATE jobs SET recovering = :at WHERE id = :id AND status = 'accepted' AND "
+            "attempt = 1 AND queued IS NULL AND (recovering IS NULL OR recovering < :expired)"
         )
         params = {"id": str(job_id), "at": ts(at), "expired": ts(at - lease)}
 
