@@ -94,6 +94,17 @@ async def base_url(request: Request) -> str:
     return found
 
 
+def public_path(request: Request) -> str:
+    """The path the gateway is served under, as browsers see it: ``''`` at the root of a
+    host, ``'/gw'`` behind a proxy that forwards ``/gw/...`` with the prefix stripped
+    (``SG_PUBLIC_URL=https://host/gw``) or under a server's ``root_path``. The dashboard's and
+    the API docs' own links start with it."""
+    runtime: Runtime = request.state.runtime
+    public = runtime.settings.public_url
+    path = public.path if public is not None else request.scope.get("root_path")
+    return str(path or "").rstrip("/")
+
+
 MAX_ROOTS = 256
 _ROOTS: dict[tuple[object, ...], str] = {}
 

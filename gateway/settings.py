@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     public_url: AnyHttpUrl | None = Field(
         default=None,
         description="The gateway's public root (e.g. https://jobs.example.org/gw), used in "
-        "links and Location headers instead of the request's Host.",
+        "links and Location headers instead of the request's Host; the dashboard and the API "
+        "docs name their pages, scripts and cookies under its path.",
     )
     forwarded_allow_ips: CommaList = Field(
         default=("127.0.0.1",),

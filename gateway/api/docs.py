@@ -17,6 +17,7 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse
 
+from gateway.runtime import public_path
 from gateway.ui import VENDOR_PATH
 
 DOCS_PATH = "/docs"
@@ -46,15 +47,10 @@ REDOC_HEADERS = {
 }
 
 
-def _root(request: Request) -> str:
-    root: str = request.scope.get("root_path", "")
-    return root.rstrip("/")
-
-
 @router.get(DOCS_PATH)
 async def swagger_ui(request: Request) -> HTMLResponse:
     """Swagger UI on this gateway's OpenAPI document, every file from this gateway."""
-    root = _root(request)
+    root = public_path(request)
     return get_swagger_ui_html(
         openapi_url=f"{root}{OPENAPI_PATH}",
         title=f"{request.app.title} – Swagger UI",
@@ -76,7 +72,7 @@ async def swagger_ui_redirect() -> HTMLResponse:
 @router.get(REDOC_PATH)
 async def redoc(request: Request) -> HTMLResponse:
     """ReDoc on this gateway's OpenAPI document, without web fonts from elsewhere."""
-    root = _root(request)
+    root = public_path(request)
     page = get_redoc_html(
         openapi_url=f"{root}{OPENAPI_PATH}",
         title=f"{request.app.title} – ReDoc",

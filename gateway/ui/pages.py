@@ -22,7 +22,7 @@ from gateway.errors import (
     Unauthorized,
     UnknownJob,
 )
-from gateway.runtime import JobsDep, RuntimeDep
+from gateway.runtime import JobsDep, RuntimeDep, public_path
 from gateway.store import JobQuery, JobRecord, JobStatus, StoreError, WebhookDelivery
 from gateway.ui import session as sessions
 from gateway.ui.session import CheckedForm, Session, SessionDep
@@ -34,11 +34,16 @@ PAGE_SIZE = 25
 MAX_INPUTS = 64 * 1024
 
 
-def _safe_next(target: str | None) -> str:
+def _ui(request: Request, path: str) -> str:
+    """A dashboard path as the browser reaches it (behind a proxy's prefix, if any)."""
+    return f"{public_path(request)}/ui{path}"
+
+
+def _safe_next(request: Request, target: str | None) -> str:
     """Where to go after signing in: a dashboard path only (never another site)."""
-    if target and target.startswith("/ui") and not target.startswith("//"):
+    if target and target.startswith(_ui(request, "")) and not target.startswith("//"):
         return target
-    return "/ui/jobs"
+    return _ui(request, "/jobs")
 
 
 def _page(
@@ -69,15 +74,16 @@ def job_view(record: JobRecord) -> dict[str, Any]:
 
 
 @router.get("", response_class=RedirectResponse)
-async def home() -> RedirectResponse:
-    return RedirectResponse("/ui/jobs", status_code=303)
+async def home(request: Request) -> RedirectResponse:
+    return RedirectResponse(_ui(request, "/jobs"), status_code=303)
 
 
 @router.get("/login")
 async def login_form(
     request: Request, next_: Annotated[str | None, Query(alias="next", max_length=2000)] = None
 ) -> Response:
-    context = {"title": "Sign in", "csrf": sessions.csrf_token(request), "next": _safe_next(next_)}
+    csrf = sessions.csrf_token(request)
+    context = {"title": "Sign in", "csrf": csrf, "next": _safe_next(request, next_)}
     return await _respond(request, _page(request, "login.html", context))
 
 
@@ -97,19 +103,19 @@ async def login(
         context = {
             "title": "Sign in",
             "csrf": sessions.csrf_token(request),
-            "next": _safe_next(next_),
+            "next": _safe_next(request, next_),
             "error": exc.detail,
         }
         return await _respond(request, _page(request, "login.html", context, status_code=401))
-    response = RedirectResponse(_safe_next(next_), status_code=303)
+    response = RedirectResponse(_safe_next(request, next_), status_code=303)
     await sessions.sign_in(request, response, principal, token)
     return response
 
 
 @router.post("/logout")
-async def logout(_: CheckedForm) -> Response:
-    response = RedirectResponse("/ui/login", status_code=303)
-    sessions.sign_out(response)
+async def logout(request: Request, _: CheckedForm) -> Response:
+    response = RedirectResponse(_ui(request, "/login"), status_code=303)
+    sessions.sign_out(request, response)
     return response
 
 
@@ -202,7 +208,7 @@ async def job_table(
     if request.headers.get("hx-trigger") == "filters":
         # The filtered list gets its own address in the browser's history.
         kept = urlencode({k: v for k, v in filters.items() if v})
-        response.headers["HX-Push-Url"] = f"/ui/jobs?{kept}" if kept else "/ui/jobs"
+        response.headers["HX-Push-Url"] = _ui(request, f"/jobs?{kept}" if kept else "/jobs")
     return response
 
 
@@ -235,7 +241,7 @@ async def submit(
             "submit": {"service": service, "inputs": inputs, "error": exc.detail},
         }
         return _page(request, "jobs.html", {**page, **context}, status_code=exc.status)
-    return RedirectResponse(f"/ui/jobs/{record.id}", status_code=303)
+    return RedirectResponse(_ui(request, f"/jobs/{record.id}"), status_code=303)
 
 
 async def _job(jobs: JobsDep, job_id: UUID, principal: Principal) -> JobRecord | None:
@@ -320,4 +326,4 @@ async def dismiss(
     if await _job(jobs, job_id, ses.principal) is None:
         return _missing(request, ses, job_id)
     await jobs.dismiss(job_id, ses.principal)
-    return RedirectResponse(f"/ui/jobs/{job_id}", status_code=303)
+    return RedirectResponse(_ui(request, f"/jobs/{job_id}"), status_code=303)

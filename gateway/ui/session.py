@@ -3,8 +3,8 @@
 Signing in posts a token (the same JWTs as the API's bearer tokens, verified by
 :class:`gateway.auth.Authenticator` on every request: expiry, signature, scopes). The token is
 kept in an ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other site's page sends
-it) cookie scoped to ``/ui``, ``Secure`` when the gateway is reached over HTTPS, and lives no
-longer than the token.
+it) cookie scoped to ``/ui`` (under the gateway's public path), ``Secure`` when the gateway is
+reached over HTTPS, and lives no longer than the token.
 
 Every form that changes something (sign in and out, submit, dismiss) is checked twice:
 the double-submit token (a random value in an ``HttpOnly`` cookie, repeated in a hidden field
@@ -24,13 +24,13 @@ from fastapi import Depends, Form, Request, Response
 
 from gateway.auth import Principal
 from gateway.errors import Forbidden, GatewayError, Unauthorized
-from gateway.runtime import Runtime, base_url
+from gateway.runtime import Runtime, base_url, public_path
 
 SESSION_COOKIE = "sg_session"
 CSRF_COOKIE = "sg_csrf"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
-COOKIE_PATH = "/ui"
+COOKIE_PATH = "/ui"  # under public_path(request)
 CSRF_LIFETIME = 12 * 3600
 
 
@@ -83,7 +83,7 @@ async def remember_csrf(request: Request, response: Response) -> None:
             CSRF_COOKIE,
             fresh,
             max_age=CSRF_LIFETIME,
-            path=COOKIE_PATH,
+            path=_cookie_path(request),
             httponly=True,
             samesite="strict",
             secure=_secure(request, await base_url(request)),
@@ -146,15 +146,22 @@ async def sign_in(request: Request, response: Response, principal: Principal, to
         max_age=None if remaining is None else max(1, int(remaining)),
         # A date: Starlette reads a number as seconds from now, not as a time.
         expires=None if remaining is None else datetime.now(UTC) + timedelta(seconds=remaining),
-        path=COOKIE_PATH,
+        path=_cookie_path(request),
         httponly=True,
         samesite="strict",
         secure=_secure(request, await base_url(request)),
     )
 
 
-def sign_out(response: Response) -> None:
-    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+def sign_out(request: Request, response: Response) -> None:
+    response.delete_cookie(
+        SESSION_COOKIE, path=_cookie_path(request), httponly=True, samesite="strict"
+    )
+
+
+def _cookie_path(request: Request) -> str:
+    """The dashboard's path as the browser sees it: the cookies go to it alone."""
+    return public_path(request) + COOKIE_PATH
 
 
 SessionDep = Annotated[Session, Depends(session)]

@@ -2,7 +2,9 @@
 shows (its timeline, read from the job record).
 
 The pages load only the gateway's own files: scripts and styles from ``/ui/static`` (no inline
-script or style at all), so the Content-Security-Policy is ``'self'`` and nothing else.
+script or style at all), so the Content-Security-Policy is ``'self'`` and nothing else. Every
+path they name starts with ``root``, the path the gateway is served under
+(:func:`gateway.runtime.public_path`), so that the dashboard works behind a proxy's prefix.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.templating import Jinja2Templates
 
+from gateway.runtime import public_path
 from gateway.store import JobRecord, JobStatus
 from gateway.ui import STATIC_PATH, TEMPLATES_DIR, VENDOR_PATH
 
@@ -61,16 +64,16 @@ templates = Jinja2Templates(directory=TEMPLATES_DIR)
 templates.env.filters["pretty"] = _pretty
 templates.env.filters["when"] = _when
 templates.env.filters["seconds"] = _seconds
-templates.env.globals["static"] = STATIC_PATH
-templates.env.globals["vendor"] = VENDOR_PATH
 
 
 def render(
     request: Request, template: str, context: dict[str, Any], *, status_code: int = 200
 ) -> Response:
     """A dashboard page or fragment, with the dashboard's headers."""
+    root = public_path(request)
+    paths = {"root": root, "static": root + STATIC_PATH, "vendor": root + VENDOR_PATH}
     response: Response = templates.TemplateResponse(
-        request, template, context, status_code=status_code, headers=HEADERS
+        request, template, {**paths, **context}, status_code=status_code, headers=HEADERS
     )
     return response
 

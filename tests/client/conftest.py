@@ -71,6 +71,7 @@ class LiveGateway:
             "SG_HOST": "127.0.0.1",
             "SG_PORT": str(self.port),
             "SG_LOG_LEVEL": "WARNING",
+            **({"SG_PUBLIC_URL": str(s.public_url)} if s.public_url is not None else {}),
         }
 
     async def start(self) -> None:

@@ -1,9 +1,9 @@
 /* The dashboard's behaviour, beside htmx (no inline script: the pages' policy forbids it).
  *
  * Live jobs: every element with data-job and data-active (a row of the list, the panel of a
- * job's page) is followed over one server-sent event stream, /ui/events?job=...; when an
- * event's seq is newer than the element's data-seq, the element is told "sg:changed" and
- * htmx fetches its new rendering. The stream is closed once no followed job is active.
+ * job's page) is followed over one server-sent event stream, /ui/events?job=... (under the
+ * gateway's public path, the body's data-root); when an event's seq is newer than the
+ * element's data-seq, the element is told "sg:changed" and htmx fetches its new rendering. The stream is closed once no followed job is active.
  *
  * Charts: every figure.chart is drawn with uPlot from the JSON at its data-series URL, and
  * redrawn every 30 seconds.
@@ -42,7 +42,9 @@
     followed = key;
     if (ids.length === 0) { return; }
     var query = ids.map(function (id) { return "job=" + encodeURIComponent(id); }).join("&");
-    source = new EventSource("/ui/events?" + query);
+    // The gateway's public path (behind a proxy's prefix), from the page's body.
+    var root = document.body.getAttribute("data-root") || "";
+    source = new EventSource(root + "/ui/events?" + query);
     source.addEventListener("job", onJob);
     source.addEventListener("error", function () {
       // The stream ended (every job finished, or the sign-in expired): stop reconnecting
