@@ -353,8 +353,8 @@ class ChildPool:
         return child
 
     def _exited(self, child: _Child) -> None:
-        """The child's exit status is ready: it is dead, whoever still holds its pipe (a
-        process its handler forked). A reply it sent before dying is read first."""
+        """The child's exit status is ready: it is dead, whoever holds its pipe (a fork of its
+        handler). What it sent before dying is read first, then the reader ends it."""
         loop = asyncio.get_running_loop()
         loop.remove_reader(child.process.sentinel)
         if not child.dead and not child.conn.closed and not child.conn.poll(0):
@@ -384,12 +384,15 @@ class ChildPool:
             if not child.ready.done():
                 child.ready.set_result(message[1])
         elif message[1] != child.job_id:
-            return  # a leftover of a job that ended
+            pass  # a leftover of a job that ended
         elif kind == "progress":
             if child.on_progress is not None:
                 child.on_progress(message[2], message[3])
         elif child.outcome is not None and not child.outcome.done():
             child.outcome.set_result(message)
+        # Its exit came first: drained, it is gone (a fork holding the pipe hides the EOF).
+        if child.dead and not child.conn.closed and not child.conn.poll(0):
+            self._gone(child)
 
     async def _reap(self, child: _Child, *, kill: bool) -> None:
         """Wait for the child's end (killing it first, or after STOP_TIMEOUT), read its exit

@@ -31,14 +31,22 @@ def _start_grandchild(inputs: dict[str, Any]) -> None:
         Path(inputs["fork"]).write_text(str(pid))
 
 
+def _report(ctx: JobContext, inputs: dict[str, Any]) -> None:
+    if "go" in inputs:  # the test's signal to go on
+        while not Path(inputs["go"]).exists():
+            time.sleep(0.005)
+    progress = inputs.get("progress")
+    for percent in progress if isinstance(progress, list) else [progress] if progress else []:
+        ctx.progress(int(percent), "acting")
+
+
 def act(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Do what ``inputs`` says, in this order: report progress, start a grandchild (``spawn``:
-    a command, ``fork``: a fork holding the child's descriptors; its pid written to the file
-    named), allocate, hold, burn CPU, crash, wait for a gate file (ignoring ctx.cancelled
-    unless ``cooperative``)."""
+    """Do what ``inputs`` says, in this order: start a grandchild (``spawn``: a command,
+    ``fork``: a fork holding the child's descriptors; its pid written to the file named), wait
+    for the file ``go``, report progress (a percentage, or several in turn), allocate, hold,
+    burn CPU, crash, wait for a gate file (ignoring ctx.cancelled unless ``cooperative``)."""
     _start_grandchild(inputs)
-    if "progress" in inputs:
-        ctx.progress(int(inputs["progress"]), "acting")
+    _report(ctx, inputs)
     if "allocate" in inputs:
         block = bytearray(int(inputs["allocate"]))
         block[::4096] = b"x" * len(block[::4096])  # touch every page: make it resident

@@ -4,6 +4,7 @@ one that holds the child's pipe open does not hide the child's death from the po
 from __future__ import annotations
 
 import asyncio
+import select
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,28 @@ async def test_a_child_that_dies_while_a_fork_holds_its_pipe_fails_its_job(
         await ended(await _pid_in(forked))  # and the fork is gone with it
         after = await refilled(pool, before, lost=1)
         assert (await run(pool))["pid"] in after
+
+
+async def test_a_child_whose_death_is_seen_before_its_last_messages_still_fails_its_job(
+    tmp_path: Path,
+) -> None:
+    """Its exit status arrives while its pipe still holds its progress reports, and a fork
+    keeps the pipe open (no end of file will come): once the reports are read, the job fails."""
+    async with pool_of(1) as pool:
+        forked, go = tmp_path / "forked", tmp_path / "go"
+        seen: list[int] = []
+        inputs = {"fork": str(forked), "go": str(go), "progress": [10, 20], "crash": "exit"}
+        job = asyncio.create_task(run(pool, inputs, on_progress=lambda p, _: seen.append(p)))
+        await _pid_in(forked)  # the child holds the job, waiting for the signal
+        (child,) = pool._busy
+        # The event loop is busy (another job's work, a long pause) while the child reports
+        # twice and exits, until its exit status is there to read: both reports wait in the
+        # pipe when the loop looks again.
+        go.touch()
+        ready, _, _ = select.select([child.process.sentinel], [], [], 20)
+        assert ready, "the child did not exit"
+        with pytest.raises(ChildDied) as died:
+            await asyncio.wait_for(job, 20)
+        assert "code 3" in str(died.value)
+        assert seen == [10, 20]
+        await ended(await _pid_in(forked))
