@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
@@ -89,7 +90,7 @@ def dead_job(message: AbstractIncomingMessage) -> tuple[uuid.UUID, str | None, s
     body when it parses, else from the ``correlation_id`` (a task too deep or too new to parse
     still ends its job); the reason a worker gave, else the broker's."""
     refused = message.headers.get(REFUSED_HEADER)
-    death = str(refused) if refused else str(message.headers.get("x-first-death-reason", "") or "")
+    death = str(refused) if refused else last_death(message.headers)
     try:
         task = parse_task(message.body)
     except (ValueError, ValidationError):
@@ -100,6 +101,20 @@ def dead_job(message: AbstractIncomingMessage) -> tuple[uuid.UUID, str | None, s
         return uuid.UUID(message.correlation_id or ""), message.routing_key, death
     except ValueError as exc:
         raise NoJob("a dead letter that names no job") from exc
+
+
+def last_death(headers: Mapping[str, Any]) -> str:
+    """Why the broker gave up on a message this time: the reason of the newest of its deaths
+    (``x-death`` lists them newest first). Not ``x-first-death-reason``: a retried task died
+    first in its holding queue, ``expired`` by that queue's TTL, whatever ended it at last."""
+    deaths = headers.get("x-death")
+    newest = deaths[0] if isinstance(deaths, list) and deaths else None
+    reason = newest.get("reason") if isinstance(newest, dict) else None
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    if reason:
+        return str(reason)
+    return str(headers.get("x-last-death-reason") or headers.get("x-first-death-reason") or "")
 
 
 async def finish_dead(
