@@ -71,6 +71,7 @@ class TestInputsAtTheEdge:
             (b'{"inputs": {"delay": Infinity}}', "/inputs/delay"),
             (b'{"inputs": {"delay": 1e400}}', "/inputs/delay"),
             (b'{"inputs": {"n": 100000000000000000000000}}', "/inputs/n"),
+            (b'{"inputs": {"opts": {"a\\u0000b": 1}}}', "/inputs/opts"),
         ],
     )
     async def test_values_no_store_can_keep_are_422(

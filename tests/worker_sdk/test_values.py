@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import bson
+import bson.errors
 import pytest
 
 from worker_sdk.wire.topology import RETRY_TIERS, TaskQueueOptions, Topology, retry_tier
@@ -29,6 +31,7 @@ def _deep(depth: int) -> Any:
         ({"o": object()}, "/o", "is not JSON"),
         ({1: "x"}, "/", "is not a string"),
         ({"a/b": {"c~d": float("nan")}}, "/a~1b/c~0d", "not a JSON number"),
+        ({"x": {"a\x00b": 1}}, "/x", "NUL"),
     ],
 )
 def test_what_no_store_or_broker_can_carry_is_named(value: Any, path: str, says: str) -> None:
@@ -47,6 +50,14 @@ def test_depth_is_bounded_without_recursion() -> None:
 def test_what_is_carriable_passes() -> None:
     value = {"s": "é ✓ 𝄞", "n": 2**63 - 1, "f": 1.5e308, "b": True, "z": None, "l": [1, "2"]}
     assert check_value(value) == []
+    assert check_value({"nul": "a\x00b"}) == []  # in a string, a NUL is carried
+
+
+def test_bson_refuses_a_nul_in_a_key_not_in_a_string() -> None:
+    """Why a key may not hold one: MongoDB's documents are BSON, whose keys end at a NUL."""
+    assert bson.decode(bson.encode({"nul": "a\x00b"})) == {"nul": "a\x00b"}
+    with pytest.raises(bson.errors.InvalidDocument):
+        bson.encode({"result": {"a\x00b": 1}})
 
 
 def test_the_number_of_problems_is_capped() -> None:

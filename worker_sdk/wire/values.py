@@ -7,6 +7,7 @@ so that nothing accepted can fail later on its way through the broker or into a 
   serialiser and BSON stop near 200 levels);
 - strings and keys encodable as UTF-8 (a lone UTF-16 surrogate such as ``"\\ud800"`` is
   valid JSON text but no valid UTF-8);
+- keys without a NUL character (BSON ends a key at its first NUL: MongoDB refuses it);
 - finite numbers (``NaN``, ``Infinity`` and ``1e400`` parse in Python but are not JSON);
 - integers within 64 bits (MongoDB refuses larger ones, SQLite overflows).
 
@@ -67,6 +68,8 @@ def _children(item: Any, path: str) -> tuple[list[tuple[Any, str]], list[ValuePr
                 problems.append(ValueProblem(path or "/", f"key {key!r} is not a string"))
             elif not _encodable(key):
                 problems.append(ValueProblem(path or "/", "a key is not valid Unicode"))
+            elif "\x00" in key:
+                problems.append(ValueProblem(path or "/", "a key holds a NUL character"))
             else:
                 members.append((child, _pointer(path, key)))
         return members, problems
