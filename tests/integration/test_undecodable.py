@@ -16,10 +16,12 @@ import aio_pika
 import pamqp.common
 import pamqp.encode
 import pytest
+from pamqp import commands
 
 from examples.echo import worker as echo_worker
 from tests.conftest import AMQP_URL, Gateway
 from tests.support import message, submit, wait_status
+from tests.worker_sdk.test_lenient import nested_headers
 from worker_sdk.wire import Topology, declare_topology
 
 pytestmark = pytest.mark.integration
@@ -114,3 +116,49 @@ async def test_a_task_whose_properties_cannot_be_decoded_stops_no_worker(
     run_worker(echo_worker)
     job = (await submit(gateway.client, "echo", {"text": "behind the poison"})).json()["jobID"]
     await wait_status(gateway.client, job, "successful", within=20)
+
+
+class _WireProperties(commands.Basic.Properties):
+    """Properties published as the bytes given (what pamqp's own encoder, which recurses
+    too, would not build in this process)."""
+
+    def __init__(self, wire: bytes) -> None:
+        super().__init__()
+        self.wire = wire
+
+    def marshal(self) -> bytes:
+        return self.wire
+
+
+async def test_an_event_whose_headers_nest_too_deep_is_set_aside_and_loses_no_other(
+    gateway: Gateway, namespace: str
+) -> None:
+    """Headers a thousand tables deep: pamqp's decoder recursed past the interpreter's limit
+    and the connection closed at every delivery, as for the timestamp above. Now it is
+    delivered without its properties and set aside alone."""
+    jobs = [(await submit(gateway.client, "crunch", {})).json()["jobID"] for _ in range(20)]
+    topology = Topology(namespace)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchanges = await declare_topology(channel, topology)
+        raw = await channel.get_underlay_channel()  # aiormq: properties go as they are
+        await raw.basic_publish(
+            b"{}",
+            exchange=topology.events_exchange,
+            routing_key="crunch.succeeded",
+            properties=_WireProperties(nested_headers(1000)),
+        )
+        await asyncio.gather(
+            *(
+                exchanges.events.publish(
+                    message(_succeeded(job, "crunch"), type="succeeded", correlation_id=job),
+                    routing_key="crunch.succeeded",
+                )
+                for job in jobs
+            )
+        )
+    for job in jobs:
+        await wait_status(gateway.client, job, "successful", within=20)
+    assert (await submit(gateway.client, "crunch", {})).status_code == 201
+    assert (await gateway.runtime.broker.queue_stats(topology.poison_queue))[0] == 1

@@ -63,3 +63,20 @@ def test_a_content_header_whose_properties_fail_keeps_its_body_size() -> None:
     assert content.properties.message_type is None
     with pytest.raises(pamqp.exceptions.UnmarshalingException):
         lenient.header_frame(b"\x00")
+
+
+def nested_headers(depth: int) -> bytes:
+    """A ``headers`` property (and its flag) of tables nested ``depth`` deep, as any client
+    can publish it: ``{"a": {"a": ... {}}}``."""
+    table = b""
+    for _ in range(depth):
+        table = b"\x01aF" + struct.pack(">I", len(table)) + table
+    return struct.pack(">H", 1 << 13) + struct.pack(">I", len(table)) + table
+
+
+def test_headers_nested_past_the_decoders_recursion_keep_the_body_size() -> None:
+    content = lenient.header_frame(_content_header(nested_headers(5000)))
+    assert content.body_size == 5
+    assert content.properties.headers is None
+    shallow = lenient.header_frame(_content_header(nested_headers(3)))
+    assert shallow.properties.headers == {"a": {"a": {"a": {}}}}

@@ -10,7 +10,9 @@ results. RabbitMQ forwards such values as they came; the triggers are plain:
 
 - a ``timestamp`` past what ``datetime`` holds (a 64-bit value, as the AMQP spec has it: a
   millisecond epoch, or the Java client's pre-1970 times);
-- a short string that is not UTF-8 (a property such as ``message_id``, or a routing key).
+- a short string that is not UTF-8 (a property such as ``message_id``, or a routing key);
+- headers nested a few hundred tables or arrays deep (pamqp's decoder recurses per level:
+  ``RecursionError``; the broker forwards any depth that fits a frame).
 
 Known upstream (mosquito/aiormq#186, open; pika fixed its own decoder in pika/pika#1699), and
 still so in pamqp 4.0. :func:`install` makes the decoding lenient, so that such a message
@@ -62,7 +64,7 @@ def header_frame(frame_data: bytes) -> header.ContentHeader:
     content = header.ContentHeader()
     try:
         content.unmarshal(frame_data)
-    except (struct.error, ValueError, ArithmeticError) as exc:
+    except (struct.error, ValueError, ArithmeticError, RecursionError) as exc:
         try:
             _class, weight, body_size = struct.unpack(">HHQ", frame_data[0:12])
         except struct.error:
