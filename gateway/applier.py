@@ -42,7 +42,7 @@ from gateway.store import (
     StoreRejected,
     WorkerInfo,
 )
-from gateway.unusable import Unusable, read_event, why_unusable
+from gateway.unusable import Salvaged, Unusable, read_event, why_unusable
 from worker_sdk.wire import (
     BARRIER,
     Barrier,
@@ -335,8 +335,8 @@ class EventApplier:
     async def _apply_outcomes(self, outcomes: Outcomes) -> None:
         """Apply the terminal events of an ``outcomes`` message together, so that the store
         commits them in one transaction; each is retried on its own while the store fails.
-        One that is unusable does not hold the others back: they are applied, then the
-        message is set aside with its reason (applying it again changes nothing)."""
+        One that is unusable, or does not parse (:class:`Salvaged`), does not hold the others
+        back: they are applied, then the message is set aside with its reason."""
         now = datetime.now(UTC)
 
         async def one(event: TerminalEvent) -> None:
@@ -355,6 +355,11 @@ class EventApplier:
                     f"the first: {first}"
                 ) from first.__cause__
             raise first
+        if isinstance(outcomes, Salvaged) and outcomes.refused:
+            total, why = len(outcomes.events) + len(outcomes.refused), outcomes.refused[0]
+            raise Unusable(
+                f"{len(outcomes.refused)} of its {total} events do not parse, the first: {why}"
+            ) from ValueError(why)
 
     async def on_watched_event(self, message: AbstractIncomingMessage) -> None:
         """Consumer of this process's private copy of events (no-ack).

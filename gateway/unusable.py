@@ -4,14 +4,37 @@ reading of an event's body that raises it, and the label each is counted under
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+import json
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from gateway.store import StoreRejected
-from worker_sdk.wire import Event, NewerSchema, describe_error, parse_event
+from worker_sdk.wire import (
+    Event,
+    NewerSchema,
+    Outcomes,
+    TerminalEvent,
+    check_schema,
+    describe_error,
+    parse_event,
+)
+from worker_sdk.wire.messages import MAX_OUTCOMES
+
+_TERMINAL: TypeAdapter[TerminalEvent] = TypeAdapter(
+    Annotated[TerminalEvent, Field(discriminator="kind")]
+)
 
 
 class Unusable(Exception):
     """A message no retry will make usable: it goes to the poison queue."""
+
+
+class Salvaged(Outcomes):
+    """The events that parse of an ``outcomes`` message that does not as a whole: they are
+    applied, and the message is then set aside for the others (``refused``: why each not)."""
+
+    refused: list[str] = Field(default_factory=list, exclude=True)
 
 
 def why_unusable(exc: Unusable) -> str:
@@ -27,10 +50,48 @@ def why_unusable(exc: Unusable) -> str:
 
 
 def read_event(body: bytes) -> Event:
-    """The event in a message's body; :class:`Unusable` when it is none this gateway reads."""
+    """The event in a message's body; :class:`Unusable` when it is none this gateway reads.
+    An ``outcomes`` message with events that do not parse gives those that do
+    (:class:`Salvaged`): one bad entry holds back no other job's end."""
     try:
         return parse_event(body)
-    except NewerSchema as exc:
-        raise Unusable(str(exc)) from exc
-    except (ValidationError, ValueError) as exc:
+    except (ValidationError, ValueError) as exc:  # NewerSchema too
+        salvaged = _salvage(body)
+        if salvaged is not None:
+            return salvaged
+        if isinstance(exc, NewerSchema):
+            raise Unusable(str(exc)) from exc
         raise Unusable(f"not an event: {describe_error(exc)}") from exc
+
+
+def _salvage(body: bytes) -> Salvaged | None:
+    """The events of an ``outcomes`` message that parse one by one; None when it is no such
+    message (its envelope does not parse) or none of its events does."""
+    try:
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(envelope, dict) or envelope.get("kind") != "outcomes":
+        return None
+    entries = envelope.get("events")
+    if not isinstance(entries, list) or not 0 < len(entries) <= MAX_OUTCOMES:
+        return None
+    events: list[TerminalEvent] = []
+    refused: list[str] = []
+    for index, entry in enumerate(entries):
+        try:
+            event = _TERMINAL.validate_json(json.dumps(entry))
+            check_schema(event)
+        except (ValueError, RecursionError) as exc:  # ValidationError and NewerSchema too
+            refused.append(f"events[{index}]: {describe_error(exc)}")
+        else:
+            events.append(event)
+    if not events:
+        return None
+    fields = {k: v for k, v in envelope.items() if k in ("service", "worker_id", "schema_version")}
+    try:
+        salvaged = Salvaged.model_validate({**fields, "events": events, "refused": refused})
+        check_schema(salvaged)
+    except ValueError:  # its envelope is broken too
+        return None
+    return salvaged

@@ -59,6 +59,10 @@ async def _still_serving(gateway: Gateway, run_worker: Callable[..., asyncio.Tas
     assert done["progress"] == 100
 
 
+def _batch(*inner: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "outcomes", "service": "echo", "worker_id": "r", "events": inner}
+
+
 class TestInputsAtTheEdge:
     """Findings 2, 3 and 10: what a store or the broker could not carry is refused first."""
 
@@ -239,17 +243,12 @@ class TestPoisonEvents:
     ) -> None:
         victim = (await submit(gateway.client, "crunch", {})).json()["jobID"]
         ended = _event(victim, "succeeded", result=1)
-
-        def batch(*inner: dict[str, Any]) -> dict[str, Any]:
-            return {"kind": "outcomes", "service": "echo", "worker_id": "r", "events": inner}
-
         bodies = [
-            batch(),
-            batch(*[ended] * 257),
-            batch(ended, {**ended, "schema_version": 2}),
-            batch(ended, _event(victim, "started", host="h", worker_version="1")),
-            batch(ended, batch(ended)),
-            {**batch(ended), "schema_version": 2},
+            _batch(),
+            _batch(*[ended] * 257),
+            {**_batch(ended), "schema_version": 2},
+            {**_batch(ended), "worker_id": ""},
+            _batch({**ended, "schema_version": 2}, _event(victim, "progress", percent=1)),
         ]
         for body in bodies:
             await events(body, "echo.outcomes")
@@ -261,6 +260,31 @@ class TestPoisonEvents:
         record = await gateway.runtime.store.get(uuid.UUID(victim))
         assert record is not None
         assert record.status == "accepted"  # none of them touched the job
+
+    async def test_the_ends_that_parse_in_an_outcomes_message_are_applied_beside_others(
+        self, gateway: Gateway, namespace: str, events: Callable[..., Any]
+    ) -> None:
+        """Each event of the message means what it would alone: one that does not parse is
+        refused (the message is set aside for it), the ends beside it are applied, where
+        before their jobs stayed as they were, their tasks already acked."""
+        jobs = [(await submit(gateway.client, "crunch", {})).json()["jobID"] for _ in range(4)]
+        ended = [_event(job, "succeeded", result=i) for i, job in enumerate(jobs)]
+        bodies = [
+            _batch(ended[0], {**ended[0], "schema_version": 2}),
+            _batch(ended[1], _event(jobs[1], "started", host="h", worker_version="1")),
+            _batch(ended[2], _batch(ended[2])),
+            _batch({**ended[0], "emitted_at": "1999-12-31T23:59:59Z"}, ended[3]),
+        ]
+        for body in bodies:
+            await events(body, "echo.outcomes")
+        for i, job in enumerate(jobs):
+            await wait_status(gateway.client, job, "successful")
+            assert (await gateway.client.get(f"/jobs/{job}/results")).json() == i
+
+        async def all_set_aside() -> bool:
+            return await _depth(namespace, Topology(namespace).poison_queue) == len(bodies)
+
+        await eventually(all_set_aside, what=f"{len(bodies)} outcomes messages set aside")
 
     async def test_a_heartbeat_without_a_time_zone_never_reaches_the_store(
         self, gateway: Gateway, namespace: str, events: Callable[..., Any]
