@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import bson
@@ -58,6 +59,32 @@ def test_bson_refuses_a_nul_in_a_key_not_in_a_string() -> None:
     assert bson.decode(bson.encode({"nul": "a\x00b"})) == {"nul": "a\x00b"}
     with pytest.raises(bson.errors.InvalidDocument):
         bson.encode({"result": {"a\x00b": 1}})
+
+
+def test_problems_come_in_document_order_with_their_paths() -> None:
+    value = {"a": [1, float("nan"), {"\ud800": 1}], "b": {"c": [[2**64]]}, "d": object()}
+    found = [(p.path, p.message) for p in check_value(value, root="/inputs")]
+    assert [path for path, _ in found] == [
+        "/inputs/a/1",
+        "/inputs/a/2",
+        "/inputs/b/c/0/0",
+        "/inputs/d",
+    ]
+    assert "not valid Unicode" in found[1][1]
+    assert [p.path for p in check_value(float("inf"))] == ["/"]
+
+
+def test_a_value_of_a_million_members_is_checked_without_copies_of_it() -> None:
+    """The walk holds an iterator per level and writes no path unless for a problem (it
+    built a path and a tuple per member: hundreds of megabytes for a large result)."""
+    value = {"rows": [[i, "x", 1.5] for i in range(100_000)], "flat": [0] * 1_000_000}
+    tracemalloc.start()
+    try:
+        assert check_value(value) == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000, peak
 
 
 def test_the_number_of_problems_is_capped() -> None:
