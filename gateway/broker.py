@@ -68,26 +68,33 @@ __all__ = ["Broker", "BrokerDown", "EventTap", "PublishRefused"]
 
 class EventTap:
     """Binds and unbinds a private queue to the events exchange (re-created with the
-    connection by the watchdog, bindings included)."""
+    connection by the watchdog, bindings included). A bind or unbind the broker does not
+    answer within ``timeout`` raises ``TimeoutError``: its waiters are not held forever by
+    a channel being reopened."""
 
-    def __init__(self, routing_keys: Sequence[str], callback: Callback, prefetch: int) -> None:
+    def __init__(
+        self, routing_keys: Sequence[str], callback: Callback, prefetch: int, timeout: float
+    ) -> None:
         self.keys = tuple(routing_keys)
         self.callback = callback
         self.prefetch = prefetch
+        self.timeout = timeout
         self.queue: AbstractQueue | None = None
         self.exchange = ""
         self.attached = False
 
     async def attach(self) -> None:
         assert self.queue is not None
-        for key in self.keys:
-            await self.queue.bind(self.exchange, routing_key=key)
+        async with asyncio.timeout(self.timeout):
+            for key in self.keys:
+                await self.queue.bind(self.exchange, routing_key=key)
         self.attached = True
 
     async def detach(self) -> None:
         assert self.queue is not None
-        for key in self.keys:
-            await self.queue.unbind(self.exchange, routing_key=key)
+        async with asyncio.timeout(self.timeout):
+            for key in self.keys:
+                await self.queue.unbind(self.exchange, routing_key=key)
         self.attached = False
 
 
@@ -140,6 +147,7 @@ class Broker:
         self._registered: list[_Consumer] = []
         self._tap: EventTap | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._whole = True  # false from a rebuild's start until every consumer is back
 
     async def connect(self) -> None:
         """Connect, then declare the namespace's topology and every service's task queue.
@@ -258,7 +266,7 @@ class Broker:
 
         The queue starts unbound; :meth:`EventTap.attach` binds it to ``routing_keys``.
         """
-        self._tap = EventTap(routing_keys, callback, prefetch)
+        self._tap = EventTap(routing_keys, callback, prefetch, self._publish_timeout)
         await self._start_tap(self._tap)
         return self._tap
 
@@ -286,7 +294,8 @@ class Broker:
         while True:
             await asyncio.sleep(min(1.0, supervisor.period))  # the watchdog's period
             channels = [self._channel, self._probe, *self._channels]
-            broken = not self.connected or any(c is None or c.is_closed for c in channels)
+            broken = not self._whole or not self.connected
+            broken = broken or any(c is None or c.is_closed for c in channels)
             if not supervisor.due(broken):
                 continue
             log.error("RabbitMQ channels stayed closed for %.0fs; reconnecting", reconnect_after)
@@ -296,12 +305,17 @@ class Broker:
                 log.exception("reconnection failed; trying again")
 
     async def _rebuild(self) -> None:
+        """A new connection with every consumer and the tap; one that fails part way (a
+        consumer's first delivery closing its channel, the broker going away again) is done
+        again whole at the watchdog's next turn, however healthy the channels look."""
+        self._whole = False
         await self._drop_connection()
         await self.connect()
         for consumer in self._registered:
             await self._start_consumer(consumer)
         if self._tap is not None:
             await self._start_tap(self._tap)
+        self._whole = True
         log.info("RabbitMQ connection rebuilt with %d consumer(s)", len(self._consumers))
 
     async def check(self) -> None:
@@ -309,6 +323,8 @@ class Broker:
         tasks exchange, asked of the broker itself (a robust channel answers one it declared
         from its cache)."""
         exchange = self.topology.tasks_exchange
+        if not self._whole:
+            raise BrokerDown("reconnecting: the event consumers are not all running")
         try:
             await self._inspect(lambda c: c.exchange_declare(exchange, passive=True))
         except BrokerDown as exc:

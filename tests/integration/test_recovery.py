@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -237,3 +238,65 @@ async def test_inspections_fail_at_once_while_the_broker_is_out_of_reach(
         await eventually(down, what="the gateway to find its broker gone")
         with pytest.raises(BrokerDown, match="not connected"):
             await asyncio.wait_for(broker.queue_stats(queue), 5)  # not after 10 s
+
+
+async def test_a_rebuild_that_fails_part_way_is_done_again_whole(
+    gateway_factory: GatewayFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rebuild of the connection by the watchdog failed at its first consumer (its channel
+    closed under a first delivery it could not read, or the broker went away again): the
+    channels it had opened looked healthy, so no rebuild followed; the events were never
+    consumed again and readiness said ok. Now the rebuild is done again, whole, and
+    readiness waits for it."""
+    gateway = await gateway_factory(broker_reconnect_after=1.0)
+    broker = gateway.runtime.broker
+    run_worker(echo_worker)
+    before = (await submit(gateway.client, "echo", {"text": "before"})).json()
+    await wait_status(gateway.client, before["jobID"], "successful")
+    start = broker._start_consumer
+    starts = 0
+
+    async def failing_first(consumer: Any) -> None:
+        nonlocal starts
+        starts += 1
+        if starts == 1:
+            raise RuntimeError("the channel closed under the consumer's first delivery")
+        await start(consumer)
+
+    monkeypatch.setattr(broker, "_start_consumer", failing_first)
+    with pytest.raises(RuntimeError, match="first delivery"):
+        await broker._rebuild()  # as the watchdog's: a new connection, no consumer on it
+    assert (await gateway.client.get("/readyz")).status_code == 503
+
+    after = (await submit(gateway.client, "echo", {"text": "after"})).json()
+    await wait_status(gateway.client, after["jobID"], "successful", within=30)
+    assert starts > len(broker._registered)  # the failed rebuild, then a whole one
+
+    async def ready() -> bool:
+        return (await gateway.client.get("/readyz")).status_code == 200
+
+    await eventually(ready, within=30, what="/readyz to recover")
+
+
+async def test_a_tap_bind_the_broker_never_answers_holds_no_waiting_request(
+    gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first waiter binds the tap; a bind that never comes back (its channel being
+    reopened) held that waiter, and every one after it, with the watch's lock, for good. Now
+    it gives up after the publish timeout and the request is answered at the end of its wait."""
+    gateway = await gateway_factory(publish_timeout=1.0)
+    tap = gateway.runtime.broker._tap
+    assert tap is not None
+    assert tap.queue is not None
+
+    async def unanswered(*args: Any, **kwargs: Any) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(type(tap.queue), "bind", unanswered)  # no other bind runs meanwhile
+    for _ in range(2):  # the second waiter finds the lock free again
+        waited = submit(gateway.client, "echo", {"text": "x"}, headers={"Prefer": "wait=1"})
+        response = await asyncio.wait_for(waited, 20)
+        assert response.status_code == 201, response.text
+        assert response.json()["status"] == "accepted"
