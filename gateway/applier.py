@@ -355,11 +355,8 @@ class EventApplier:
                     f"the first: {first}"
                 ) from first.__cause__
             raise first
-        if isinstance(outcomes, Salvaged) and outcomes.refused:
-            total, why = len(outcomes.events) + len(outcomes.refused), outcomes.refused[0]
-            raise Unusable(
-                f"{len(outcomes.refused)} of its {total} events do not parse, the first: {why}"
-            ) from ValueError(why)
+        if isinstance(outcomes, Salvaged) and (refusal := outcomes.refusal()) is not None:
+            raise refusal
 
     async def on_watched_event(self, message: AbstractIncomingMessage) -> None:
         """Consumer of this process's private copy of events (no-ack).
@@ -379,7 +376,7 @@ class EventApplier:
             return
         try:
             if message.type == "outcomes":
-                outcomes = parse_event(message.body)
+                outcomes = read_event(message.body)  # the ends that parse, as the shared copy's
                 if isinstance(outcomes, Outcomes):
                     for inner in outcomes.events:
                         if self._changes.watch.interested(inner.job_id):
@@ -388,7 +385,7 @@ class EventApplier:
             if not self._changes.watch.interested(uuid.UUID(message.correlation_id or "")):
                 return
             event = parse_event(message.body)
-        except (ValueError, ValidationError):
+        except (ValueError, ValidationError, Unusable):
             return
         if isinstance(event, Heartbeat | BarrierPassed | Outcomes):
             return

@@ -32,9 +32,20 @@ class Unusable(Exception):
 
 class Salvaged(Outcomes):
     """The events that parse of an ``outcomes`` message that does not as a whole: they are
-    applied, and the message is then set aside for the others (``refused``: why each not)."""
+    applied, and the message is then set aside for the others (``refused``: why each not;
+    ``newer``: whether the first was written for a newer contract)."""
 
     refused: list[str] = Field(default_factory=list, exclude=True)
+    newer: bool = Field(default=False, exclude=True)
+
+    def refusal(self) -> Unusable | None:
+        """What sets the message aside once its events are applied, if any was refused."""
+        if not self.refused:
+            return None
+        total, why = len(self.events) + len(self.refused), self.refused[0]
+        error = Unusable(f"{len(self.refused)} of its {total} events do not parse; first {why}")
+        error.__cause__ = NewerSchema(why) if self.newer else ValueError(why)
+        return error
 
 
 def why_unusable(exc: Unusable) -> str:
@@ -66,9 +77,11 @@ def read_event(body: bytes) -> Event:
 
 def _salvage(body: bytes) -> Salvaged | None:
     """The events of an ``outcomes`` message that parse one by one; None when it is no such
-    message (its envelope does not parse) or none of its events does."""
+    message (its envelope does not parse, or it is not UTF-8) or none of its events does."""
+    if b'"outcomes"' not in body:  # no second parse of a large body that is not one
+        return None
     try:
-        envelope = json.loads(body)
+        envelope = json.loads(body.decode("utf-8"))  # not json's guess of UTF-16 or -32
     except (ValueError, RecursionError):
         return None
     if not isinstance(envelope, dict) or envelope.get("kind") != "outcomes":
@@ -78,19 +91,23 @@ def _salvage(body: bytes) -> Salvaged | None:
         return None
     events: list[TerminalEvent] = []
     refused: list[str] = []
+    newer = False
     for index, entry in enumerate(entries):
         try:
             event = _TERMINAL.validate_json(json.dumps(entry))
             check_schema(event)
         except (ValueError, RecursionError) as exc:  # ValidationError and NewerSchema too
             refused.append(f"events[{index}]: {describe_error(exc)}")
+            newer = newer or (len(refused) == 1 and isinstance(exc, NewerSchema))
         else:
             events.append(event)
     if not events:
         return None
     fields = {k: v for k, v in envelope.items() if k in ("service", "worker_id", "schema_version")}
     try:
-        salvaged = Salvaged.model_validate({**fields, "events": events, "refused": refused})
+        salvaged = Salvaged.model_validate(
+            {**fields, "events": events, "refused": refused, "newer": newer}
+        )
         check_schema(salvaged)
     except ValueError:  # its envelope is broken too
         return None

@@ -21,6 +21,7 @@ import jwt
 import pytest
 
 from examples.echo import worker as echo_worker
+from gateway.broker import Broker
 from gateway.store import JobQuery, JobRecord
 from tests import workers
 from tests.conftest import AMQP_URL, TEST_SECRET, Gateway, GatewayFactory
@@ -249,6 +250,7 @@ class TestPoisonEvents:
             {**_batch(ended), "schema_version": 2},
             {**_batch(ended), "worker_id": ""},
             _batch({**ended, "schema_version": 2}, _event(victim, "progress", percent=1)),
+            json.dumps(_batch(ended)).encode("utf-16"),  # JSON, but not the contract's UTF-8
         ]
         for body in bodies:
             await events(body, "echo.outcomes")
@@ -285,6 +287,46 @@ class TestPoisonEvents:
             return await _depth(namespace, Topology(namespace).poison_queue) == len(bodies)
 
         await eventually(all_set_aside, what=f"{len(bodies)} outcomes messages set aside")
+        refused = gateway.runtime.metrics.registry.get_sample_value
+        labels = {"queue": "events", "why": "newer-schema"}
+        assert refused("sg_events_refused_total", labels) == 1  # the first, a newer schema
+
+    async def test_a_waiter_on_another_replica_hears_an_end_saved_from_a_broken_batch(
+        self,
+        gateway_factory: GatewayFactory,
+        events: Callable[..., Any],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The replica holding a waiting request hears ends only on its tap: it reads the
+        ends that parse in a broken outcomes message as the shared copy's reader does."""
+        real_consume = Broker.consume
+
+        async def leave_events_to_the_other(
+            self: Broker, queue: str, callback: Any, *, prefetch: int, **options: Any
+        ) -> None:
+            if queue != self.topology.events_queue:
+                await real_consume(self, queue, callback, prefetch=prefetch, **options)
+
+        monkeypatch.setattr(Broker, "consume", leave_events_to_the_other)
+        waiting = await gateway_factory()
+        monkeypatch.undo()
+        await gateway_factory()  # the replica that applies the shared events
+        answer = asyncio.create_task(
+            submit(waiting.client, "echo", {"text": "x"}, headers={"Prefer": "wait=10"})
+        )
+        broker = waiting.runtime.broker
+        tasks = broker.topology.task_queue("echo")
+
+        async def queued() -> bool:  # published: the tap was bound before
+            return await broker.queue_depth(tasks) == 1
+
+        await eventually(queued, what="the waiting submission's task")
+        (job,) = [j["jobID"] for j in (await waiting.client.get("/jobs")).json()["jobs"]]
+        ended = _event(job, "succeeded", result={"text": "x"})
+        await events(_batch(ended, {**ended, "schema_version": 2}), "echo.outcomes")
+        response = await asyncio.wait_for(answer, 20)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"text": "x"}
 
     async def test_a_heartbeat_without_a_time_zone_never_reaches_the_store(
         self, gateway: Gateway, namespace: str, events: Callable[..., Any]
