@@ -68,9 +68,8 @@ __all__ = ["Broker", "BrokerDown", "EventTap", "PublishRefused"]
 
 class EventTap:
     """Binds and unbinds a private queue to the events exchange (re-created with the
-    connection by the watchdog, bindings included). A bind or unbind the broker does not
-    answer within ``timeout`` raises ``TimeoutError``: its waiters are not held forever by
-    a channel being reopened."""
+    connection by the watchdog, bindings included). ``timeout``: how long a waiter waits for
+    a bind (never cut short: aiormq would close the tap's channel) before it goes on."""
 
     def __init__(
         self, routing_keys: Sequence[str], callback: Callback, prefetch: int, timeout: float
@@ -85,16 +84,14 @@ class EventTap:
 
     async def attach(self) -> None:
         assert self.queue is not None
-        async with asyncio.timeout(self.timeout):
-            for key in self.keys:
-                await self.queue.bind(self.exchange, routing_key=key)
+        for key in self.keys:
+            await self.queue.bind(self.exchange, routing_key=key)
         self.attached = True
 
     async def detach(self) -> None:
         assert self.queue is not None
-        async with asyncio.timeout(self.timeout):
-            for key in self.keys:
-                await self.queue.unbind(self.exchange, routing_key=key)
+        for key in self.keys:
+            await self.queue.unbind(self.exchange, routing_key=key)
         self.attached = False
 
 

@@ -23,7 +23,10 @@ log = logging.getLogger("gateway.watch")
 
 
 class Tap(Protocol):
-    """A copy of the terminal events, switched on and off."""
+    """A copy of the terminal events, switched on and off; a waiter waits ``timeout``
+    seconds for it to be switched on."""
+
+    timeout: float
 
     async def attach(self) -> None: ...
 
@@ -160,10 +163,14 @@ class JobWatch:
             return
         if self._binding is None or self._binding.done():
             self._binding = asyncio.create_task(self._bind(self._tap))
-        # Shielded: a caller cancelled meanwhile (an event stream whose client left) must not
-        # cut the broker's call short, which would close the tap's channel; the bind is the
-        # watch's own task, and it records its outcome whoever waits for it.
-        failure = await asyncio.shield(self._binding)
+        # Shielded: a caller cancelled meanwhile (an event stream whose client left), or one
+        # that waited long enough, must not cut the broker's call short, which would close the
+        # tap's channel; the bind is the watch's own task, and records its outcome itself.
+        try:
+            async with asyncio.timeout(self._tap.timeout):
+                failure = await asyncio.shield(self._binding)
+        except TimeoutError:
+            failure = TimeoutError("the broker did not bind the terminal-event tap in time")
         if failure is not None and required:
             raise failure
 

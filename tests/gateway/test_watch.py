@@ -17,6 +17,8 @@ pytestmark = pytest.mark.timeout(10)
 
 
 class Tap:
+    timeout = 30.0
+
     def __init__(self) -> None:
         self.bound = False
         self.calls: list[str] = []
@@ -61,6 +63,8 @@ async def test_a_waiter_that_comes_during_a_detach_binds_the_tap_again() -> None
 class SlowTap:
     """A tap whose binding waits for the test; ``cut`` says whether it was cancelled, ``fails``
     what its bind raises."""
+
+    timeout = 30.0
 
     def __init__(self, *, fails: BaseException | None = None) -> None:
         self.binding = asyncio.Event()
@@ -193,4 +197,24 @@ async def test_a_bind_that_waited_out_a_detach_is_undone_when_its_waiter_has_lef
         return tap.calls == ["attach", "detach", "attach", "detach"] and not tap.bound
 
     await eventually(let_go, within=5, what="the orphaned bind undone")
+    await watch.close()
+
+
+async def test_a_waiter_goes_on_without_a_bind_the_broker_is_slow_to_answer_and_leaves_it_be() -> (
+    None
+):
+    """It waits the tap's timeout, then goes on (its early answer is lost, not its job); the
+    bind is not cut short, which would close the tap's channel, and ends in its own time."""
+    tap = SlowTap()
+    tap.timeout = 0.05
+    watch = JobWatch(tap, linger=0)
+    async with watch.waiting(new_job_id()):
+        assert tap.binds == 1
+        assert not tap.cut
+    async with watch.waiting(new_job_id()):  # the bind still on its way: no second one
+        assert tap.binds == 1
+    tap.answer.set()
+    await tap.unbound.wait()  # bound, and unbound again once nobody waits
+    assert tap.done
+    assert not tap.cut
     await watch.close()
