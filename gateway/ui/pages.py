@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 from uuid import UUID
 
 from fastapi import APIRouter, Form, Query, Request, Response
@@ -40,8 +40,18 @@ def _ui(request: Request, path: str) -> str:
 
 
 def _safe_next(request: Request, target: str | None) -> str:
-    """Where to go after signing in: a dashboard path only (never another site)."""
-    if target and target.startswith(_ui(request, "")) and not target.startswith("//"):
+    """Where to go after signing in: a dashboard page only (never another site, nor another
+    application of this host reached through dot segments, encoded or not)."""
+    home = _ui(request, "")
+    path = unquote((target or "").split("?", 1)[0])
+    segments = path.split("/")
+    if (
+        target
+        and (path == home or path.startswith(f"{home}/"))
+        and "." not in segments
+        and ".." not in segments
+        and "\\" not in path
+    ):
         return target
     return _ui(request, "/jobs")
 

@@ -165,8 +165,19 @@ async def test_without_a_session_pages_lead_to_the_sign_in_form(gateway: Gateway
         assert "invalid token" in bad.text
         assert "sg_session" not in bad.headers.get("set-cookie", "")
         # The sign-in form leads back only to the dashboard.
-        evil = await anon.get("/ui/login", params={"next": "https://evil.example/"})
-        assert 'value="/ui/jobs"' in evil.text
+        for elsewhere in (
+            "https://evil.example/",
+            "//evil.example/ui",
+            "/uiother",
+            "/ui/../admin",
+            "/ui/%2e%2e/admin",
+            "/ui/.%2E/%2e/admin",
+            "/ui\\..\\admin",
+        ):
+            page = await anon.get("/ui/login", params={"next": elsewhere})
+            assert 'name="next" value="/ui/jobs"' in page.text, elsewhere
+        kept = await anon.get("/ui/login", params={"next": "/ui/jobs?status=failed"})
+        assert 'name="next" value="/ui/jobs?status=failed"' in kept.text
 
 
 async def test_pages_allow_only_the_gateways_own_files(gateway: Gateway) -> None:
