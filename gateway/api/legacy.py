@@ -61,7 +61,10 @@ def _shaped(url: object) -> str:
     """The old gateway's shape rule: a scheme, a host and a path."""
     if not isinstance(url, str):
         raise _invalid_url(repr(url), "not a string")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # a broken IPv6 literal, "http://[::1/x"
+        raise _invalid_url(url, str(exc)) from None
     if not (parts.scheme and parts.netloc and parts.path):
         raise _invalid_url(url)
     return url

@@ -259,6 +259,9 @@ class TestUrls:
             ({"doc_url": "http://a..b/x"}, None),
             ({"doc_url": f"http://{'a' * 64}.example.org/x"}, None),
             ({"doc_url": "http://[::1]/x"}, None),
+            ({"doc_url": "http://a\x00b/x"}, None),
+            ({"doc_url": "http://[::1/x"}, None),
+            ({}, {"a_url": "http://[/a"}),
         ],
     )
     async def test_refused_urls_are_207_and_nothing_is_recorded(
@@ -318,10 +321,11 @@ class TestUrls:
         assert body["vesta"]["code"] == 207
         assert "more than 16 URLs" in body["vesta"]["message"]
 
-    async def test_an_invalid_host_in_a_uri_input_is_422(self, gateway: Gateway) -> None:
+    @pytest.mark.parametrize("url", ["http://a..b/x", "http://a\x00b/x", "http://[::1/x"])
+    async def test_an_invalid_host_in_a_uri_input_is_422(self, gateway: Gateway, url: str) -> None:
         async with gateway.as_user("alice") as alice:
-            response = await submit(alice, "fetcher", {"url": "http://a..b/x"})
-        assert response.status_code == 422
+            response = await submit(alice, "fetcher", {"url": url})
+        assert response.status_code == 422, response.text
         assert response.json()["errors"][0]["path"] == "/inputs/url"
 
     async def test_the_gateway_serves_old_clients_after(

@@ -311,6 +311,7 @@ async def test_a_subscriber_on_a_denied_address_is_refused_at_submit(
         "http://[::127.0.0.1]/hook",
         "http://localhost/hook",
         "ftp://example.org/hook",
+        "http://exa\x00mple.com/hook",
     ):
         response = await gateway.client.post(
             "/processes/echo/execution",

@@ -59,6 +59,8 @@ class UrlPolicy:
         host = (parts.hostname or "").rstrip(".").lower()
         if not host:
             raise UrlRefused("the URL has no host")
+        if not host.isprintable() or " " in host:  # a NUL, a newline: no resolver's name
+            raise UrlRefused(f"{host!r} is not a valid host name")
         if literal_address(host) is None:
             try:  # what the resolver does with the name; an empty or 64-byte label fails
                 host.encode("idna")
@@ -142,7 +144,7 @@ def literal_address(host: str) -> IPAddress | None:
         pass
     try:  # 2130706433, 0x7f.1, 0177.0.0.1, 127.1: what inet_aton (and so connect) accepts
         return ipaddress.IPv4Address(socket.inet_aton(host))
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in it
         return None
 
 
@@ -157,7 +159,7 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         return [literal]
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (socket.gaierror, UnicodeError, ValueError) as exc:  # ValueError: a NUL in it
         raise UrlRefused(f"{host} does not resolve: {exc}") from exc
     return _addresses(infos)
 
@@ -169,7 +171,7 @@ async def aresolve(host: str, port: int) -> list[IPAddress]:
         return [literal]
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (socket.gaierror, UnicodeError, ValueError) as exc:  # ValueError: a NUL in it
         raise UrlRefused(f"{host} does not resolve: {exc}") from exc
     return _addresses(infos)
 
