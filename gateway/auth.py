@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class Principal:
 
 # Tokens verified lately are kept this long at most (and never past their exp), this many.
 VERIFIED_TTL = 60.0
+# The latest expiry taken (9000-01-01T00:00:00Z): a session's cookie and an event stream's
+# bound turn it into a date, which Python's datetime holds up to the year 9999.
+MAX_EXPIRY = 221_845_392_000.0
 VERIFIED_MAX = 1024
 
 
@@ -197,19 +201,43 @@ class Authenticator:
         legacy = subject is None
         if legacy:
             subject = self._settings.legacy_owner
-        if not isinstance(subject, str) or not subject:
-            raise Unauthorized("the token's sub must be a non-empty string", error="invalid_token")
+        if not isinstance(subject, str) or not subject or not _encodable(subject):
+            raise Unauthorized(
+                "the token's sub must be a non-empty string of valid Unicode", error="invalid_token"
+            )
         scopes = _scopes(claims, self._settings.scope_claim)
-        exp = claims.get("exp")
         return Principal(
             subject=subject,
             scopes=scopes,
             admin=self._settings.admin_scope in scopes,
             legacy=legacy,
-            expires=float(exp) + self._settings.jwt_leeway
-            if isinstance(exp, int | float)
-            else None,
+            expires=_expiry(claims.get("exp"), self._settings.jwt_leeway),
         )
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no store keeps it as an owner
+        return False
+    return True
+
+
+def _expiry(exp: object, leeway: float) -> float | None:
+    """When a token stops being accepted: its ``exp`` (a JSON number, RFC 7519's NumericDate)
+    plus the leeway; a token without one never expires. PyJWT also takes a numeric string,
+    and any size of number: both are refused here, as no time."""
+    if exp is None:
+        return None
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise Unauthorized("the token's exp must be a number", error="invalid_token")
+    try:
+        at = float(exp) + leeway
+    except OverflowError:
+        at = math.inf
+    if not math.isfinite(at) or at > MAX_EXPIRY:
+        raise Unauthorized("the token's exp is past any date", error="invalid_token")
+    return at
 
 
 def _token(authorization: str | None) -> str:

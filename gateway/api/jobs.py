@@ -99,13 +99,17 @@ async def list_jobs(
         Query(
             alias="minDuration",
             ge=0,
+            le=listing.MAX_DURATION,
             description="Only jobs that ran at least this many seconds (running jobs: so far).",
         ),
     ] = None,
     max_duration: Annotated[
         int | None,
         Query(
-            alias="maxDuration", ge=0, description="Only jobs that ran at most this many seconds."
+            alias="maxDuration",
+            ge=0,
+            le=listing.MAX_DURATION,
+            description="Only jobs that ran at most this many seconds.",
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size.")] = 100,

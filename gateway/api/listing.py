@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 from uuid import UUID
 
@@ -35,6 +35,9 @@ def encode_cursor(created: datetime, job_id: UUID) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+MAX_DURATION = 100 * 366 * 86400  # seconds: a century, far inside the store's integers
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     """A cursor made by :func:`encode_cursor`; anything else is 400."""
     try:
@@ -45,8 +48,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         at = datetime.fromisoformat(created)
         if at.tzinfo is None:
             raise ValueError("no time zone")
-        return at, UUID(job_id)
-    except (ValueError, TypeError, UnicodeError, binascii.Error):
+        return at.astimezone(UTC), UUID(job_id)
+    except (ValueError, TypeError, UnicodeError, binascii.Error, OverflowError):
         raise InvalidQueryParameter(
             "cursor: not a cursor of this list (use the `next` link as it is)"
         ) from None
@@ -61,6 +64,10 @@ def _instant(text: str) -> datetime:
         ) from None
     if at.tzinfo is None:
         raise InvalidQueryParameter(f"datetime: {text!r} has no time zone offset")
+    try:
+        at = at.astimezone(UTC)  # as the store compares it
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 is no UTC time
+        raise InvalidQueryParameter(f"datetime: {text!r} is out of range") from None
     return at
 
 

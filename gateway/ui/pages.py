@@ -236,7 +236,7 @@ async def submit(
     try:
         try:
             values = json.loads(inputs or "{}")
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # too deep, an integer of 5,000 digits
             raise InvalidParameterValue(f"the inputs are not JSON: {exc}") from None
         if not isinstance(values, dict):
             raise InvalidParameterValue("the inputs must be a JSON object")

@@ -227,6 +227,14 @@ async def test_a_refused_submission_shows_why_on_the_form(gateway: Gateway) -> N
         )
         assert not_json.status_code == 400
         assert "not JSON" in not_json.text
+        for beyond in ("[" * 20_000 + "]" * 20_000, '{"x": ' + "9" * 5000 + "}"):
+            refused = await browser.post(
+                "/ui/jobs",
+                data={"csrf": csrf, "service": "echo", "inputs": beyond},
+                headers={"Origin": "http://gw.test"},
+            )
+            assert refused.status_code == 400, refused.text[:200]  # was a 500
+            assert "not JSON" in refused.text
         good = await browser.post(
             "/ui/jobs",
             data={"csrf": csrf, "service": "echo", "inputs": '{"text": "hi"}'},

@@ -88,6 +88,12 @@ async def execute(
     return await client.post(f"/processes/{process}/execution", json=body, headers=headers)
 
 
+# A cursor of the list's own shape whose time is 0001-01-01T00:00:00+14:00, no UTC time.
+_YEAR_ONE_CURSOR = (
+    "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzE0OjAwIiwgIjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMCJd"
+)
+
+
 class TestDiscovery:
     async def test_landing_page_and_conformance(self, gateway: Gateway) -> None:
         landing = await gateway.client.get("/")
@@ -410,6 +416,11 @@ class TestJobs:
             "limit=0",
             "limit=100000",
             "minDuration=-1",
+            "minDuration=99999999999999999999999",
+            "maxDuration=9223372036854775808",
+            "datetime=0001-01-01T00:00:00%2B14:00",  # no UTC time: before year 1
+            "datetime=9999-12-31T23:59:59-14:00/..",
+            "cursor=" + _YEAR_ONE_CURSOR,  # a cursor of that time
             "f=xml",
         ],
     )

@@ -93,6 +93,14 @@ class TestTokens:
         await refused(gateway, "Bearer not.a.token")
         await refused(gateway, "Basic YWxpY2U6c2VjcmV0")
 
+    async def test_claims_no_store_or_clock_holds_are_refused(self, gateway: Gateway) -> None:
+        """Validly signed, yet a sub that is no valid Unicode (no store keeps it as an owner:
+        503 before) or an exp past any date (a 500 on every route before), or a string."""
+        await refused(gateway, f"Bearer {hs(claims(sub=chr(0xD800)))}")
+        await refused(gateway, f"Bearer {hs(claims(exp=10**400))}")
+        await refused(gateway, f"Bearer {hs(claims(exp=int(time.time()) + 10**12))}")
+        await refused(gateway, f"Bearer {hs(claims(exp=str(int(time.time()) + 300)))}")
+
     async def test_missing_sub_is_refused_without_the_legacy_setting(
         self, gateway: Gateway
     ) -> None:
