@@ -24,6 +24,7 @@ from typing import Any
 
 from fastapi import Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 
 from gateway.api.schemas import ExecuteRequest
 from gateway.errors import (
@@ -47,6 +48,13 @@ class Mode:
 
     wait: float | None
     applied: str | None
+
+
+def prefer_header(headers: Headers) -> str | None:
+    """Every ``Prefer`` line of a request as one value: RFC 7240 §2 reads several lines as
+    one comma-separated list (the first of a repeated preference counts)."""
+    lines = headers.getlist("prefer")
+    return ", ".join(lines) if lines else None
 
 
 def preferences(prefer: str | None) -> dict[str, str]:

@@ -37,6 +37,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.api import listing
+from gateway.api.execution import prefer_header
 from gateway.api.processes import execute_job
 from gateway.api.schemas import ExecuteRequest, StatusInfo
 from gateway.auth import Principal
@@ -145,7 +146,7 @@ async def _execute(request: Request, process_id: str, raw: bytes) -> Response | 
     except Exception:  # noqa: BLE001  # nothing happened yet: the application answers it
         return None
     try:
-        return await execute_job(call, process_id, body, request.headers.get("prefer"), None)
+        return await execute_job(call, process_id, body, prefer_header(request.headers), None)
     except (GatewayError, StoreError) as exc:
         return error_response(exc)
 

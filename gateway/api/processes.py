@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from gateway.api.execution import delivery, execution_mode, results_response
+from gateway.api.execution import delivery, execution_mode, prefer_header, results_response
 from gateway.api.html import html_response
 from gateway.api.listing import query_string, wants_html
 from gateway.api.schemas import (
@@ -176,6 +176,7 @@ async def describe_process(
     },
 )
 async def execute(
+    request: Request,
     process_id: ProcessId,
     body: ExecuteRequest,
     call: CallDep,
@@ -211,6 +212,7 @@ async def execute(
     ``failed``/``publish_failed`` and the answer is 503 (or 429 when the service's queue is
     full) — never 201 for a job that is not durably queued.
     """
+    prefer = prefer_header(request.headers)  # every line of it, not the first alone
     return await execute_job(call, process_id, body, prefer, idempotency_key)
 
 

@@ -344,3 +344,16 @@ async def test_an_unreachable_broker_fails_start_up_within_its_bound(
         async with app.router.lifespan_context(app):
             pass
     assert time.monotonic() - started < 10
+
+
+async def test_every_prefer_line_counts_on_either_lane(gateway: Gateway) -> None:
+    """RFC 7240 §2: several Prefer lines read as one list; only the first line was read, so
+    `respond-async` on a second line was ignored and the request waited."""
+    for query in ("", "?x=1"):  # the fast lane, and the routed one
+        response = await gateway.client.post(
+            f"/processes/echo/execution{query}",
+            json={"inputs": {"text": "x"}},
+            headers=[("Prefer", "wait=3"), ("Prefer", "respond-async")],
+        )
+        assert response.status_code == 201, response.text
+        assert response.headers["preference-applied"] == "respond-async"
