@@ -152,7 +152,7 @@ class JobService:
         if idempotency_key is not None:
             earlier = await self._earlier(principal.subject, idempotency_key, fingerprint)
             if earlier is not None:
-                return earlier, True
+                return await self._ended_within(earlier, wait), True
         if legacy is None:  # the old routes had no schema; their URLs are checked by the route
             await self._inputs.check(spec, inputs)
         else:
@@ -185,7 +185,7 @@ class JobService:
             earlier = await self._earlier(principal.subject, idempotency_key, fingerprint)
             if earlier is None:
                 raise StoreUnavailable("the job holding this idempotency key vanished") from None
-            return earlier, True
+            return await self._ended_within(earlier, wait), True
         # The usage counter need not precede the task: count while the broker confirms.
         counting = asyncio.create_task(self._tally.count(f"{SUBMISSIONS}{spec.id}"))
         try:
@@ -201,6 +201,21 @@ class JobService:
                     return record, False
         finally:
             await counting
+
+    async def _ended_within(self, record: JobRecord, wait: float | None) -> JobRecord:
+        """A replayed job as a first submission would be answered: once it ends, within
+        ``wait`` seconds (as it stands then, if it does not)."""
+        if not wait or record.status.terminal:
+            return record
+        async with self._changes.watch.waiting(record.id) as finished:
+            current = await self._store.get(record.id) or record  # it may have ended since
+            if current.status.terminal:
+                return current
+            try:
+                async with asyncio.timeout(wait):
+                    return await asyncio.shield(finished)
+            except TimeoutError:
+                return current
 
     async def _earlier(self, owner: str, key: str, fingerprint: str) -> JobRecord | None:
         """The job this key already names, if still within the window; 409 if the key was

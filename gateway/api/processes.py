@@ -146,7 +146,10 @@ async def describe_process(
         200: {
             "description": "Synchronous execution: the results (`response: raw`: the output's "
             "value, or `multipart/related` for several; `document`: the results document). "
-            "`Location` and `Link: rel=monitor` name the job.",
+            "`Location` and `Link: rel=monitor` name the job. A replayed `Idempotency-Key` "
+            "(`Idempotent-Replayed: true`) is answered as its first submission would be "
+            "(waiting as asked), but with 200: the results once the job ended, else its "
+            "status.",
             "content": {
                 "application/json": {"schema": {}},
                 "multipart/related": {"schema": {"type": "string", "format": "binary"}},

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aio_pika
 import pytest
 
+from examples.echo import worker as echo_worker
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
 from tests.support import submit
 from worker_sdk.wire import Topology
@@ -92,3 +94,21 @@ async def test_malformed_keys_are_400(gateway: Gateway, bad: str) -> None:
     response = await submit(gateway.client, "echo", {}, headers={"Idempotency-Key": bad})
     assert response.status_code == 400
     assert await queued(gateway) == 0
+
+
+async def test_a_replay_waits_for_the_results_as_its_first_submission_would(
+    gateway: Gateway, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    """A retry asking to wait answered at once with the running job's status, saying
+    `Preference-Applied: wait=10` all the same; now it waits for the job's end."""
+    run_worker(echo_worker)
+    key = {"Idempotency-Key": "slow-one"}
+    inputs = {"text": "x", "delay": 1}
+    first = await submit(gateway.client, "echo", inputs, headers={**key, "Prefer": "respond-async"})
+    assert first.status_code == 201
+    again = await submit(gateway.client, "echo", inputs, headers={**key, "Prefer": "wait=10"})
+    assert again.status_code == 200, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["preference-applied"] == "wait=10"
+    assert again.json() == {"text": "x"}  # the results, as the first would have had them
+    assert again.headers["location"] == first.headers["location"]
