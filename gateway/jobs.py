@@ -72,6 +72,9 @@ def _fingerprint(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+REPLAY_LOOK = 0.5  # seconds between a waiting replay's reads of its job
+
+
 class JobService:
     """The collaborator behind the job routes: every call is made on behalf of a principal."""
 
@@ -152,7 +155,10 @@ class JobService:
         if idempotency_key is not None:
             earlier = await self._earlier(principal.subject, idempotency_key, fingerprint)
             if earlier is not None:
-                return await self._ended_within(earlier, wait), True
+                earlier = await self._ended_within(earlier, wait)
+                if earlier.reason != Reason.PUBLISH_FAILED:
+                    return earlier, True
+                # Its first attempt was never queued, and its key is released: this one queues.
         if legacy is None:  # the old routes had no schema; their URLs are checked by the route
             await self._inputs.check(spec, inputs)
         else:
@@ -204,18 +210,22 @@ class JobService:
 
     async def _ended_within(self, record: JobRecord, wait: float | None) -> JobRecord:
         """A replayed job as a first submission would be answered: once it ends, within
-        ``wait`` seconds (as it stands then, if it does not)."""
+        ``wait`` seconds (as it stands then, if it does not). Its end may have been published
+        before this process's tap was bound, and applied by another replica, which tells only
+        its own waiters: the store is read again every :data:`REPLAY_LOOK` seconds."""
         if not wait or record.status.terminal:
             return record
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
         async with self._changes.watch.waiting(record.id) as finished:
-            current = await self._store.get(record.id) or record  # it may have ended since
-            if current.status.terminal:
-                return current
-            try:
-                async with asyncio.timeout(wait):
-                    return await asyncio.shield(finished)
-            except TimeoutError:
-                return current
+            record = await self._store.get(record.id) or record  # it may have ended since
+            while not record.status.terminal and (left := deadline - loop.time()) > 0:
+                try:
+                    async with asyncio.timeout(min(left, REPLAY_LOOK)):
+                        return await asyncio.shield(finished)
+                except TimeoutError:
+                    record = await self._store.get(record.id) or record
+        return record
 
     async def _earlier(self, owner: str, key: str, fingerprint: str) -> JobRecord | None:
         """The job this key already names, if still within the window; 409 if the key was

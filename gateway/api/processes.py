@@ -147,9 +147,9 @@ async def describe_process(
             "description": "Synchronous execution: the results (`response: raw`: the output's "
             "value, or `multipart/related` for several; `document`: the results document). "
             "`Location` and `Link: rel=monitor` name the job. A replayed `Idempotency-Key` "
-            "(`Idempotent-Replayed: true`) is answered as its first submission would be "
-            "(waiting as asked), but with 200: the results once the job ended, else its "
-            "status.",
+            "(`Idempotent-Replayed: true`) is answered as its first submission would be, "
+            "waiting as asked (the results, or the exception of a failed or dismissed job), "
+            "but with 200 and the job's status while it is queued or running.",
             "content": {
                 "application/json": {"schema": {}},
                 "multipart/related": {"schema": {"type": "string", "format": "binary"}},

@@ -164,8 +164,8 @@ async def test_a_broken_submit_is_retried_without_a_second_job(
     live: LiveGateway, run_worker: RunWorker, tmp_path: Path
 ) -> None:
     """The gateway accepts the job, then dies before answering (it was holding the answer
-    for Prefer: wait): the client's retry, with the same Idempotency-Key, is answered with
-    the first job, and the gateway holds exactly one."""
+    for Prefer: wait): the client's retry, with the same Idempotency-Key, waits as the first
+    request did and is answered with the first job, and the gateway holds exactly one."""
     run_worker(slow)
     gate = tmp_path / "gate"
     transport = RecordingTransport()
@@ -181,11 +181,11 @@ async def test_a_broken_submit_is_retried_without_a_second_job(
         (accepted,) = await eventually(running, what="the job to run")
         live.kill()  # the POST is still waiting for its answer
         await live.start()
+        gate.touch()  # the retry waits for the job's end, as the first request did
         job = await asyncio.wait_for(submitting, timeout=30)
         assert job.id == accepted.id
+        assert job.status is JobStatus.SUCCESSFUL
         assert [j.id for j in await asyncio.to_thread(lambda: list(observer.jobs()))] == [job.id]
-        gate.touch()
-        assert (await asyncio.to_thread(client.wait, job, 30)).status is JobStatus.SUCCESSFUL
     posts = transport.record.matching("POST", "/execution")
     assert len(posts) >= 2
     assert posts[0].outcome == "RemoteProtocolError"

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
 
 from examples.echo import worker as echo_worker
+from gateway.broker import BrokerDown
+from gateway.store import JobRecord, JobStatus, SQLiteStore
 from tests.conftest import AMQP_URL, Gateway, GatewayFactory
-from tests.support import submit
+from tests.support import eventually, submit
 from worker_sdk.wire import Topology
 
 pytestmark = pytest.mark.integration
@@ -112,3 +117,91 @@ async def test_a_replay_waits_for_the_results_as_its_first_submission_would(
     assert again.headers["preference-applied"] == "wait=10"
     assert again.json() == {"text": "x"}  # the results, as the first would have had them
     assert again.headers["location"] == first.headers["location"]
+
+
+class _Lagging(SQLiteStore):
+    """A store whose next lookups of one job answer what it was (``stale``): as a replica's
+    read that came just before another replica committed the job's end."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.stale: JobRecord | None = None
+        self.gets = 0
+
+    async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
+        return self.stale or await super().find_by_key(owner, key)
+
+    async def get(self, job_id: uuid.UUID) -> JobRecord | None:
+        stale, self.stale = self.stale, None
+        self.gets += 1
+        return stale if stale is not None and stale.id == job_id else await super().get(job_id)
+
+
+async def test_a_waiting_replay_reads_its_job_again_when_its_end_came_unseen(
+    gateway_factory: GatewayFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    tmp_path: Path,
+) -> None:
+    """The job's end was published before this process's tap was bound and applied by
+    another replica after this one read the job: the replay waited its whole wait and
+    answered the stale status. Now it reads the job again while it waits."""
+    store = _Lagging(tmp_path / "lagging.db")
+    gateway = await gateway_factory(store=store)
+    run_worker(echo_worker)
+    key = {"Idempotency-Key": "seen-late"}
+    first = await submit(
+        gateway.client, "echo", {"text": "x"}, headers={**key, "Prefer": "wait=10"}
+    )
+    assert first.status_code == 200, first.text
+    job = await store.get(uuid.UUID(first.headers["location"].rsplit("/", 1)[1]))
+    assert job is not None
+    store.stale = job.model_copy(update={"status": JobStatus.RUNNING, "result": None})
+    again = await submit(
+        gateway.client, "echo", {"text": "x"}, headers={**key, "Prefer": "wait=30"}
+    )
+    assert again.status_code == 200, again.text
+    assert again.json() == {"text": "x"}  # the results, not the stale running status
+    assert store.gets >= 2  # the stale answer, then the job as it is
+
+
+async def test_a_replay_of_a_job_whose_first_publish_fails_while_it_waits_queues_it(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry came while the first attempt was still publishing; that publish failed (the
+    job failed publish_failed, its key released): the waiting retry answered 422 job-failed,
+    which a client does not retry. Now it submits the job again, as a retry after would."""
+    broker = gateway.runtime.broker
+    publish = broker.publish_task
+    release = asyncio.Event()
+    calls = 0
+
+    async def first_fails(task: Any, spec: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await release.wait()
+            raise BrokerDown("the broker went away")
+        await publish(task, spec)
+
+    monkeypatch.setattr(broker, "publish_task", first_fails)
+    key = {"Idempotency-Key": "first-fails"}
+    first = asyncio.create_task(submit(gateway.client, "echo", {"text": "x"}, headers=key))
+
+    async def publishing() -> bool:
+        return calls == 1
+
+    await eventually(publishing, what="the first attempt's publish")
+    retry = asyncio.create_task(
+        submit(gateway.client, "echo", {"text": "x"}, headers={**key, "Prefer": "wait=5"})
+    )
+    await eventually(lambda: _replay_waits(gateway), what="the retry to wait on the first job")
+    release.set()
+    assert (await first).status_code == 503
+    answer = await retry
+    assert answer.status_code == 201, answer.text  # a new job, queued
+    assert "idempotent-replayed" not in answer.headers
+    assert await queued(gateway) == 1
+
+
+async def _replay_waits(gateway: Gateway) -> bool:
+    return bool(gateway.runtime.watch._waiters)
