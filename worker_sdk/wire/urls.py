@@ -114,8 +114,13 @@ def pin(url: str, scheme: str, host: str, port: int, address: IPAddress) -> Pinn
     netloc = f"[{address}]" if address.version == 6 else str(address)
     pinned = urlsplit(url)._replace(netloc=f"{netloc}:{port}").geturl()
     default_port = port == (443 if scheme == "https" else 80)
-    headers = {"Host": host if default_port else f"{host}:{port}"}
-    extensions: dict[str, Any] = {"sni_hostname": host} if scheme == "https" else {}
+    # On the wire a name is ASCII (IDNA: bücher.de is xn--bcher-kva.de; httpx refuses a
+    # header that is not), and an IPv6 literal is bracketed in Host, bare as TLS's name.
+    literal = literal_address(host)
+    name = host.encode("idna").decode("ascii") if literal is None else str(literal)
+    wire = f"[{name}]" if literal is not None and literal.version == 6 else name
+    headers = {"Host": wire if default_port else f"{wire}:{port}"}
+    extensions: dict[str, Any] = {"sni_hostname": name} if scheme == "https" else {}
     return Pinned(pinned, headers, extensions)
 
 
