@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import Settings, create_app
 from gateway.auth import mint_token
+from gateway.broker import Broker
 from gateway.runtime import Runtime
 from gateway.store import JobStore
 from tests.support import TEST_CATALOGUE
@@ -101,6 +102,25 @@ class Gateway:
 
 
 GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+async def waiting_and_applying(
+    factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Gateway, Gateway]:
+    """Two gateway replicas on one store and namespace: the first never consumes the shared
+    events queue (it hears ends only on its tap), the second applies them."""
+    real_consume = Broker.consume
+
+    async def leave_events_to_the_other(
+        self: Broker, queue: str, callback: Any, *, prefetch: int, **options: Any
+    ) -> None:
+        if queue != self.topology.events_queue:
+            await real_consume(self, queue, callback, prefetch=prefetch, **options)
+
+    monkeypatch.setattr(Broker, "consume", leave_events_to_the_other)
+    waiting = await factory()
+    monkeypatch.undo()
+    return waiting, await factory()
 
 
 @pytest.fixture

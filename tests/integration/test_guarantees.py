@@ -18,10 +18,9 @@ import pytest
 
 import worker_sdk._outcomes
 from examples.echo import worker as echo_worker
-from gateway.broker import Broker
 from gateway.store import JobRecord, SQLiteStore
 from tests import workers
-from tests.conftest import AMQP_URL, Gateway, GatewayFactory
+from tests.conftest import AMQP_URL, Gateway, GatewayFactory, waiting_and_applying
 from tests.support import OutageStore, eventually, message, submit, wait_status
 from worker_sdk.wire import (
     Event,
@@ -202,18 +201,7 @@ async def test_prefer_wait_is_answered_when_another_replica_holds_the_shared_eve
 ) -> None:
     """Two gateway replicas on one store: the one holding the waiting request does not
     consume the shared events queue at all (the other does), and still answers the wait."""
-    real_consume = Broker.consume
-
-    async def leave_events_to_the_other(
-        self: Broker, queue: str, callback: Any, *, prefetch: int, **options: Any
-    ) -> None:
-        if queue != self.topology.events_queue:
-            await real_consume(self, queue, callback, prefetch=prefetch, **options)
-
-    monkeypatch.setattr(Broker, "consume", leave_events_to_the_other)
-    waiting = await gateway_factory()
-    monkeypatch.undo()
-    applying = await gateway_factory()
+    waiting, applying = await waiting_and_applying(gateway_factory, monkeypatch)
     run_worker(echo_worker)
     response = await submit(
         waiting.client, "echo", {"text": "replicas"}, headers={"Prefer": "wait=10"}

@@ -21,10 +21,15 @@ import jwt
 import pytest
 
 from examples.echo import worker as echo_worker
-from gateway.broker import Broker
 from gateway.store import JobQuery, JobRecord
 from tests import workers
-from tests.conftest import AMQP_URL, TEST_SECRET, Gateway, GatewayFactory
+from tests.conftest import (
+    AMQP_URL,
+    TEST_SECRET,
+    Gateway,
+    GatewayFactory,
+    waiting_and_applying,
+)
 from tests.live import LiveGateway
 from tests.support import TEST_CATALOGUE, eventually, message, submit, wait_status
 from worker_sdk.wire import Topology, declare_topology
@@ -299,18 +304,7 @@ class TestPoisonEvents:
     ) -> None:
         """The replica holding a waiting request hears ends only on its tap: it reads the
         ends that parse in a broken outcomes message as the shared copy's reader does."""
-        real_consume = Broker.consume
-
-        async def leave_events_to_the_other(
-            self: Broker, queue: str, callback: Any, *, prefetch: int, **options: Any
-        ) -> None:
-            if queue != self.topology.events_queue:
-                await real_consume(self, queue, callback, prefetch=prefetch, **options)
-
-        monkeypatch.setattr(Broker, "consume", leave_events_to_the_other)
-        waiting = await gateway_factory()
-        monkeypatch.undo()
-        await gateway_factory()  # the replica that applies the shared events
+        waiting, _ = await waiting_and_applying(gateway_factory, monkeypatch)
         answer = asyncio.create_task(
             submit(waiting.client, "echo", {"text": "x"}, headers={"Prefer": "wait=10"})
         )
