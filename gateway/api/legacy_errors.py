@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from gateway.api.html import new_nonce, security_headers
 from gateway.errors import (
@@ -70,6 +71,8 @@ class LegacyError(Exception):
             return cls(503, 102, f"the job store does not answer: {exc}")
         if isinstance(exc, RequestValidationError):
             return cls(400, 105, "; ".join(str(e.get("msg", "")) for e in exc.errors()))
+        if isinstance(exc, HTTPException):  # the form parser's: too many fields, no boundary
+            return cls(exc.status_code, 105 if exc.status_code == 400 else 101, str(exc.detail))
         assert isinstance(exc, GatewayError)
         if isinstance(exc, UnknownProcess):
             return cls(400, 202, f"User requested a service which does not exist : {exc.detail}")
@@ -113,7 +116,13 @@ class LegacyRoute(APIRoute):
         async def legacy_handler(request: Request) -> Response:
             try:
                 return await handler(request)
-            except (GatewayError, StoreError, LegacyError, RequestValidationError) as exc:
+            except (
+                GatewayError,
+                StoreError,
+                LegacyError,
+                RequestValidationError,
+                HTTPException,
+            ) as exc:
                 return render_error(request, LegacyError.of(exc))
 
         return legacy_handler

@@ -24,6 +24,7 @@ from tests.support import submit, wait_status
 pytestmark = pytest.mark.integration
 
 JSON = {"Accept": "application/json"}
+URLENCODED = "application/x-www-form-urlencoded"
 
 
 @pytest.fixture
@@ -320,6 +321,38 @@ class TestUrls:
         body = response.json()
         assert body["vesta"]["code"] == 207
         assert "more than 16 URLs" in body["vesta"]["message"]
+
+    @pytest.mark.parametrize(
+        ("content", "content_type", "says"),
+        [
+            (
+                "&".join(f"f{i}=x" for i in range(1001)),
+                "application/x-www-form-urlencoded",
+                "fields",
+            ),
+            ("--x\r\n", "multipart/form-data", "boundary"),
+        ],
+    )
+    async def test_a_form_the_parser_refuses_is_answered_in_the_old_format(
+        self,
+        gateway: Gateway,
+        old_client: httpx.AsyncClient,
+        content: str,
+        content_type: str,
+        says: str,
+    ) -> None:
+        """It was answered as a problem document, which old clients cannot read."""
+        response = await old_client.post(
+            "/echo/process",
+            params={"doc_url": "http://93.184.216.34/doc.txt"},
+            content=content.encode(),
+            headers={"content-type": content_type, **JSON},
+        )
+        assert response.status_code == 400, response.text
+        body = response.json()
+        assert body["vesta"]["code"] == 105
+        assert says in body["vesta"]["message"].lower()
+        assert await gateway.runtime.store.page_jobs(JobQuery(owner=None)) == []
 
     @pytest.mark.parametrize("url", ["http://a..b/x", "http://a\x00b/x", "http://[::1/x"])
     async def test_an_invalid_host_in_a_uri_input_is_422(self, gateway: Gateway, url: str) -> None:
