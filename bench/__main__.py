@@ -3,10 +3,11 @@ one machine, and print one table.
 
 In order: the raw confirmed-publish ceiling; the baseline (Flask under gunicorn, 2 processes;
 Celery prefork, 2 processes; SQLite result backend; RabbitMQ without publisher confirms; see
-bench/baseline/); ours (2 gateway processes, SQLite store, the bench's catalogue
-bench/services.yaml): submits, latency, status reads, a sustained load with the server CPU
-per job of each group of processes, the memory of open SSE streams, process-isolated
-handlers, the scale-out of a CPU-bound service, and the job list on a store of a million jobs.
+bench/baseline/); ours (the gateway as it starts by default, one process; SQLite store; the
+bench's catalogue bench/services.yaml): submits, latency, status reads, a sustained load with
+the server CPU per job of each group of processes, the memory of open SSE streams,
+process-isolated handlers, the scale-out of a CPU-bound service, the job list on a store of a
+million jobs, and the status reads and CPU per job of the gateway run on two processes.
 Each row says how it was measured in a footnote.
 
 Fairness, where the two differ: the same client tools (wrk for load, httpx for latency), the
@@ -21,11 +22,11 @@ smoke check, not for figures.
 
 --only process measures the process-handler rows alone (no baseline, no other rows); --only
 noop measures our no-op rows alone (server CPU per job by group, latency, sustained jobs/s,
-submits/s, status reads/s), for a before/after comparison of a change. With --against REV,
-those rows are measured for the product at git revision REV and for this working tree, in
-turns, each first in every other round (--rounds N of each, default 2), and printed side by
-side as medians with their ranges: the machine's drift falls on both sides (see
-bench/compare.py).
+submits/s, status reads/s, and the two-process rows), for a before/after comparison of a
+change. With --against REV, the one-process rows are measured for the product at git
+revision REV and for this working tree, in turns, each first in every other round (--rounds N
+of each, default 2), and printed side by side as medians with their ranges: the machine's
+drift falls on both sides (see bench/compare.py).
 
 Usage: python -m bench [--quick] [--only process|noop [--against REV [--rounds N]]]
 (make bench installs the bench extra and wrk first)
@@ -59,7 +60,7 @@ from bench.table import build, render
 
 def _ours(sizes: Sizes, workdir: Path, log: IO[bytes], failures: list[str]) -> Phase:
     phase = Phase()
-    with Gateway(workdir, log, processes=2) as gateway:
+    with Gateway(workdir, log, processes=ours.GATEWAY_PROCESSES) as gateway:
         _merge(phase, ours.measure(sizes, gateway))
 
         def streams() -> Phase:
@@ -85,7 +86,13 @@ def _ours(sizes: Sizes, workdir: Path, log: IO[bytes], failures: list[str]) -> P
             return joblist.measure(sizes, gateway.base)
 
     _attempt("job list", phase, job_list, failures)
+    _attempt("spread", phase, lambda: _spread(sizes, workdir, log), failures)
     return phase
+
+
+def _spread(sizes: Sizes, workdir: Path, log: IO[bytes]) -> Phase:
+    with Gateway(workdir, log, processes=ours.SPREAD_PROCESSES) as gateway:
+        return ours.measure_spread(sizes, gateway)
 
 
 def _attempt(what: str, into: Phase, measure: Callable[[], Phase], failures: list[str]) -> None:
@@ -106,14 +113,16 @@ def _merge(into: Phase, phase: Phase) -> None:
 
 def _process_only(sizes: Sizes, workdir: Path, log: IO[bytes], failures: list[str]) -> Phase:
     phase = Phase()
-    with Gateway(workdir, log, processes=2) as gateway:
+    with Gateway(workdir, log, processes=ours.GATEWAY_PROCESSES) as gateway:
         _attempt("process handlers", phase, lambda: isolation.measure(sizes, gateway), failures)
     return phase
 
 
 def _noop_only(sizes: Sizes, workdir: Path, log: IO[bytes]) -> Phase:
-    with Gateway(workdir, log, processes=2) as gateway:
-        return ours.measure(sizes, gateway)
+    with Gateway(workdir, log, processes=ours.GATEWAY_PROCESSES) as gateway:
+        phase = ours.measure(sizes, gateway)
+    _merge(phase, _spread(sizes, workdir, log))
+    return phase
 
 
 def run(sizes: Sizes, only: str | None = None) -> int:

@@ -110,7 +110,8 @@ def measure(
             label, what, root, into = sides[side]
             step(f"round {n} of {rounds}: {label} ({what})")
             db = workdir / f"jobs-{label}-{n}.db"
-            with Gateway(workdir, log, processes=2, db=db, tree=root) as gateway:
+            processes = ours.GATEWAY_PROCESSES
+            with Gateway(workdir, log, processes=processes, db=db, tree=root) as gateway:
                 into.append(ours.measure(sizes, gateway))
     return median(before), median(after)
 

@@ -4,6 +4,7 @@ with the CPU per job of each group of processes."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 from bench import drain, floor
 from bench.broker import purge
@@ -11,11 +12,16 @@ from bench.load import hammer, wait_latency
 from bench.procfs import pids_named
 from bench.stack import TERMINAL, Gateway, count_jobs, last_rowid
 from bench.support import Phase, Sizes, outcome, percentile, step
-from bench.sustained import flood_until_done
+from bench.sustained import Sustained, flood_until_done
 
 # Worker processes and the concurrency (= prefetch) of each, for the no-op rows.
 ECHO_WORKERS = 2
 ECHO_CONCURRENCY = 32
+# The gateway as it starts by default (SG_WORKERS=1): one process, every no-op row. The
+# spread rows run it again on SPREAD_PROCESSES, for the reads that more processes serve and
+# the CPU per job they cost (the processes share the SQLite file's write lock).
+GATEWAY_PROCESSES = 1
+SPREAD_PROCESSES = 2
 
 
 def measure(sizes: Sizes, gateway: Gateway) -> Phase:
@@ -36,25 +42,8 @@ def measure(sizes: Sizes, gateway: Gateway) -> Phase:
         phase.values["p50"] = percentile(samples, 0.5)
         phase.notes["p50"] = f"{phase.values['p50'] / least.total:.2f} × the floor"
         phase.values["p99"] = percentile(samples, 0.99)
-        rate, bad, tool = hammer(f"{gateway.base}/jobs/{job}", "GET", sizes.seconds, 32)
-        phase.values["status"] = rate
-        phase.notes["status"] = outcome(tool, bad)
-        store = gateway.store()
-        first = last_rowid(store)
-        run = asyncio.run(
-            flood_until_done(
-                submit_url,
-                sizes.sustained_jobs,
-                lambda: count_jobs(store, first, f"status IN {TERMINAL}"),
-                {
-                    "gateway": [gateway.pid],
-                    "workers": [w.pid for w in workers],
-                    "broker": pids_named("beam.smp"),
-                },
-            )
-        )
-        failed = count_jobs(store, first, "status != 'successful'")
-        store.close()
+        _status_reads(sizes, gateway, job, phase, "status")
+        run, failed = _sustained(sizes, gateway, workers)
     phase.values["sustained"] = run.rate
     phase.notes["sustained"] = outcome(run.tool, failed, run.jobs)
     if run.changed:
@@ -65,3 +54,52 @@ def measure(sizes: Sizes, gateway: Gateway) -> Phase:
     phase.values.update(drained.values)
     phase.notes.update(drained.notes)
     return phase
+
+
+def measure_spread(sizes: Sizes, gateway: Gateway) -> Phase:
+    """Against a gateway of several processes: its status reads/s and the server CPU per job
+    of a sustained run, as the rows of one process measure them ("spread-" keys)."""
+    phase = Phase()
+    step(f"ours: status reads/s and sustained load, {gateway.processes} gateway processes")
+    asyncio.run(purge([gateway.task_queue("echo")]))
+    with gateway.workers("examples.echo:worker", ECHO_WORKERS, ECHO_CONCURRENCY) as workers:
+        _, job = asyncio.run(wait_latency(gateway.submit_url("echo"), 1))
+        _status_reads(sizes, gateway, job, phase, "spread-status")
+        run, failed = _sustained(sizes, gateway, workers)
+    phase.values["spread-cpu"] = sum(run.cpu_ms_per_job(group) for group in run.cpu)
+    split = ", ".join(f"{group} {run.cpu_ms_per_job(group):.2f}" for group in run.cpu)
+    restarted = f"{', '.join(run.changed)} restarted processes" if run.changed else ""
+    phase.notes["spread-cpu"] = "; ".join(
+        filter(None, [split, f"{run.rate:,.0f} jobs/s", outcome(run.tool, failed), restarted])
+    )
+    return phase
+
+
+def _status_reads(sizes: Sizes, gateway: Gateway, job: str, into: Phase, key: str) -> None:
+    rate, bad, tool = hammer(f"{gateway.base}/jobs/{job}", "GET", sizes.seconds, 32)
+    into.values[key] = rate
+    into.notes[key] = outcome(tool, bad)
+
+
+def _sustained(
+    sizes: Sizes, gateway: Gateway, workers: list[subprocess.Popen[bytes]]
+) -> tuple[Sustained, int]:
+    """The sustained run through ``workers``, and how many of its jobs did not succeed."""
+    store = gateway.store()
+    try:
+        first = last_rowid(store)
+        run = asyncio.run(
+            flood_until_done(
+                gateway.submit_url("echo"),
+                sizes.sustained_jobs,
+                lambda: count_jobs(store, first, f"status IN {TERMINAL}"),
+                {
+                    "gateway": [gateway.pid],
+                    "workers": [w.pid for w in workers],
+                    "broker": pids_named("beam.smp"),
+                },
+            )
+        )
+        return run, count_jobs(store, first, "status != 'successful'")
+    finally:
+        store.close()

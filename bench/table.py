@@ -7,30 +7,32 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.isolation import CPU_MS
-from bench.ours import ECHO_CONCURRENCY, ECHO_WORKERS
+from bench.ours import ECHO_CONCURRENCY, ECHO_WORKERS, GATEWAY_PROCESSES, SPREAD_PROCESSES
 from bench.support import Phase, Row, Sizes
 
 CPU_GROUPS = (("gateway", "gateway"), ("workers", "workers"), ("broker", "RabbitMQ"))
 
 
-def _cpu_rows(sizes: Sizes, ours: Phase, base: Phase) -> list[Row]:
-    def total(phase: Phase) -> float | None:
-        parts = [phase.values.get(f"cpu-{g}") for g, _ in CPU_GROUPS]
-        return sum(p for p in parts if p is not None) if None not in parts else None
+def _cpu_total(phase: Phase) -> float | None:
+    parts = [phase.values.get(f"cpu-{g}") for g, _ in CPU_GROUPS]
+    return sum(p for p in parts if p is not None) if None not in parts else None
 
+
+def _cpu_rows(sizes: Sizes, ours: Phase, base: Phase) -> list[Row]:
     rows = [
         Row(
             "server CPU per no-op job",
             "ms",
-            total(ours),
-            total(base),
+            _cpu_total(ours),
+            _cpu_total(base),
             decimals=2,
             note=_pair(ours, base, "cpu"),
             how=f"utime+stime from /proc/<pid>/stat of every process of each group, children "
             f"included, before and after about {sizes.sustained_jobs:,} jobs submitted by wrk "
             "(32 connections) until all are terminal in the store; divided by the jobs the "
             "store counts. RabbitMQ is the beam.smp process tree: it is shared, so its figure "
-            "includes whatever else used the broker meanwhile.",
+            f"includes whatever else used the broker meanwhile. Ours: {_gateway()}; Celery: "
+            "gunicorn, 2 sync processes (a sync process serves one request at a time).",
         )
     ]
     for group, label in CPU_GROUPS:
@@ -130,8 +132,8 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
             versus_raw=True,
             how=f"wrk, 2 threads, {sizes.connections} connections, {sizes.seconds:g} s of "
             "POST /processes/echo/execution with a bearer token, no worker running (the queue "
-            "is purged after). Ours: 2 gateway processes, confirmed and persisted before the "
-            "201; Celery: gunicorn, 2 sync processes, no publisher confirms.",
+            f"is purged after). Ours: {_gateway()}, confirmed and persisted before the 201; "
+            "Celery: gunicorn, 2 sync processes, no publisher confirms.",
         ),
         Row(
             "status reads/s, GET /jobs/{id}",
@@ -141,6 +143,27 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
             note=_pair(ours, base, "status"),
             how=f"wrk, 32 connections, {sizes.seconds:g} s on one finished job. Celery: "
             "AsyncResult(id).state from the SQLite result backend.",
+        ),
+        Row(
+            f"status reads/s, {SPREAD_PROCESSES} gateway processes",
+            "req/s",
+            o.get("spread-status"),
+            b.get("status"),
+            note=ours.notes.get("spread-status", ""),
+            how=f"The gateway run again on {SPREAD_PROCESSES} processes (SG_WORKERS="
+            f"{SPREAD_PROCESSES}), its echo workers as above: the status reads as above, then "
+            "the sustained run of the CPU row; the note splits its CPU by group. A read is "
+            "served by whichever process takes the connection, so reads scale with the "
+            "processes; a write takes the SQLite file's one write lock, which the processes "
+            "then pass between them, in smaller group commits.",
+        ),
+        Row(
+            f"server CPU per no-op job, {SPREAD_PROCESSES} gateway processes",
+            "ms",
+            o.get("spread-cpu"),
+            _cpu_total(base),
+            decimals=2,
+            note=ours.notes.get("spread-cpu", ""),
         ),
         Row(
             "gateway RSS per SSE stream",
@@ -229,6 +252,12 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
         ),
     ]
     return rows
+
+
+def _gateway() -> str:
+    if GATEWAY_PROCESSES == 1:
+        return "one gateway process, the default (SG_WORKERS=1)"
+    return f"{GATEWAY_PROCESSES} gateway processes"
 
 
 def _pair(ours: Phase, base: Phase, key: str) -> str:
