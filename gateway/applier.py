@@ -42,6 +42,7 @@ from gateway.store import (
     StoreRejected,
     WorkerInfo,
 )
+from gateway.store.model import RUN_REASONS
 from gateway.unusable import Salvaged, Unusable, read_event, why_unusable
 from worker_sdk.wire import (
     BARRIER,
@@ -66,7 +67,6 @@ from worker_sdk.wire.catalogue import Catalogue
 
 log = logging.getLogger("gateway.events")
 
-_REASONS = frozenset(r.value for r in Reason)
 STORE_RETRY_FIRST = 0.5
 STORE_RETRY_MAX = 10.0
 
@@ -74,8 +74,9 @@ BarrierCallback = Callable[[uuid.UUID], None]
 
 
 def failure_reason(error: ErrorInfo) -> str:
-    """The job's ``reason`` for a worker-reported error code."""
-    return error.code if error.code in _REASONS else Reason.HANDLER_ERROR.value
+    """The job's ``reason`` for a worker-reported error code: the code itself when it names
+    one of a run's failures, else ``handler_error``."""
+    return error.code if error.code in RUN_REASONS else Reason.HANDLER_ERROR.value
 
 
 def version_mismatch(catalogue: Catalogue, service: str, version: str | None) -> str | None:

@@ -74,6 +74,21 @@ class Reason(StrEnum):
     INVALID_RESULT = "invalid_result"
 
 
+# The reasons a run's own failure gives, as its worker names them in its error's code. The
+# others are the gateway's verdicts (a cancel, an expiry, a lost worker...), no handler's.
+RUN_REASONS = frozenset(
+    {
+        Reason.TIME_LIMIT,
+        Reason.MEMORY_LIMIT,
+        Reason.CPU_TIME_LIMIT,
+        Reason.INVALID_INPUT,
+        Reason.HANDLER_ERROR,
+        Reason.RESULT_TOO_LARGE,
+        Reason.INVALID_RESULT,
+    }
+)
+
+
 class WorkerInfo(BaseModel):
     """Which worker ran (or runs) the job."""
 
