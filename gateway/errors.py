@@ -328,15 +328,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        code = {
-            400: "invalid-request",
-            404: "not-found",
-            405: "method-not-allowed",
-            413: "body-too-large",
-        }.get(exc.status_code, f"http-{exc.status_code}")
+        # The framework's own refusals read as ours: the same code and title for the same
+        # status (its detail kept), whichever layer answered.
+        ours = {400: BadRequest, 404: NotFound, 413: BodyTooLarge}.get(exc.status_code)
+        code = ours.code if ours else f"http-{exc.status_code}"
+        if exc.status_code == 405:
+            code = "method-not-allowed"
         problem = Problem(
             type=f"urn:service-gateway:error:{code}",
-            title=str(exc.detail),
+            title=ours.title if ours else str(exc.detail),
             status=exc.status_code,
             code=code,
             detail=str(exc.detail),

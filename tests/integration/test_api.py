@@ -142,7 +142,20 @@ async def test_an_oversized_body_is_413(gateway_factory: GatewayFactory, namespa
     # So is a status read that sends a body (it takes no fast lane).
     read = await gateway.client.request("GET", f"/jobs/{uuid.uuid4()}", content=b"x" * 4000)
     assert (read.status_code, read.json()["code"]) == (413, "body-too-large")
+    # Whichever layer refused it (the limit's middleware, or the framework reading a body of
+    # no declared length), the problem reads the same.
+    titles = {r.json()["title"] for r in (response, chunked, legacy, read)}
+    assert titles == {"Body too large"}
     await _nothing_recorded_or_queued(gateway, namespace)
+
+
+async def test_the_framework_s_refusals_read_as_ours(client: httpx.AsyncClient) -> None:
+    nowhere = await client.get("/no/such/route")
+    assert (nowhere.status_code, nowhere.json()["code"]) == (404, "not-found")
+    assert nowhere.json()["title"] == "Not found"
+    wrong = await client.delete("/processes")
+    assert (wrong.status_code, wrong.json()["code"]) == (405, "method-not-allowed")
+    assert wrong.json()["title"] == "Method Not Allowed"
 
 
 async def test_unknown_and_malformed_job_ids(client: httpx.AsyncClient) -> None:
