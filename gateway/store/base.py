@@ -284,5 +284,7 @@ class JobStore(Protocol):
         """Move the job to a terminal state if its status is in ``only_from``.
 
         ``started`` and ``worker`` fill those fields when no ``started`` event set them (a
-        run short enough to end before it was announced).
+        run short enough to end before it was announced). With ``attempt`` (a run's end), a
+        job already on a later attempt is left as it is: a late end of an earlier run (one run
+        twice after a redelivery) must not end the attempt that followed its retry.
         """

@@ -420,16 +420,15 @@ class MongoStore(MongoWebhooks):
             changes["progress"] = 100
         if error is not None:
             changes["error"] = error.model_dump()
-        if attempt is not None:
-            changes["attempt"] = int(attempt)
+        query: dict[str, Any] = {"_id": str(job_id), "status": {"$in": sorted(map(str, only_from))}}
+        if attempt is not None:  # a run's end changes nothing of a later attempt
+            changes["attempt"], query["attempt"] = int(attempt), {"$lte": int(attempt)}
         if expires_at is not None:
             changes["expires_at"] = expires_at
         update: dict[str, Any] = {"$set": changes, "$inc": {"seq": 1}}
         if started is not None:
             update["$min"] = {"started": started}
-        record = await self._update(
-            {"_id": str(job_id), "status": {"$in": sorted(str(s) for s in only_from)}}, update
-        )
+        record = await self._update(query, update)
         if record is not None and record.worker is None and worker is not None:
             # The run ended before it was announced: name its worker (idempotent, and only
             # where no started event named one).

@@ -433,7 +433,7 @@ class SQLiteStore(SQLiteWebhooks):
                     attempt = COALESCE(:attempt, attempt),
                     started = COALESCE(started, :started), worker = COALESCE(worker, :worker),
                     expires_at = COALESCE(:expires_at, expires_at), seq = seq + 1
-                WHERE id = :id AND status IN ({marks})
+                WHERE id = :id AND status IN ({marks}) AND attempt <= COALESCE(:attempt, attempt)
                 RETURNING *""",
             params,
         )

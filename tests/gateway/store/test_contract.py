@@ -253,6 +253,27 @@ async def test_retrying_puts_a_run_back_to_accepted_once_per_attempt(store: JobS
     assert await store.retrying(uuid.uuid4(), attempt=2, message="nobody", at=t1) is None
 
 
+async def test_a_late_end_of_an_earlier_attempt_leaves_the_retry_alone(store: JobStore) -> None:
+    """Attempt 1 failed and asked for a retry; its task ran twice (a redelivery), and the
+    other run's end arrives once attempt 2 is queued, then once it runs: neither ends the
+    job, nor takes its attempt back. Attempt 2's own end does."""
+    record = _record()
+    await store.insert(record)
+    await store.start(record.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    await store.retrying(record.id, attempt=2, message="attempt 2 in 1s", at=T0)
+    error = ErrorInfo(code="handler_error", type="ValueError", message="late")
+    late = {"status": JobStatus.FAILED, "at": T0, "error": error, "attempt": 1}
+    assert await store.finish(record.id, **late) is None
+    await store.start(record.id, attempt=2, run_id=uuid.uuid4(), worker=WORKER, at=T0)
+    assert await store.finish(record.id, **late) is None
+    current = await store.get(record.id)
+    assert current is not None
+    assert (current.status, current.attempt, current.error) == (JobStatus.RUNNING, 2, None)
+    done = await store.finish(record.id, status=JobStatus.SUCCESSFUL, at=T0, result=1, attempt=2)
+    assert done is not None
+    assert (done.status, done.attempt, done.result) == (JobStatus.SUCCESSFUL, 2, 1)
+
+
 async def test_a_successful_null_result_is_kept_as_null(store: JobStore) -> None:
     record = _record()
     await store.insert(record)
