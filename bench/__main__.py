@@ -7,7 +7,8 @@ bench/baseline/); ours (the gateway as it starts by default, one process; SQLite
 bench's catalogue bench/services.yaml): submits, latency, status reads, a sustained load with
 the server CPU per job of each group of processes, the memory of open SSE streams,
 process-isolated handlers, the scale-out of a CPU-bound service, the job list on a store of a
-million jobs, and the status reads and CPU per job of the gateway run on two processes.
+million jobs, and the submits, status reads and CPU per job of the gateway run on two
+processes.
 Each row says how it was measured in a footnote.
 
 Fairness, where the two differ: the same client tools (wrk for load, httpx for latency), the

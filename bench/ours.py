@@ -57,10 +57,14 @@ def measure(sizes: Sizes, gateway: Gateway) -> Phase:
 
 
 def measure_spread(sizes: Sizes, gateway: Gateway) -> Phase:
-    """Against a gateway of several processes: its status reads/s and the server CPU per job
-    of a sustained run, as the rows of one process measure them ("spread-" keys)."""
+    """Against a gateway of several processes: its submits/s, status reads/s and the server
+    CPU per job of a sustained run, as the rows of one process measure them ("spread-"
+    keys)."""
     phase = Phase()
-    step(f"ours: status reads/s and sustained load, {gateway.processes} gateway processes")
+    step(f"ours: submits/s, status reads/s, sustained load, {gateway.processes} gateway processes")
+    rate, bad, tool = hammer(gateway.submit_url("echo"), "POST", sizes.seconds, sizes.connections)
+    phase.values["spread-submit"] = rate
+    phase.notes["spread-submit"] = outcome(tool, bad)
     asyncio.run(purge([gateway.task_queue("echo")]))
     with gateway.workers("examples.echo:worker", ECHO_WORKERS, ECHO_CONCURRENCY) as workers:
         _, job = asyncio.run(wait_latency(gateway.submit_url("echo"), 1))

@@ -145,17 +145,24 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
             "AsyncResult(id).state from the SQLite result backend.",
         ),
         Row(
+            f"submits/s, {SPREAD_PROCESSES} gateway processes",
+            "req/s",
+            o.get("spread-submit"),
+            b.get("submit"),
+            note=ours.notes.get("spread-submit", ""),
+            how=f"The gateway run again on {SPREAD_PROCESSES} processes (SG_WORKERS="
+            f"{SPREAD_PROCESSES}): the submits as above, then with its echo workers the "
+            "status reads as above and the sustained run of the CPU row; the note splits its "
+            "CPU by group. A read is served by whichever process takes the connection, so "
+            "reads scale with the processes; a write takes the SQLite file's one write lock, "
+            "which the processes then pass between them, in smaller group commits.",
+        ),
+        Row(
             f"status reads/s, {SPREAD_PROCESSES} gateway processes",
             "req/s",
             o.get("spread-status"),
             b.get("status"),
             note=ours.notes.get("spread-status", ""),
-            how=f"The gateway run again on {SPREAD_PROCESSES} processes (SG_WORKERS="
-            f"{SPREAD_PROCESSES}), its echo workers as above: the status reads as above, then "
-            "the sustained run of the CPU row; the note splits its CPU by group. A read is "
-            "served by whichever process takes the connection, so reads scale with the "
-            "processes; a write takes the SQLite file's one write lock, which the processes "
-            "then pass between them, in smaller group commits.",
         ),
         Row(
             f"server CPU per no-op job, {SPREAD_PROCESSES} gateway processes",
