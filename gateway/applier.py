@@ -15,7 +15,8 @@ No message can stop the consumers. Whatever handling one raises, it is settled:
 - the queues' delivery limits park a message that kills every gateway it reaches.
 
 Times come from the gateway's clock: a worker's ``emitted_at`` is used only where it is not
-in the future (a run's start and end), never to order or expire anything.
+in the future (a run's start and end), never to order or expire anything; the store moves a
+start before the job's creation, or an end before its start, to that time (a clock behind).
 """
 
 from __future__ import annotations

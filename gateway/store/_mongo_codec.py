@@ -3,7 +3,7 @@ indexes of its queries, and how the driver's errors become the store's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -89,6 +89,28 @@ def to_record(doc: Mapping[str, Any] | None) -> JobRecord | None:
     if data["inputs"] is None:
         data["inputs"] = {}
     return JobRecord.model_validate(data)
+
+
+Update = Callable[[dict[str, Any], dict[str, Any]], Awaitable[JobRecord | None]]
+
+
+async def not_before_created(update: Update, record: JobRecord | None) -> JobRecord | None:
+    """``record``, with a start that a worker's clock (behind the gateway's) put before the
+    job's creation moved to the creation, and an end put before the run's start moved to that
+    start, as the SQLite store writes them. The fix is conditional on the times just read, so
+    it never undoes a later change."""
+    if record is None:
+        return None
+    start = max(record.started or record.created, record.created)
+    fixed = {
+        name: floor
+        for name, floor in (("started", record.created), ("finished", start))
+        if (value := getattr(record, name)) is not None and value < floor
+    }
+    if not fixed:
+        return record
+    read = {name: getattr(record, name) for name in fixed}
+    return await update({"_id": str(record.id), **read}, {"$set": fixed}) or record
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from . import _mongo_workers as _workers
 from ._mongo_codec import (
     create_indexes,
     driver_errors,
+    not_before_created,
     page_filter,
     to_document,
     to_record,
@@ -337,8 +338,8 @@ class MongoStore(MongoWebhooks):
                     "progress": 0,
                     "progress_seq": 0,
                     "worker": worker.model_dump(),
-                    "updated": at,
                 },
+                "$max": {"updated": at},
                 "$unset": {"message": ""},
                 "$min": {"started": at},
                 "$inc": {"seq": 1},
@@ -412,7 +413,7 @@ class MongoStore(MongoWebhooks):
         expires_at: datetime | None = None,
         only_from: Collection[JobStatus] = ACTIVE,
     ) -> JobRecord | None:
-        changes: dict[str, Any] = {"status": str(status), "finished": at, "updated": at}
+        changes: dict[str, Any] = {"status": str(status), "finished": at}
         if reason is not None:
             changes["reason"] = str(reason)
         if status is JobStatus.SUCCESSFUL:
@@ -425,7 +426,7 @@ class MongoStore(MongoWebhooks):
             changes["attempt"], query["attempt"] = int(attempt), {"$lte": int(attempt)}
         if expires_at is not None:
             changes["expires_at"] = expires_at
-        update: dict[str, Any] = {"$set": changes, "$inc": {"seq": 1}}
+        update: dict[str, Any] = {"$set": changes, "$inc": {"seq": 1}, "$max": {"updated": at}}
         if started is not None:
             update["$min"] = {"started": started}
         record = await self._update(query, update)
@@ -446,4 +447,4 @@ class MongoStore(MongoWebhooks):
             doc = await self._collection.find_one_and_update(
                 query, update, return_document=ReturnDocument.AFTER
             )
-        return to_record(doc)
+        return await not_before_created(self._update, to_record(doc))

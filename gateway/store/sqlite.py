@@ -118,11 +118,9 @@ class SQLiteStore(SQLiteWebhooks):
             where.append("owner = :owner")
             params["owner"] = query.owner
         if query.services:
-            marks = []
-            for i, service in enumerate(sorted(set(query.services))):
-                params[f"p{i}"] = service
-                marks.append(f":p{i}")
-            where.append(f"service IN ({', '.join(marks)})")
+            names = sorted(set(query.services))
+            params.update({f"p{i}": name for i, name in enumerate(names)})
+            where.append(f"service IN ({', '.join(f':p{i}' for i in range(len(names)))})")
         statuses = query.shown_statuses()
         if statuses:
             where.append("(" + " OR ".join(SHOWN_STATUS[s] for s in sorted(statuses)) + ")")
@@ -344,8 +342,8 @@ class SQLiteStore(SQLiteWebhooks):
     ) -> JobRecord | None:
         return await self._one(
             """UPDATE jobs SET status = 'running', attempt = :attempt, run_id = :run_id,
-                   progress = 0, progress_seq = 0, message = NULL, worker = :worker,
-                   started = COALESCE(started, :at), updated = :at, seq = seq + 1
+                   progress = 0, progress_seq = 0, message = NULL, worker = :worker, seq = seq + 1,
+                   started = COALESCE(started, MAX(:at, created)), updated = MAX(:at, updated)
                WHERE id = :id AND status IN ('accepted', 'running') AND attempt <= :attempt
                    AND (run_id IS NULL OR run_id != :run_id)
                RETURNING *""",
@@ -428,10 +426,11 @@ class SQLiteStore(SQLiteWebhooks):
         )
         return await self._one(
             f"""UPDATE jobs SET status = :status, reason = :reason, result = :result,
-                    error = :error, finished = :at, updated = :at,
+                    error = :error, updated = MAX(:at, updated),
+                    finished = MAX(:at, created, COALESCE(started, :started, created)),
                     progress = CASE WHEN :status = 'successful' THEN 100 ELSE progress END,
-                    attempt = COALESCE(:attempt, attempt),
-                    started = COALESCE(started, :started), worker = COALESCE(worker, :worker),
+                    attempt = COALESCE(:attempt, attempt), worker = COALESCE(worker, :worker),
+                    started = COALESCE(started, MAX(:started, created)),
                     expires_at = COALESCE(:expires_at, expires_at), seq = seq + 1
                 WHERE id = :id AND status IN ({marks}) AND attempt <= COALESCE(:attempt, attempt)
                 RETURNING *""",

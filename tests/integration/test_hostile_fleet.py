@@ -16,6 +16,7 @@ from typing import Any
 import aio_pika
 import pytest
 
+from gateway.store import JobRecord, JobStatus
 from gateway.ui.monitor import SHOWN_RUNNING, SHOWN_WORKERS
 from tests.conftest import AMQP_URL, Gateway
 from tests.integration.test_dashboard import _signed_in
@@ -129,12 +130,12 @@ async def test_a_huge_announced_concurrency_does_not_stall_the_gateway(
         assert took < 3.0, f"the capacity figures took {took:.1f} s"
 
 
-async def test_a_run_that_a_skewed_clock_made_decades_long_leaves_statuses_answerable(
+async def test_a_worker_clock_decades_behind_cannot_start_a_run_before_its_job(
     gateway: Gateway, events: Send
 ) -> None:
-    """A worker's clock can be decades behind (a host without NTP): a run it says started in
-    2000 makes the mean run time decades long, and the estimated start of a job far down the
-    queue lies past the year 9999."""
+    """A worker's clock can be decades behind (a host without NTP): the run it says started in
+    2000 is recorded as started when its job was created, so the service's run time stays
+    what the gateway's clock saw."""
     job = (await submit(gateway.client, "echo", {})).json()["jobID"]
     done = {
         "kind": "succeeded",
@@ -143,10 +144,38 @@ async def test_a_run_that_a_skewed_clock_made_decades_long_leaves_statuses_answe
         "run_id": str(uuid.uuid4()),
         "worker_id": "skewed",
         "start": {"host": "h", "worker_version": "1", "started_at": "2000-01-01T00:00:00Z"},
+        "emitted_at": "2000-01-01T00:00:01Z",
         "result": {},
     }
     await events(done, "echo.succeeded", job)
-    await wait_status(gateway.client, job, "successful")
+    status = await wait_status(gateway.client, job, "successful")
+    assert status["started"] == status["created"] == status["finished"]
+    await events(_beat("skewed", "echo"), "echo.heartbeat")
+    await _live(gateway, "echo", 1)
+    async with gateway.as_user("ops", "sg:admin") as admin:
+        figures = (await admin.get("/processes/echo/capacity")).json()
+        assert 0 <= figures["runTime"]["mean"] < 60
+
+
+async def test_a_run_recorded_decades_long_leaves_statuses_answerable(
+    gateway: Gateway, events: Send
+) -> None:
+    """A store written before starts were bounded by their job's creation may hold a run its
+    worker's clock made decades long: the mean run time is then decades long, and the
+    estimated start of a job far down the queue lies past the year 9999."""
+    old = datetime(2000, 1, 1, tzinfo=UTC)
+    now = datetime.now(UTC)
+    record = JobRecord(
+        id=uuid.uuid4(),
+        service="echo",
+        owner="alice",
+        status=JobStatus.SUCCESSFUL,
+        created=old,
+        started=old,
+        finished=now,
+        updated=now,
+    )
+    await gateway.runtime.store.insert(record)
     await events(_beat("skewed", "echo"), "echo.heartbeat")
     await _live(gateway, "echo", 1)
     async with gateway.as_user("ops", "sg:admin") as admin:

@@ -274,6 +274,43 @@ async def test_a_late_end_of_an_earlier_attempt_leaves_the_retry_alone(store: Jo
     assert (done.status, done.attempt, done.result) == (JobStatus.SUCCESSFUL, 2, 1)
 
 
+async def test_a_worker_clock_behind_never_puts_a_run_before_its_job(store: JobStore) -> None:
+    """A start or an end stamped by a worker whose clock is behind the gateway's is moved to
+    the job's creation; ``updated`` never goes back."""
+    behind = _record()
+    await store.insert(behind)
+    started = await store.start(
+        behind.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=T0 - timedelta(seconds=5)
+    )
+    assert started is not None
+    assert (started.started, started.updated) == (T0, T0)
+    ended = await store.finish(behind.id, status=JobStatus.SUCCESSFUL, at=T0 - timedelta(seconds=3))
+    assert ended is not None
+    assert (ended.started, ended.finished, ended.updated) == (T0, T0, T0)
+    assert await store.get(behind.id) == ended
+    # An end that names its own start (no started event announced the run).
+    unannounced = _record()
+    await store.insert(unannounced)
+    quick = await store.finish(
+        unannounced.id,
+        status=JobStatus.FAILED,
+        at=T0 - timedelta(seconds=1),
+        started=T0 - timedelta(seconds=2),
+        worker=WORKER,
+    )
+    assert quick is not None
+    assert (quick.started, quick.finished) == (T0, T0)
+    # A clock that went back between a run's start and its end: the end is not put before
+    # the start, and the last change's time does not go back.
+    later = _record()
+    await store.insert(later)
+    t10 = T0 + timedelta(seconds=10)
+    await store.start(later.id, attempt=1, run_id=uuid.uuid4(), worker=WORKER, at=t10)
+    back = await store.finish(later.id, status=JobStatus.SUCCESSFUL, at=T0 + timedelta(seconds=4))
+    assert back is not None
+    assert (back.started, back.finished, back.updated) == (t10, t10, t10)
+
+
 async def test_a_successful_null_result_is_kept_as_null(store: JobStore) -> None:
     record = _record()
     await store.insert(record)
