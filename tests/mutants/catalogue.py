@@ -130,8 +130,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "terminal state not sticky",
         "gateway/store/sqlite.py",
-        "                WHERE id = :id AND status IN ({marks})\n",
-        "                WHERE id = :id\n",
+        "WHERE id = :id AND status IN ({marks}) AND attempt",
+        "WHERE id = :id AND attempt",
         (f"{CONTRACT}::test_terminal_states_are_sticky",),
     ),
     Mutant(
