@@ -347,8 +347,9 @@ class TestPoisonEvents:
     async def test_a_store_that_refuses_one_statement_fails_it_alone(
         self, gateway: Gateway
     ) -> None:
-        """The group commit runs each statement under its own savepoint: an overflow in one
-        (an attempt of 2**70) is refused, the submissions committed with it stay."""
+        """A group commit that meets a failing statement runs again, each statement under a
+        savepoint of its own: an overflow in one (an attempt of 2**70) is refused, the
+        submissions committed with it stay."""
         store = gateway.runtime.store
         now = datetime.now(UTC)
         records = [

@@ -1,5 +1,5 @@
 """What a new job costs the store's disk: ids that go to the right edge of the primary-key
-index, and group commits whose per-statement savepoints never spill to a temporary file."""
+index, and group commits whose savepoints never spill to a temporary file."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from gateway.store import JobRecord, SQLiteStore, _sqlite_executor, new_job_id
+from gateway.store import JobRecord, SQLiteStore, StoreRejected, _sqlite_executor, new_job_id
 from gateway.store._sqlite_executor import BUSY_TIMEOUT_MS, LOCK_PAUSES, THREAD_EVERY
 
 
@@ -43,8 +43,8 @@ def test_job_ids_sort_by_time_as_text_and_never_repeat() -> None:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
 async def test_a_group_commit_spills_no_statement_journal_to_disk(tmp_path: Path) -> None:
-    """Each statement of a group commit runs under a savepoint: SQLite journals the pages it
-    changes, and a statement that changes more than 64 KiB of them (the recovery marking a
+    """A group commit runs under a savepoint: SQLite journals the pages it changes, and a
+    batch that changes more than 64 KiB of them (the recovery marking a
     few hundred jobs queued, say) spills that journal to a temporary file unless told to keep
     temporary data in memory; the file then takes every later statement's journal of the
     transaction, page by page. SQLite unlinks such a file as it opens it: only ``/proc``
@@ -255,6 +255,69 @@ async def test_an_in_memory_store_runs_everything_on_its_thread() -> None:
         record = _job()
         await store.insert(record)
         assert await store.get(record.id) == record
+    finally:
+        await store.close()
+
+
+def _keep(value: int, *, then_fail: bool = False) -> Callable[[sqlite3.Connection], int]:
+    """A statement that stores ``value`` in ``kept`` (twice refused: a primary key) and,
+    with ``then_fail``, fails after its change."""
+
+    def statement(db: sqlite3.Connection) -> int:
+        db.execute("INSERT INTO kept (value) VALUES (?)", (value,))
+        if then_fail:
+            raise ValueError(f"{value} refused after its change")
+        return value
+
+    return statement
+
+
+async def _kept(store: SQLiteStore) -> list[int]:
+    rows = await store._executor.read(lambda db: db.execute("SELECT value FROM kept").fetchall())
+    return sorted(value for (value,) in rows)
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["on-the-loop", "on-the-thread"])
+async def test_a_lone_statement_that_fails_leaves_nothing_of_its_change(
+    tmp_path: Path, quick: bool
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    executor = store._executor
+    try:
+        await executor.run(lambda db: db.execute("CREATE TABLE kept (value PRIMARY KEY)"))
+        with pytest.raises(StoreRejected, match="1 refused after its change"):
+            await executor.run(_keep(1, then_fail=True), quick=quick)
+        assert await executor.run(_keep(2), quick=quick) == 2  # the store goes on
+        assert await _kept(store) == [2]
+    finally:
+        await store.close()
+
+
+async def test_a_failing_statement_in_a_batch_is_undone_alone_and_the_rest_stored_once(
+    tmp_path: Path,
+) -> None:
+    """The batch runs again, each statement under its own savepoint: those before the failure
+    run twice, and a second insert of the same key would be refused if the first were kept."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    executor = store._executor
+    try:
+        await executor.run(lambda db: db.execute("CREATE TABLE kept (value PRIMARY KEY)"))
+        outcomes = await asyncio.gather(
+            executor.run(_keep(1)),
+            executor.run(_keep(2)),
+            executor.run(_keep(3, then_fail=True)),
+            executor.run(_keep(4)),
+            executor.run(_keep(1)),  # refused: the first of the batch holds the key
+            return_exceptions=True,
+        )
+        assert [outcomes[0], outcomes[1], outcomes[3]] == [1, 2, 4]
+        refused = [str(outcome) for outcome in outcomes if isinstance(outcome, StoreRejected)]
+        assert len(refused) == 2
+        assert "3 refused after its change" in refused[0]
+        assert "UNIQUE" in refused[1]
+        assert await _kept(store) == [1, 2, 4]
     finally:
         await store.close()
 
