@@ -11,7 +11,8 @@ No message can stop the consumers. Whatever handling one raises, it is settled:
   another);
 - a message that cannot be read, is written for a newer contract, names no known service, or
   whose values the store refuses, is dead-lettered to the poison queue, and so is one whose
-  handling raised anything else (logged with its traceback);
+  handling raised anything else (logged with its traceback); a run's end the store refuses
+  first ends its job without the refused values (:func:`gateway.ends.record_end`);
 - the queues' delivery limits park a message that kills every gateway it reaches.
 
 Times come from the gateway's clock: a worker's ``emitted_at`` is used only where it is not
@@ -26,14 +27,13 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from gateway.changes import Changes
 from gateway.dead_letters import DeathOrder, NoJob, dead_job, finish_dead
-from gateway.ends import RecentEnds
+from gateway.ends import RecentEnds, record_end
 from gateway.store import (
     JobRecord,
     JobStatus,
@@ -43,7 +43,6 @@ from gateway.store import (
     StoreRejected,
     WorkerInfo,
 )
-from gateway.store.model import RUN_REASONS
 from gateway.unusable import Salvaged, Unusable, read_event, why_unusable
 from worker_sdk.wire import (
     BARRIER,
@@ -60,7 +59,6 @@ from worker_sdk.wire import (
     Started,
     Succeeded,
     TerminalEvent,
-    check_value,
     parse_event,
     settle,
 )
@@ -74,12 +72,6 @@ STORE_RETRY_MAX = 10.0
 BarrierCallback = Callable[[uuid.UUID], None]
 
 
-def failure_reason(error: ErrorInfo) -> str:
-    """The job's ``reason`` for a worker-reported error code: the code itself when it names
-    one of a run's failures, else ``handler_error``."""
-    return error.code if error.code in RUN_REASONS else Reason.HANDLER_ERROR.value
-
-
 def version_mismatch(catalogue: Catalogue, service: str, version: str | None) -> str | None:
     """The old gateway's code 204 message when a worker's version is not the catalogue's."""
     spec = catalogue.get(service)
@@ -89,17 +81,6 @@ def version_mismatch(catalogue: Catalogue, service: str, version: str | None) ->
         f"Service {service} declares the version {spec.version} in its config file but "
         f"messages received from its worker contain the version {version}."
     )
-
-
-def _run_fields(event: TerminalEvent, now: datetime) -> dict[str, Any]:
-    """The attempt, and the run's start when no ``started`` event announced it."""
-    fields: dict[str, Any] = {"attempt": event.attempt}
-    if event.start is not None:
-        fields["started"] = min(event.start.started_at, now)
-        fields["worker"] = WorkerInfo(
-            id=event.worker_id, host=event.start.host, version=event.start.worker_version
-        )
-    return fields
 
 
 class EventApplier:
@@ -191,26 +172,14 @@ class EventApplier:
                     message=f"attempt {event.attempt} in {event.delay:g}s: {event.error.message}",
                     at=at,
                 )
-            case Succeeded():
-                record = await self._succeed(event, at, expires_at, now)
-            case Failed():
-                record = await self._store.finish(
-                    event.job_id,
-                    status=JobStatus.FAILED,
+            case Succeeded() | Failed() | Cancelled():
+                record = await record_end(
+                    self._store,
+                    event,
                     at=at,
-                    reason=failure_reason(event.error),
-                    error=event.error,
                     expires_at=expires_at,
-                    **_run_fields(event, now),
-                )
-            case Cancelled():
-                record = await self._store.finish(
-                    event.job_id,
-                    status=JobStatus.DISMISSED,
-                    at=at,
-                    reason=Reason.CANCELLED,
-                    expires_at=expires_at,
-                    **_run_fields(event, now),
+                    now=now,
+                    max_result_depth=self._max_result_depth,
                 )
         if record is None:
             log.debug("event %s for job %s changed nothing", event.kind, event.job_id)
@@ -234,36 +203,6 @@ class EventApplier:
             self._changes.made(record)
             record = await self._reject_version(event, mismatch, at) or record
         return record
-
-    async def _succeed(
-        self, event: Succeeded, at: datetime, expires_at: datetime, now: datetime
-    ) -> JobRecord | None:
-        problems = check_value(event.result, root="/result", max_depth=self._max_result_depth)
-        if not problems:
-            return await self._store.finish(
-                event.job_id,
-                status=JobStatus.SUCCESSFUL,
-                at=at,
-                result=event.result,
-                expires_at=expires_at,
-                **_run_fields(event, now),
-            )
-        where = "; ".join(f"{p.path}: {p.message}" for p in problems[:3])
-        log.warning("job %s: its result cannot be kept (%s); failing it", event.job_id, where)
-        error = ErrorInfo(
-            code=Reason.INVALID_RESULT,
-            type="InvalidResult",
-            message=f"the handler's result cannot be kept: {where}",
-        )
-        return await self._store.finish(
-            event.job_id,
-            status=JobStatus.FAILED,
-            at=at,
-            reason=Reason.INVALID_RESULT,
-            error=error,
-            expires_at=expires_at,
-            **_run_fields(event, now),
-        )
 
     async def _reject_version(self, event: Started, message: str, at: datetime) -> JobRecord | None:
         log.warning("job %s: %s; failing it", event.job_id, message)

@@ -1,4 +1,5 @@
-"""The jobs whose end this process applied lately, so that a second copy of an end is skipped.
+"""A run's end in the store: its update (:func:`record_end`), and the jobs whose end this
+process applied lately, so that a second copy of an end is skipped (:class:`RecentEnds`).
 
 A waited job's end reaches the gateway process that waits for it twice, a few milliseconds
 apart: on the shared events queue and on the process's tap. Terminal states are final, so
@@ -10,10 +11,17 @@ the first failed).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from gateway.store import JobRecord
+from gateway.store import JobRecord, JobStatus, JobStore, Reason, StoreRejected, WorkerInfo
+from gateway.store.model import RUN_REASONS
+from worker_sdk.wire import Cancelled, ErrorInfo, Failed, Succeeded, TerminalEvent, check_value
+
+log = logging.getLogger("gateway.events")
 
 # How many ends are remembered; the oldest is forgotten first. The two copies of an end come
 # milliseconds apart: a forgotten one costs only the store's no-op update.
@@ -53,3 +61,120 @@ class RecentEnds:
         finally:
             del self._ending[job_id]
             ending.set_result(None)
+
+
+def failure_reason(error: ErrorInfo) -> str:
+    """The job's ``reason`` for a worker-reported error code: the code itself when it names
+    one of a run's failures, else ``handler_error``."""
+    return error.code if error.code in RUN_REASONS else Reason.HANDLER_ERROR.value
+
+
+async def record_end(
+    store: JobStore,
+    event: TerminalEvent,
+    *,
+    at: datetime,
+    expires_at: datetime,
+    now: datetime,
+    max_result_depth: int,
+) -> JobRecord | None:
+    """The store's update for a run's end: the updated record, ``None`` when it changed nothing.
+
+    An end whose values the store refuses (a result past MongoDB's 16 MiB document, say) still
+    ends its job, without them: a success fails ``invalid_result``, a failure keeps its reason
+    with the gateway's error in place of the worker's, a cancel dismisses it. Its task is gone
+    once the worker's end is confirmed, so a job left running would have nothing left to end
+    it. Only a refusal of that too is the caller's (:class:`~gateway.store.StoreRejected`).
+    """
+    try:
+        return await _finish(store, event, at, expires_at, now, max_result_depth)
+    except StoreRejected as exc:
+        refused = exc
+    log.warning("job %s: the store refused its %s (%s)", event.job_id, event.kind, refused)
+    status, reason = JobStatus.FAILED, Reason.INVALID_RESULT.value
+    if isinstance(event, Failed):
+        reason = failure_reason(event.error)
+    elif isinstance(event, Cancelled):
+        status, reason = JobStatus.DISMISSED, Reason.CANCELLED.value
+    error = ErrorInfo(
+        code=reason,
+        type="StoreRejected",
+        message=f"the store refused the run's {event.kind} event: {refused}",
+    )
+    return await store.finish(
+        event.job_id,
+        status=status,
+        at=at,
+        reason=reason,
+        error=None if status is JobStatus.DISMISSED else error,
+        expires_at=expires_at,
+        attempt=event.attempt,
+    )
+
+
+async def _finish(
+    store: JobStore,
+    event: TerminalEvent,
+    at: datetime,
+    expires_at: datetime,
+    now: datetime,
+    max_result_depth: int,
+) -> JobRecord | None:
+    run = _run_fields(event, now)
+    if isinstance(event, Cancelled):
+        return await store.finish(
+            event.job_id,
+            status=JobStatus.DISMISSED,
+            at=at,
+            reason=Reason.CANCELLED,
+            expires_at=expires_at,
+            **run,
+        )
+    if isinstance(event, Failed):
+        return await store.finish(
+            event.job_id,
+            status=JobStatus.FAILED,
+            at=at,
+            reason=failure_reason(event.error),
+            error=event.error,
+            expires_at=expires_at,
+            **run,
+        )
+    assert isinstance(event, Succeeded)
+    problems = check_value(event.result, root="/result", max_depth=max_result_depth)
+    if not problems:
+        return await store.finish(
+            event.job_id,
+            status=JobStatus.SUCCESSFUL,
+            at=at,
+            result=event.result,
+            expires_at=expires_at,
+            **run,
+        )
+    where = "; ".join(f"{p.path}: {p.message}" for p in problems[:3])
+    log.warning("job %s: its result cannot be kept (%s); failing it", event.job_id, where)
+    error = ErrorInfo(
+        code=Reason.INVALID_RESULT,
+        type="InvalidResult",
+        message=f"the handler's result cannot be kept: {where}",
+    )
+    return await store.finish(
+        event.job_id,
+        status=JobStatus.FAILED,
+        at=at,
+        reason=Reason.INVALID_RESULT,
+        error=error,
+        expires_at=expires_at,
+        **run,
+    )
+
+
+def _run_fields(event: TerminalEvent, now: datetime) -> dict[str, Any]:
+    """The attempt, and the run's start when no ``started`` event announced it."""
+    fields: dict[str, Any] = {"attempt": event.attempt}
+    if event.start is not None:
+        fields["started"] = min(event.start.started_at, now)
+        fields["worker"] = WorkerInfo(
+            id=event.worker_id, host=event.start.host, version=event.start.worker_version
+        )
+    return fields

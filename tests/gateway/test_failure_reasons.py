@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.applier import failure_reason
+from gateway.ends import failure_reason
 from worker_sdk.wire import ErrorInfo
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -504,6 +505,67 @@ class TestResults:
         failed = await wait_status(gateway.client, job, "failed")
         assert failed["reason"] == "invalid_result"
         assert "/result/value" in failed["message"]
+
+    @pytest.mark.parametrize(
+        ("limit", "event", "reason"),
+        [
+            (64 * 1024, {"kind": "succeeded", "result": "x" * 100_000}, "invalid_result"),
+            (
+                2048,
+                {
+                    "kind": "failed",
+                    "error": {"code": "time_limit", "type": "T", "message": "m" * 3900},
+                },
+                "time_limit",
+            ),
+        ],
+        ids=["succeeded", "failed"],
+    )
+    async def test_an_end_the_store_refuses_ends_its_job_without_what_was_refused(
+        self,
+        gateway: Gateway,
+        events: Callable[..., Any],
+        limit: int,
+        event: dict[str, Any],
+        reason: str,
+    ) -> None:
+        """MongoDB refuses a document past 16 MiB; SQLite, told to, a value past ``limit``
+        bytes. The worker has acked its task once its end is confirmed: a job left running
+        would have nothing left to end it."""
+        job = (await submit(gateway.client, "crunch", {})).json()["jobID"]
+        _refuse_values_past(gateway, limit)
+        await events(_event(job, **event), f"echo.{event['kind']}", job)
+        failed = await wait_status(gateway.client, job, "failed")
+        assert failed["reason"] == reason
+        assert f"the store refused the run's {event['kind']} event" in failed["message"]
+        assert "too big" in failed["message"]
+        record = await gateway.runtime.store.get(uuid.UUID(job))
+        assert record is not None
+        assert record.result is None
+        assert record.error is not None
+        assert record.error.type == "StoreRejected"
+
+    async def test_an_end_refused_even_without_its_values_is_set_aside(
+        self, gateway: Gateway, namespace: str, events: Callable[..., Any]
+    ) -> None:
+        job = (await submit(gateway.client, "crunch", {})).json()["jobID"]
+        _refuse_values_past(gateway, 100)  # the gateway's own error does not fit either
+        await events(_event(job, "succeeded", result="x" * 1000), "echo.succeeded", job)
+
+        async def set_aside() -> bool:
+            return await _depth(namespace, Topology(namespace).poison_queue) == 1
+
+        await eventually(set_aside, what="the end set aside")
+        record = await gateway.runtime.store.get(uuid.UUID(job))
+        assert record is not None
+        assert record.status == "accepted"
+
+
+def _refuse_values_past(gateway: Gateway, limit: int) -> None:
+    """The gateway's SQLite connections refuse a string or blob past ``limit`` bytes."""
+    executor = gateway.runtime.store._executor  # type: ignore[attr-defined]
+    for db in (executor.db, executor._inline):
+        db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
 
 
 class TestMetricsWhole:
