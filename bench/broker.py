@@ -63,6 +63,21 @@ async def purge(queues: Iterable[str]) -> None:
             await channel.close()
 
 
+async def wait_consumers(queue: str, count: int, within: float) -> None:
+    """Return once ``queue`` has ``count`` consumers; raise after ``within`` seconds."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        deadline = time.perf_counter() + within
+        while True:
+            declared = await channel.declare_queue(queue, passive=True)
+            if (declared.declaration_result.consumer_count or 0) >= count:
+                return
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{queue} had no {count} consumers within {within:g} s")
+            await asyncio.sleep(0.01)  # polling the broker's count, the measure's clock
+
+
 async def delete_namespace(namespace: str, services: Iterable[str]) -> None:
     """Delete every queue and exchange of our namespace."""
     connection = await aio_pika.connect(AMQP_URL)

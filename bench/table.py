@@ -113,8 +113,10 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
             how=f"{sizes.sustained_jobs:,} no-op jobs queued while no worker runs, then "
             f"{ECHO_WORKERS} `sgw worker` processes (--concurrency {ECHO_CONCURRENCY}) started: "
             "the CPU of each group, as in the CPU row, from their start until every job is "
-            "terminal in the store, divided by the jobs. Busy workers report their jobs' ends "
-            "several to a message; the baseline has no such row.",
+            "terminal in the store, divided by the jobs; the workers' own start (imports, "
+            "connecting, until both consume, a few jobs' handling included) is stated apart. "
+            "Busy workers report their jobs' ends several to a message; the baseline has no "
+            "such row.",
         ),
         Row(
             "backlog drained: jobs/s",
