@@ -12,6 +12,7 @@ from typing import TypedDict
 
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
+from fastapi.telemetry import TelemetryConfig
 
 from gateway.api import canarie, docs, jobs, legacy, openapi, ops, processes, workers
 from gateway.api import capacity as capacity_api
@@ -46,6 +47,9 @@ from worker_sdk.wire import Topology
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 
 log = logging.getLogger("gateway")
+
+# FastAPI's native OpenTelemetry switched off (SG_OPENTELEMETRY unset).
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 # What the tap copies while a request of this process waits on or streams a job.
 WATCHED_KEYS = (
@@ -240,6 +244,8 @@ def create_app(
             "an RFC 9457 problem document with a stable `code`."
         ),
         lifespan=lifespan,
+        # Off, FastAPI's per-request look for OpenTelemetry providers is three dict reads.
+        telemetry=None if settings.opentelemetry else _NO_TELEMETRY,
         responses=COMMON_RESPONSES,
         # FastAPI's own limit: bodies past it are answered 413 before any parsing (a problem
         # document: gateway.body_limit).

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         description="Proxies whose X-Forwarded-For/-Proto headers `sgw serve` trusts ('*' for "
         "any: only behind a proxy that sets them).",
     )
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry (traces, metrics and logs to the providers "
+        "configured globally, e.g. under `opentelemetry-instrument`). Off, no request looks "
+        "for providers: that look cost a tenth of a status read.",
+    )
     prometheus_multiproc_dir: Path | None = Field(
         default=None,
         validation_alias="PROMETHEUS_MULTIPROC_DIR",
@@ -403,14 +409,9 @@ class Settings(BaseSettings):
             return value
         if value.startswith(("mongodb://", "mongodb+srv://")):
             # PyMongo is loaded only for a MongoDB store (a tenth of a second on every start).
-            from pymongo.errors import ConfigurationError, InvalidURI
-            from pymongo.uri_parser import parse_uri
+            from gateway.store._mongo_codec import check_url
 
-            try:
-                parse_uri(value, connect_timeout=None)
-            except (InvalidURI, ConfigurationError, ValueError) as exc:
-                raise ValueError(f"not a valid MongoDB URL: {exc}") from exc
-            return value
+            return check_url(value)
         raise ValueError("must be sqlite:///<path> or mongodb://host[:port]/<database>")
 
 

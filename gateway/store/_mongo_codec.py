@@ -12,12 +12,15 @@ from uuid import UUID
 from bson.errors import BSONError
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import (
+    ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
+    InvalidURI,
     PyMongoError,
     WTimeoutError,
 )
+from pymongo.uri_parser import parse_uri
 
 from .base import DuplicateJob, JobQuery, StoreError, StoreRejected
 from .model import JobRecord, JobStatus
@@ -38,6 +41,16 @@ SHOWN_STATUS: dict[JobStatus, dict[str, Any]] = {
 # errors of values (an int past 64 bits raises OverflowError before anything is sent).
 FAILURES = (PyMongoError, BSONError, OverflowError, ValueError, TypeError)
 TRANSIENT = (ConnectionFailure, ExecutionTimeout, WTimeoutError)
+
+
+def check_url(url: str) -> str:
+    """``url`` if PyMongo reads it as a MongoDB URL (nothing is resolved or connected), else
+    :class:`ValueError` saying why."""
+    try:
+        parse_uri(url, connect_timeout=None)
+    except (InvalidURI, ConfigurationError, ValueError) as exc:
+        raise ValueError(f"not a valid MongoDB URL: {exc}") from exc
+    return url
 
 
 def translate(exc: BaseException) -> StoreError:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,37 @@ def test_auth_can_be_switched_off_only_explicitly(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("SG_AUTH_DISABLED", "false")
     monkeypatch.setenv("SG_JWT_ALGORITHMS", "RS256")
     check_auth_settings(Settings(_env_file=None))  # type: ignore[call-arg]
+
+
+_TELEMETRY_PROBE = """
+import sys
+from pathlib import Path
+from opentelemetry import trace
+trace.set_tracer_provider(trace.NoOpTracerProvider())  # a provider configured globally
+from gateway import create_app
+from gateway.settings import Settings
+from worker_sdk.wire.catalogue import load_catalogue
+app = create_app(Settings(_env_file=None), catalogue=load_catalogue(Path(sys.argv[1])))
+print(app._native_telemetry.enabled())
+"""
+
+
+@pytest.mark.parametrize(("value", "traced"), [(None, "False"), ("true", "True")])
+def test_fastapi_telemetry_looks_for_providers_only_when_asked(
+    value: str | None, traced: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider configured before the gateway starts (``opentelemetry-instrument``) gets
+    FastAPI's spans only with SG_OPENTELEMETRY; otherwise no request pays for the look. In a
+    process of its own: a global provider, once set, stays for the process's life."""
+    monkeypatch.delenv("SG_OPENTELEMETRY", raising=False)
+    if value is not None:
+        monkeypatch.setenv("SG_OPENTELEMETRY", value)
+    probe = subprocess.run(
+        [sys.executable, "-c", _TELEMETRY_PROBE, str(ROOT / "services.yaml")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert probe.stdout.strip() == traced
