@@ -12,11 +12,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gateway.store import JobRecord, SQLiteStore, StoreRejected, _sqlite_executor, new_job_id
-from gateway.store._sqlite_executor import BUSY_TIMEOUT_MS, LOCK_PAUSES, THREAD_EVERY
+from gateway.store._sqlite_executor import BUSY_TIMEOUT_MS, LOCK_PAUSES, QUIET, THREAD_EVERY
 
 
 def test_a_job_id_is_a_version_7_uuid_of_the_current_millisecond() -> None:
@@ -101,6 +102,43 @@ async def test_a_quick_statement_runs_at_once_only_on_a_quiet_store(tmp_path: Pa
         record = _job()
         await store.insert(record)
         assert await store.get(record.id) == record
+    finally:
+        await store.close()
+
+
+async def test_writes_close_together_commit_in_groups_on_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quick write within QUIET seconds of the last is load: it goes to the thread, and
+    those of a flood commit together, where each would have committed alone on the loop
+    (every page its row and indexes touch appended to the WAL again)."""
+    now = [100.0]
+    monkeypatch.setattr(_sqlite_executor, "_clock", lambda: now[0])
+    batches: list[int] = []
+    write = _sqlite_executor._write
+
+    def counted(db: sqlite3.Connection, statements: list[Any]) -> list[Any]:
+        batches.append(len(statements))
+        return write(db, statements)
+
+    monkeypatch.setattr(_sqlite_executor, "_write", counted)
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    executor = store._executor
+    loop_thread = threading.current_thread().name
+    try:
+        assert await executor.run(_where, quick=True) == loop_thread  # a quiet store
+        now[0] += QUIET / 2
+        assert (await executor.run(_where, quick=True)).startswith("sqlite")
+        now[0] += QUIET
+        assert await executor.run(_where, quick=True) == loop_thread  # quiet again
+        assert await executor.read(_where, quick=True) == loop_thread  # reads: always
+        batches.clear()
+        records = [_job() for _ in range(50)]
+        await asyncio.gather(*(store.insert(r) for r in records))  # all within QUIET
+        assert sum(batches) == 50
+        assert len(batches) < 50
+        assert await asyncio.gather(*(store.get(r.id) for r in records)) == records
     finally:
         await store.close()
 
@@ -228,10 +266,13 @@ async def test_a_lock_held_past_the_pauses_is_waited_for_as_sqlite_waits(
     assert await store.get(record.id) == record
 
 
-async def test_the_wal_stays_bounded_while_writes_run_on_the_loop(tmp_path: Path) -> None:
+async def test_the_wal_stays_bounded_while_writes_run_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The loop's connection never checkpoints; one write in THREAD_EVERY + 1 goes to the
     thread, whose commit does. Without it the WAL would grow by every write (about 50 MB
-    here)."""
+    here). Every write here finds the store quiet."""
+    monkeypatch.setattr(_sqlite_executor, "QUIET", 0.0)
     store = SQLiteStore(tmp_path / "jobs.db")
     await store.open()
     try:
