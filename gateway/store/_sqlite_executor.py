@@ -145,7 +145,8 @@ class GroupCommit:
         """Whether a statement may run at once on the loop: a read whenever the loop has its
         connection (it sees the last commit, whatever the thread is writing meanwhile); a
         write when the last one came at least :data:`QUIET` seconds ago, nothing is queued
-        or running, and the thread's turn to checkpoint has not come."""
+        or running, and the thread's turn to checkpoint has not come. A write's arrival is
+        noted here, wherever it then runs."""
         if self._inline is None:
             return False
         if not writes:
