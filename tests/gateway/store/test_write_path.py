@@ -16,8 +16,16 @@ from typing import Any
 
 import pytest
 
-from gateway.store import JobRecord, SQLiteStore, StoreRejected, _sqlite_executor, new_job_id
+from gateway.store import (
+    JobRecord,
+    JobStatus,
+    SQLiteStore,
+    StoreRejected,
+    _sqlite_executor,
+    new_job_id,
+)
 from gateway.store._sqlite_executor import BUSY_TIMEOUT_MS, LOCK_PAUSES, QUIET, THREAD_EVERY
+from gateway.store._sqlite_schema import decode
 
 
 def test_a_job_id_is_a_version_7_uuid_of_the_current_millisecond() -> None:
@@ -284,6 +292,30 @@ async def test_the_wal_stays_bounded_while_writes_run_on_the_loop(
         places = [await store._executor.run(_where, quick=True) for _ in range(probes)]
         on_thread = [i for i, place in enumerate(places, 1) if place.startswith("sqlite")]
         assert on_thread == [THREAD_EVERY + 1, 2 * (THREAD_EVERY + 1), probes]
+    finally:
+        await store.close()
+
+
+async def test_a_row_decodes_by_position_whatever_else_the_query_selects(tmp_path: Path) -> None:
+    """Rows are decoded by their columns' positions, not looked up by name: every field of
+    the model is a column of the table, each comes back as stored, and a column the model
+    does not have is ignored."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        record = _job().model_copy(
+            update={"status": JobStatus.RUNNING, "progress": 40, "message": "half", "seq": 3}
+        )
+        await store.insert(record)
+
+        def read(db: sqlite3.Connection) -> tuple[set[str], JobRecord]:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            sql = "SELECT 'x' AS extra, *, 2 AS attempts FROM jobs WHERE id = ?"
+            return columns, decode(db.execute(sql, (str(record.id),)).fetchone())
+
+        columns, decoded = await store._executor.read(read)
+        assert set(JobRecord.model_fields) <= columns
+        assert decoded == record == await store.get(record.id)
     finally:
         await store.close()
 
