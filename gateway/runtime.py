@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
+from starlette.responses import Response
 
 from gateway.api.schemas import StatusInfo
 from gateway.auth import Authenticator, Principal
@@ -24,6 +27,42 @@ from gateway.watch import JobWatch
 from worker_sdk.wire.catalogue import Catalogue
 
 
+class RenderedStatus:
+    """The status documents read lately, serialised, one per job (the last read of each), for
+    a job read again unchanged: a client polling its job, a monitor polling many.
+
+    A job's document is a function of its record at one ``seq`` (which rises with every
+    change a client can see), the gateway's public root and the version the catalogue gives
+    its process: kept under those three, it is answered again as long as they hold, its
+    record neither presented nor serialised again (a third of the application's time in a
+    read). An accepted job's document also tells where the job waits, which moves while its
+    record does not: it is never kept. At most ``size`` documents are kept, the oldest
+    dropped first.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._bodies: dict[UUID, tuple[int, str, str | None, bytes]] = {}
+
+    def body(
+        self, record: JobRecord, base: str, version: str | None, render: Callable[[], StatusInfo]
+    ) -> bytes:
+        """The serialised document of ``record``: the one kept, or ``render()``'s, then kept."""
+        known = self._bodies.get(record.id)
+        if known is not None and known[:3] == (record.seq, base, version):
+            return known[3]
+        body = render().model_dump_json(exclude_none=True).encode()
+        if known is not None:
+            del self._bodies[record.id]  # kept again as the newest
+        elif len(self._bodies) >= self._size:
+            del self._bodies[next(iter(self._bodies))]  # the oldest
+        self._bodies[record.id] = (record.seq, base, version, body)
+        return body
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+
 @dataclass(frozen=True, slots=True)
 class Runtime:
     settings: Settings
@@ -39,6 +78,7 @@ class Runtime:
     watch: JobWatch
     fleet: Fleet
     capacity: Capacity
+    rendered: RenderedStatus = field(default_factory=RenderedStatus)
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs plain ``def`` dependencies on its
@@ -112,18 +152,40 @@ _ROOTS: dict[tuple[object, ...], str] = {}
 class Presenter:
     """Builds a job's status document for the request being answered."""
 
-    def __init__(self, base: str, catalogue: Catalogue) -> None:
+    def __init__(
+        self, base: str, catalogue: Catalogue, rendered: RenderedStatus | None = None
+    ) -> None:
         self.base = base
         self._catalogue = catalogue
+        self._rendered = rendered
 
     def __call__(self, record: JobRecord, waiting: Waiting | None = None) -> StatusInfo:
+        return StatusInfo.of(record, self.base, self._version(record), waiting)
+
+    def response(self, record: JobRecord, waiting: Waiting | None = None) -> Response:
+        """The job's status document as the answer to a read (``waiting``: an accepted job's),
+        the same bytes as long as the job is unchanged (see :class:`RenderedStatus`)."""
+        if waiting is not None or self._rendered is None:
+            return self(record, waiting).response()
+        version = self._version(record)
+        body = self._rendered.body(
+            record, self.base, version, lambda: StatusInfo.of(record, self.base, version)
+        )
+        return Response(body, media_type="application/json")
+
+    def _version(self, record: JobRecord) -> str | None:
         spec = self._catalogue.get(record.service)
-        return StatusInfo.of(record, self.base, spec.version if spec else None, waiting)
+        return spec.version if spec else None
+
+
+def presenter(base: str, runtime: Runtime) -> Presenter:
+    """The presenter of a request answered at ``base``."""
+    return Presenter(base, runtime.catalogue, runtime.rendered)
 
 
 async def _presenter(request: Request) -> Presenter:
     runtime: Runtime = request.state.runtime
-    return Presenter(await base_url(request), runtime.catalogue)
+    return presenter(await base_url(request), runtime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +210,7 @@ class _Caller(_Bearer):
     async def __call__(self, request: Request) -> Call:  # type: ignore[override]
         runtime: Runtime = request.scope["state"]["runtime"]
         principal = await runtime.auth.authenticate(request.headers.get("authorization"))
-        return Call(runtime, principal, Presenter(await base_url(request), runtime.catalogue))
+        return Call(runtime, principal, presenter(await base_url(request), runtime))
 
 
 _caller = _Caller(scheme_name=_bearer.scheme_name, description=_bearer.model.description)

@@ -39,12 +39,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.api import listing
 from gateway.api.execution import prefer_header
 from gateway.api.processes import execute_job
-from gateway.api.schemas import ExecuteRequest, StatusInfo
+from gateway.api.schemas import ExecuteRequest
 from gateway.auth import Principal
 from gateway.body_limit import may_exceed
 from gateway.errors import GatewayError, error_response
-from gateway.runtime import Call, Presenter, Runtime, base_url
-from gateway.store import StoreError
+from gateway.fleet import Waiting
+from gateway.runtime import Call, Runtime, base_url, presenter
+from gateway.store import JobRecord, StoreError
 
 _STATUS_PATH = re.compile(
     r"/jobs/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", re.ASCII
@@ -52,18 +53,19 @@ _STATUS_PATH = re.compile(
 _EXECUTE_PATH = re.compile(r"/processes/([^/]{1,64})/execution")
 
 
-async def status_info(
-    runtime: Runtime, principal: Principal, present: Presenter, job_id: UUID
-) -> StatusInfo:
-    """One of the caller's jobs as its status document (the route's and the lane's)."""
+async def status_of(
+    runtime: Runtime, principal: Principal, job_id: UUID
+) -> tuple[JobRecord, Waiting | None]:
+    """One of the caller's jobs and, while it is accepted, what it waits on: what its status
+    document shows (the route's and the lane's)."""
     record = await runtime.jobs.get(job_id, principal)
-    return present(record, await runtime.capacity.waiting(record))
+    return record, await runtime.capacity.waiting(record)
 
 
 async def _call(request: Request) -> Call:
     runtime: Runtime = request.scope["state"]["runtime"]
     principal = await runtime.auth.authenticate(request.headers.get("authorization"))
-    return Call(runtime, principal, Presenter(await base_url(request), runtime.catalogue))
+    return Call(runtime, principal, presenter(await base_url(request), runtime))
 
 
 class FastLanes:
@@ -91,7 +93,7 @@ class FastLanes:
             except Exception:  # noqa: BLE001  # the application answers it, as ever
                 status = None
             if status is not None:
-                await status.response()(scope, receive, send)
+                await status(scope, receive, send)
                 return
         elif method == "POST" and (found := _EXECUTE_PATH.fullmatch(scope["path"])) is not None:
             request = Request(scope, receive)
@@ -130,11 +132,11 @@ class FastLanes:
                 return b"".join(chunks), False
 
 
-async def _status(request: Request, job_id: UUID) -> StatusInfo | None:
+async def _status(request: Request, job_id: UUID) -> Response | None:
     if listing.wants_html(request.headers.get("accept"), None):
         return None
     call = await _call(request)
-    return await status_info(call.runtime, call.principal, call.present, job_id)
+    return call.present.response(*await status_of(call.runtime, call.principal, job_id))
 
 
 async def _execute(request: Request, process_id: str, raw: bytes) -> Response | None:

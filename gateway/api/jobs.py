@@ -15,7 +15,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 
 from gateway.api import listing
 from gateway.api.execution import results_response
-from gateway.api.fast import status_info
+from gateway.api.fast import status_of
 from gateway.api.html import html_response
 from gateway.api.schemas import (
     HTML,
@@ -187,11 +187,12 @@ async def job_status(request: Request, job_id: JobId, call: CallDep, f: Format =
     # ``Accept`` is read here rather than declared: it is not in the OpenAPI document, and a
     # declared header costs a parameter to solve on every read.
     html = listing.wants_html(request.headers.get("accept"), f)
-    status = await status_info(call.runtime, call.principal, call.present, job_id)
+    record, waiting = await status_of(call.runtime, call.principal, job_id)
     if html:
-        context = {"title": f"Job {job_id}", "job": status, "base": call.present.base}
+        context = {"title": f"Job {job_id}", "job": call.present(record, waiting)}
+        context["base"] = call.present.base
         return html_response(request, "ogc_job.html", context)
-    return status.response()
+    return call.present.response(record, waiting)
 
 
 @router.delete(
