@@ -31,32 +31,32 @@ class RenderedStatus:
     """The status documents read lately, serialised, one per job (the last read of each), for
     a job read again unchanged: a client polling its job, a monitor polling many.
 
-    A job's document is a function of its record at one ``seq`` (which rises with every
-    change a client can see), the gateway's public root and the version the catalogue gives
-    its process: kept under those three, it is answered again as long as they hold, its
-    record neither presented nor serialised again (a third of the application's time in a
-    read). An accepted job's document also tells where the job waits, which moves while its
-    record does not: it is never kept. At most ``size`` documents are kept, the oldest
-    dropped first.
+    A job's document is a function of what its record shows (:meth:`StatusInfo.shown`), the
+    gateway's public root and the version the catalogue gives its process: kept under those,
+    it is answered again as long as they hold, its record neither presented nor serialised
+    again (a third of the application's time in a read). An accepted job's document also
+    tells where the job waits, which moves while its record does not: it is never kept. At
+    most ``size`` documents are kept, the oldest dropped first.
     """
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._bodies: dict[UUID, tuple[int, str, str | None, bytes]] = {}
+        self._bodies: dict[UUID, tuple[tuple[object, ...], bytes]] = {}
 
     def body(
         self, record: JobRecord, base: str, version: str | None, render: Callable[[], StatusInfo]
     ) -> bytes:
         """The serialised document of ``record``: the one kept, or ``render()``'s, then kept."""
+        key = (base, version, *StatusInfo.shown(record))
         known = self._bodies.get(record.id)
-        if known is not None and known[:3] == (record.seq, base, version):
-            return known[3]
+        if known is not None and known[0] == key:
+            return known[1]
         body = render().model_dump_json(exclude_none=True).encode()
         if known is not None:
             del self._bodies[record.id]  # kept again as the newest
         elif len(self._bodies) >= self._size:
             del self._bodies[next(iter(self._bodies))]  # the oldest
-        self._bodies[record.id] = (record.seq, base, version, body)
+        self._bodies[record.id] = (key, body)
         return body
 
     def __len__(self) -> int:

@@ -341,6 +341,28 @@ class StatusInfo(BaseModel):
             links=links,
         )
 
+    @staticmethod
+    def shown(job: JobRecord) -> tuple[object, ...]:
+        """What of ``job`` its document shows, beside its id (:meth:`of` with no ``waiting``
+        reads nothing else of it): two records of one job with the same ``shown`` have the
+        same document under one root and version."""
+        return (
+            job.service,
+            job.status,
+            job.purged,
+            job.reason,
+            job.error.message if job.error is not None else None,
+            job.message,
+            job.progress,
+            job.attempt,
+            job.created,
+            job.started,
+            job.finished,
+            job.updated,
+            job.worker.version if job.worker is not None else None,
+            bool(job.subscriber),
+        )
+
     def response(
         self, *, status_code: int = 200, headers: dict[str, str] | None = None
     ) -> Response:

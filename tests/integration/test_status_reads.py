@@ -11,9 +11,10 @@ import pytest
 
 from gateway.api.schemas import StatusInfo
 from gateway.runtime import Presenter, RenderedStatus
-from gateway.store import JobRecord, JobStatus, WorkerInfo, new_job_id
+from gateway.store import Delivery, JobRecord, JobStatus, LegacyFields, WorkerInfo, new_job_id
 from tests.conftest import Gateway
 from tests.support import submit
+from worker_sdk.wire import ErrorInfo
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +114,84 @@ def test_the_documents_kept_are_bounded_the_oldest_dropped_first() -> None:
     assert len(rendered) == 2
     # The third and second were kept (no render again); the first was dropped (rendered).
     assert renders == [records[0].id, records[1].id, records[2].id, records[0].id]
+
+
+def test_a_document_kept_is_answered_only_for_a_record_that_shows_the_same() -> None:
+    """Whatever field of a job changes, a read after it answers the document rendered from
+    the changed record, whether or not ``seq`` rose with it."""
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    later = at + timedelta(seconds=1)
+    job = JobRecord(
+        id=new_job_id(),
+        service="echo",
+        owner="alice",
+        status=JobStatus.FAILED,
+        reason="handler-error",
+        progress=30,
+        message="working",
+        inputs={"text": "a"},
+        result={"n": 1},
+        error=ErrorInfo(code="handler-error", type="ValueError", message="boom"),
+        attempt=2,
+        run_id=uuid.uuid4(),
+        progress_seq=4,
+        worker=WorkerInfo(id="w-1", host="h", version="1.0"),
+        created=at,
+        started=at,
+        updated=at,
+        finished=at,
+        expires_at=at,
+        seq=5,
+    )
+    other = {
+        "id": new_job_id(),
+        "service": "crunch",
+        "owner": "bob",
+        "status": JobStatus.SUCCESSFUL,
+        "reason": "other",
+        "progress": 31,
+        "message": "still working",
+        "inputs": {"text": "b"},
+        "result": {"n": 2},
+        "error": ErrorInfo(code="handler-error", type="ValueError", message="bang"),
+        "attempt": 3,
+        "run_id": uuid.uuid4(),
+        "progress_seq": 5,
+        "worker": WorkerInfo(id="w-1", host="h", version="1.1"),
+        "created": later,
+        "started": later,
+        "updated": later,
+        "finished": later,
+        "purged": later,
+        "expires_at": later,
+        "idempotency_key": "k",
+        "request_hash": "h",
+        "subscriber": {"url": "https://hooks.example/x"},
+        "seq": 6,
+        "legacy": LegacyFields(document_url="https://docs.example/d"),
+        "queued": later,
+        "delivery": Delivery(response="document"),
+        "webhook_open": True,
+        "webhook_seq": 6,
+    }
+    assert set(other) == set(JobRecord.model_fields)  # a new field needs its case here
+    shown_changed = 0
+    for name, value in other.items():
+        for bump_seq in (False, True):
+            changed = job.model_copy(update={name: value, "seq": job.seq + int(bump_seq)})
+            rendered = RenderedStatus()
+            first = rendered.body(
+                job, "http://b", "1.0", lambda: StatusInfo.of(job, "http://b", "1.0")
+            )
+            fresh = StatusInfo.of(changed, "http://b", "1.0")
+            answered = rendered.body(changed, "http://b", "1.0", lambda c=fresh: c)
+            assert answered == fresh.model_dump_json(exclude_none=True).encode(), name
+            shown_changed += answered != first
+    # 14 fields show (its message does not, under its error's), each with and without seq.
+    assert shown_changed == 2 * 14
+    # The catalogue's version of the process shows too (whether the worker's differs).
+    rendered = RenderedStatus()
+    for version in ("1.0", "2.0", "1.0"):
+        fresh = StatusInfo.of(job, "http://b", version)
+        answered = rendered.body(job, "http://b", version, lambda f=fresh: f)
+        assert answered == fresh.model_dump_json(exclude_none=True).encode()
