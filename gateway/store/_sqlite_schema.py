@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,55 +140,3 @@ def decode(row: sqlite3.Row) -> JobRecord:
     if data["inputs"] is None:
         data["inputs"] = {}
     return JobRecord.model_validate(data)
-
-
-class RecentRows:
-    """The jobs decoded lately by :meth:`~gateway.store.sqlite.SQLiteStore.get`, by id, each
-    with its row: a job read again while its row is unchanged (a client polling it) is the
-    same record, not decoded again (a tenth of a status read). The row read is compared
-    whole with the one kept, so a record is served again only for exactly the data it was
-    decoded from; :class:`JobRecord` is frozen, so one record serves every reader.
-
-    At most ``rows`` rows are kept and at most ``chars`` characters of their text in all
-    (a row with more than a sixteenth of that is never kept), the oldest dropped first.
-    Reads run on the event loop and on the store's thread: a lock guards the bookkeeping.
-    """
-
-    def __init__(self, rows: int = 1024, chars: int = 4 << 20) -> None:
-        self._rows = rows
-        self._chars = chars
-        self._kept: dict[str, tuple[tuple[Any, ...], JobRecord, int]] = {}
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def decode(self, job_id: str, row: sqlite3.Row) -> JobRecord:
-        """The job ``job_id`` from its row of ``jobs``, as :func:`decode`."""
-        values = tuple(row)
-        known = self._kept.get(job_id)
-        if known is not None and known[0] == values:
-            return known[1]
-        record = decode(row)
-        size = sum(len(value) for value in values if isinstance(value, str))
-        if size <= self._chars >> 4:
-            with self._lock:
-                self._drop(job_id)
-                while self._kept and (
-                    len(self._kept) >= self._rows or self._size + size > self._chars
-                ):
-                    self._drop(next(iter(self._kept)))  # the oldest
-                self._kept[job_id] = (values, record, size)
-                self._size += size
-        return record
-
-    def _drop(self, job_id: str) -> None:
-        gone = self._kept.pop(job_id, None)
-        if gone is not None:
-            self._size -= gone[2]
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-    @property
-    def chars(self) -> int:
-        """The characters of text the rows kept hold."""
-        return self._size

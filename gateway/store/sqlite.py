@@ -20,16 +20,8 @@ from worker_sdk.wire import ErrorInfo
 from . import _sqlite_load as _load
 from . import _sqlite_workers as _workers
 from ._sqlite_executor import BUSY_TIMEOUT_MS, GroupCommit
-from ._sqlite_schema import (
-    ADDED_COLUMNS,
-    SCHEMA,
-    SHOWN_STATUS,
-    RecentRows,
-    decode,
-    encode,
-    stored_ts,
-    ts,
-)
+from ._sqlite_recent import RecentRows
+from ._sqlite_schema import ADDED_COLUMNS, SCHEMA, SHOWN_STATUS, decode, encode, stored_ts, ts
 from ._sqlite_webhooks import WEBHOOK_SCHEMA, SQLiteWebhooks
 from .base import DuplicateJob, JobQuery, ServiceLoad, StoreError
 from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo, WorkerState
@@ -103,14 +95,7 @@ class SQLiteStore(SQLiteWebhooks):
         await self._run(lambda db: db.execute(sql, {"id": str(job_id)}))
 
     async def get(self, job_id: UUID) -> JobRecord | None:
-        key = str(job_id)
-
-        def statement(db: sqlite3.Connection) -> JobRecord | None:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (key,)).fetchone()
-            return self._recent.decode(key, row) if row is not None else None
-
-        result: JobRecord | None = await self._read(statement, quick=True)
-        return result
+        return await self._read(self._recent.reader(str(job_id)), quick=True)
 
     async def owners(self, job_ids: Collection[UUID]) -> dict[UUID, str]:
         ids = [str(job_id) for job_id in job_ids]

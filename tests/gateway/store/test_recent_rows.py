@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from gateway.store import JobRecord, JobStatus, SQLiteStore, WorkerInfo, new_job_id
-from gateway.store._sqlite_schema import SCHEMA, RecentRows, decode, encode
+from gateway.store._sqlite_recent import RecentRows
+from gateway.store._sqlite_schema import SCHEMA, decode, encode
 
 
 @pytest.fixture
