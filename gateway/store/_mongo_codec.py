@@ -123,7 +123,10 @@ async def not_before_created(update: Update, record: JobRecord | None) -> JobRec
     if not fixed:
         return record
     read = {name: getattr(record, name) for name in fixed}
-    return await update({"_id": str(record.id), **read}, {"$set": fixed}) or record
+    # A change a reader may see between the two updates: seq counts it, as it counts any.
+    return (
+        await update({"_id": str(record.id), **read}, {"$set": fixed, "$inc": {"seq": 1}}) or record
+    )
 
 
 @contextmanager

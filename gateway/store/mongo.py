@@ -2,7 +2,8 @@
 
 Every state change is one ``find_one_and_update`` whose filter carries the rule (terminal
 states sticky, progress rising within a run), so gateway replicas never race through a
-read-modify-write. Filters are built from typed values only; no request JSON reaches them.
+read-modify-write (an end's corrections, of its times or its worker, are updates too: each
+raises ``seq``). Filters are built from typed values only; no request JSON reaches them.
 The client is created in :meth:`open`, inside the running loop it is bound to.
 """
 
@@ -431,12 +432,11 @@ class MongoStore(MongoWebhooks):
             update["$min"] = {"started": started}
         record = await self._update(query, update)
         if record is not None and record.worker is None and worker is not None:
-            # The run ended before it was announced: name its worker (idempotent, and only
-            # where no started event named one).
+            # An unannounced run's end names its worker, where no start did; a change: new seq.
             record = (
                 await self._update(
                     {"_id": str(job_id), "worker": {"$exists": False}},
-                    {"$set": {"worker": worker.model_dump()}},
+                    {"$set": {"worker": worker.model_dump()}, "$inc": {"seq": 1}},
                 )
                 or record
             )

@@ -311,6 +311,43 @@ async def test_a_worker_clock_behind_never_puts_a_run_before_its_job(store: JobS
     assert (back.started, back.finished, back.updated) == (t10, t10, t10)
 
 
+async def test_every_state_a_mongodb_reader_may_see_has_a_seq_of_its_own(
+    store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An end that names its worker and whose times are corrected takes three updates on
+    MongoDB; a reader (an event stream, the status cache) may read between any two, so each
+    must raise ``seq``, or the last would look like the state already seen."""
+    if not isinstance(store, MongoStore):
+        pytest.skip("SQLite makes each change in one statement")
+    seen: list[dict[str, Any]] = []  # each document as an update left it
+    collection = store._collection
+    update = collection.find_one_and_update
+
+    async def spied(*args: Any, **kwargs: Any) -> Any:
+        doc = await update(*args, **kwargs)
+        if doc is not None:
+            seen.append(doc)
+        return doc
+
+    monkeypatch.setattr(collection, "find_one_and_update", spied)
+    record = _record()
+    await store.insert(record)
+    ended = await store.finish(
+        record.id,
+        status=JobStatus.FAILED,
+        at=T0 - timedelta(seconds=1),
+        started=T0 - timedelta(seconds=2),
+        worker=WORKER,
+    )
+    assert ended is not None
+    assert ended.worker is not None
+    assert (ended.started, ended.finished) == (T0, T0)
+    assert len(seen) == 3  # the end, its times corrected, its worker named
+    assert [state["seq"] for state in seen] == list(range(record.seq + 1, record.seq + 4))
+    assert ended.seq == seen[-1]["seq"]
+    assert await store.get(record.id) == ended
+
+
 async def test_a_successful_null_result_is_kept_as_null(store: JobStore) -> None:
     record = _record()
     await store.insert(record)
