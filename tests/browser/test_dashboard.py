@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 
 from tests.browser.conftest import OfflineFactory, screenshot_path
 from tests.client.conftest import LiveGateway
@@ -114,3 +114,48 @@ async def test_submit_watch_the_result_dismiss_and_the_workers_page(
 
     await page.wait_for_load_state("networkidle")
     assert browser.foreign() == [], f"requests that left the gateway: {browser.foreign()}"
+
+
+async def test_a_rendering_older_than_the_streams_last_word_is_fetched_again(
+    served: LiveGateway,
+    offline: OfflineFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    tmp_path: Path,
+) -> None:
+    """A change told while the panel's fetch is in flight is fetched by htmx for the element
+    the swap replaces: the panel that arrives may be older than the stream's last word. The
+    first fetch here is answered as such a panel (its seq one lower, its progress 0) once the
+    stream has told the page of the seq it was rendered at; the page must fetch it again."""
+    browser = await offline(served.url)
+    page = await browser.page()
+    await page.goto(f"{served.url}/ui/login")
+    await page.fill("#token", served.token("alice"))
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(f"{served.url}/ui/jobs")
+    gate = tmp_path / "gate-stale"
+    await _submit(page, "crunch", {"gate": str(gate), "progress": 40})
+    stale: list[int] = []
+
+    async def older(route: Route) -> None:
+        if stale:
+            await route.continue_()
+            return
+        answer = await route.fetch()
+        body = await answer.text()
+        found = re.search(r'data-seq="(\d+)"', body)
+        assert found is not None, body
+        seq = int(found[1])
+        stale.append(seq)
+        await page.wait_for_function(
+            "seq => Number(document.querySelector('#job-panel').getAttribute('data-seq')) >= seq",
+            arg=seq,
+        )
+        body = body.replace(f'data-seq="{seq}"', f'data-seq="{seq - 1}"', 1)
+        body = re.sub(r'(id="job-progress" max="100" value=")\d+', r"\g<1>0", body, count=1)
+        await route.fulfill(response=answer, body=body)
+
+    await page.route(re.compile(r"/ui/jobs/[0-9a-f-]{36}/panel$"), older)
+    run_worker(crunch)
+    await expect(page.locator("#job-progress")).to_have_attribute("value", "40", timeout=LIVE)
+    assert stale, "the panel was never fetched"
+    gate.write_text("go")

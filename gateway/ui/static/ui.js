@@ -3,7 +3,9 @@
  * Live jobs: every element with data-job and data-active (a row of the list, the panel of a
  * job's page) is followed over one server-sent event stream, /ui/events?job=... (under the
  * gateway's public path, the body's data-root); when an event's seq is newer than the
- * element's data-seq, the element is told "sg:changed" and htmx fetches its new rendering. The stream is closed once no followed job is active.
+ * element's data-seq, the element is told "sg:changed" and htmx fetches its new rendering;
+ * a rendering that arrives older than the stream's last word is fetched once more. The stream
+ * is closed once no followed job is active.
  *
  * Charts: every figure.chart is drawn with uPlot from the JSON at its data-series URL, and
  * redrawn every 30 seconds.
@@ -23,12 +25,31 @@
     return ids.sort();
   }
 
+  // The newest seq the stream told of each job, and the seq each job was last fetched again
+  // for after a swap: a change told while the element's fetch was in flight is fetched by
+  // htmx for the element the swap then replaced, so the new element may render an older seq.
+  var newest = {};
+  var refetched = {};
+
   function onJob(event) {
     var change = JSON.parse(event.data);
+    newest[change.id] = Math.max(newest[change.id] || 0, change.seq);
     document.querySelectorAll('[data-job="' + change.id + '"]').forEach(function (el) {
       var seen = parseInt(el.getAttribute("data-seq") || "0", 10);
       if (change.seq > seen) {
         el.setAttribute("data-seq", String(change.seq));
+        htmx.trigger(el, "sg:changed");
+      }
+    });
+  }
+
+  function catchUp() {
+    document.querySelectorAll("[data-job][data-seq]").forEach(function (el) {
+      var id = el.getAttribute("data-job");
+      var seen = parseInt(el.getAttribute("data-seq") || "0", 10);
+      if ((newest[id] || 0) > seen && refetched[id] !== newest[id]) {
+        refetched[id] = newest[id];  // once per told seq: a rendering never loops
+        el.setAttribute("data-seq", String(newest[id]));
         htmx.trigger(el, "sg:changed");
       }
     });
@@ -88,7 +109,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     follow();
-    htmx.onLoad(function () { window.setTimeout(follow, 0); });
+    htmx.onLoad(function () { window.setTimeout(function () { catchUp(); follow(); }, 0); });
     drawCharts();
     if (document.querySelector("figure.chart")) { window.setInterval(drawCharts, 30000); }
   });
