@@ -193,7 +193,7 @@ class JobService:
                 raise StoreUnavailable("the job holding this idempotency key vanished") from None
             return await self._ended_within(earlier, wait), True
         # The usage counter need not precede the task: count while the broker confirms.
-        counting = asyncio.create_task(self._tally.count(f"{SUBMISSIONS}{spec.id}"))
+        counting = self._tally.add(f"{SUBMISSIONS}{spec.id}")
         try:
             if not wait:
                 await self._publish(record, task, spec)

@@ -29,12 +29,18 @@ class Tally:
 
     async def count(self, name: str) -> None:
         """Add one to ``name`` and return once it is stored (or could not be: logged)."""
+        await self.add(name)
+
+    def add(self, name: str) -> asyncio.Future[None]:
+        """Add one to ``name`` now; the future is done once it is stored (or could not be:
+        logged). A caller with more to do meanwhile awaits it after, with no task of its
+        own."""
         self._pending[name] += 1
         stored = asyncio.get_running_loop().create_future()
         self._waiters.append(stored)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
-        await stored
+        return stored
 
     async def _write(self) -> None:
         while self._pending:
