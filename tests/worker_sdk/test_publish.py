@@ -3,6 +3,9 @@ aio-pika's ``Message`` makes: every property, the expiration in whole millisecon
 
 from __future__ import annotations
 
+import itertools
+import struct
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -10,7 +13,7 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from tests.support import message
-from worker_sdk.wire.publish import outgoing
+from worker_sdk.wire.publish import JSON, Properties, outgoing
 
 
 def _wire(properties: Basic.Properties, size: int) -> bytes:
@@ -41,3 +44,91 @@ def test_the_same_bytes_as_aio_pikas_message(options: dict[str, Any]) -> None:
 def test_every_message_has_its_own_id() -> None:
     ids = {outgoing(b"{}", type="task").properties.message_id for _ in range(100)}
     assert len(ids) == 100
+
+
+def _pamqp(properties: Basic.Properties) -> bytes | type[Exception]:
+    try:
+        return Basic.Properties.marshal(properties)
+    except (TypeError, ValueError, struct.error) as exc:
+        return type(exc)
+
+
+def _ours(properties: Properties) -> bytes | type[Exception]:
+    try:
+        return properties.marshal()
+    except (TypeError, ValueError, struct.error) as exc:
+        return type(exc)
+
+
+STRINGS = [None, "", "task", "é" * 127, "x" * 255, "x" * 256, "é" * 128, 7]
+OCTETS = [None, 0, 1, 2, 255, 256, -1, True, 2.0]
+TABLES = [None, {}, "", {"x-sg-deferrals": 2}]
+OTHERS = [
+    {},
+    {"content_encoding": "gzip"},
+    {"reply_to": "amq.rabbitmq.reply-to"},
+    {"timestamp": datetime(2026, 12, 3, tzinfo=UTC)},
+    {"user_id": "guest"},
+    {"app_id": "sgw"},
+    {"cluster_id": None},
+]
+
+
+@pytest.mark.parametrize("name", ["content_type", "correlation_id", "expiration", "message_id"])
+@pytest.mark.parametrize("value", STRINGS)
+def test_each_string_property_is_written_as_pamqp_writes_it(name: str, value: object) -> None:
+    properties = Properties(content_type=JSON, delivery_mode=2, message_type="task")
+    setattr(properties, name, value)
+    assert _ours(properties) == _pamqp(properties)
+
+
+@pytest.mark.parametrize("name", ["delivery_mode", "priority"])
+@pytest.mark.parametrize("value", OCTETS)
+def test_each_octet_property_is_written_as_pamqp_writes_it(name: str, value: object) -> None:
+    properties = Properties(content_type=JSON, message_id="m", message_type="event")
+    setattr(properties, name, value)
+    assert _ours(properties) == _pamqp(properties)
+
+
+@pytest.mark.parametrize("headers", TABLES)
+@pytest.mark.parametrize("others", OTHERS)
+@pytest.mark.parametrize("message_type", STRINGS)
+def test_headers_and_the_properties_outgoing_never_sets_are_left_to_pamqp(
+    headers: object, others: dict[str, Any], message_type: object
+) -> None:
+    properties = Properties(content_type=JSON, delivery_mode=1, priority=0)
+    for name, value in others.items():  # after construction: pamqp refuses cluster_id=None
+        setattr(properties, name, value)
+    properties.headers = headers  # type: ignore[assignment]
+    properties.message_type = message_type  # type: ignore[assignment]
+    assert _ours(properties) == _pamqp(properties)
+
+
+def test_every_set_of_outgoings_own_properties_is_written_as_pamqp_writes_it() -> None:
+    values = {
+        "content_type": [None, JSON],
+        "headers": [None, {}],
+        "delivery_mode": [None, 1, 2],
+        "priority": [None, 0, 9],
+        "correlation_id": [None, "", "a-job"],
+        "expiration": [None, "7200000"],
+        "message_id": [None, "0" * 32],
+        "message_type": [None, "outcomes"],
+    }
+    checked = 0
+    for combination in itertools.product(*values.values()):
+        properties = Properties(**dict(zip(values, combination, strict=True)))
+        assert _ours(properties) == _pamqp(properties), combination
+        checked += 1
+    assert checked == 2 * 2 * 3 * 3 * 3 * 2 * 2 * 2
+
+
+def test_what_outgoing_builds_reads_back_the_same() -> None:
+    sent = outgoing(b"{}", type="task", correlation_id="a-job", expiration=60, priority=4)
+    header = ContentHeader(0, 2, sent.properties)
+    read = ContentHeader()
+    read.unmarshal(header.marshal()[0:])
+    for name in Basic.Properties.__slots__:
+        assert getattr(read.properties, name) == getattr(sent.properties, name) or (
+            name == "cluster_id"
+        ), name

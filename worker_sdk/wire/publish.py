@@ -12,12 +12,15 @@ A message to publish is an :class:`Outgoing`: its body and its AMQP properties, 
 pamqp's own frame values and handed to the channel's ``basic_publish`` as they are. Building
 aio-pika's ``Message`` and then its properties costs five times as much, on every task, event
 and outcome of every job; aio-pika's ``Exchange.publish`` adds nothing to that call but its
-own checks, which the channel repeats.
+own checks, which the channel repeats. Their properties encode themselves
+(:class:`Properties`) without pamqp's generic encoder, which took two thirds of a task's
+frames' encoding.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 import uuid
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -29,6 +32,60 @@ from pamqp.commands import Basic
 from pamqp.common import FieldValue
 
 JSON = "application/json"
+_BYTE = struct.Struct(">B")
+_FLAGS = struct.Struct(">H")
+# The properties :class:`Properties` encodes itself, in their wire order, with their flag;
+# any other property set makes pamqp encode them all.
+_SHORT, _OCTET, _TABLE = "short", "octet", "table"
+_OWN = (
+    ("content_type", 0x8000, _SHORT),
+    ("headers", 0x2000, _TABLE),
+    ("delivery_mode", 0x1000, _OCTET),
+    ("priority", 0x0800, _OCTET),
+    ("correlation_id", 0x0400, _SHORT),
+    ("expiration", 0x0100, _SHORT),
+    ("message_id", 0x0080, _SHORT),
+    ("message_type", 0x0020, _SHORT),
+)
+
+
+class Properties(Basic.Properties):
+    """pamqp's ``Basic.Properties`` whose ``marshal`` writes the properties :func:`outgoing`
+    sets (short strings, delivery mode, priority, empty headers) itself, byte for byte as
+    pamqp does: pamqp's encoder looks up each property's type and encodes it through three
+    calls, 17 µs a message on the machine measured (as much as the rest of a task's frames),
+    on every task, event and outcome. Any other value (headers, a property this module never
+    sets, a string over 255 bytes, a number out of an octet's range) is left to pamqp, which
+    encodes or refuses it as before."""
+
+    # No __slots__ of its own: pamqp's methods iterate ``self.__slots__``, which must stay
+    # the base class's list of properties.
+
+    def marshal(self) -> bytes:
+        if not (
+            self.content_encoding is None
+            and self.reply_to is None
+            and self.timestamp is None
+            and self.user_id is None
+            and self.app_id is None
+            and self.cluster_id in (None, "")
+        ):
+            return super().marshal()
+        flags, parts = 0, []
+        for name, flag, kind in _OWN:
+            value = getattr(self, name)
+            if value is None or value == "":  # absent, as pamqp reads it
+                continue
+            if kind is _SHORT and type(value) is str and len(data := value.encode()) <= 255:
+                parts.append(_BYTE.pack(len(data)) + data)
+            elif kind is _OCTET and type(value) is int and 0 <= value <= 255:
+                parts.append(_BYTE.pack(value))
+            elif kind is _TABLE and not value:
+                parts.append(b"\0\0\0\0")  # an empty table, as pamqp writes it
+            else:
+                return super().marshal()
+            flags |= flag
+        return _FLAGS.pack(flags) + b"".join(parts)
 
 
 class PublishRefused(RuntimeError):
@@ -64,7 +121,7 @@ def outgoing(
     milliseconds on the wire, as aio-pika writes it)."""
     return Outgoing(
         body,
-        Basic.Properties(
+        Properties(
             content_type=JSON,
             delivery_mode=2 if persistent else 1,
             message_id=uuid.uuid4().hex,
