@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 from .model import JobRecord, JobStatus
 
@@ -80,6 +80,12 @@ _COLUMNS = tuple(JobRecord.model_fields)
 _JSON_COLUMNS = frozenset(
     {"inputs", "result", "error", "worker", "subscriber", "legacy", "delivery"}
 )
+_JSON_FIELDS = tuple(name for name in _COLUMNS if name in _JSON_COLUMNS)
+_TIME_FIELDS = tuple(
+    name
+    for name, field in JobRecord.model_fields.items()
+    if field.annotation is datetime or datetime in get_args(field.annotation)
+)
 # Columns added after the first schema, by table: a store file made before them gets them
 # at open.
 ADDED_COLUMNS = {
@@ -102,7 +108,7 @@ def stored_ts(value: datetime) -> str:
     text order is time order (the job list's keyset, the reaper's and the recovery's cut-offs
     and the heartbeats' ``max`` rely on it; ISO 8601 as Python writes it drops a zero
     fraction, which sorts a whole second after its own fractions)."""
-    if value.tzinfo is None or value.utcoffset():
+    if value.tzinfo is not UTC and (value.tzinfo is None or value.utcoffset()):
         value = value.astimezone(UTC)
     # isoformat, not strftime: half the time, on every write of a job.
     return value.isoformat(timespec="microseconds")[:26] + "Z"
@@ -113,19 +119,17 @@ def ts(value: datetime | None) -> str | None:
 
 
 def encode(record: JobRecord) -> dict[str, Any]:
-    data = record.model_dump(mode="json")
-    row: dict[str, Any] = {}
-    for name in _COLUMNS:
-        value = data[name]
-        if name in _JSON_COLUMNS:
-            unset = value is None and not (
-                name == "result" and record.status is JobStatus.SUCCESSFUL
-            )
-            row[name] = None if unset else json.dumps(value)
-        elif isinstance(getattr(record, name), datetime):
-            row[name] = ts(getattr(record, name))
-        else:
-            row[name] = value
+    row = record.model_dump(mode="json")  # a column per field, in the fields' order
+    for name in _JSON_FIELDS:
+        value = row[name]
+        if value is not None:
+            row[name] = json.dumps(value)
+        elif name == "result" and record.status is JobStatus.SUCCESSFUL:
+            row[name] = "null"  # a result that is null, not an absent one
+    for name in _TIME_FIELDS:  # as every column holds a time (pydantic's text varies)
+        value = getattr(record, name)
+        if value is not None:
+            row[name] = stored_ts(value)
     return row
 
 

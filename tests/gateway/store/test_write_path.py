@@ -4,13 +4,14 @@ index, and group commits whose savepoints never spill to a temporary file."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,14 @@ from gateway.store import (
     JobStatus,
     SQLiteStore,
     StoreRejected,
+    WorkerInfo,
     _sqlite_executor,
     new_job_id,
 )
 from gateway.store._sqlite_executor import BUSY_TIMEOUT_MS, LOCK_PAUSES, QUIET, THREAD_EVERY
-from gateway.store._sqlite_schema import decode
+from gateway.store._sqlite_schema import SCHEMA, decode, encode
+from gateway.store.model import Delivery, LegacyFields
+from worker_sdk.wire import ErrorInfo
 
 
 def test_a_job_id_is_a_version_7_uuid_of_the_current_millisecond() -> None:
@@ -405,3 +409,70 @@ def _job() -> JobRecord:
         created=now,
         updated=now,
     )
+
+
+def _row_as_each_column_holds_it(record: JobRecord) -> dict[str, Any]:
+    """The row of ``record`` column by column, the rules spelled out: JSON columns hold their
+    JSON text (a successful job's null result as ``null``, any other absent value as NULL),
+    time columns UTC with six fraction digits, the rest their JSON-mode values."""
+    data = record.model_dump(mode="json")
+    row: dict[str, Any] = {}
+    for name in JobRecord.model_fields:
+        value, kept = data[name], getattr(record, name)
+        if name in {"inputs", "result", "error", "worker", "subscriber", "legacy", "delivery"}:
+            successful_null = name == "result" and record.status is JobStatus.SUCCESSFUL
+            row[name] = json.dumps(value) if value is not None or successful_null else None
+        elif isinstance(kept, datetime):
+            row[name] = kept.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        else:
+            row[name] = value
+    return row
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+@pytest.mark.parametrize("result", [None, 0, "", {"é": [1.5, None]}])
+def test_every_column_of_a_row_holds_its_value_as_the_store_reads_it(
+    status: JobStatus, result: Any
+) -> None:
+    created = datetime(2026, 12, 3, 9, 0, 0, tzinfo=timezone(timedelta(hours=-5)))  # 0 µs
+    record = JobRecord(
+        id=new_job_id(),
+        service="echo",
+        owner="alice",
+        status=status,
+        reason="cancelled" if status is JobStatus.DISMISSED else None,
+        progress=40,
+        message="half",
+        inputs={"text": "\u00e9\U0001f600", "n": [1, 2.5, None, True]},
+        result=result,
+        error=ErrorInfo(code="boom", type="ValueError", message="bad") if result == "" else None,
+        attempt=2,
+        run_id=uuid.uuid4(),
+        progress_seq=7,
+        worker=WorkerInfo(id="w1", host="h", version="1.0.0"),
+        created=created,
+        started=created + timedelta(microseconds=1),
+        updated=datetime(2026, 12, 3, 14, 0, 0, 5, tzinfo=UTC),
+        finished=datetime(2026, 12, 3, 14, 0, 1, tzinfo=UTC) if status.terminal else None,
+        expires_at=datetime(2026, 12, 10, tzinfo=UTC),
+        idempotency_key="k-1",
+        request_hash="h" * 64,
+        subscriber={"url": "https://example.org/hook"},
+        seq=9,
+        legacy=LegacyFields(document_url="https://example.org/doc.pdf"),
+        queued=created + timedelta(seconds=1),
+        delivery=Delivery(response="document", outputs=("a",)),
+        webhook_open=True,
+        webhook_seq=2,
+    )
+    row = encode(record)
+    assert row == _row_as_each_column_holds_it(record)
+    assert list(row) == list(JobRecord.model_fields)
+    assert row["created"] == "2026-12-03T14:00:00.000000Z"  # fixed width: text order is time
+    db = sqlite3.connect(":memory:")
+    db.row_factory = sqlite3.Row
+    db.executescript(SCHEMA)
+    db.execute(
+        f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", [*row.values()]
+    )
+    assert decode(db.execute("SELECT * FROM jobs").fetchone()) == record
