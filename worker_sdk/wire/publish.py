@@ -13,7 +13,7 @@ pamqp's own frame values and handed to the channel's ``basic_publish`` as they a
 aio-pika's ``Message`` and then its properties costs five times as much, on every task, event
 and outcome of every job; aio-pika's ``Exchange.publish`` adds nothing to that call but its
 own checks, which the channel repeats. Their properties encode themselves
-(:class:`Properties`) without pamqp's generic encoder, which took two thirds of a task's
+(:class:`Properties`) without pamqp's generic encoder, which took about half of a task's
 frames' encoding.
 """
 
