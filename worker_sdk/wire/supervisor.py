@@ -17,6 +17,8 @@ import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 
+from .delivery import Connection
+
 log = logging.getLogger("worker_sdk.wire")
 
 CONNECT_RETRY_DELAY = 1.0
@@ -33,7 +35,8 @@ async def connect(
     timeout: float,  # noqa: ASYNC109 - a deadline over several attempts, not one call
 ) -> AbstractRobustConnection:
     """A robust connection, retried every second while the broker is still starting, until
-    ``timeout`` seconds have passed (then :class:`BrokerUnreachable` says why)."""
+    ``timeout`` seconds have passed (then :class:`BrokerUnreachable` says why). Its queues hand
+    their consumers :class:`~worker_sdk.wire.delivery.Delivery` objects."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -42,6 +45,7 @@ async def connect(
                 url,
                 timeout=max(1.0, deadline - loop.time()),
                 client_properties={"connection_name": name},
+                connection_class=Connection,
             )
         except (OSError, AMQPError, TimeoutError) as exc:
             if loop.time() + CONNECT_RETRY_DELAY >= deadline:
