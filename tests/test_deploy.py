@@ -342,7 +342,7 @@ def test_every_requirement_is_pinned_within_its_range() -> None:
 def test_every_install_takes_the_pins(dockerfile: list[tuple[str, str]]) -> None:
     installs = [rest for keyword, rest in dockerfile if keyword == "RUN" and "pip install" in rest]
     makefile = (ROOT / "Makefile").read_text()
-    installs += re.findall(r"\$\(PY\) -m pip install (.*)", makefile)
+    installs += re.findall(r"\$\(PY\) -m (?:uv )?pip install (.*)", makefile)
     installs = [i for i in installs if "--upgrade pip" not in i]
     assert len(installs) >= 3  # the image, `make install`, `make bench`
     for line in installs:
