@@ -42,7 +42,11 @@ async def test_a_gateway_killed_mid_submit_loses_no_job_and_runs_none_twice(
     broken attempt with the same key, while the gateway is SIGKILLed ten times: every key's
     job ends successful within 30 s of the last restart, each handler completing once."""
     server = LiveGateway(
-        namespace=namespace, workdir=tmp_path, catalogue=TEST_CATALOGUE, publish_timeout="1"
+        namespace=namespace,
+        workdir=tmp_path,
+        catalogue=TEST_CATALOGUE,
+        measured=False,  # 5,000 jobs: the other tests of this file measure the same paths
+        publish_timeout="1",
     )
     server.start()
     await server.ready()
