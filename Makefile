@@ -21,9 +21,9 @@ broker:
 run: install broker
 	scripts/run-local
 
-# The suite under coverage, child processes included ([tool.coverage] in pyproject.toml);
-# below the floor (fail_under) the run fails. TEST_PROCESSES pytest processes share the tests
-# (every test has its own broker namespace); TEST_PROCESSES=0 runs them in pytest's own.
+# The suite under coverage ([tool.coverage] in pyproject.toml; a child process only where its
+# test asks); below the floor (fail_under) the run fails. TEST_PROCESSES pytest processes share
+# the tests (every test has its own broker namespace); TEST_PROCESSES=0 runs them in pytest's.
 TEST_PROCESSES ?= 2
 test: install broker
 	rm -f .coverage .coverage.*

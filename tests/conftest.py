@@ -25,7 +25,7 @@ from gateway.auth import mint_token
 from gateway.broker import Broker
 from gateway.runtime import Runtime
 from gateway.store import JobStore
-from tests.support import TEST_CATALOGUE
+from tests.support import CHILD_COVERAGE, TEST_CATALOGUE
 from worker_sdk import Autoscale, UrlPolicy, Worker
 from worker_sdk.wire import Topology, delete_topology
 from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
@@ -36,6 +36,14 @@ AMQP_URL = os.environ.get("SG_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672
 ROOT = Path(__file__).resolve().parent.parent
 # The webhook retry schedule of tests: short, and deleted with each test's namespace.
 TEST_WEBHOOK_DELAYS = (1, 2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _children_unmeasured() -> None:
+    """Child processes are not measured for coverage unless a test asks (``measured``)."""
+    for name in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START"):
+        if name in os.environ:
+            CHILD_COVERAGE[name] = os.environ.pop(name)
 
 
 @pytest.fixture

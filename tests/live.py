@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests import support
 from tests.conftest import AMQP_URL, ROOT, TEST_SECRET
 from tests.support import eventually
 
@@ -27,10 +28,8 @@ class LiveGateway:
     """``sgw serve`` on a port of its own, in the test's namespace, restartable on the same
     store. ``kill`` is a SIGKILL: nothing in the process gets to clean up.
 
-    Under ``make test`` the process is measured for coverage, as every child is; with
-    ``measured=False`` it is not: for a load the rest of the suite measures already, where
-    coverage's tracing would double the test's time (the outbox test's 5,000 jobs: 99
-    against 67 s alone, and twice that beside the rest of the suite).
+    Under ``make test`` the process is measured for coverage only with ``measured=True``
+    (``tests.support.measured``).
     """
 
     def __init__(
@@ -39,7 +38,7 @@ class LiveGateway:
         namespace: str,
         workdir: Path,
         catalogue: str,
-        measured: bool = True,
+        measured: bool = False,
         **settings: str,
     ) -> None:
         self.port = free_port()
@@ -57,9 +56,8 @@ class LiveGateway:
             "SG_CATALOGUE": str(catalogue_path),
             **{f"SG_{name.upper()}": value for name, value in settings.items()},
         }
-        if not measured:  # coverage measures a child whose environment carries its config
-            self.env.pop("COVERAGE_PROCESS_CONFIG", None)
-            self.env.pop("COVERAGE_PROCESS_START", None)
+        if measured:
+            self.env = support.measured(self.env)
         self.database = workdir / "jobs.db"
         self.process: subprocess.Popen[bytes] | None = None
 

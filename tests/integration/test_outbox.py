@@ -45,7 +45,6 @@ async def test_a_gateway_killed_mid_submit_loses_no_job_and_runs_none_twice(
         namespace=namespace,
         workdir=tmp_path,
         catalogue=TEST_CATALOGUE,
-        measured=False,  # 5,000 jobs: the other tests of this file measure the same paths
         publish_timeout="1",
     )
     server.start()

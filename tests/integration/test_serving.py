@@ -39,6 +39,7 @@ async def live(namespace: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
         header_timeout="0.5",
         body_timeout="0.5",
         public_url="https://jobs.example.org/gw",
+        measured=True,  # the HTTP server's guards run only here
     )
     server.start()
     await server.ready()
@@ -138,7 +139,11 @@ def test_a_result_limit_past_the_brokers_is_refused_at_start() -> None:
 
 async def test_metrics_add_up_over_gateway_processes(namespace: str, tmp_path: Path) -> None:
     server = LiveGateway(
-        namespace=namespace, workdir=tmp_path, catalogue=TEST_CATALOGUE, workers="2"
+        namespace=namespace,
+        workdir=tmp_path,
+        catalogue=TEST_CATALOGUE,
+        workers="2",
+        measured=True,  # `sgw serve --workers` and the metrics of several processes
     )
     server.start()
     try:

@@ -20,7 +20,7 @@ import jwt
 import pytest
 
 from tests.conftest import AMQP_URL, ROOT, TEST_SECRET
-from tests.support import eventually
+from tests.support import eventually, measured
 from worker_sdk.wire.catalogue import Catalogue, load_catalogue
 
 pytestmark = pytest.mark.integration
@@ -46,17 +46,19 @@ async def test_sigterm_cancels_open_requests_after_the_grace(
     namespace: str, tmp_path: Path
 ) -> None:
     port = _free_port()
-    env = {
-        **os.environ,
-        "SG_AMQP_URL": AMQP_URL,
-        "SG_NAMESPACE": namespace,
-        "SG_STORE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
-        "SG_JWT_SECRET": TEST_SECRET,
-        "SG_PORT": str(port),
-        "SG_LOG_LEVEL": "WARNING",
-        "SG_CATALOGUE": str(ROOT / "services.yaml"),
-        "SG_SHUTDOWN_GRACE": str(GRACE),
-    }
+    env = measured(
+        {
+            **os.environ,
+            "SG_AMQP_URL": AMQP_URL,
+            "SG_NAMESPACE": namespace,
+            "SG_STORE_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+            "SG_JWT_SECRET": TEST_SECRET,
+            "SG_PORT": str(port),
+            "SG_LOG_LEVEL": "WARNING",
+            "SG_CATALOGUE": str(ROOT / "services.yaml"),
+            "SG_SHUTDOWN_GRACE": str(GRACE),
+        }
+    )
     server = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "serve", cwd=ROOT, env=env, start_new_session=True
     )

@@ -16,7 +16,7 @@ import pytest
 
 from tests import workers
 from tests.conftest import AMQP_URL, ROOT, GatewayFactory
-from tests.support import TEST_CATALOGUE, eventually, submit, wait_status
+from tests.support import TEST_CATALOGUE, eventually, measured, submit, wait_status
 from worker_sdk import UnknownService, Worker
 from worker_sdk.wire import TaskQueueOptions, Topology
 from worker_sdk.wire.catalogue import Catalogue, parse_catalogue
@@ -27,12 +27,14 @@ pytestmark = pytest.mark.integration
 def _sgw_worker(
     reference: str, namespace: str, catalogue: Path, *extra: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SG_AMQP_URL": AMQP_URL,
-        "SG_NAMESPACE": namespace,
-        "SG_CATALOGUE": str(catalogue),
-    }
+    env = measured(
+        {
+            **os.environ,
+            "SG_AMQP_URL": AMQP_URL,
+            "SG_NAMESPACE": namespace,
+            "SG_CATALOGUE": str(catalogue),
+        }
+    )
     return subprocess.run(
         [sys.executable, "-m", "gateway.cli", "worker", reference, "--burst", *extra],
         cwd=ROOT,
