@@ -178,3 +178,38 @@ async def test_consumers_of_a_connection_get_deliveries_they_ack_and_reject() ->
         assert tag not in queue._consumers
     finally:
         await connection.close()
+
+
+@pytest.mark.integration
+async def test_a_get_hands_back_a_delivery_as_aio_pika_would() -> None:
+    """``get`` (a worker's ``--burst`` drain) returns a Delivery holding what aio-pika's own
+    would, settled by its ack; ``no_ack`` ones come settled; an empty queue is ``None``, or
+    ``QueueEmpty`` with ``fail``."""
+    name = f"test-delivery-{uuid.uuid4().hex[:12]}"
+    connection = await connect(AMQP_URL, name=name, timeout=10)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(name, exclusive=True)  # never consumed
+        for n in range(3):
+            await channel.default_exchange.publish(
+                aio_pika.Message(f"m{n}".encode(), message_id=f"id-{n}", priority=n), name
+            )
+        first = await queue.get(timeout=10)
+        assert isinstance(first, Delivery)
+        assert (first.body, first.message_id, first.message_count) == (b"m0", "id-0", 2)
+        assert (first.routing_key, first.consumer_tag, first.processed) == (name, None, False)
+        underlay = await channel.get_underlay_channel()
+        got = await underlay.basic_get(name, no_ack=True, timeout=10)  # Basic.GetOk, as get's
+        assert _slots(Delivery(got, no_ack=True)) == _slots(IncomingMessage(got, no_ack=True))
+        await first.ack()
+        assert first.processed
+        last = await queue.get(no_ack=True, timeout=10)
+        assert isinstance(last, Delivery)
+        assert (last.body, last.message_count) == (b"m2", 0)
+        assert last.processed
+        assert last.locked
+        assert await queue.get(fail=False, timeout=10) is None
+        with pytest.raises(aio_pika.exceptions.QueueEmpty):
+            await queue.get(timeout=10)
+    finally:
+        await connection.close()

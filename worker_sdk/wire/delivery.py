@@ -7,7 +7,8 @@ callback in a task of its own, inside the task aiormq already runs for the deliv
 task a worker runs and every event the gateway applies pays both.
 
 A connection from :func:`~worker_sdk.wire.supervisor.connect` declares its queues as
-:class:`Queue`, whose consumers are handed a :class:`Delivery`: an ``IncomingMessage`` whose
+:class:`Queue`, whose consumers, and whose ``get`` (a worker's ``--burst`` drain), are handed
+a :class:`Delivery`: an ``IncomingMessage`` whose
 every slot holds what aio-pika's own constructor puts there (a test compares them, slot by
 slot, over every kind of property), awaited in aiormq's task. Acks, rejects, the lock once
 settled and the robust connection's restoring of consumers after a reconnection are aio-pika's,
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal, overload
 
 import aiormq
 from aio_pika.abc import AbstractIncomingMessage, ConsumerTag, DeliveryMode, TimeoutType
+from aio_pika.exceptions import QueueEmpty
 from aio_pika.message import IncomingMessage
 from aio_pika.robust_channel import RobustChannel
 from aio_pika.robust_connection import RobustConnection
@@ -134,6 +136,41 @@ class Queue(RobustQueue):
                 "arguments": arguments,
             }
         return tag
+
+    @overload
+    async def get(
+        self,
+        *,
+        no_ack: bool = False,
+        fail: Literal[True] = ...,
+        timeout: TimeoutType = ...,  # noqa: ASYNC109
+    ) -> Delivery: ...
+
+    @overload
+    async def get(
+        self,
+        *,
+        no_ack: bool = False,
+        fail: Literal[False] = ...,
+        timeout: TimeoutType = ...,  # noqa: ASYNC109
+    ) -> Delivery | None: ...
+
+    async def get(
+        self,
+        *,
+        no_ack: bool = False,
+        fail: bool = True,
+        timeout: TimeoutType = 5,  # noqa: ASYNC109 - aio-pika's signature, passed on
+    ) -> Delivery | None:
+        """As aio-pika's ``Queue.get``: the next message as a :class:`Delivery`; when the
+        queue is empty, ``None``, or :class:`~aio_pika.exceptions.QueueEmpty` with ``fail``."""
+        channel: aiormq.abc.AbstractChannel = await self.channel.get_underlay_channel()
+        message = await channel.basic_get(self.name, no_ack=no_ack, timeout=timeout)
+        if isinstance(message.delivery, aiormq.spec.Basic.GetEmpty):
+            if fail:
+                raise QueueEmpty
+            return None
+        return Delivery(message, no_ack=no_ack)
 
 
 class Channel(RobustChannel):
