@@ -282,12 +282,14 @@ async def test_a_rebuild_that_fails_part_way_is_done_again_whole(
 
     after = (await submit(gateway.client, "echo", {"text": "after"})).json()
     await wait_status(gateway.client, after["jobID"], "successful", within=30)
-    assert starts > len(broker._registered)  # the failed rebuild, then a whole one
 
     async def ready() -> bool:
         return (await gateway.client.get("/readyz")).status_code == 200
 
     await eventually(ready, within=30, what="/readyz to recover")
+    # Ready once whole: the events consumer, restarted first, may end the job before the
+    # rebuild has started the others.
+    assert starts > len(broker._registered)  # the failed rebuild, then a whole one
 
 
 async def test_a_tap_bind_the_broker_never_answers_holds_no_waiting_request(
