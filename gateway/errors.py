@@ -181,9 +181,22 @@ class Unauthorized(GatewayError):
     def __init__(self, detail: str, *, error: str | None = None) -> None:
         challenge = 'Bearer realm="service-gateway"'
         if error is not None:
-            safe = detail.replace("\\", "").replace('"', "'")
-            challenge += f', error="{error}", error_description="{safe}"'
+            challenge += f', error="{error}", error_description="{_description(detail)}"'
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+# The most characters of a challenge's error_description: the problem document has the whole.
+DESCRIPTION_MAX = 200
+
+
+def _description(detail: str) -> str:
+    """``detail`` as a challenge's ``error_description`` may hold it (RFC 6750 section 3:
+    printable ASCII but ``"`` and ``\\``): a token's own text, which PyJWT quotes in its
+    errors (an unknown ``crit`` extension, a ``kid``), is any text, and a header with a
+    non-Latin-1 or control character cannot be sent at all."""
+    text = detail.replace('"', "'")
+    safe = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in text)
+    return safe if len(safe) <= DESCRIPTION_MAX else safe[: DESCRIPTION_MAX - 3] + "..."
 
 
 class Forbidden(GatewayError):

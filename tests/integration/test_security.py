@@ -41,6 +41,12 @@ def hs(payload: dict[str, Any], key: str | bytes = TEST_SECRET, alg: str = "HS25
     return jwt.encode(payload, key, algorithm=alg)
 
 
+def _segment(value: dict[str, Any]) -> str:
+    """A token's segment as any client may write it: JSON, UTF-8, base64url."""
+    raw = json.dumps(value, ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 async def refused(gateway: Gateway, authorization: str | None) -> httpx.Response:
     headers = {"Authorization": authorization} if authorization is not None else {}
     async with httpx.AsyncClient(transport=gateway.transport, base_url="http://gw.test") as client:
@@ -88,6 +94,25 @@ class TestTokens:
 
     async def test_oversized(self, gateway: Gateway) -> None:
         await refused(gateway, f"Bearer {hs(claims(padding='x' * 9000))}")
+
+    @pytest.mark.parametrize(
+        "extension", ["€", "a\nb", "x\r\nSet-Cookie: a=b", 'q"\\', "x" * 1_000]
+    )
+    async def test_a_tokens_own_text_in_the_challenge_is_sent_as_printable_ascii(
+        self, gateway: Gateway, extension: str
+    ) -> None:
+        """PyJWT names an unknown critical extension in its error, before any signature is
+        checked: the challenge's error_description carries what a header can (RFC 6750), the
+        problem document the whole."""
+        header = _segment({"alg": "HS256", "typ": "JWT", "crit": [extension]})
+        token = f"{header}.{_segment(claims())}.c2ln"
+        response = await refused(gateway, f"Bearer {token}")
+        challenge = response.headers["www-authenticate"]
+        description = challenge.split('error_description="', 1)[1]
+        assert description.endswith('"')
+        assert all(" " <= c <= "~" and c not in '"\\' for c in description[:-1])
+        assert len(description) <= 201
+        assert extension[:20] in response.json()["detail"]
 
     async def test_garbage_and_other_schemes(self, gateway: Gateway) -> None:
         await refused(gateway, "Bearer not.a.token")
