@@ -45,6 +45,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
             raise ValueError("too long")
         padded = cursor + "=" * (-len(cursor) % 4)
         created, job_id = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        if not isinstance(created, str) or not isinstance(job_id, str):
+            raise TypeError("not two strings")  # UUID(5) raises AttributeError
         at = datetime.fromisoformat(created)
         if at.tzinfo is None:
             raise ValueError("no time zone")

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -92,6 +94,11 @@ async def execute(
 _YEAR_ONE_CURSOR = (
     "WyIwMDAxLTAxLTAxVDAwOjAwOjAwKzE0OjAwIiwgIjAwMDAwMDAwLTAwMDAtMDAwMC0wMDAwLTAwMDAwMDAwMDAwMCJd"
 )
+
+
+def _cursor(*parts: object) -> str:
+    """A cursor as a client may forge one: any JSON, base64url without padding."""
+    return base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).decode().rstrip("=")
 
 
 class TestDiscovery:
@@ -421,6 +428,11 @@ class TestJobs:
             "datetime=0001-01-01T00:00:00%2B14:00",  # no UTC time: before year 1
             "datetime=9999-12-31T23:59:59-14:00/..",
             "cursor=" + _YEAR_ONE_CURSOR,  # a cursor of that time
+            *(
+                "cursor=" + _cursor("2026-01-01T00:00:00+00:00", job)
+                for job in (5, 1.5, True, None, [], {})
+            ),
+            "cursor=" + _cursor(20260101, "00000000-0000-0000-0000-000000000000"),
             "f=xml",
         ],
     )
