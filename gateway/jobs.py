@@ -360,6 +360,8 @@ class JobService:
         """Cancel a queued or running job (it ends ``dismissed``/``cancelled`` now, and its
         workers are told to stop), or purge a finished job's result. Repeating is harmless."""
         record = await self.get(job_id, principal)
+        if record.status is JobStatus.DISMISSED:
+            return record  # cancelled: no result to purge, and nothing to change
         if record.status in ACTIVE:
             cancelled = await self._cancel_active(record)
             if cancelled is not None:

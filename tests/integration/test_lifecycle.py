@@ -165,6 +165,29 @@ async def test_dismissing_a_finished_job_purges_its_result(
     assert record.result is None
 
 
+async def test_dismissing_a_cancelled_job_again_changes_nothing(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """A cancelled job has no result to purge: a second DELETE answers it as it stands, and
+    its results still answer that it was dismissed."""
+    client = gateway.client
+    job = (await submit(client, "slow", {"gate": str(tmp_path / "never")})).json()
+    first = (await client.delete(f"/jobs/{job['jobID']}")).json()
+    assert (first["status"], first["reason"]) == ("dismissed", "cancelled")
+    before = await client.get(f"/jobs/{job['jobID']}/results")
+    again = await client.delete(f"/jobs/{job['jobID']}")
+    assert again.status_code == 200
+    assert again.json() == first
+    after = await client.get(f"/jobs/{job['jobID']}/results")
+    assert (after.status_code, after.json()["code"]) == (
+        before.status_code,
+        before.json()["code"],
+    )
+    record = await gateway.runtime.store.get(uuid.UUID(job["jobID"]))
+    assert record is not None
+    assert record.purged is None
+
+
 async def test_only_the_owner_dismisses(gateway: Gateway) -> None:
     job = (await submit(gateway.client, "echo", {})).json()
     async with gateway.as_user("bob") as bob:
