@@ -74,8 +74,8 @@ def execution_mode(prefer: str | None, *, sync_capable: bool, max_wait: float) -
     if "respond-async" in wanted:
         return Mode(wait=None, applied="respond-async")
     seconds = wanted.get("wait", "")
-    if re.fullmatch(r"\d{1,6}", seconds):
-        wait = min(float(seconds), max_wait)
+    if seconds.isascii() and seconds.isdigit():  # any length: a long one is clamped too
+        wait = max_wait if len(seconds) > 6 else min(float(seconds), max_wait)
         return Mode(wait=wait, applied=f"wait={int(wait)}")
     if sync_capable:
         return Mode(wait=max_wait, applied=None)

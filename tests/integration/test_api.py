@@ -345,6 +345,13 @@ def test_prefer_header_parsing() -> None:
     assert wait("respond-sync") is None  # not an RFC 7240 preference: the default applies
     assert wait('wait="5"; x=1') == 5
     assert execution_mode("wait=7", sync_capable=False, max_wait=60).applied == "wait=7"
+    for long in ("1000000", "9" * 5000):  # clamped as a shorter one is, never dropped
+        assert wait(f"wait={long}") == 60
+        assert execution_mode(f"wait={long}", sync_capable=False, max_wait=60).applied == (
+            "wait=60"
+        )
+    for bad in ("-1", "1e3", "1.5", "", "٣"):  # no number of seconds RFC 7240 writes
+        assert wait(f"wait={bad}") is None
 
 
 async def test_an_unreachable_broker_fails_start_up_within_its_bound(
