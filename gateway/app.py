@@ -322,6 +322,8 @@ def app_factory() -> FastAPI:
     """Entry point for ``uvicorn --factory gateway.app:app_factory`` (reads ``SG_*``)."""
     settings = load_settings()
     GuardedHttpProtocol.configure(
-        header_timeout=settings.header_timeout, body_timeout=settings.body_timeout
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        max_header_size=settings.max_header_size,
     )
     return create_app(settings)

@@ -163,6 +163,25 @@ class NoSuchOutput(BadRequest):
     ogc = True
 
 
+class RequestTimeout(GatewayError):
+    """A request whose headers or body came too slowly (``SG_HEADER_TIMEOUT``,
+    ``SG_BODY_TIMEOUT``; answered by :mod:`gateway.server`, which then closes the
+    connection)."""
+
+    status = 408
+    code = "request-timeout"
+    title = "Request timeout"
+
+
+class HeadersTooLarge(GatewayError):
+    """Request headers over ``SG_MAX_HEADER_SIZE`` bytes (answered by :mod:`gateway.server`,
+    which then closes the connection)."""
+
+    status = 431
+    code = "headers-too-large"
+    title = "Request header fields too large"
+
+
 class BodyTooLarge(GatewayError):
     """A request body over ``SG_MAX_BODY_SIZE`` (see :mod:`gateway.body_limit`)."""
 

@@ -5,7 +5,10 @@ connection and trickles its request headers, or its body, a byte at a time would
 connection (and, for a body, the request's handler) for as long as it likes. This protocol
 gives the headers ``header_timeout`` seconds from the first byte of a request (or from the
 connection, for the first request) and the body ``body_timeout`` seconds after the headers;
-past either, it answers 408 when no response has begun, and closes the connection.
+past either, it answers 408 when no response has begun, and closes the connection. A request
+whose line and headers pass ``max_header_size`` bytes is answered 431 and its connection
+closed: httptools holds a header in memory until it ends, however long, and has no limit of
+its own. Both answers are problem documents, as every other error.
 
 uvicorn instantiates protocols itself, in each worker process, so the timeouts are class
 attributes that ``gateway.app.app_factory`` sets from the settings.
@@ -22,15 +25,24 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from gateway.errors import PROBLEM_JSON, GatewayError, HeadersTooLarge, RequestTimeout
+
 log = logging.getLogger("gateway.server")
 
-TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 24\r\n"
-    b"connection: close\r\n\r\n"
-    b"the request was too slow"
-)
+
+def _answer(error: GatewayError) -> bytes:
+    """A whole response the server sends before any application runs: ``error``'s problem
+    document, and the connection closed."""
+    body = error.problem().model_dump_json(exclude_none=True).encode()
+    head = (
+        f"HTTP/1.1 {error.status} {error.title}\r\ncontent-type: {PROBLEM_JSON}\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+TIMEOUT_RESPONSE = _answer(RequestTimeout("the request was too slow"))
+HEADERS_RESPONSE = _answer(HeadersTooLarge("the request's headers are too large"))
 
 
 class HeadWithBody:
@@ -80,12 +92,34 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     header_timeout: float = 10.0
     body_timeout: float = 60.0
+    max_header_size: int = 64 * 1024
     _deadline: asyncio.TimerHandle | None = None
+    _in_headers = True  # the bytes that come now are a request's line and headers
+    _header_bytes = 0  # of the request whose headers are coming
 
     @classmethod
-    def configure(cls, *, header_timeout: float, body_timeout: float) -> None:
+    def configure(
+        cls, *, header_timeout: float, body_timeout: float, max_header_size: int = 64 * 1024
+    ) -> None:
         cls.header_timeout = header_timeout
         cls.body_timeout = body_timeout
+        cls.max_header_size = max_header_size
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._in_headers or self.transport.is_closing():
+            return
+        # The headers have not ended in this chunk: all of it went to them (or to the end of
+        # the last request's body before them, counted too: at most a chunk more).
+        self._header_bytes += len(data)
+        if self._header_bytes > self.max_header_size:
+            log.info(
+                "closing a connection whose request headers passed %d bytes", self._header_bytes
+            )
+            self._disarm()
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.write(HEADERS_RESPONSE)
+            self.transport.close()
 
     def _arm(self, seconds: float, what: str) -> None:
         self._disarm()
@@ -114,9 +148,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._in_headers = True
         self._arm(self.header_timeout, "request headers")
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._header_bytes = 0
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:  # a new request's cycle

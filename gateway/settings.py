@@ -167,6 +167,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a client has to send a request's headers (408 and close past it).",
     )
+    max_header_size: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Bytes a request's line and headers may take in all (431 and close past "
+        "it): the server holds them in memory until they end.",
+    )
     body_timeout: float = Field(
         default=60.0,
         gt=0,

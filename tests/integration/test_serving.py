@@ -4,6 +4,8 @@ and metrics that add up over several gateway processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +32,9 @@ def _token(lifetime: float = 600) -> str:
     )
 
 
+HEADER_LIMIT = 16 * 1024
+
+
 @pytest.fixture
 async def live(namespace: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
     server = LiveGateway(
@@ -38,6 +43,7 @@ async def live(namespace: str, tmp_path: Path) -> AsyncIterator[LiveGateway]:
         catalogue=TEST_CATALOGUE,
         header_timeout="0.5",
         body_timeout="0.5",
+        max_header_size=str(HEADER_LIMIT),
         public_url="https://jobs.example.org/gw",
         measured=True,  # the HTTP server's guards run only here
     )
@@ -52,6 +58,20 @@ async def _closed_after(reader: asyncio.StreamReader) -> bytes:
     return await asyncio.wait_for(reader.read(), timeout=10)
 
 
+def _problem(answer: bytes, status: int, code: str) -> None:
+    """``answer`` is a whole response: ``status``, a problem document of ``code``, and the
+    connection closed."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("ascii").split("\r\n")
+    assert lines[0].startswith(f"HTTP/1.1 {status} ")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    problem = json.loads(body)
+    assert (problem["status"], problem["code"]) == (status, code)
+
+
 class TestSlowClients:
     async def test_trickled_headers_get_408_and_a_closed_connection(
         self, live: LiveGateway
@@ -61,7 +81,7 @@ class TestSlowClients:
         await writer.drain()
         answer = await _closed_after(reader)
         writer.close()
-        assert answer.startswith(b"HTTP/1.1 408")
+        _problem(answer, 408, "request-timeout")
 
     async def test_a_silent_connection_is_closed(self, live: LiveGateway) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
@@ -85,6 +105,40 @@ class TestSlowClients:
         async with httpx.AsyncClient(base_url=live.base) as client:
             for _ in range(3):
                 assert (await client.get("/healthz")).status_code == 200
+
+
+class TestHeaderSize:
+    @pytest.mark.parametrize("shape", ["one-long-header", "many-headers"])
+    async def test_headers_past_the_limit_get_431_and_a_closed_connection(
+        self, live: LiveGateway, shape: str
+    ) -> None:
+        """Sent as fast as the socket takes them, and never ended: the server stops holding
+        them once past the limit, whether in one header or in many."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        if shape == "one-long-header":
+            writer.write(b"X-Long: " + b"a" * (4 * HEADER_LIMIT))
+        else:
+            writer.write(b"".join(b"X-%d: v\r\n" % i for i in range(HEADER_LIMIT // 4)))
+        with contextlib.suppress(ConnectionError):  # the server may close while we write
+            await writer.drain()
+        answer = await _closed_after(reader)
+        writer.close()
+        _problem(answer, 431, "headers-too-large")
+
+    async def test_headers_within_the_limit_and_a_large_body_are_served(
+        self, live: LiveGateway
+    ) -> None:
+        """Headers near the limit, then a body much larger than it on the same connection
+        (the body is no header), then a second request on that connection."""
+        headers = {
+            "Authorization": f"Bearer {_token()}",
+            **{f"X-Pad-{i}": "p" * 100 for i in range((HEADER_LIMIT - 2048) // 110)},
+        }
+        async with httpx.AsyncClient(base_url=live.base, headers=headers) as client:
+            big = {"text": "t", "fail": "f" * (8 * HEADER_LIMIT)}
+            assert (await submit(client, "echo", big)).status_code == 201
+            assert (await client.get("/healthz")).status_code == 200
 
 
 class TestLinks:
