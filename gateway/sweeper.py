@@ -4,7 +4,10 @@ The reaper fails two kinds of stuck records, each past a generous grace:
 
 - ``accepted`` jobs older than their queue TTL: their task was never queued (the gateway
   stopped between recording and publishing) or was lost, since a queued task that expires is
-  dead-lettered and ends the job ``dismissed``/``expired`` well before;
+  dead-lettered and ends the job ``dismissed``/``expired`` well before. A job waiting for
+  another attempt is counted from its retry, not its creation: the retry's copy of the task
+  waits its delay (up to the longest retry tier, an hour), then in the task queue with no
+  expiration of its own, however long ago the job was created;
 - ``running`` jobs past their service's time limit whose worker has gone silent (no
   heartbeat): the worker died and no other worker took the task back.
 
@@ -25,6 +28,7 @@ from gateway.changes import Changes
 from gateway.store import JobStatus, JobStore, Reason, StoreError
 from worker_sdk.wire import ErrorInfo
 from worker_sdk.wire.catalogue import Catalogue
+from worker_sdk.wire.topology import RETRY_TIERS
 
 log = logging.getLogger("gateway.sweeper")
 
@@ -81,8 +85,11 @@ class Sweeper:
         for spec in self._catalogue:
             retention = timedelta(seconds=spec.retention)
             cutoff = now - timedelta(seconds=spec.queue_ttl) - self._grace
+            # A retry's copy of the task waits its delay in a holding queue first (at most
+            # the longest tier), then in the task queue with no expiration of its own.
+            retried = cutoff - timedelta(seconds=RETRY_TIERS[-1])
             for job in await self._store.stale(
-                service=spec.id, status=JobStatus.ACCEPTED, before=cutoff
+                service=spec.id, status=JobStatus.ACCEPTED, before=cutoff, retried_before=retried
             ):
                 error = ErrorInfo(
                     code=Reason.NOT_QUEUED,

@@ -198,10 +198,18 @@ class JobStore(Protocol):
         """The owner of a job deleted by retention, or ``None``."""
 
     async def stale(
-        self, *, service: str, status: JobStatus, before: datetime, limit: int = 100
+        self,
+        *,
+        service: str,
+        status: JobStatus,
+        before: datetime,
+        retried_before: datetime | None = None,
+        limit: int = 100,
     ) -> list[JobRecord]:
-        """Jobs of the service in ``status`` since before ``before`` (``created`` for
-        accepted jobs, ``started`` for running ones)."""
+        """Jobs of the service in ``status`` since before ``before``: running ones by when
+        they started; accepted ones by when they were created, but an accepted job waiting
+        for another attempt by when its retry was recorded (``updated``), before
+        ``retried_before`` (``before`` if not given)."""
 
     async def heartbeat(
         self,

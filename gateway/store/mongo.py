@@ -236,14 +236,27 @@ class MongoStore(MongoWebhooks):
         return str(doc["owner"]) if doc is not None else None
 
     async def stale(
-        self, *, service: str, status: JobStatus, before: datetime, limit: int = 100
+        self,
+        *,
+        service: str,
+        status: JobStatus,
+        before: datetime,
+        retried_before: datetime | None = None,
+        limit: int = 100,
     ) -> list[JobRecord]:
-        field = "started" if status is JobStatus.RUNNING else "created"
-        query = {"service": str(service), "status": str(status), field: {"$lt": before}}
+        query: dict[str, Any] = {"service": str(service), "status": str(status)}
+        order = "started" if status is JobStatus.RUNNING else "created"
+        if status is JobStatus.RUNNING:
+            query["started"] = {"$lt": before}
+        else:
+            query["$or"] = [
+                {"attempt": {"$lte": 1}, "created": {"$lt": before}},
+                {"attempt": {"$gt": 1}, "updated": {"$lt": retried_before or before}},
+            ]
         with driver_errors():
             docs = (
                 await self._collection.find(query)
-                .sort(field, ASCENDING)
+                .sort(order, ASCENDING)
                 .limit(int(limit))
                 .to_list(None)
             )

@@ -254,14 +254,30 @@ class SQLiteStore(SQLiteWebhooks):
         return owner
 
     async def stale(
-        self, *, service: str, status: JobStatus, before: datetime, limit: int = 100
+        self,
+        *,
+        service: str,
+        status: JobStatus,
+        before: datetime,
+        retried_before: datetime | None = None,
+        limit: int = 100,
     ) -> list[JobRecord]:
-        field = "started" if status is JobStatus.RUNNING else "created"
+        if status is JobStatus.RUNNING:
+            since, order = "started < :before", "started"
+        else:
+            since = "(attempt <= 1 AND created < :before OR attempt > 1 AND updated < :retried)"
+            order = "created"
         sql = (
-            f"SELECT * FROM jobs WHERE service = :service AND status = :status "
-            f"AND {field} < :before ORDER BY {field} LIMIT :limit"
+            f"SELECT * FROM jobs WHERE service = :service AND status = :status AND {since} "
+            f"ORDER BY {order} LIMIT :limit"
         )
-        params = {"service": service, "status": str(status), "before": ts(before), "limit": limit}
+        params = {
+            "service": service,
+            "status": str(status),
+            "before": ts(before),
+            "retried": ts(retried_before or before),
+            "limit": limit,
+        }
 
         def statement(db: sqlite3.Connection) -> list[JobRecord]:
             return [decode(row) for row in db.execute(sql, params)]

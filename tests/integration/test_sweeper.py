@@ -58,6 +58,29 @@ async def test_the_reaper_fails_a_job_that_was_never_queued(gateway: Gateway) ->
     assert (await job_state(gateway.client, fresh["jobID"]))["status"] == "accepted"
 
 
+async def test_a_job_waiting_for_a_retry_is_counted_from_its_retry(gateway: Gateway) -> None:
+    """A job created long ago whose retry was recorded lately waits for its next attempt: the
+    retry's copy of the task waits its delay (up to an hour), then in the queue with no
+    expiration of its own. One whose retry is older than the queue TTL, the grace and the
+    longest delay together is reaped as a lost first task is."""
+    store = gateway.runtime.store
+    now = datetime.now(UTC)
+    retried_lately = _record("echo", now - timedelta(days=3))
+    retried_long_ago = _record("echo", now - timedelta(days=3))
+    for record, retried in (
+        (retried_lately, now - timedelta(hours=2, minutes=30)),  # within TTL + grace + 1 h
+        (retried_long_ago, now - timedelta(hours=3, minutes=10)),
+    ):
+        await store.insert(record)
+        assert await store.retrying(record.id, attempt=2, message="again", at=retried)
+    report = await gateway.runtime.sweeper.sweep(now)
+    assert report.never_queued == 1
+    waiting = await job_state(gateway.client, str(retried_lately.id))
+    assert (waiting["status"], waiting["attempt"]) == ("accepted", 2)
+    lost = await job_state(gateway.client, str(retried_long_ago.id))
+    assert (lost["status"], lost["reason"]) == ("failed", "not_queued")
+
+
 class SweepsFailAtFirst(SQLiteStore):
     """A store whose first two sweeps fail (``expire`` raises, as a store that is down)."""
 

@@ -670,6 +670,28 @@ async def test_stale_jobs_are_found_by_their_age(store: JobStore) -> None:
     assert await store.stale(service="other", status=JobStatus.ACCEPTED, before=cutoff) == []
 
 
+async def test_a_retried_job_is_stale_by_its_retry_not_its_creation(store: JobStore) -> None:
+    """An accepted job waiting for another attempt counts from its retry (``updated``), before
+    ``retried_before``; a first attempt from its creation, before ``before``."""
+    first = _record(service="svc", created=T0, updated=T0)
+    lately = _record(service="svc", created=T0, updated=T0)
+    long_ago = _record(service="svc", created=T0, updated=T0)
+    for record in (first, lately, long_ago):
+        await store.insert(record)
+    assert await store.retrying(lately.id, attempt=2, message="", at=T0 + timedelta(hours=5))
+    assert await store.retrying(long_ago.id, attempt=3, message="", at=T0 + timedelta(hours=1))
+    cutoff = T0 + timedelta(hours=6)
+    found = await store.stale(
+        service="svc",
+        status=JobStatus.ACCEPTED,
+        before=cutoff,
+        retried_before=cutoff - timedelta(hours=3),
+    )
+    assert sorted(r.id for r in found) == sorted([first.id, long_ago.id])
+    everyone = await store.stale(service="svc", status=JobStatus.ACCEPTED, before=cutoff)
+    assert len(everyone) == 3
+
+
 async def test_heartbeats_keep_the_latest_time(store: JobStore) -> None:
     assert await store.last_heartbeat("w1") is None
     await store.heartbeat(WORKER, service="echo", at=T0 + timedelta(seconds=5))
