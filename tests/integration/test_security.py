@@ -422,6 +422,18 @@ URL_ATTACKS = [
     "file:///etc/passwd",
     "gopher://127.0.0.1:6379/_FLUSHALL",
     "http://user:pass@93.184.216.34/",
+    # hosts a decoding parser (pydantic's HttpUrl, a worker's model) reads as another
+    "http://%31%32%37.0.0.1/x",  # 127.0.0.1
+    "http://%6c%6f%63%61%6c%68%6f%73%74/",  # localhost
+    "http://[fe80::1%25eth0]/",  # a zone: a local interface
+    # hosts no URL parser takes for a name, which a worker's model would refuse
+    "http://999.1.1.1/",
+    "http://1.2.3.4.5/",
+    "http://example.0x10/",
+    "http://[v1.x]/",
+    "https://%ff/",
+    "http://xn--/",
+    "http://" + ".".join(["a" * 60] * 5) + "/",  # 304 characters
 ]
 
 

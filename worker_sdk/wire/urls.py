@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -61,11 +62,12 @@ class UrlPolicy:
             raise UrlRefused("the URL has no host")
         if not host.isprintable() or " " in host:  # a NUL, a newline: no resolver's name
             raise UrlRefused(f"{host!r} is not a valid host name")
+        if "%" in host:
+            # %31%32%37.0.0.1 is 127.0.0.1 to a URL parser that decodes it (pydantic's, the
+            # WHATWG's), and an IPv6 zone names a local interface: spelled plainly or not at all.
+            raise UrlRefused(f"{host!r}: a percent-encoded host is not allowed")
         if literal_address(host) is None:
-            try:  # what the resolver does with the name; an empty or 64-byte label fails
-                host.encode("idna")
-            except UnicodeError as exc:
-                raise UrlRefused(f"{host!r} is not a valid host name: {exc}") from exc
+            _check_name(host, bracketed="[" in parts.netloc)
         if parts.username is not None or parts.password is not None:
             raise UrlRefused("credentials in URLs are not allowed")
         return scheme, host, port or (443 if scheme == "https" else 80)
@@ -139,6 +141,28 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     if packed[:12] in (_COMPATIBLE, _TRANSLATED) or address in _NAT64:
         return ipaddress.IPv4Address(packed[12:])
     return address.sixtofour
+
+
+# RFC 1035's longest name, as a resolver sends it (without the root's dot).
+MAX_HOST = 253
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
+
+
+def _check_name(host: str, *, bracketed: bool) -> None:
+    """Refuse a host that no URL parser takes for a name, though a resolver might: what the
+    gateway passes a worker's parser must pass too (pydantic's ``HttpUrl`` follows WHATWG),
+    else the job is accepted only to fail there."""
+    if bracketed:  # [v1.x]: an IP literal of a future version, no address of ours
+        raise UrlRefused(f"{host!r} is not an IPv6 address")
+    if len(host) > MAX_HOST:
+        raise UrlRefused(f"the host name is longer than {MAX_HOST} characters")
+    if _NUMBER.fullmatch(host.rsplit(".", 1)[-1]):  # 999.1.1.1, 1.2.3.4.5: an IPv4 to WHATWG
+        raise UrlRefused(f"{host!r} is not a valid IPv4 address")
+    try:  # what the resolver does with the name; an empty or 64-byte label fails
+        ascii_name = host.encode("idna")
+        ascii_name.decode("idna")  # a Punycode label that decodes to nothing (xn--) fails
+    except UnicodeError as exc:
+        raise UrlRefused(f"{host!r} is not a valid host name: {exc}") from exc
 
 
 def literal_address(host: str) -> IPAddress | None:
