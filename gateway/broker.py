@@ -253,8 +253,28 @@ class Broker:
         await channel.set_qos(prefetch_count=consumer.prefetch)
         self._channels.append(channel)
         declared = await channel.get_queue(consumer.queue, ensure=True)
+        await self._on_broker_cancel(channel, consumer.queue)
         tag = await declared.consume(consumer.callback)
         self._consumers.append((declared, tag))
+
+    async def _on_broker_cancel(self, channel: AbstractChannel, queue: str) -> None:
+        """When the broker cancels the consumer of ``channel`` (its queue was deleted, or its
+        quorum lost), the consumers are no longer whole: readiness says so, and the watchdog
+        rebuilds them (declaring the topology again) after ``reconnect_after`` seconds. The
+        channel stays open, so nothing else would notice: events would go unconsumed, and
+        workers, whose events could no longer be routed, would hand every task back."""
+
+        def cancelled(frame: object) -> None:
+            log.error("RabbitMQ cancelled the consumer of %s (was it deleted?); rebuilding", queue)
+            self._whole = False
+
+        async def watch(*_: object) -> None:  # again on each channel aio-pika reopens
+            underlay = await channel.get_underlay_channel()
+            underlay.on_consumer_cancel_callbacks.add(cancelled)
+
+        await watch()
+        if isinstance(channel, AbstractRobustChannel):
+            channel.reopen_callbacks.add(watch)
 
     async def tap(
         self, routing_keys: Sequence[str], callback: Callback, *, prefetch: int
@@ -275,6 +295,7 @@ class Broker:
             f"{self.topology.namespace}.watch.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
         )
         tap.exchange = self.topology.events_exchange
+        await self._on_broker_cancel(channel, tap.queue.name)
         tag = await tap.queue.consume(tap.callback, no_ack=True)
         self._consumers.append((tap.queue, tag))
         if tap.attached:

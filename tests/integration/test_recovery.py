@@ -292,6 +292,41 @@ async def test_a_rebuild_that_fails_part_way_is_done_again_whole(
     assert starts > len(broker._registered)  # the failed rebuild, then a whole one
 
 
+@pytest.mark.parametrize("deleted", ["events", "dead"])
+async def test_a_consumed_queue_deleted_under_the_gateway_is_declared_and_consumed_again(
+    gateway_factory: GatewayFactory,
+    run_worker: Callable[..., asyncio.Task[None]],
+    deleted: str,
+) -> None:
+    """An operator deletes a queue the gateway consumes: the broker cancels the consumer and
+    the channel stays open. Readiness says not ready, the watchdog rebuilds (the topology
+    declared again), and jobs end again; before, the gateway stayed ready with the queue gone
+    and every job's events unroutable."""
+    gateway = await gateway_factory(broker_reconnect_after=1.0)
+    topology = Topology(gateway.runtime.settings.namespace)
+    queue = {"events": topology.events_queue, "dead": topology.dead_letter_queue}[deleted]
+    broker = gateway.runtime.broker
+    run_worker(echo_worker)
+
+    async def worker_consuming() -> bool:
+        return (await broker.queue_stats(topology.task_queue("echo")))[1] == 1
+
+    await eventually(worker_consuming, what="the worker to consume")  # its topology declared
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(queue)
+
+    async def ready(status: int) -> bool:
+        return (await gateway.client.get("/readyz")).status_code == status
+
+    await eventually(lambda: ready(503), within=10, what="/readyz to say the consumer is gone")
+    await eventually(lambda: ready(200), within=30, what="the rebuild")
+    job = (await submit(gateway.client, "echo", {"text": "after"})).json()
+    await wait_status(gateway.client, job["jobID"], "successful", within=30)
+    assert await broker.queue_stats(queue) == (0, 1)  # there again, and consumed
+
+
 async def test_a_tap_bind_the_broker_never_answers_holds_no_waiting_request(
     gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
