@@ -18,7 +18,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from gateway.api.docs import DOCS_PATH
@@ -33,13 +33,13 @@ from gateway.canarie import (
     service_context,
     service_info,
 )
-from gateway.errors import ServiceUnavailable, UnknownProcess, responses
+from gateway.errors import NotFound, ServiceUnavailable, UnknownProcess, responses
 from gateway.jobs import SUBMISSIONS
 from gateway.negotiation import best_match
 from gateway.pages import page_templates
 from gateway.runtime import RuntimeDep
 from gateway.store import StoreError
-from worker_sdk.wire.canarie import PageName, PageSource
+from worker_sdk.wire.canarie import PAGE_NAMES, PageName, PageSource
 from worker_sdk.wire.catalogue import ServiceSpec
 
 log = logging.getLogger("gateway.canarie")
@@ -104,6 +104,19 @@ def _fields(
         "platform_links": links.platform(),
     }
     return html_response(request, "canarie_fields.html", context)
+
+
+# A page's name in a path: a string, so that a path naming no page (``/foo/bar``, which the
+# service pages' route matches) is 404 as any unknown path, not a 400 of the parameter's type.
+PagePath = Annotated[
+    str, Path(description="A CANARIE page.", json_schema_extra={"enum": list(PAGE_NAMES)})
+]
+
+
+def _page_name(page: str) -> PageName:
+    if page not in PAGE_NAMES:
+        raise NotFound(f"no page {page!r}; the pages: {', '.join(PAGE_NAMES)}")
+    return page
 
 
 def _service(runtime: RuntimeDep, service: str) -> ServiceSpec:
@@ -187,9 +200,9 @@ PAGES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
     204: {"description": "Not public (source) or empty."},
     302: {"description": "The page lives elsewhere."},
-    **responses(ServiceUnavailable),
+    **responses(NotFound, ServiceUnavailable),
 }
-SERVICE_PAGES = {**PAGES, **responses(UnknownProcess, ServiceUnavailable)}
+SERVICE_PAGES = {**PAGES, **responses(UnknownProcess, NotFound, ServiceUnavailable)}
 
 
 # The platform routes come first: /platform/... and /service/... must not be read as a
@@ -229,8 +242,9 @@ async def platform_stats_route(
 @router.get("/service/{page}", include_in_schema=False)
 @router.head("/platform/{page}", include_in_schema=False)
 @router.head("/service/{page}", include_in_schema=False)
-async def platform_page_route(page: PageName, request: Request, runtime: RuntimeDep) -> Response:
+async def platform_page_route(page: PagePath, request: Request, runtime: RuntimeDep) -> Response:
     """The platform's page: configured in ``platform.pages``, else generated."""
+    page = _page_name(page)
     catalogue = runtime.catalogue
     context = platform_context(catalogue, _links(request))
     source = configured_page(None, page, catalogue.platform)
@@ -271,11 +285,12 @@ async def service_stats_route(
 @router.head("/{service}/service/{page}", include_in_schema=False)
 @router.head("/{service}/{page}", include_in_schema=False)
 async def service_page_route(
-    service: str, page: PageName, request: Request, runtime: RuntimeDep
+    service: str, page: PagePath, request: Request, runtime: RuntimeDep
 ) -> Response:
     """The service's page: configured in its ``canarie.pages`` (licence and provenance also
     in ``platform.pages``), else generated from the catalogue."""
     spec = _service(runtime, service)
+    page = _page_name(page)
     catalogue = runtime.catalogue
     context = service_context(spec, catalogue, _links(request))
     source = configured_page(spec, page, catalogue.platform)

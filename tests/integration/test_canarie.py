@@ -99,8 +99,12 @@ async def test_pages_follow_the_catalogue(public: httpx.AsyncClient) -> None:
     support = await public.get("/echo/service/support")  # not configured: generated
     assert support.status_code == 200
     assert support.headers["content-type"].startswith("text/html")
-    assert (await public.get("/echo/service/nonsense")).status_code == 400
-    assert (await public.get("/nosuch/service/info")).status_code == 404
+    for path in ("/echo/service/nonsense", "/echo/nonsense", "/platform/nonsense"):
+        missing = await public.get(path)  # a path naming no page: as any unknown path
+        assert (missing.status_code, missing.json()["code"]) == (404, "not-found")
+    for path in ("/nosuch/service/info", "/foo/bar", "/ui/nope"):
+        assert (await public.get(path)).status_code == 404
+    assert (await public.head("/nosuch/doc")).status_code == 404
 
 
 async def test_platform_info(public: httpx.AsyncClient) -> None:
