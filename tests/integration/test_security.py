@@ -434,6 +434,7 @@ URL_ATTACKS = [
     "https://%ff/",
     "http://xn--/",
     "http://" + ".".join(["a" * 60] * 5) + "/",  # 304 characters
+    "http://93.184.216.34/\r\nX-Injected: 1",  # a control character anywhere
 ]
 
 

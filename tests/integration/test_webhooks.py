@@ -312,6 +312,9 @@ async def test_a_subscriber_on_a_denied_address_is_refused_at_submit(
         "http://localhost/hook",
         "ftp://example.org/hook",
         "http://exa\x00mple.com/hook",
+        "http://93.184.216.34/\r\nX-Injected: 1",  # a public address, a line break after it
+        "http://93.184.216.34/hook\x7f",
+        "http://%31%32%37.0.0.1/hook",
     ):
         response = await gateway.client.post(
             "/processes/echo/execution",

@@ -47,6 +47,8 @@ class UrlPolicy:
 
     def split(self, url: str) -> tuple[str, str, int]:
         """Check the URL's shape and scheme; return (scheme, host, port)."""
+        if _CONTROL.search(url):  # a line break would end a request line or a header early
+            raise UrlRefused("the URL holds a control character")
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -143,6 +145,7 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     return address.sixtofour
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # RFC 1035's longest name, as a resolver sends it (without the root's dot).
 MAX_HOST = 253
 _NUMBER = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
