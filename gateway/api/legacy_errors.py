@@ -61,10 +61,19 @@ class LegacyError(Exception):
         self.status = status
         self.code = code
         self.message = message
+        self.headers: dict[str, str] = {}
 
     @classmethod
     def of(cls, exc: Exception) -> LegacyError:
-        """The old gateway's answer to one of the gateway's errors."""
+        """The old gateway's answer to one of the gateway's errors, with its ``Retry-After``
+        (a 429's or a 503's: when to try again, which the old gateway never said)."""
+        error = cls._of(exc)
+        if isinstance(exc, GatewayError) and "Retry-After" in exc.headers:
+            error.headers = {"Retry-After": exc.headers["Retry-After"]}
+        return error
+
+    @classmethod
+    def _of(cls, exc: Exception) -> LegacyError:
         if isinstance(exc, LegacyError):
             return exc
         if isinstance(exc, StoreError):
@@ -98,13 +107,14 @@ def render_error(request: Request, exc: LegacyError) -> Response:
             "description": reason,
             "vesta": {"code": exc.code, "message": exc.message},
         }
-        return JSONResponse(body, status_code=exc.status)
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
     page = (
         f"<!doctype html><title>{exc.status} {html.escape(reason)}</title>"
         f"<h2>{exc.status} : {html.escape(reason)}</h2>"
         f"<p>Internal error code: {exc.code} : {html.escape(exc.message)}</p>"
     )
-    return HTMLResponse(page, status_code=exc.status, headers=security_headers(new_nonce()))
+    headers = {**security_headers(new_nonce()), **exc.headers}
+    return HTMLResponse(page, status_code=exc.status, headers=headers)
 
 
 class LegacyRoute(APIRoute):

@@ -380,6 +380,13 @@ class TestScopesAndLimits:
         assert statuses == [201, 201, 429]
         assert (await submit(gateway.client, "echo", {})).json()["code"] == "quota-exceeded"
         assert await queued(gateway) == 2
+        for accept in ("application/json", "text/html"):  # the old routes' two forms
+            old = await gateway.client.post(
+                "/echo/process", params={"doc_url": "http://a.org/b"}, headers={"Accept": accept}
+            )
+            assert old.status_code == 429, old.text
+            assert int(old.headers["retry-after"]) >= 1
+        assert await queued(gateway) == 2
 
 
 class TestAuthDisabled:
