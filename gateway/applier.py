@@ -131,6 +131,13 @@ class EventApplier:
         spec = self._catalogue.get(event.service)
         if spec is None:
             raise Unusable(f"{event.kind} event for {event.service!r}, not in the catalogue")
+        if isinstance(event, Retrying) and event.attempt > spec.max_attempts:
+            # Its job would wait for an attempt no task carries, every real event of the
+            # run in progress ignored as an earlier attempt's.
+            raise Unusable(
+                f"retrying event for attempt {event.attempt} of job {event.job_id}: "
+                f"{spec.id!r} allows {spec.max_attempts}"
+            )
         if isinstance(event, Heartbeat):
             if event.leaving:
                 await self._store.worker_left(event.worker_id, at=now)
@@ -180,6 +187,7 @@ class EventApplier:
                     expires_at=expires_at,
                     now=now,
                     max_result_depth=self._max_result_depth,
+                    max_result_bytes=self._max_result_bytes(event.service),
                 )
         if record is None:
             log.debug("event %s for job %s changed nothing", event.kind, event.job_id)
@@ -188,6 +196,10 @@ class EventApplier:
         if record.status.terminal:
             self._ended.add(record.id)
         return record
+
+    def _max_result_bytes(self, service: str) -> int | None:
+        spec = self._catalogue.get(service)
+        return spec.max_result_bytes if spec is not None else None
 
     async def _start(self, event: Started, at: datetime) -> JobRecord | None:
         worker = WorkerInfo(id=event.worker_id, host=event.host, version=event.worker_version)
@@ -374,8 +386,8 @@ class EventApplier:
     def _passed_barrier(self, body: bytes) -> None:
         try:
             barrier = Barrier.model_validate_json(body)
-        except ValidationError:
-            return
+        except ValidationError as exc:  # set aside and counted, as any unreadable message
+            raise Unusable(f"a dead barrier that is none: {exc.error_count()} error(s)") from exc
         self._barrier_passed(barrier.barrier_id)
 
     async def _end_dead(self, job_id: uuid.UUID, service: str | None, death: str) -> None:

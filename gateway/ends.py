@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import pydantic_core
+
 from gateway.store import JobRecord, JobStatus, JobStore, Reason, StoreRejected, WorkerInfo
 from gateway.store.model import RUN_REASONS
 from worker_sdk.wire import Cancelled, ErrorInfo, Failed, Succeeded, TerminalEvent, check_value
@@ -77,8 +79,14 @@ async def record_end(
     expires_at: datetime,
     now: datetime,
     max_result_depth: int,
+    max_result_bytes: int | None = None,
 ) -> JobRecord | None:
     """The store's update for a run's end: the updated record, ``None`` when it changed nothing.
+
+    A result past ``max_result_bytes`` as JSON (the service's, which the worker's SDK checks
+    first: a worker of another make, or of a version that does not) fails its job
+    ``result_too_large``, as the SDK would have; one the gateway cannot keep (too deep, not
+    finite) fails it ``invalid_result``.
 
     An end whose values the store refuses (a result past MongoDB's 16 MiB document, say) still
     ends its job, without them: a success fails ``invalid_result``, a failure keeps its reason
@@ -87,7 +95,7 @@ async def record_end(
     it. Only a refusal of that too is the caller's (:class:`~gateway.store.StoreRejected`).
     """
     try:
-        return await _finish(store, event, at, expires_at, now, max_result_depth)
+        return await _finish(store, event, at, expires_at, now, max_result_depth, max_result_bytes)
     except StoreRejected as exc:
         refused = exc
     log.warning("job %s: the store refused its %s (%s)", event.job_id, event.kind, refused)
@@ -119,6 +127,7 @@ async def _finish(
     expires_at: datetime,
     now: datetime,
     max_result_depth: int,
+    max_result_bytes: int | None,
 ) -> JobRecord | None:
     run = _run_fields(event, now)
     if isinstance(event, Cancelled):
@@ -141,8 +150,8 @@ async def _finish(
             **run,
         )
     assert isinstance(event, Succeeded)
-    problems = check_value(event.result, root="/result", max_depth=max_result_depth)
-    if not problems:
+    error = _result_problem(event.result, max_result_depth, max_result_bytes)
+    if error is None:
         return await store.finish(
             event.job_id,
             status=JobStatus.SUCCESSFUL,
@@ -151,22 +160,35 @@ async def _finish(
             expires_at=expires_at,
             **run,
         )
-    where = "; ".join(f"{p.path}: {p.message}" for p in problems[:3])
-    log.warning("job %s: its result cannot be kept (%s); failing it", event.job_id, where)
-    error = ErrorInfo(
-        code=Reason.INVALID_RESULT,
-        type="InvalidResult",
-        message=f"the handler's result cannot be kept: {where}",
-    )
+    log.warning("job %s: %s; failing it", event.job_id, error.message)
     return await store.finish(
         event.job_id,
         status=JobStatus.FAILED,
         at=at,
-        reason=Reason.INVALID_RESULT,
+        reason=error.code,
         error=error,
         expires_at=expires_at,
         **run,
     )
+
+
+def _result_problem(result: Any, max_depth: int, max_bytes: int | None) -> ErrorInfo | None:
+    """Why a run's result cannot be kept, or None."""
+    problems = check_value(result, root="/result", max_depth=max_depth)
+    if problems:
+        where = "; ".join(f"{p.path}: {p.message}" for p in problems[:3])
+        return ErrorInfo(
+            code=Reason.INVALID_RESULT,
+            type="InvalidResult",
+            message=f"the handler's result cannot be kept: {where}",
+        )
+    if max_bytes is not None and (size := len(pydantic_core.to_json(result))) > max_bytes:
+        return ErrorInfo(
+            code=Reason.RESULT_TOO_LARGE,
+            type="ResultTooLarge",
+            message=f"the result is {size} bytes as JSON; this service allows {max_bytes}",
+        )
+    return None
 
 
 def _run_fields(event: TerminalEvent, now: datetime) -> dict[str, Any]:

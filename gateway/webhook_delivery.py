@@ -115,7 +115,7 @@ class WebhookDeliverer:
             task = WebhookTask.model_validate_json(message.body)
         except ValidationError:
             log.warning("message %r on webhooks is no delivery; set aside", message.message_id)
-            await settle(message, "reject")
+            await self._set_aside(message, "unreadable")
             return
         try:
             outcome = await self._deliver(task, _deferrals(message))
@@ -125,14 +125,20 @@ class WebhookDeliverer:
             return
         except StoreRejected:
             log.exception("webhook %s: the store refused its attempt; set aside", task.event_id)
-            await settle(message, "reject")
+            await self._set_aside(message, "store-refused")
             return
         except Exception:
             log.exception("webhook %s failed; set aside", task.event_id)
-            await settle(message, "reject")
+            await self._set_aside(message, "failed")
             return
         log.debug("webhook %s attempt %d: %s", task.event_id, task.attempt, outcome)
         await settle(message, "ack")
+
+    async def _set_aside(self, message: AbstractIncomingMessage, why: str) -> None:
+        """Dead-letter ``message`` to the poison queue, counted as the events' are."""
+        if self._metrics is not None:
+            self._metrics.events_refused.labels("webhooks", why).inc()
+        await settle(message, "reject")
 
     async def _deliver(self, task: WebhookTask, deferrals: int) -> str:
         if task.event_id in self._in_flight:

@@ -7,6 +7,7 @@ rights could."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 import time
@@ -224,6 +225,56 @@ class TestPoisonEvents:
         assert record is not None
         assert record.status == "accepted"  # none of them touched the job
         await _still_serving(gateway, run_worker)
+
+    async def test_a_retry_past_the_services_attempts_is_set_aside(
+        self, gateway: Gateway, namespace: str, events: Callable[..., Any]
+    ) -> None:
+        """A retrying event for attempt 10,000 of a service that allows 3 would leave its job
+        waiting for an attempt no task carries, the run in progress ignored as an earlier
+        attempt's: it is set aside, and the run's own end is applied."""
+        job = (await submit(gateway.client, "flaky", {})).json()["jobID"]
+        forged = _event(job, "retrying", service="flaky", attempt=10_000, delay=0)
+        forged["error"] = {"code": "boom", "type": "E", "message": "m", "retryable": True}
+        await events(forged, "flaky.retrying", job)
+        poison = Topology(namespace).poison_queue
+
+        async def set_aside() -> bool:
+            return await _depth(namespace, poison) == 1
+
+        await eventually(set_aside, what="the retrying event set aside")
+        await events(_event(job, "succeeded", service="flaky", result=1), "flaky.succeeded", job)
+        done = await wait_status(gateway.client, job, "successful")
+        assert done["attempt"] == 1
+
+    async def test_a_dead_barrier_and_a_webhook_that_are_none_are_set_aside_and_counted(
+        self, gateway_factory: GatewayFactory, namespace: str
+    ) -> None:
+        """Every message the gateway cannot use lands in the poison queue and is counted,
+        whichever queue it came on: a dead letter marked as a barrier whose body is a task,
+        garbage on the webhooks queue."""
+        secret = "whsec_" + base64.b64encode(b"webhook-secret-of-the-tests-32by").decode()
+        gateway = await gateway_factory(webhook_secret=secret)
+        topology = Topology(namespace)
+        job = (await submit(gateway.client, "echo", {})).json()["jobID"]
+        task = {"job_id": job, "service": "echo", "inputs": {}}
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            sends = [
+                (topology.dead_letter_queue, json.dumps(task).encode(), "barrier"),
+                (topology.webhooks_queue, b"not json", "webhook"),
+                (topology.webhooks_queue, b'{"url": 5}', "webhook"),
+            ]
+            for queue, body, kind in sends:
+                await channel.default_exchange.publish(message(body, type=kind), routing_key=queue)
+
+        async def set_aside() -> bool:
+            return await _depth(namespace, topology.poison_queue) == len(sends)
+
+        await eventually(set_aside, what="three messages set aside")
+        metrics = (await gateway.client.get("/metrics")).text
+        assert 'sg_events_refused_total{queue="dead",why="unreadable"} 1.0' in metrics
+        assert 'sg_events_refused_total{queue="webhooks",why="unreadable"} 2.0' in metrics
 
     async def test_an_unusable_event_in_an_outcomes_message_holds_back_no_other(
         self, gateway: Gateway, namespace: str, events: Callable[..., Any]
@@ -496,6 +547,27 @@ class TestResults:
         small = (await submit(gateway.client, "bigresult", {"size": 10})).json()["jobID"]
         await wait_status(gateway.client, small, "successful")
         assert (await gateway.client.get(f"/jobs/{small}/results")).json() == {"blob": "x" * 10}
+
+    async def test_a_result_past_the_services_limit_from_any_worker_fails_the_job(
+        self, gateway: Gateway, events: Callable[..., Any]
+    ) -> None:
+        """A worker of another make (or a version that does not check) reports a result past
+        ``max_result_bytes``: the gateway fails the job as the SDK would have, and keeps none
+        of it."""
+        job = (await submit(gateway.client, "bigresult", {"size": 5000})).json()["jobID"]
+        end = _event(job, "succeeded", service="bigresult", result={"blob": "x" * 5000})
+        await events(end, "bigresult.succeeded", job)
+        failed = await wait_status(gateway.client, job, "failed")
+        assert failed["reason"] == "result_too_large"
+        assert "5011 bytes" in failed["message"]
+        assert "allows 1000" in failed["message"]
+        record = await gateway.runtime.store.get(uuid.UUID(job))
+        assert record is not None
+        assert record.result is None
+        fits = (await submit(gateway.client, "bigresult", {"size": 10})).json()["jobID"]
+        end = _event(fits, "succeeded", service="bigresult", result={"blob": "x" * 988})
+        await events(end, "bigresult.succeeded", fits)  # 1,000 bytes as JSON: allowed
+        await wait_status(gateway.client, fits, "successful")
 
     async def test_a_result_that_is_not_json_fails_the_job(
         self, gateway: Gateway, run_worker: Callable[..., asyncio.Task[None]]
