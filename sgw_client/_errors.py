@@ -17,6 +17,7 @@
         │   ├── UnknownJob            no-such-job
         │   ├── ResultNotReady        result-not-ready
         │   └── JobDismissed          job-dismissed
+        ├── RequestTimeout (408)      request-timeout
         ├── IdempotencyConflict (409) idempotency-conflict
         ├── Gone (410)
         │   ├── ResultPurged          result-purged
@@ -29,6 +30,7 @@
         │   ├── QueueFull             queue-full
         │   ├── RateLimited           rate-limited
         │   └── QuotaExceeded         quota-exceeded
+        ├── HeadersTooLarge (431)     headers-too-large
         └── ServiceUnavailable (503)
             ├── BrokerUnavailable     broker-unavailable
             └── StoreUnavailable      store-unavailable
@@ -202,6 +204,13 @@ class JobDismissed(NotFound):
     error_code = "job-dismissed"
 
 
+class RequestTimeout(ApiError):
+    """The request's headers or body came too slowly; the gateway closed the connection."""
+
+    status_code = 408
+    error_code = "request-timeout"
+
+
 class IdempotencyConflict(ApiError):
     """The Idempotency-Key was used before for another request."""
 
@@ -260,6 +269,13 @@ class RateLimited(TooManyRequests):
 
 class QuotaExceeded(TooManyRequests):
     error_code = "quota-exceeded"
+
+
+class HeadersTooLarge(ApiError):
+    """The request's headers are past the gateway's limit (``SG_MAX_HEADER_SIZE``)."""
+
+    status_code = 431
+    error_code = "headers-too-large"
 
 
 class ServiceUnavailable(ApiError):
