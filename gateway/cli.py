@@ -19,7 +19,8 @@ from rich.table import Table
 
 from gateway import client_cli
 from gateway.logs import configure, uvicorn_logging
-from gateway.settings import Settings, SettingsFileMissing, load_settings
+from gateway.settings import Settings, load_settings
+from gateway.settings_file import SettingsFileMissing
 from worker_sdk import Autoscale, UnknownService, Worker
 from worker_sdk.wire import MAX_CONCURRENCY, TopologyMismatch
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems

@@ -12,11 +12,11 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.errors import (
     PyMongoError,
 )
@@ -33,6 +33,7 @@ from ._mongo_codec import (
     to_document,
     to_record,
 )
+from ._mongo_recovery import MongoRecovery
 from ._mongo_webhooks import MongoWebhooks, create_webhook_indexes
 from .base import JobQuery, ServiceLoad, StoreError
 from .model import ACTIVE, TERMINAL, JobRecord, JobStatus, WorkerInfo, WorkerState
@@ -42,7 +43,7 @@ DEFAULT_DATABASE = "servicegateway"
 ClientFactory = Callable[[], Any]
 
 
-class MongoStore(MongoWebhooks):
+class MongoStore(MongoWebhooks, MongoRecovery):
     """:class:`~gateway.store.base.JobStore` on a MongoDB database (replica set in production)."""
 
     def __init__(
@@ -188,79 +189,12 @@ class MongoStore(MongoWebhooks):
                 await self._webhooks.delete_many({"job_id": {"$in": ids}})
         return len(docs)
 
-    async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
-        if not job_ids:
-            return
-        with driver_errors():
-            await self._collection.update_many(
-                {"_id": {"$in": [str(j) for j in job_ids]}, "queued": {"$exists": False}},
-                {"$set": {"queued": at}},
-            )
-
-    async def claim_recovery(self, job_id: UUID, *, at: datetime, lease: timedelta) -> bool:
-        query = {
-            "_id": str(job_id),
-            "status": str(JobStatus.ACCEPTED),
-            "queued": {"$exists": False},
-            "attempt": 1,
-            "$or": [{"recovering": {"$exists": False}}, {"recovering": {"$lt": at - lease}}],
-        }
-        with driver_errors():
-            result = await self._collection.update_one(query, {"$set": {"recovering": at}})
-        return int(result.modified_count) == 1
-
-    async def unqueued(
-        self, *, service: str, before: datetime, limit: int = 100
-    ) -> list[JobRecord]:
-        query = {
-            "service": str(service),
-            "status": str(JobStatus.ACCEPTED),
-            "queued": {"$exists": False},
-            "attempt": 1,
-            "created": {"$lt": before},
-        }
-        with driver_errors():
-            docs = (
-                await self._collection.find(query)
-                .sort("created", ASCENDING)
-                .limit(int(limit))
-                .to_list(None)
-            )
-        return [r for r in map(to_record, docs) if r is not None]
-
     async def tombstone(self, job_id: UUID) -> str | None:
         if self._tombstones is None:
             raise StoreError("the MongoDB store is not open")
         with driver_errors():
             doc = await self._tombstones.find_one({"_id": str(job_id)})
         return str(doc["owner"]) if doc is not None else None
-
-    async def stale(
-        self,
-        *,
-        service: str,
-        status: JobStatus,
-        before: datetime,
-        retried_before: datetime | None = None,
-        limit: int = 100,
-    ) -> list[JobRecord]:
-        query: dict[str, Any] = {"service": str(service), "status": str(status)}
-        order = "started" if status is JobStatus.RUNNING else "created"
-        if status is JobStatus.RUNNING:
-            query["started"] = {"$lt": before}
-        else:
-            query["$or"] = [
-                {"attempt": {"$lte": 1}, "created": {"$lt": before}},
-                {"attempt": {"$gt": 1}, "updated": {"$lt": retried_before or before}},
-            ]
-        with driver_errors():
-            docs = (
-                await self._collection.find(query)
-                .sort(order, ASCENDING)
-                .limit(int(limit))
-                .to_list(None)
-            )
-        return [r for r in map(to_record, docs) if r is not None]
 
     async def heartbeat(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -21,6 +21,7 @@ from . import _sqlite_load as _load
 from . import _sqlite_workers as _workers
 from ._sqlite_executor import BUSY_TIMEOUT_MS, GroupCommit
 from ._sqlite_recent import RecentRows
+from ._sqlite_recovery import SQLiteRecovery
 from ._sqlite_schema import ADDED_COLUMNS, SCHEMA, SHOWN_STATUS, decode, encode, stored_ts, ts
 from ._sqlite_webhooks import WEBHOOK_SCHEMA, SQLiteWebhooks
 from .base import DuplicateJob, JobQuery, ServiceLoad, StoreError
@@ -30,7 +31,7 @@ from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo, WorkerState
 _ID_BATCH = 500
 
 
-class SQLiteStore(SQLiteWebhooks):
+class SQLiteStore(SQLiteWebhooks, SQLiteRecovery):
     """:class:`~gateway.store.base.JobStore` on a local SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -211,40 +212,6 @@ class SQLiteStore(SQLiteWebhooks):
         count: int = await self._run(statement)
         return count
 
-    async def mark_queued(self, job_ids: Collection[UUID], *, at: datetime) -> None:
-        rows = [{"id": str(job_id), "at": ts(at)} for job_id in job_ids]
-        sql = "UPDATE jobs SET queued = :at WHERE id = :id AND queued IS NULL"
-        if rows:
-            await self._run(lambda db: db.executemany(sql, rows))
-
-    async def claim_recovery(self, job_id: UUID, *, at: datetime, lease: timedelta) -> bool:
-        sql = (
-            "UPDATE jobs SET recovering = :at WHERE id = :id AND status = 'accepted' AND "
-            "attempt = 1 AND queued IS NULL AND (recovering IS NULL OR recovering < :expired)"
-        )
-        params = {"id": str(job_id), "at": ts(at), "expired": ts(at - lease)}
-
-        def statement(db: sqlite3.Connection) -> bool:
-            return db.execute(sql, params).rowcount == 1
-
-        claimed: bool = await self._run(statement)
-        return claimed
-
-    async def unqueued(
-        self, *, service: str, before: datetime, limit: int = 100
-    ) -> list[JobRecord]:
-        sql = (
-            "SELECT * FROM jobs WHERE service = :service AND status = 'accepted' "
-            "AND queued IS NULL AND attempt = 1 AND created < :before ORDER BY created LIMIT :limit"
-        )
-        params = {"service": service, "before": ts(before), "limit": limit}
-
-        def statement(db: sqlite3.Connection) -> list[JobRecord]:
-            return [decode(row) for row in db.execute(sql, params)]
-
-        records: list[JobRecord] = await self._run(statement)
-        return records
-
     async def tombstone(self, job_id: UUID) -> str | None:
         def statement(db: sqlite3.Connection) -> str | None:
             row = db.execute("SELECT owner FROM tombstones WHERE id = ?", (str(job_id),)).fetchone()
@@ -252,38 +219,6 @@ class SQLiteStore(SQLiteWebhooks):
 
         owner: str | None = await self._read(statement)
         return owner
-
-    async def stale(
-        self,
-        *,
-        service: str,
-        status: JobStatus,
-        before: datetime,
-        retried_before: datetime | None = None,
-        limit: int = 100,
-    ) -> list[JobRecord]:
-        if status is JobStatus.RUNNING:
-            since, order = "started < :before", "started"
-        else:
-            since = "(attempt <= 1 AND created < :before OR attempt > 1 AND updated < :retried)"
-            order = "created"
-        sql = (
-            f"SELECT * FROM jobs WHERE service = :service AND status = :status AND {since} "
-            f"ORDER BY {order} LIMIT :limit"
-        )
-        params = {
-            "service": service,
-            "status": str(status),
-            "before": ts(before),
-            "retried": ts(retried_before or before),
-            "limit": limit,
-        }
-
-        def statement(db: sqlite3.Connection) -> list[JobRecord]:
-            return [decode(row) for row in db.execute(sql, params)]
-
-        records: list[JobRecord] = await self._run(statement)
-        return records
 
     async def heartbeat(
         self,
