@@ -8,7 +8,8 @@ connection, for the first request) and the body ``body_timeout`` seconds after t
 past either, it answers 408 when no response has begun, and closes the connection. A request
 whose line and headers pass ``max_header_size`` bytes is answered 431 and its connection
 closed: httptools holds a header in memory until it ends, however long, and has no limit of
-its own. Both answers are problem documents, as every other error.
+its own. Both answers are problem documents, as every other error, and both are read by the
+client before the connection ends (:meth:`GuardedHttpProtocol._refuse`).
 
 uvicorn instantiates protocols itself, in each worker process, so the timeouts are class
 attributes that ``gateway.app.app_factory`` sets from the settings.
@@ -43,6 +44,9 @@ def _answer(error: GatewayError) -> bytes:
 
 TIMEOUT_RESPONSE = _answer(RequestTimeout("the request was too slow"))
 HEADERS_RESPONSE = _answer(HeadersTooLarge("the request's headers are too large"))
+
+# Seconds a refused connection is read (and what comes dropped) after its answer, at most.
+LINGER = 2.0
 
 
 class HeadWithBody:
@@ -96,6 +100,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     _deadline: asyncio.TimerHandle | None = None
     _in_headers = True  # the bytes that come now are a request's line and headers
     _header_bytes = 0  # of the request whose headers are coming
+    _lingering = False  # answered and half-closed: what comes now is dropped
 
     @classmethod
     def configure(
@@ -106,6 +111,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         cls.max_header_size = max_header_size
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:  # refused: read only to be dropped
+            return
         super().data_received(data)
         if not self._in_headers or self.transport.is_closing():
             return
@@ -116,10 +123,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             log.info(
                 "closing a connection whose request headers passed %d bytes", self._header_bytes
             )
-            self._disarm()
             if self.cycle is None or self.cycle.response_complete:
-                self.transport.write(HEADERS_RESPONSE)
-            self.transport.close()
+                self._refuse(HEADERS_RESPONSE)
+            else:  # a response of the request before is under way: it is cut
+                self._disarm()
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
+                self.transport.close()
 
     def _arm(self, seconds: float, what: str) -> None:
         self._disarm()
@@ -135,12 +145,32 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         log.info("closing a connection whose %s took too long", what)
-        if self.cycle is None or not self.cycle.response_started:
-            self.transport.write(TIMEOUT_RESPONSE)
+        answer = self.cycle is None or not self.cycle.response_started
         if self.cycle is not None:
-            self.cycle.disconnected = True
+            self.cycle.disconnected = True  # its handler's writes are dropped from now on
             self.cycle.message_event.set()
-        self.transport.close()
+        if answer:
+            self._refuse(TIMEOUT_RESPONSE)
+        else:
+            self.transport.close()
+
+    def _refuse(self, answer: bytes) -> None:
+        """Send ``answer`` and end the connection so that the client reads it: the write side
+        is shut (FIN after the answer) and what the client still sends is read and dropped
+        until it closes, or for ``LINGER`` seconds. Closing a socket whose receive buffer holds
+        unread bytes makes the kernel reset the connection, and a reset discards the answer
+        from the client's buffer before it has read it (the headers a client is still sending
+        when the limit is passed, the rest of a slow body)."""
+        self._disarm()
+        transport = self.transport
+        transport.write(answer)
+        if not transport.can_write_eof():  # TLS: no half-close
+            transport.close()
+            return
+        transport.write_eof()
+        self._lingering = True
+        transport.resume_reading()  # uvicorn's flow control may have paused it
+        self._deadline = self.loop.call_later(LINGER, transport.close)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
