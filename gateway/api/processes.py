@@ -216,6 +216,8 @@ async def execute(
     full) — never 201 for a job that is not durably queued.
     """
     prefer = prefer_header(request.headers)  # every line of it, not the first alone
+    if len(request.headers.getlist("idempotency-key")) > 1:  # the framework reads one alone
+        raise BadRequest("Idempotency-Key is given more than once: send one key")
     return await execute_job(call, process_id, body, prefer, idempotency_key)
 
 

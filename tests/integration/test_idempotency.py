@@ -101,6 +101,15 @@ async def test_malformed_keys_are_400(gateway: Gateway, bad: str) -> None:
     assert await queued(gateway) == 0
 
 
+async def test_two_keys_are_400(gateway: Gateway) -> None:
+    """Two Idempotency-Key lines: which one a retry would replay is anyone's guess."""
+    keys = [("Idempotency-Key", "first"), ("Idempotency-Key", "second")]
+    response = await submit(gateway.client, "echo", {}, headers=keys)
+    assert response.status_code == 400, response.text
+    assert "more than once" in response.json()["detail"]
+    assert await queued(gateway) == 0
+
+
 async def test_a_replay_waits_for_the_results_as_its_first_submission_would(
     gateway: Gateway, run_worker: Callable[..., asyncio.Task[None]]
 ) -> None:
