@@ -4,6 +4,7 @@ aio-pika's ``Message`` makes: every property, the expiration in whole millisecon
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import struct
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +45,19 @@ def test_the_same_bytes_as_aio_pikas_message(options: dict[str, Any]) -> None:
 def test_every_message_has_its_own_id() -> None:
     ids = {outgoing(b"{}", type="task").properties.message_id for _ in range(100)}
     assert len(ids) == 100
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def _first_id(_: int) -> str | None:
+    return outgoing(b"{}", type="task").properties.message_id
+
+
+def test_forked_processes_name_their_messages_apart() -> None:
+    """The ids come from the process's own generator: a forked child must not repeat its
+    parent's sequence (nor its siblings')."""
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        children = pool.map(_first_id, range(4), chunksize=1)
+    assert len({_first_id(0), *children}) == 5
 
 
 def _pamqp(properties: Basic.Properties) -> bytes | type[Exception]:

@@ -20,8 +20,8 @@ frames' encoding.
 from __future__ import annotations
 
 import asyncio
+import random
 import struct
-import uuid
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -107,6 +107,13 @@ class Outgoing(NamedTuple):
         return self.properties.message_type
 
 
+def _message_id() -> str:
+    """128 random bits in hex: the id only names a message in logs, so the process's own
+    generator (reseeded in a forked child) serves; ``uuid4`` asks the kernel, a system call
+    per message."""
+    return f"{random.getrandbits(128):032x}"
+
+
 def outgoing(
     body: bytes,
     *,
@@ -124,7 +131,7 @@ def outgoing(
         Properties(
             content_type=JSON,
             delivery_mode=2 if persistent else 1,
-            message_id=uuid.uuid4().hex,
+            message_id=_message_id(),
             correlation_id=correlation_id,
             message_type=type,
             expiration=None if expiration is None else str(int(expiration * 1000)),
