@@ -57,6 +57,8 @@ def legacy_state(job: JobRecord, spec: ServiceSpec) -> tuple[str, Any]:
                 "host": job.worker.host if job.worker else None,
                 "type": spec.id,
             }
+        case JobStatus.SUCCESSFUL if job.purged is not None:  # dismissed: its result is gone
+            return "EXPIRED", None  # the old gateway's state once a result had expired
         case JobStatus.SUCCESSFUL:
             return "SUCCESS", job.result
         case JobStatus.DISMISSED if job.reason == Reason.EXPIRED:

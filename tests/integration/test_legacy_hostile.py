@@ -248,6 +248,24 @@ class TestCancel:
         assert again.json() == done
 
 
+    async def test_a_result_dismissed_through_the_new_api_reads_expired(
+        self, gateway: Gateway, old_client: httpx.AsyncClient, run_worker: Callable[..., Any]
+    ) -> None:
+        """Its result purged, the job is no SUCCESS with a null result: the old gateway's
+        EXPIRED, the state it read once a result had expired."""
+        run_worker(echo_worker)
+        uuid = await _uuid(old_client)
+        await poll(old_client, "echo", uuid, "SUCCESS")
+        dismissed = await old_client.delete(
+            f"/jobs/{uuid}", headers={"Authorization": f"Bearer {_old_token()}"}
+        )
+        assert dismissed.status_code == 200, dismissed.text
+        for route in ("status", "cancel"):
+            state = await old_client.get(f"/echo/{route}", params={"uuid": uuid})
+            assert state.status_code == 200
+            assert (state.json()["status"], state.json()["result"]) == ("EXPIRED", None)
+
+
 class TestUrls:
     """Findings 15, 16 and 17: every URL of an old request passes the policy."""
 
