@@ -4,8 +4,15 @@ from pathlib import Path
 
 import pytest
 
+from gateway.api import canarie, capacity, docs, jobs, legacy, ops, processes, workers
 from gateway.cli import main
-from worker_sdk.wire.catalogue import CatalogueError, load_catalogue, parse_catalogue
+from gateway.ui import monitor, pages
+from worker_sdk.wire.catalogue import (
+    RESERVED_SERVICE_IDS,
+    CatalogueError,
+    load_catalogue,
+    parse_catalogue,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,6 +90,26 @@ def test_broken_catalogues_fail(text: str, fragment: str) -> None:
     with pytest.raises(CatalogueError) as caught:
         parse_catalogue(text)
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("reserved", sorted(RESERVED_SERVICE_IDS))
+def test_a_service_named_as_a_route_of_the_gateway_is_refused_with_its_line(
+    reserved: str,
+) -> None:
+    text = f"services:\n  ok:\n    title: x\n    version: '1'\n  {reserved}:\n    title: x\n"
+    with pytest.raises(CatalogueError) as caught:
+        parse_catalogue(text + "    version: '1'\n")
+    assert "a path of the gateway's own" in str(caught.value)
+    assert "line 5" in str(caught.value)
+
+
+def test_the_reserved_ids_are_the_gateways_first_path_segments() -> None:
+    """Kept in step with the routes: every fixed first segment of a route is reserved."""
+    modules = (ops, processes, workers, capacity, jobs, legacy, canarie, docs, monitor, pages)
+    fixed = {route.path.split("/")[1] for m in modules for route in m.router.routes}
+    fixed -= {"", "{service}"}
+    assert fixed <= RESERVED_SERVICE_IDS, fixed - RESERVED_SERVICE_IDS
+    assert {"jobs", "processes", "platform", "ui"} <= fixed
 
 
 def test_check_command_exit_codes(

@@ -35,6 +35,26 @@ DEFAULT_RETENTION = 7 * 86400
 DEFAULT_MAX_RESULT_BYTES = 8 * 1024 * 1024
 MAX_MESSAGE_BYTES_CEILING = 512 * 1024 * 1024  # RabbitMQ's own ceiling for max_message_size
 SERVICE_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+# The first path segments of the gateway's own routes: a service of one of these names would
+# lose its old and CANARIE routes (/{service}/status, /{service}/service/info) to them.
+RESERVED_SERVICE_IDS = frozenset(
+    {
+        "api",
+        "capacity",
+        "conformance",
+        "docs",
+        "healthz",
+        "jobs",
+        "metrics",
+        "platform",
+        "processes",
+        "readyz",
+        "redoc",
+        "service",
+        "ui",
+        "workers",
+    }
+)
 MIN_MEMORY_LIMIT = 16 * 1024 * 1024  # below an idle interpreter's own: every job would fail
 
 
@@ -189,6 +209,13 @@ class ServiceSpec(_Frozen):
         default=(), description="Token scopes a caller needs to submit to this service."
     )
     canarie: CanarieInfo = Field(default_factory=CanarieInfo)
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_SERVICE_IDS:
+            raise ValueError(f"{value!r} is a path of the gateway's own: choose another id")
+        return value
 
     @field_validator("inputs")
     @classmethod
