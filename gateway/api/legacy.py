@@ -94,11 +94,15 @@ def _urls_in(value: Any, key: str = "") -> list[str]:
 async def _read(request: Request, route: str) -> tuple[dict[str, str], dict[str, Any]]:
     """The query and form values, and (``process`` only) the JSON body that starts ``misc``."""
     values: dict[str, str] = dict(request.query_params)
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+    # The media type as Werkzeug reads it: lower case, without its parameters.
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         values.update({k: v for k, v in (await request.form()).items() if isinstance(v, str)})
     misc: dict[str, Any] = {}
-    if route == "process" and content_type.startswith("application/json"):
+    is_json = media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+    if route == "process" and is_json and (await request.body()).strip():
         try:
             body = await request.json()
         except (ValueError, RecursionError) as exc:

@@ -247,7 +247,6 @@ class TestCancel:
         again = await old_client.get("/echo/status", params={"uuid": uuid})
         assert again.json() == done
 
-
     async def test_a_result_dismissed_through_the_new_api_reads_expired(
         self, gateway: Gateway, old_client: httpx.AsyncClient, run_worker: Callable[..., Any]
     ) -> None:
@@ -433,3 +432,39 @@ async def test_a_task_no_worker_can_read_fails_its_job_at_once(
         failed = await wait_status(alice, job, "failed")
     assert failed["reason"] == "invalid_task"
     assert "unreadable" in failed["message"]
+
+
+class TestBody:
+    """The process route reads its JSON body as Flask's ``get_json(silent=True)`` did: by a
+    media type of any case, ``+json`` too, and an empty body as none."""
+
+    @pytest.mark.parametrize(
+        "content_type",
+        ["Application/JSON; charset=UTF-8", "application/vnd.example+json", "application/json"],
+    )
+    async def test_json_bodies_of_each_media_type_start_misc(
+        self, gateway: Gateway, old_client: httpx.AsyncClient, namespace: str, content_type: str
+    ) -> None:
+        response = await old_client.post(
+            "/echo/process",
+            params={"doc_url": "http://93.184.216.34/doc.txt"},
+            content=b'{"lang": "fr"}',
+            headers={"Content-Type": content_type},
+        )
+        assert response.status_code == 200, response.text
+        task = await queued_task(namespace, "echo")
+        assert (task.misc or {})["lang"] == "fr"
+
+    @pytest.mark.parametrize("body", [b"", b" \r\n"])
+    async def test_an_empty_json_body_is_none(
+        self, gateway: Gateway, old_client: httpx.AsyncClient, namespace: str, body: bytes
+    ) -> None:
+        response = await old_client.post(
+            "/echo/process",
+            params={"doc_url": "http://93.184.216.34/doc.txt"},
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+        task = await queued_task(namespace, "echo")
+        assert (task.misc or {})["doc_url"] == "http://93.184.216.34/doc.txt"
