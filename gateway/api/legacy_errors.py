@@ -66,10 +66,15 @@ class LegacyError(Exception):
     @classmethod
     def of(cls, exc: Exception) -> LegacyError:
         """The old gateway's answer to one of the gateway's errors, with its ``Retry-After``
-        (a 429's or a 503's: when to try again, which the old gateway never said)."""
+        (a 429's or a 503's: when to try again) and its ``WWW-Authenticate`` (a 401's
+        challenge, which RFC 9110 requires), neither of which the old gateway sent."""
         error = cls._of(exc)
-        if isinstance(exc, GatewayError) and "Retry-After" in exc.headers:
-            error.headers = {"Retry-After": exc.headers["Retry-After"]}
+        if isinstance(exc, GatewayError):
+            error.headers = {
+                name: exc.headers[name]
+                for name in ("Retry-After", "WWW-Authenticate")
+                if name in exc.headers
+            }
         return error
 
     @classmethod

@@ -163,8 +163,11 @@ async def test_a_bad_token_is_401_not_500(gateway: Gateway) -> None:
         response = await client.post(
             "/echo/process", params={"doc_url": "http://a.org/b"}, headers=JSON
         )
+        page = await client.post("/echo/process", params={"doc_url": "http://a.org/b"})
     assert response.status_code == 401
     assert response.json()["vesta"]["code"] == 101
+    for answer in (response, page):  # the challenge RFC 9110 requires, in both forms
+        assert answer.headers["www-authenticate"].startswith("Bearer")
 
 
 async def test_a_uuid_of_another_service_is_203(old_client: httpx.AsyncClient) -> None:
