@@ -59,7 +59,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 def _instant(text: str) -> datetime:
     try:
-        at = datetime.fromisoformat(text)
+        at = datetime.fromisoformat(text.upper())  # RFC 3339 §5.6 allows "t" and "z"
     except ValueError:
         raise InvalidQueryParameter(
             f"datetime: {text!r} is not an RFC 3339 date-time (e.g. 2026-11-30T12:00:00Z)"

@@ -406,6 +406,8 @@ class TestJobs:
         assert set(await ids(datetime=f"{before.isoformat()}/..")) == {*echo_ids, later}
         assert await ids(datetime=f"../{before.isoformat()}") == []
         assert await ids(datetime=f"{after}/..") == []
+        lower = before.astimezone(UTC).strftime("%Y-%m-%dt%H:%M:%S.%fz")  # RFC 3339 §5.6
+        assert set(await ids(datetime=f"{lower}/..")) == {*echo_ids, later}
         assert set(await ids(minDuration=0)) == set(echo_ids)  # never a job not started
         assert await ids(maxDuration=0, minDuration=3600) == []
 
