@@ -196,6 +196,17 @@ def test_platform_errors_name_the_field_and_the_line() -> None:
         ), (line, problems)
 
 
+@pytest.mark.parametrize("status", ["100", "199", "301", "304", "399", "600", "999"])
+def test_a_page_of_text_with_a_status_that_needs_more_is_refused(status: str) -> None:
+    """A 3xx needs its Location, a 1xx is no answer: neither can a page of text give."""
+    text = "services:\n  a:\n    title: A\n    version: '1'\n    canarie:\n      pages:\n"
+    with pytest.raises(CatalogueError) as caught:
+        parse_catalogue(text + f"        doc: 'moved,{status}'\n")
+    assert "line 7" in str(caught.value)
+    for status_ok in ("200", "204", "404", "503"):
+        parse_catalogue(text + f"        doc: 'text,{status_ok}'\n")
+
+
 def test_check_command_refuses_pages_it_cannot_serve(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,8 +52,11 @@ def parse_page_source(value: str) -> PageSource:
     match = _TEXT_STATUS.match(value)
     if match is not None:
         status = int(match["status"])
-        if not 200 <= status <= 599:
-            raise ValueError(f"status {status} of {value!r} is not between 200 and 599")
+        if not (200 <= status <= 299 or 400 <= status <= 599):
+            raise ValueError(
+                f"status {status} of {value!r} is not a success or an error (2xx, 4xx, 5xx); "
+                "for a redirect give its http(s) URL"
+            )
         return PageSource("text", match["text"], status)
     return PageSource("text", value)
 
