@@ -26,7 +26,13 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.errors import PROBLEM_JSON, GatewayError, HeadersTooLarge, RequestTimeout
+from gateway.errors import (
+    PROBLEM_JSON,
+    BadRequest,
+    GatewayError,
+    HeadersTooLarge,
+    RequestTimeout,
+)
 
 log = logging.getLogger("gateway.server")
 
@@ -44,6 +50,14 @@ def _answer(error: GatewayError) -> bytes:
 
 TIMEOUT_RESPONSE = _answer(RequestTimeout("the request was too slow"))
 HEADERS_RESPONSE = _answer(HeadersTooLarge("the request's headers are too large"))
+
+# The parser's own limit: the offsets of its URL parts are 16 bits.
+MAX_URL_BYTES = 65535
+
+
+class _TooLarge(Exception):
+    """Raised in a parser callback to stop it at the header limit."""
+
 
 # Seconds a refused connection is read (and what comes dropped) after its answer, at most.
 LINGER = 2.0
@@ -100,6 +114,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     _deadline: asyncio.TimerHandle | None = None
     _in_headers = True  # the bytes that come now are a request's line and headers
     _header_bytes = 0  # of the request whose headers are coming
+    _parsed_bytes = 0  # of the request line and headers the parser has handed over
     _lingering = False  # answered and half-closed: what comes now is dropped
 
     @classmethod
@@ -120,16 +135,41 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # the last request's body before them, counted too: at most a chunk more).
         self._header_bytes += len(data)
         if self._header_bytes > self.max_header_size:
-            log.info(
-                "closing a connection whose request headers passed %d bytes", self._header_bytes
-            )
-            if self.cycle is None or self.cycle.response_complete:
-                self._refuse(HEADERS_RESPONSE)
-            else:  # a response of the request before is under way: it is cut
-                self._disarm()
-                self.cycle.disconnected = True
-                self.cycle.message_event.set()
-                self.transport.close()
+            self._headers_too_large(self._header_bytes)
+
+    def _headers_too_large(self, size: int) -> None:
+        log.info("closing a connection whose request headers passed %d bytes", size)
+        if self.cycle is None or self.cycle.response_complete:
+            self._refuse(HEADERS_RESPONSE)
+        else:  # a response of the request before is under way: it is cut
+            self._disarm()
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+            self.transport.close()
+
+    # What the parser hands over is counted too: headers that end in the chunk they began in
+    # (a large first read) never reach the count above.
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CR LF
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._parsed_bytes += size
+        if self._parsed_bytes > self.max_header_size:
+            raise _TooLarge  # the parser stops; uvicorn answers through send_400_response
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request the parser refused, as a problem document."""
+        if self._parsed_bytes > self.max_header_size:
+            self._headers_too_large(self._parsed_bytes)
+        elif len(getattr(self, "url", b"")) > MAX_URL_BYTES:  # set at a message's start
+            self._refuse(_answer(BadRequest(f"the URL is longer than {MAX_URL_BYTES} bytes")))
+        else:
+            self._refuse(_answer(BadRequest("the request is not HTTP/1.1 this server can read")))
 
     def _arm(self, seconds: float, what: str) -> None:
         self._disarm()
@@ -179,6 +219,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_headers = True
+        self._parsed_bytes = 0
         self._arm(self.header_timeout, "request headers")
 
     def on_headers_complete(self) -> None:

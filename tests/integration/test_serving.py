@@ -132,6 +132,33 @@ class TestHeaderSize:
         writer.close()
         _problem(answer, 431, "headers-too-large")
 
+    @pytest.mark.parametrize("shape", ["one-header", "long-url"])
+    async def test_headers_past_the_limit_that_end_in_one_read_get_431(
+        self, live: LiveGateway, shape: str
+    ) -> None:
+        """A whole request sent at once: its headers end in the chunk they began in."""
+        over = b"a" * (HEADER_LIMIT + 100)
+        if shape == "one-header":
+            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + over + b"\r\n\r\n"
+        else:
+            request = b"GET /healthz?" + over + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(request)
+        await writer.drain()
+        answer = await _closed_after(reader)
+        writer.close()
+        _problem(answer, 431, "headers-too-large")
+
+    async def test_a_request_the_parser_refuses_gets_a_problem_document(
+        self, live: LiveGateway
+    ) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\x00: v\r\n\r\n")
+        await writer.drain()
+        answer = await _closed_after(reader)
+        writer.close()
+        _problem(answer, 400, "invalid-request")
+
     async def test_headers_within_the_limit_and_a_large_body_are_served(
         self, live: LiveGateway
     ) -> None:
