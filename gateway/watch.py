@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -34,7 +33,14 @@ class Tap(Protocol):
 
 
 class Mailbox:
-    """The changes of the jobs one subscriber follows, in arrival order, for one consumer.
+    """The changes of the jobs one subscriber follows, for one consumer: the latest record of
+    each job that changed since the consumer last took it, jobs in the order they first
+    changed.
+
+    Each record is a job's whole state, so a consumer that lags (a client that stopped
+    reading its event stream) is owed only the latest: a newer record replaces the one
+    waiting, and a mailbox holds at most one record per job it follows, however fast the jobs
+    change. A record older than the one waiting (a lower ``seq``, come late) is dropped.
 
     A slim stand-in for ``asyncio.Queue`` (four deques and an Event, about 3 KiB, held by
     every open event stream for its whole life): nothing is allocated while it is empty but
@@ -44,15 +50,20 @@ class Mailbox:
     __slots__ = ("_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: deque[JobRecord] | None = None
+        self._items: dict[UUID, JobRecord] | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def put_nowait(self, record: JobRecord) -> None:
         if self._items is None:
-            self._items = deque()
-        self._items.append(record)
+            self._items = {}
+        waiting = self._items.get(record.id)
+        if waiting is None or record.seq >= waiting.seq:
+            self._items[record.id] = record  # a job already waiting keeps its place
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def __len__(self) -> int:
+        return len(self._items) if self._items is not None else 0
 
     async def get(self) -> JobRecord:
         """The next change, once there is one."""
@@ -62,7 +73,7 @@ class Mailbox:
                 await self._waiter
             finally:
                 self._waiter = None
-        record = self._items.popleft()
+        record = self._items.pop(next(iter(self._items)))
         if not self._items:
             self._items = None
         return record

@@ -6,11 +6,14 @@ broker's side is tests/integration (Prefer: wait through two gateway processes).
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+from uuid import UUID
 from uuid import uuid4 as new_job_id
 
 import pytest
 
-from gateway.watch import JobWatch
+from gateway.store import JobRecord
+from gateway.watch import JobWatch, Mailbox
 from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(10)
@@ -218,3 +221,47 @@ async def test_a_waiter_goes_on_without_a_bind_the_broker_is_slow_to_answer_and_
     assert tap.done
     assert not tap.cut
     await watch.close()
+
+
+def _record(job_id: UUID, seq: int, **fields: object) -> JobRecord:
+    now = datetime.now(UTC)
+    return JobRecord.model_validate(
+        {"id": job_id, "service": "echo", "owner": "alice", "created": now, "updated": now}
+        | {"seq": seq, **fields}
+    )
+
+
+async def test_a_mailbox_holds_the_latest_record_of_each_job_however_fast_they_change() -> None:
+    """A consumer that lags (a client that stopped reading its stream) is owed each job's
+    latest state only: the mailbox holds one record per job, not one per change."""
+    box = Mailbox()
+    first, second = new_job_id(), new_job_id()
+    for seq in range(1, 10_001):
+        box.put_nowait(_record(first, seq, progress=seq % 100, inputs={"pad": "x" * 100}))
+        if seq == 5:
+            box.put_nowait(_record(second, 1))
+    assert len(box) == 2
+    latest = await box.get()
+    assert (latest.id, latest.seq) == (first, 10_000)  # the job that changed first, first
+    assert (await box.get()).id == second
+    assert len(box) == 0
+
+
+async def test_a_record_older_than_the_one_waiting_is_dropped() -> None:
+    box = Mailbox()
+    job = new_job_id()
+    box.put_nowait(_record(job, 7, status="running"))
+    box.put_nowait(_record(job, 6))  # come late: the job's state before
+    assert (await box.get()).seq == 7
+    box.put_nowait(_record(job, 6))  # once taken, any record is news again
+    assert (await box.get()).seq == 6
+
+
+async def test_a_consumer_waiting_on_an_empty_mailbox_is_woken() -> None:
+    box = Mailbox()
+    job = new_job_id()
+    getting = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    assert not getting.done()
+    box.put_nowait(_record(job, 1))
+    assert (await getting).seq == 1
