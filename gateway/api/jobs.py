@@ -311,6 +311,7 @@ def _last_seen(last_event_id: str | None) -> int:
     summary="Follow a job (server-sent events)",
     responses={
         200: {"content": {"text/event-stream": {"itemSchema": _SSE_EVENT_SCHEMA}}},
+        204: {"description": "The job had ended at the `Last-Event-ID` given: nothing to send."},
         **responses(Unauthorized, UnknownJob, StoreUnavailable),
     },
 )
@@ -320,16 +321,24 @@ async def job_events(
     principal: PrincipalDep,
     present: PresenterDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-) -> _EventStream:
+) -> Response:
     """A `status` event with the job's statusInfo now and at every change (progress included);
     the stream ends after the terminal state, or when the caller's token expires. Reconnect
-    with `Last-Event-ID` to resume after the last event received."""
-    await jobs.get(job_id, principal)  # ownership, before the stream starts
+    with `Last-Event-ID` to resume after the last event received: a job that has ended since
+    sends its terminal state, one whose terminal state was that event answers 204 (which
+    tells an `EventSource` to stop reconnecting). An id the job never had (above its last)
+    is ignored: the stream starts from the job as it stands."""
+    record = await jobs.get(job_id, principal)  # ownership, before the stream starts
+    seen = _last_seen(last_event_id)
+    if seen > record.seq:
+        seen = 0
+    if record.status.terminal and seen == record.seq:
+        return Response(status_code=204, headers=_SSE_HEADERS)
     # The events are encoded here rather than yielded to FastAPI's generator support: that
     # runs two more tasks, two memory streams and a task group per stream (about 24 KiB of
     # an idle stream's 60), where one generator that waits with a timeout sends the same
     # events and keep-alive comments.
-    stream = _job_stream(jobs, job_id, principal, present, _last_seen(last_event_id))
+    stream = _job_stream(jobs, job_id, principal, present, seen)
     return _EventStream(stream, headers=_SSE_HEADERS)
 
 

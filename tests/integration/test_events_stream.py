@@ -64,9 +64,16 @@ async def test_a_job_streams_its_progress_until_it_ends(
     resumed = await client.get(
         f"/jobs/{job['jobID']}/events", headers={"Last-Event-ID": str(ids[-1])}
     )
-    assert parse(resumed.text) == []  # nothing after the last event seen
+    # Nothing after the last event seen, the job ended: 204 stops an EventSource reconnecting.
+    assert (resumed.status_code, resumed.text) == (204, "")
     again = await client.get(f"/jobs/{job['jobID']}/events", headers={"Last-Event-ID": str(ids[0])})
     assert [e["status"] for e in parse(again.text)] == ["successful"]
+    # An id the job never had (a store's counter of another job, a forged one): from the start.
+    beyond = await client.get(
+        f"/jobs/{job['jobID']}/events", headers={"Last-Event-ID": str(ids[-1] + 10**9)}
+    )
+    assert beyond.status_code == 200
+    assert [(e["id"], e["status"]) for e in parse(beyond.text)] == [(ids[-1], "successful")]
 
 
 async def test_another_users_stream_is_404(gateway: Gateway) -> None:
