@@ -341,6 +341,11 @@ class ChildPool:
                 child_conn.close()
             child = _Child(process, parent_conn)
             loop.add_reader(parent_conn.fileno(), self._readable, child)
+            # uvloop's add_reader makes the descriptor non-blocking; the Connection reads and
+            # writes a message whole, and a message past the pipe's buffer (a result or
+            # inputs of a megabyte) would stop part-way with BlockingIOError. A child writes
+            # a message it has begun to its end, so a read of it waits only for that.
+            os.set_blocking(parent_conn.fileno(), True)
             loop.add_reader(process.sentinel, self._exited, child)
             self.started += 1
             async with asyncio.timeout(START_TIMEOUT):

@@ -44,7 +44,8 @@ def act(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
     """Do what ``inputs`` says, in this order: start a grandchild (``spawn``: a command,
     ``fork``: a fork holding the child's descriptors; its pid written to the file named), wait
     for the file ``go``, report progress (a percentage, or several in turn), allocate, hold,
-    burn CPU, crash, wait for a gate file (ignoring ctx.cancelled unless ``cooperative``)."""
+    burn CPU, crash, wait for a gate file (ignoring ctx.cancelled unless ``cooperative``); then
+    answer with ``echo`` as it came and ``pad`` characters of padding."""
     _start_grandchild(inputs)
     _report(ctx, inputs)
     if "allocate" in inputs:
@@ -66,4 +67,9 @@ def act(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
             if inputs.get("cooperative") and ctx.cancelled:
                 return {"pid": os.getpid(), "stopped": True}
             time.sleep(0.005)  # a child process polling a file another process creates
-    return {"pid": os.getpid(), "rss": resident_bytes(), "cancelled": ctx.cancelled}
+    result = {"pid": os.getpid(), "rss": resident_bytes(), "cancelled": ctx.cancelled}
+    if "echo" in inputs:  # an input back, as large as it came
+        result["echo"] = inputs["echo"]
+    if "pad" in inputs:  # a result of about that many bytes
+        result["pad"] = "p" * int(inputs["pad"])
+    return result

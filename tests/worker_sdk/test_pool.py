@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
 from tests.support import eventually
 from tests.worker_sdk.pool_handlers import act
@@ -152,6 +153,21 @@ async def test_a_crashing_child_fails_its_job_alone(crash: str, says: str, tmp_p
         after = await refilled(pool, before, lost=1)
         await ended(*(before - after))
         assert (await run(pool))["pid"] in after
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_inputs_and_results_of_megabytes_cross_the_pipe_on_either_loop(loop: str) -> None:
+    """``sgw worker`` runs on uvloop, whose readers make the pipe non-blocking: a message
+    larger than the pipe's buffer must still cross it whole, both ways."""
+
+    async def main() -> dict[str, Any]:
+        async with asyncio.timeout(20), pool_of(1) as pool:  # a stuck message: fail, not hang
+            return await run(pool, {"echo": "i" * (900 * 1024), "pad": 2 * MiB})
+
+    runner = uvloop.run if loop == "uvloop" else asyncio.run
+    result = runner(main())
+    assert len(result["echo"]) == 900 * 1024
+    assert len(result["pad"]) == 2 * MiB
 
 
 async def test_max_jobs_per_child_recycles_children() -> None:
