@@ -68,16 +68,25 @@ def _code(code: object) -> str:
 
 
 class HandlerExited(Exception):
-    """An async or thread handler called ``sys.exit()``: its job fails, the worker goes on."""
+    """An async or thread handler raised what is no ``Exception`` (``sys.exit()``,
+    ``KeyboardInterrupt``, ``GeneratorExit``, a ``BaseException`` of its own): its job fails,
+    the worker goes on. Left to run its course, such an exception leaves a task through the
+    event loop itself (the worker dies) or is only logged by the consumer (the delivery is
+    never settled and the job stays running)."""
 
-    def __init__(self, code: object) -> None:
-        super().__init__(f"the handler called sys.exit({code!r})"[:500])
+    def __init__(self, exc: BaseException) -> None:
+        self.type_name = type(exc).__name__
+        if isinstance(exc, SystemExit):
+            message = f"the handler called sys.exit({exc.code!r})"
+        else:
+            message = f"the handler raised {self.type_name}: {exc}"
+        super().__init__(message[:500])
 
 
 def error_info(task: Task, exc: Exception) -> ErrorInfo:
     """The job's error for what its handler raised."""
     if isinstance(exc, HandlerExited):
-        return ErrorInfo(code="handler_error", type="SystemExit", message=str(exc))
+        return ErrorInfo(code="handler_error", type=exc.type_name, message=str(exc))
     if isinstance(exc, ValidationError):
         return ErrorInfo(code="invalid_input", type="ValidationError", message=str(exc))
     if isinstance(exc, ChildFailed):
@@ -309,8 +318,12 @@ class Runs:
                 value = await loop.run_in_executor(self._threads, handler.fn, ctx, inputs)
             else:
                 value = await handler.fn(ctx, inputs)
-        except SystemExit as exc:  # a task would hand it to the event loop: the worker exits
-            raise HandlerExited(exc.code) from None
+        except asyncio.CancelledError:
+            raise  # the run is stopped, or the worker
+        except Exception:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - see HandlerExited
+            raise HandlerExited(exc) from None
         return to_json(value)
 
     def cancel(self, job_id: uuid.UUID) -> None:

@@ -276,3 +276,29 @@ async def test_a_handler_calling_sys_exit_fails_its_job_and_not_the_worker(isola
     assert isinstance(outcome, Failed)
     assert (outcome.error.code, outcome.error.type) == ("handler_error", "SystemExit")
     assert "sys.exit" in outcome.error.message
+
+
+class Abort(BaseException):
+    """A handler's own exception that is no Exception."""
+
+
+@pytest.mark.parametrize("isolation", ["async", "thread"])
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, GeneratorExit, Abort])
+async def test_a_handler_raising_a_base_exception_fails_its_job_and_not_the_worker(
+    isolation: str, raised: type[BaseException]
+) -> None:
+    """KeyboardInterrupt left an async handler's task through the event loop (the worker
+    died); GeneratorExit and the like left the delivery unsettled and the job running."""
+
+    async def async_raise(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        raise raised("from the handler")
+
+    def thread_raise(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        raise raised("from the handler")
+
+    harness = Harness(async_raise if isolation == "async" else thread_raise, isolation)
+    for _ in range(2):  # and the worker runs the next
+        outcome = await harness.runs.execute(_task())
+        assert isinstance(outcome, Failed)
+        assert (outcome.error.code, outcome.error.type) == ("handler_error", raised.__name__)
+        assert "from the handler" in outcome.error.message
