@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -13,6 +14,7 @@ from .wire.publish import PublishLost, PublishRefused
 log = logging.getLogger("worker_sdk")
 
 PUBLISH_ERRORS = (PublishLost, PublishRefused)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ProgressPump:
@@ -36,6 +38,9 @@ class ProgressPump:
         if threading.get_ident() != self._loop_thread:
             self._loop.call_soon_threadsafe(self.offer, percent, message)
             return
+        if message is not None and not message.isascii():
+            # A lone surrogate (a file name through os.fsdecode) cannot be sent as UTF-8.
+            message = _SURROGATE.sub("\ufffd", message)
         self._latest = (percent, message)
         self._wake.set()
         if self._task is None:

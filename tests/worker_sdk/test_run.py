@@ -51,6 +51,7 @@ class Harness:
         )
 
     async def publish(self, event: JobEvent) -> None:
+        event.model_dump_json()  # as it goes on the wire: what cannot be sent raises here
         self.events.append(event)
 
 
@@ -64,6 +65,28 @@ async def test_a_returned_value_succeeds_and_a_short_run_is_announced_by_its_end
     assert outcome.result == {"got": {"a": 1}}
     assert outcome.start is not None  # no started event went out: the end carries the start
     assert harness.events == []
+
+
+@pytest.mark.parametrize("isolation", ["async", "thread"])
+async def test_a_progress_message_with_a_lone_surrogate_is_sent_mended(isolation: str) -> None:
+    """A file name read with os.fsdecode carries lone surrogates; reporting it must not fail
+    the job (it ended invalid_task, not reportable)."""
+    name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+
+    async def async_report(ctx: JobContext, inputs: dict[str, Any]) -> str:
+        ctx.progress(50, f"reading {name}")
+        return "done"
+
+    def thread_report(ctx: JobContext, inputs: dict[str, Any]) -> str:
+        ctx.progress(50, f"reading {name}")
+        return "done"
+
+    handler = async_report if isolation == "async" else thread_report
+    harness = Harness(handler, isolation, started_delay=3600, progress_interval=0)
+    outcome = await harness.runs.execute(_task())
+    assert isinstance(outcome, Succeeded), outcome
+    progress = [e for e in harness.events if isinstance(e, Progress)]
+    assert [p.message for p in progress] == ["reading caf\ufffd.txt"]
 
 
 async def test_progress_announces_the_run_first() -> None:
