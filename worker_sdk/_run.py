@@ -269,6 +269,8 @@ class Runs:
             # What the handler asked, within what a Retrying event carries (NaN: at once).
             try:
                 delay = float(exc.delay)
+            except OverflowError:  # an integer past any float: as long as may be, or at once
+                delay = MAX_RETRY_DELAY if exc.delay > 0 else 0.0
             except (TypeError, ValueError):
                 delay = 0.0
             return min(delay, MAX_RETRY_DELAY) if delay >= 0 else 0.0

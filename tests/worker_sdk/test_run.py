@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from worker_sdk import HandlerError, JobContext, Retry, Worker
 from worker_sdk._handler import Handler
-from worker_sdk._run import Runs, error_info, result_problem
+from worker_sdk._run import MAX_RETRY_DELAY, Runs, error_info, result_problem
 from worker_sdk.wire import (
     Cancelled,
     Failed,
@@ -126,6 +126,19 @@ async def test_retry_asks_for_the_next_attempt_while_attempts_last() -> None:
     last = await harness.runs.execute(_task(max_attempts=2, attempt=2))
     assert isinstance(last, Failed)
     assert last.error.code == "retry"
+
+
+@pytest.mark.parametrize(
+    ("asked", "delay"),
+    [(10**400, MAX_RETRY_DELAY), (-(10**400), 0), (float("inf"), MAX_RETRY_DELAY), (-5, 0)],
+)
+async def test_a_retry_delay_past_any_bound_is_brought_within_it(asked: Any, delay: float) -> None:
+    async def handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+        raise Retry("later", delay=asked)
+
+    retrying = await Harness(handler).runs.execute(_task(max_attempts=2))
+    assert isinstance(retrying, Retrying), retrying
+    assert retrying.delay == delay
 
 
 async def test_a_retryable_handler_error_waits_the_workers_retry_delay() -> None:
