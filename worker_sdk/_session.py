@@ -50,6 +50,7 @@ from .wire.messages import (
     NewerSchema,
     Retrying,
     Task,
+    TerminalEvent,
     check_schema,
     describe_error,
     parse_task,
@@ -330,13 +331,14 @@ class Session:
         if current is not None:
             self._jobs[current] = task.job_id
         assert self._runs is not None
+        ended: TerminalEvent | None = None
         try:
             outcome = await self._runs.execute(task)
             if isinstance(outcome, Retrying):
                 await self._retry_later(task, outcome)
             else:
                 await self._reporter.outcomes.send(outcome, batchable=task.batch_outcomes)
-                await call_back(task, outcome, self.url_policy)
+                ended = outcome
         except asyncio.CancelledError:
             log.warning("job %s handed back to the queue", task.job_id)
             await asyncio.shield(settle(delivery, "requeue"))
@@ -352,6 +354,8 @@ class Session:
         while len(self._finished) > FINISHED_MEMORY:
             self._finished.popitem(last=False)
         await settle(delivery, "ack")
+        if ended is not None:  # the client's URL, after the ack: it can delay no task
+            await call_back(task, ended, self.url_policy)
 
     async def _refuse(self, delivery: AbstractIncomingMessage, why: Refusal, detail: str) -> None:
         """Dead-letter a task with the reason in a header, so the gateway can say it; if that

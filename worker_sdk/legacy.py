@@ -19,6 +19,7 @@ job ends, as the old workers did.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -120,14 +121,19 @@ CALLBACK_TIMEOUT = 10.0
 
 async def call_back(task: Task, outcome: TerminalEvent, policy: UrlPolicy) -> None:
     """POST ``{uuid, status}`` to the task's ``misc.callback_url`` when its job ends, as the
-    old SDK did; failures are only logged. The URL is the client's, so the policy applies."""
+    old SDK did; failures are only logged. The URL is the client's, so the policy applies,
+    and the whole call (a receiver trickling its answer a byte at a time included) is cut at
+    ``CALLBACK_TIMEOUT`` seconds. The worker calls it once the task is acknowledged."""
     url = (task.misc or {}).get("callback_url")
     if not isinstance(url, str):
         return
     body = {"uuid": str(task.job_id), "status": CALLBACK_STATUS[outcome.kind]}
     try:
-        await check_url(policy, url)
-        async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT, follow_redirects=False) as client:
-            await client.post(url, json=body)
-    except (UrlRefused, OSError, httpx.HTTPError) as exc:
+        async with asyncio.timeout(CALLBACK_TIMEOUT):
+            await check_url(policy, url)
+            async with httpx.AsyncClient(
+                timeout=CALLBACK_TIMEOUT, follow_redirects=False
+            ) as client:
+                await client.post(url, json=body)
+    except (UrlRefused, OSError, httpx.HTTPError, TimeoutError) as exc:
         log.warning("job %s: callback to %s failed: %r", task.job_id, url, exc)

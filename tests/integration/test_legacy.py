@@ -290,6 +290,57 @@ async def test_a_ported_worker_downloads_stores_annotations_and_calls_back(
     assert failed["result"]["code"] == 302
 
 
+class _Trickle(BaseHTTPRequestHandler):
+    """A callback receiver that answers a byte at a time until ``release`` is set: no
+    per-read timeout ever fires."""
+
+    release: threading.Event
+    hits: list[str]
+
+    def do_POST(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+        while not self.release.wait(0.2):  # its pace, not the test's synchronisation
+            self.wfile.write(b"x")
+            self.wfile.flush()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+async def test_a_callback_that_never_ends_holds_back_no_task(
+    gateway_factory: GatewayFactory, run_worker: Callable[..., asyncio.Task[None]]
+) -> None:
+    """The client's callback URL is called once the task is acknowledged: a receiver that
+    trickles its answer for ever held the worker's only slot (and a worker stopped meanwhile
+    handed the finished task back, to be run again)."""
+    release, hits = threading.Event(), []
+    handler = type("Trickle", (_Trickle,), {"release": release, "hits": hits})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gateway = await gateway_factory(url_allow_networks=("127.0.0.0/8",))
+        run_worker(echo_worker, url_policy=UrlPolicy(allow_networks=("127.0.0.0/8",)))
+        callback = f"http://127.0.0.1:{server.server_address[1]}/cb"
+        params = {"doc_url": "http://93.184.216.34/a", "callback_url": callback}
+        first = (await gateway.client.post("/echo/process", params=params)).json()
+        await poll(gateway.client, "echo", first["uuid"], "SUCCESS")
+
+        async def called() -> bool:
+            return hits == ["/cb"]
+
+        await eventually(called, what="the callback to be under way")
+        second = (await gateway.client.post("/echo/process", params=params)).json()
+        await poll(gateway.client, "echo", second["uuid"], "SUCCESS")
+        assert not release.is_set()
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
 async def test_a_worker_of_another_version_is_reported(
     gateway: Gateway,
     old_client: httpx.AsyncClient,
