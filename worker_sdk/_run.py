@@ -140,6 +140,9 @@ class Run:
         self.reason: StopReason | None = None
         self.stopping = asyncio.Event()
         self.supervisor: asyncio.Task[None] | None = None  # from the first stop request on
+        # Resolved when the handler is done, or abandoned (an async handler that outlives its
+        # cancellation too): the run ends then, without waiting for it.
+        self.settled: asyncio.Future[None] | None = None
 
 
 class Runs:
@@ -218,7 +221,7 @@ class Runs:
             else None
         )
         try:
-            result = await run.handler
+            result = await self._handler_result(run)
         except asyncio.CancelledError:  # the run stopped (cancel, time limit) or we are
             current = asyncio.current_task()
             if run.reason is None or (current is not None and current.cancelling()):
@@ -246,6 +249,30 @@ class Runs:
         if error is not None:
             return Failed(**base, error=error, start=start)
         return Succeeded(**base, result=result, start=start)
+
+    async def _handler_result(self, run: Run) -> Any:
+        """What the handler returned (or raised); ``CancelledError`` once it is abandoned.
+
+        Awaited through a future of its own, not the handler's task: a task that awaits a
+        task swallowing its cancellation can be cancelled no more than it can."""
+        handler = run.handler
+        assert handler is not None
+        run.settled = settled = asyncio.get_running_loop().create_future()
+
+        def done(_: object) -> None:
+            if not settled.done():
+                settled.set_result(None)
+
+        handler.add_done_callback(done)
+        try:
+            await settled
+        except asyncio.CancelledError:  # the worker stops: the handler is asked to, first
+            handler.cancel()
+            await asyncio.wait({handler}, timeout=self._worker.cancel_grace)
+            raise
+        if not handler.done():
+            raise asyncio.CancelledError
+        return handler.result()
 
     async def _wind_up(
         self,
@@ -361,3 +388,13 @@ class Runs:
                 self._worker.cancel_grace,
             )
             run.handler.cancel()  # kills a child process; a thread can only be abandoned
+            if self._handler.isolation != "async":
+                return
+            done, _ = await asyncio.wait({run.handler}, timeout=self._worker.cancel_grace)
+            if not done:  # it swallows CancelledError: abandoned, as a thread is
+                log.error(
+                    "job %s: its handler ignores cancellation; the run ends without it",
+                    run.task.job_id,
+                )
+                if run.settled is not None and not run.settled.done():
+                    run.settled.set_result(None)
