@@ -129,8 +129,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._lingering:  # refused: read only to be dropped
             return
         super().data_received(data)
-        if not self._in_headers or self.transport.is_closing():
-            return
+        if not self._in_headers or self._lingering or self.transport.is_closing():
+            return  # (the parser's callbacks may have refused the request just now)
         # The headers have not ended in this chunk: all of it went to them (or to the end of
         # the last request's body before them, counted too: at most a chunk more).
         self._header_bytes += len(data)

@@ -37,29 +37,12 @@ from uuid import UUID
 
 from ._child import Limits, child_main
 from ._handler import to_json
+from ._pool_errors import ChildDied, ChildFailed, died
 
 log = logging.getLogger("worker_sdk")
 
 START_TIMEOUT = 120.0  # the first child also starts the forkserver, which imports the handler
 STOP_TIMEOUT = 5.0  # a retired child has this long to exit before it is killed
-
-
-class ChildDied(RuntimeError):
-    """The child process exited without reporting a result; ``code`` names the job's error."""
-
-    def __init__(self, message: str, code: str = "handler_crashed") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class ChildFailed(Exception):
-    """The handler raised in the child; carries what the job's error needs."""
-
-    def __init__(self, type_name: str, message: str, code: str, retryable: bool) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-        self.code = code
-        self.retryable = retryable
 
 
 @cache
@@ -341,10 +324,8 @@ class ChildPool:
                 child_conn.close()
             child = _Child(process, parent_conn)
             loop.add_reader(parent_conn.fileno(), self._readable, child)
-            # uvloop's add_reader makes the descriptor non-blocking; the Connection reads and
-            # writes a message whole, and a message past the pipe's buffer (a result or
-            # inputs of a megabyte) would stop part-way with BlockingIOError. A child writes
-            # a message it has begun to its end, so a read of it waits only for that.
+            # uvloop's add_reader leaves it non-blocking: a message past the pipe's buffer (a
+            # result of a megabyte) would break part-way. A child writes one it began whole.
             os.set_blocking(parent_conn.fileno(), True)
             loop.add_reader(process.sentinel, self._exited, child)
             self.started += 1
@@ -443,13 +424,3 @@ def _join(process: multiprocessing.process.BaseProcess) -> int | None:
     code = process.exitcode
     process.close()
     return code
-
-
-def died(exitcode: int | None) -> ChildDied:
-    """The job's error for a child that ended with ``exitcode`` (negative: a signal)."""
-    if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name if -exitcode in signal.valid_signals() else exitcode
-        if exitcode == -signal.SIGXCPU:
-            return ChildDied("the job used more CPU time than its cpu_time_limit", "cpu_time_limit")
-        return ChildDied(f"the job's child process was killed by {name}")
-    return ChildDied(f"the job's child process exited with code {exitcode}")

@@ -29,7 +29,8 @@ from ._child import Limits
 from ._context import JobContext
 from ._errors import HandlerError, Retry, describe
 from ._handler import Handler, to_json
-from ._pool import ChildDied, ChildFailed, ChildPool
+from ._pool import ChildPool
+from ._pool_errors import ChildDied, ChildFailed
 from ._progress import Announcer, ProgressPump
 from .wire.messages import (
     Cancelled,

@@ -35,6 +35,7 @@ from ._autoscale import Autoscale, Consumers, Follower, Scaler, follow_backlog, 
 from ._child import Limits
 from ._errors import describe
 from ._handler import Handler
+from ._heartbeats import Heartbeats
 from ._outcomes import Reporter
 from ._pool import ChildPool
 from ._progress import PUBLISH_ERRORS
@@ -46,7 +47,6 @@ from .wire.messages import (
     Barrier,
     BarrierPassed,
     CancelRequest,
-    Heartbeat,
     NewerSchema,
     Retrying,
     Task,
@@ -57,7 +57,7 @@ from .wire.messages import (
 )
 from .wire.publish import outgoing, publish
 from .wire.settle import settle
-from .wire.supervisor import Supervisor, connect
+from .wire.supervisor import connect
 from .wire.topology import (
     CoreExchanges,
     TaskQueueOptions,
@@ -78,7 +78,7 @@ FINISHED_MEMORY = 10_000  # runs a session remembers as finished, to skip their 
 Refusal = Literal["unreadable", "newer schema", "another service", "not reportable"]
 
 
-class Session:
+class Session(Heartbeats):
     """One :meth:`Worker.run`: a connection, its consumer and the jobs in flight."""
 
     def __init__(
@@ -417,37 +417,3 @@ class Session:
             log.warning("ignoring an unreadable control message")
             return
         self.cancel(request.job_id)
-
-    def _beat(self, *, leaving: bool = False) -> Heartbeat:
-        return Heartbeat(
-            worker_id=self.worker_id,
-            service=self.worker.service,
-            version=self.worker.version,
-            host=self.host,
-            concurrency=self.concurrency,
-            running=[] if leaving else [j for j in self._jobs.values() if j.int],
-            leaving=leaving,
-        )
-
-    async def _goodbye(self, heartbeat: asyncio.Task[None]) -> None:
-        """A clean stop: no more heartbeats, and a last one that says the worker is leaving,
-        so that the gateway stops counting it at once (not after its heartbeat silence)."""
-        heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
-        try:
-            await self._publish(self._beat(leaving=True))
-        except PUBLISH_ERRORS as exc:
-            log.warning("goodbye not published (the gateway will notice the silence): %r", exc)
-
-    async def _heartbeats(self) -> None:
-        """Announce the worker, and watch its channel (the watchdog behind reconnect_after)."""
-        interval = self.worker.heartbeat_interval
-        supervisor = Supervisor(self.worker.reconnect_after)
-        while True:
-            if supervisor.due(self._channel is not None and self._channel.is_closed):
-                self._lost.set()
-            try:
-                await self._publish(self._beat(), expiration=interval * 3)
-            except PUBLISH_ERRORS as exc:
-                log.warning("heartbeat not published: %r", exc)
-            await asyncio.sleep(min(interval, supervisor.period))  # the period

@@ -85,8 +85,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "ack at delivery",
         "worker_sdk/_session.py",
-        "        assert self._runs is not None\n        try:\n",
-        '        assert self._runs is not None\n        await settle(delivery, "ack")\n'
+        "        ended: TerminalEvent | None = None\n        try:\n",
+        '        ended: TerminalEvent | None = None\n        await settle(delivery, "ack")\n'
         "        try:\n",
         (
             f"{GUARANTEES}::test_an_unconfirmed_terminal_event_hands_the_task_back",

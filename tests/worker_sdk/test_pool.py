@@ -20,7 +20,8 @@ from tests.worker_sdk.pool_handlers import act
 from worker_sdk import Worker
 from worker_sdk._child import Limits
 from worker_sdk._handler import Handler
-from worker_sdk._pool import ChildDied, ChildFailed, ChildPool
+from worker_sdk._pool import ChildPool
+from worker_sdk._pool_errors import ChildDied, ChildFailed
 from worker_sdk._run import Runs
 from worker_sdk.wire import Cancelled, Failed, JobEvent, Succeeded, Task
 from worker_sdk.wire.urls import UrlPolicy

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import eventually
 from tests.worker_sdk.test_pool import alive, ended, pool_of, refilled, run
-from worker_sdk._pool import ChildDied
+from worker_sdk._pool_errors import ChildDied
 
 
 def _read_pid(path: Path) -> int | None:

@@ -4,7 +4,7 @@ aio-pika's ``Message`` makes: every property, the expiration in whole millisecon
 from __future__ import annotations
 
 import itertools
-import multiprocessing
+import os
 import struct
 from datetime import UTC, datetime
 from typing import Any
@@ -48,16 +48,22 @@ def test_every_message_has_its_own_id() -> None:
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
-def _first_id(_: int) -> str | None:
-    return outgoing(b"{}", type="task").properties.message_id
-
-
 def test_forked_processes_name_their_messages_apart() -> None:
     """The ids come from the process's own generator: a forked child must not repeat its
     parent's sequence (nor its siblings')."""
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        children = pool.map(_first_id, range(4), chunksize=1)
-    assert len({_first_id(0), *children}) == 5
+    ids = []
+    for _ in range(2):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: one id, written whole, and out
+            os.write(write, outgoing(b"{}", type="task").properties.message_id.encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            ids.append(pipe.read().decode())
+        os.waitpid(pid, 0)
+    ids.append(outgoing(b"{}", type="task").properties.message_id)
+    assert len(set(ids)) == 3, ids
 
 
 def _pamqp(properties: Basic.Properties) -> bytes | type[Exception]:
