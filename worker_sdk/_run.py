@@ -161,6 +161,7 @@ class Runs:
         threads: ThreadPoolExecutor | None,
         children: ChildPool | None,
         limits: Limits | None = None,
+        thread_slots: int = 1,
     ) -> None:
         self._worker = worker
         self._handler = handler
@@ -169,6 +170,8 @@ class Runs:
         self._publish = publish
         self._url_policy = url_policy
         self._threads = threads
+        self._thread_slots = thread_slots  # the size of ``threads``, for a pool in its place
+        self._left: list[ThreadPoolExecutor] = []  # pools of abandoned threads
         self._children = children
         self._limits = limits or Limits()
         self._runs: dict[uuid.UUID, Run] = {}
@@ -378,6 +381,22 @@ class Runs:
         run.supervisor = asyncio.get_running_loop().create_task(self._supervise(run))
         log.info("job %s: stopping (%s)", run.task.job_id, reason)
 
+    def _replace_threads(self) -> None:
+        """An abandoned thread holds its slot of the pool until it ends, if ever, and the
+        jobs after it would wait behind it (every slot taken, the worker runs nothing): they
+        get a fresh pool of the same size, and the old one ends with its last thread."""
+        old = self._threads
+        assert old is not None
+        self._threads = ThreadPoolExecutor(self._thread_slots, thread_name_prefix="job")
+        old.shutdown(wait=False)
+        self._left.append(old)
+
+    def close_threads(self) -> None:
+        """Shut the thread pools down without waiting (a run still in one is abandoned)."""
+        for pool in [*self._left, self._threads]:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
     async def _supervise(self, run: Run) -> None:
         """Phase two of a stop: the handler that outlives the grace is made to stop."""
         assert run.handler is not None
@@ -389,6 +408,8 @@ class Runs:
                 self._worker.cancel_grace,
             )
             run.handler.cancel()  # kills a child process; a thread can only be abandoned
+            if self._handler.isolation == "thread":
+                self._replace_threads()
             if self._handler.isolation != "async":
                 return
             done, _ = await asyncio.wait({run.handler}, timeout=self._worker.cancel_grace)

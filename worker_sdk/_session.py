@@ -158,14 +158,14 @@ class Session(Heartbeats):
             threads=threads,
             children=children,
             limits=self.limits,
+            thread_slots=most,
         )
         try:
             if children is not None:
                 await children.start()  # warm before the first task arrives
             return await self._connected(burst)
         finally:
-            if threads is not None:
-                threads.shutdown(wait=False, cancel_futures=True)
+            self._runs.close_threads()
             if children is not None:
                 await children.close()
             sent = self._reporter.outcomes

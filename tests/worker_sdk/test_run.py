@@ -35,10 +35,12 @@ def _task(**fields: Any) -> Task:
 class Harness:
     """A worker's runs, with the events they publish recorded."""
 
-    def __init__(self, fn: Any, isolation: Any = "async", **settings: Any) -> None:
+    def __init__(
+        self, fn: Any, isolation: Any = "async", *, threads: int = 2, **settings: Any
+    ) -> None:
         self.worker = Worker("echo", version="1.0.0", **settings)
         self.events: list[JobEvent] = []
-        self.threads = ThreadPoolExecutor(2)
+        self.threads = ThreadPoolExecutor(threads)
         self.runs = Runs(
             self.worker,
             Handler.of(fn, isolation),
@@ -48,6 +50,7 @@ class Harness:
             url_policy=UrlPolicy(),
             threads=self.threads,
             children=None,
+            thread_slots=threads,
         )
 
     async def publish(self, event: JobEvent) -> None:
@@ -244,6 +247,32 @@ async def test_a_worker_stopping_is_not_held_by_a_handler_swallowing_cancellatio
             await asyncio.wait_for(running, 10)
     finally:
         finish.set()
+
+
+async def test_a_thread_left_running_holds_back_no_later_job() -> None:
+    """Its thread abandoned past the grace, the one slot of the pool stays taken: the jobs
+    after it ran into their time limits without ever starting."""
+    release = threading.Event()  # the test's own cleanup: lets the abandoned thread end
+
+    def stubborn(ctx: JobContext, inputs: dict[str, Any]) -> str:
+        if inputs.get("hang"):
+            release.wait(60)  # ignores ctx.cancelled
+        return "ran"
+
+    harness = Harness(stubborn, "thread", threads=1, cancel_grace=0.05)
+    try:
+        hung = await asyncio.wait_for(
+            harness.runs.execute(_task(time_limit=0.05, inputs={"hang": True})), 10
+        )
+        assert isinstance(hung, Failed)
+        assert hung.error.code == "time_limit"
+        for _ in range(3):
+            later = await asyncio.wait_for(harness.runs.execute(_task(time_limit=5)), 10)
+            assert isinstance(later, Succeeded), later
+            assert later.result == "ran"
+    finally:
+        release.set()
+        harness.runs.close_threads()
 
 
 async def test_a_thread_handler_sees_its_time_limit_and_stops_on_its_own() -> None:
