@@ -23,7 +23,7 @@ from gateway.body_limit import GatewayApp
 from gateway.broker import Broker
 from gateway.capacity import Capacity
 from gateway.changes import Changes
-from gateway.dead_letters import DeathOrder
+from gateway.dead_letters import HANDED_ON_HEADER, DeathOrder
 from gateway.errors import COMMON_RESPONSES, install_error_handlers
 from gateway.fleet import Fleet
 from gateway.inputs import InputChecker
@@ -171,6 +171,9 @@ def create_app(
                     lambda: _ready(broker, broker.topology.events_queue),
                     grace=settings.recovery_grace,
                     limit=max(settings.reaper_grace, 60.0),
+                ),
+                requeue=lambda task, spec, count: broker.publish_task(
+                    task, spec, headers={HANDED_ON_HEADER: count}
                 ),
             )
             applier.on_barrier(recovery.barrier_passed)

@@ -32,7 +32,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from gateway.changes import Changes
-from gateway.dead_letters import DeathOrder, NoJob, dead_job, finish_dead
+from gateway.dead_letters import DeathOrder, NoJob, Requeue, dead_job, finish_dead, hand_on
 from gateway.ends import RecentEnds, record_end
 from gateway.store import (
     JobRecord,
@@ -46,6 +46,7 @@ from gateway.store import (
 from gateway.unusable import Salvaged, Unusable, read_event, why_unusable
 from worker_sdk.wire import (
     BARRIER,
+    TASK,
     Barrier,
     BarrierPassed,
     Cancelled,
@@ -96,8 +97,10 @@ class EventApplier:
         reject_other_versions: bool = False,
         max_result_depth: int = 32,
         death_order: DeathOrder | None = None,
+        requeue: Requeue | None = None,
     ) -> None:
         self._deaths = death_order
+        self._requeue = requeue
         self._store = store
         self._changes = changes
         self._metrics = changes.metrics
@@ -377,6 +380,17 @@ class EventApplier:
                 raise Unusable(str(exc)) from exc
             if self._deaths is not None:  # after the events published before it
                 await self._deaths.wait()
+            requeue = self._requeue
+            if death == "expired" and requeue is not None and message.type == TASK:
+                handed_on = False
+
+                async def hand() -> None:
+                    nonlocal handed_on
+                    handed_on = await hand_on(self._store, self._catalogue, message, requeue)
+
+                await self._with_store(f"expired task of job {job_id}", hand)
+                if handed_on:
+                    return
             await self._with_store(
                 f"dead-lettered job {job_id}", lambda: self._end_dead(job_id, service, death)
             )

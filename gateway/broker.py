@@ -187,7 +187,9 @@ class Broker:
         except PublishLost as exc:
             raise BrokerDown(f"{sent.type} not confirmed: {exc}") from exc
 
-    async def publish_task(self, task: Task, spec: ServiceSpec) -> None:
+    async def publish_task(
+        self, task: Task, spec: ServiceSpec, *, headers: HeadersType | None = None
+    ) -> None:
         """Publish ``task`` and wait for the broker's confirm.
 
         Raises :class:`PublishRefused` on a nack or a return and :class:`BrokerDown` when the
@@ -200,6 +202,7 @@ class Broker:
             correlation_id=str(task.job_id),
             expiration=spec.queue_ttl,
             priority=spec.priority,
+            headers=headers,
         )
         await self._publish(exchanges.tasks, sent, spec.id)
 

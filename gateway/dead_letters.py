@@ -20,12 +20,18 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
+from gateway.broker import BrokerDown
 from gateway.store import ACTIVE, JobRecord, JobStatus, JobStore, Reason
 from worker_sdk.wire import REFUSED_HEADER, ErrorInfo, Task, parse_task
-from worker_sdk.wire.catalogue import Catalogue
+from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
+from worker_sdk.wire.publish import PublishRefused
 
 log = logging.getLogger("gateway.events")
 POLL = 0.25
+# How often a task handed back after its queue TTL was published again (see hand_on).
+HANDED_ON_HEADER = "x-sg-handed-on"
+
+Requeue = Callable[[Task, ServiceSpec, int], Awaitable[None]]
 
 
 class DeathOrder:
@@ -168,3 +174,40 @@ async def finish_dead(
         expires_at=expires_at,
         only_from=ACTIVE,
     )
+
+
+async def hand_on(
+    store: JobStore, catalogue: Catalogue, message: AbstractIncomingMessage, requeue: Requeue
+) -> bool:
+    """Publish again a task that expired after a worker had started it; True if it was.
+
+    A task's expiry (its service's ``queue_ttl``) counts from the job's submission, and keeps
+    counting while a worker runs it: a run longer than the TTL whose worker hands it back (a
+    stop, a lost connection) or dies finds its task already expired when it returns to the
+    queue. That job was taken in time, and another worker is owed the chance to run it: its
+    task goes back with a fresh TTL, as many times as the service's ``delivery_limit``, after
+    which (or if the publish fails) the job fails ``worker_lost`` as before.
+    """
+    try:
+        task = parse_task(message.body)
+    except (ValueError, ValidationError):
+        return False
+    if not isinstance(task, Task):
+        return False
+    record = await store.get(task.job_id)
+    spec = catalogue.get(task.service)
+    if record is None or spec is None or record.status is not JobStatus.RUNNING:
+        return False
+    if record.attempt != task.attempt:
+        return False  # a copy of another attempt's task
+    handed_on = (message.headers or {}).get(HANDED_ON_HEADER)
+    count = handed_on if isinstance(handed_on, int) and not isinstance(handed_on, bool) else 0
+    if not 0 <= count < spec.delivery_limit:
+        return False
+    try:
+        await requeue(task, spec, count + 1)
+    except (BrokerDown, PublishRefused) as exc:
+        log.warning("job %s: its expired task could not be queued again (%s)", task.job_id, exc)
+        return False
+    log.info("job %s: its task expired after a worker took it; queued again", task.job_id)
+    return True

@@ -20,6 +20,7 @@ from examples.echo import worker as echo_worker
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway
 from tests.support import eventually, job_state, submit, wait_status
+from worker_sdk import JobContext, Worker
 from worker_sdk.wire import (
     Event,
     Heartbeat,
@@ -328,3 +329,38 @@ async def test_sigterm_hands_back_what_cannot_finish_within_the_grace(
     assert done["started"] == first["started"]
     result = (await client.get(f"/jobs/{job['jobID']}/results")).json()
     assert result["pid"] == os.getpid()
+
+
+async def _outlives_its_queue_ttl(ctx: JobContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Runs past the ephemeral service's queue TTL (0.3 s), says so, then waits for its gate."""
+    await asyncio.sleep(0.5)  # the run's own work: half a second of it
+    ctx.progress(50, "past the queue TTL")
+    while not Path(inputs["gate"]).exists():  # noqa: ASYNC110, ASYNC240 - a cross-process file
+        await asyncio.sleep(0.01)
+    return {"worker": ctx.worker_id}
+
+
+async def test_a_task_handed_back_after_its_queue_ttl_runs_on_another_worker(
+    gateway: Gateway, run_worker: RunWorker, tmp_path: Path
+) -> None:
+    """The TTL counts from submission and kept counting while the first worker ran the job:
+    its task, handed back on the worker's stop, came back expired and the job failed
+    worker_lost although another worker stood idle."""
+    first = Worker("ephemeral", version="1.0.0", shutdown_grace=0.1)
+    first.handler(_outlives_its_queue_ttl)
+    second = Worker("ephemeral", version="1.0.0")
+    second.handler(_outlives_its_queue_ttl)
+    gate = tmp_path / "gate"
+    job = (await submit(gateway.client, "ephemeral", {"gate": str(gate)})).json()
+    leaving = run_worker(first)
+
+    async def past_its_ttl() -> bool:
+        return bool((await job_state(gateway.client, job["jobID"]))["progress"] == 50)
+
+    await eventually(past_its_ttl, what="the first run to outlive its task's TTL")
+    run_worker(second)
+    first.stop()
+    await asyncio.wait_for(leaving, 30)  # handed back: the first run is over
+    gate.touch()
+    done = await wait_status(gateway.client, job["jobID"], "successful", "failed")
+    assert done["status"] == "successful", done  # the first worker had stopped: the second's

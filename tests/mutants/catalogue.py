@@ -154,9 +154,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "mandatory off on the task publish",
         "gateway/broker.py",
-        "            priority=spec.priority,\n        )\n"
+        "            headers=headers,\n        )\n"
         "        await self._publish(exchanges.tasks, sent, spec.id)\n",
-        "            priority=spec.priority,\n        )\n"
+        "            headers=headers,\n        )\n"
         "        await self._publish(exchanges.tasks, sent, spec.id, mandatory=False)\n",
         ("tests/integration/test_api.py::test_a_returned_publish_is_503_and_the_job_failed",),
     ),
