@@ -206,47 +206,46 @@ async def test_a_time_limit_fails_the_job() -> None:
     assert outcome.error.code == "time_limit"
 
 
-async def test_an_async_handler_that_swallows_its_cancellation_is_abandoned() -> None:
-    """Cancelled at its time limit, and again after the grace, it goes on: after one more
-    grace the run ends without it (time_limit), and the worker's next run is not held."""
-    finish = asyncio.Event()  # the test's own cleanup: lets the abandoned handler end
+class Stubborn:
+    """An async handler that swallows every CancelledError until ``finish`` (the test's own
+    cleanup, which lets the abandoned handler end); ``started`` once it runs."""
 
-    async def stubborn(ctx: JobContext, inputs: dict[str, Any]) -> None:
-        while not finish.is_set():
+    def __init__(self) -> None:
+        self.started, self.finish = asyncio.Event(), asyncio.Event()
+
+    async def __call__(self, ctx: JobContext, inputs: dict[str, Any]) -> None:
+        self.started.set()
+        while not self.finish.is_set():
             try:
-                await finish.wait()
+                await self.finish.wait()
             except asyncio.CancelledError:
                 continue
 
-    harness = Harness(stubborn, cancel_grace=0.05)
+
+async def test_an_async_handler_that_swallows_its_cancellation_is_abandoned() -> None:
+    """Cancelled at its time limit, and again after the grace, it goes on: after one more
+    grace the run ends without it (time_limit), and the worker's next run is not held."""
+    stubborn = Stubborn()
+    harness = Harness(stubborn.__call__, cancel_grace=0.05)
     try:
         outcome = await asyncio.wait_for(harness.runs.execute(_task(time_limit=0.05)), 10)
         assert isinstance(outcome, Failed)
         assert outcome.error.code == "time_limit"
     finally:
-        finish.set()
+        stubborn.finish.set()
 
 
 async def test_a_worker_stopping_is_not_held_by_a_handler_swallowing_cancellation() -> None:
-    finish, started = asyncio.Event(), asyncio.Event()
-
-    async def stubborn(ctx: JobContext, inputs: dict[str, Any]) -> None:
-        started.set()
-        while not finish.is_set():
-            try:
-                await finish.wait()
-            except asyncio.CancelledError:
-                continue
-
-    harness = Harness(stubborn, cancel_grace=0.05)
+    stubborn = Stubborn()
+    harness = Harness(stubborn.__call__, cancel_grace=0.05)
     running = asyncio.create_task(harness.runs.execute(_task()))
     try:
-        await started.wait()
+        await stubborn.started.wait()
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(running, 10)
     finally:
-        finish.set()
+        stubborn.finish.set()
 
 
 async def test_a_thread_left_running_holds_back_no_later_job() -> None:
