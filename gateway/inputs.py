@@ -11,7 +11,10 @@ request full of URLs cannot hold the gateway.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from contextvars import ContextVar
 from typing import Any
 
@@ -25,7 +28,7 @@ from worker_sdk.wire.values import check_value
 _seen_urls: ContextVar[list[str] | None] = ContextVar("seen_urls", default=None)
 
 
-def _paths_of(value: Any, target: str, path: str = "/inputs") -> Iterator[str]:
+def _paths_of(value: Any, target: str, path: str) -> Iterator[str]:
     if value == target:
         yield path
     elif isinstance(value, dict):
@@ -34,6 +37,32 @@ def _paths_of(value: Any, target: str, path: str = "/inputs") -> Iterator[str]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _paths_of(item, target, f"{path}/{index}")
+
+
+# The text pydantic's lax mode takes for a boolean (a worker's generated model reads so).
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+_INTEGER = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*", re.ASCII)
+
+
+def _as_scalar(text: str, wanted: object) -> Any:
+    """``text`` as the first scalar type of ``wanted`` (a schema's ``type``) that it spells, a
+    string being kept first; else ``text`` itself, for the schema to judge."""
+    types = [wanted] if isinstance(wanted, str) else wanted if isinstance(wanted, list) else []
+    if "string" in types:
+        return text
+    spelled = text.strip().lower()
+    for kind in types:
+        if kind == "boolean" and (spelled in _TRUE or spelled in _FALSE):
+            return spelled in _TRUE
+        if kind == "integer" and _INTEGER.fullmatch(spelled) and len(spelled) <= 4300:
+            return int(spelled)
+        if kind == "number":
+            with suppress(ValueError):
+                number = float(spelled)
+                if math.isfinite(number):
+                    return number
+    return text
 
 
 def _invalid(errors: list[FieldError], what: str) -> InvalidInput:
@@ -82,18 +111,36 @@ class InputChecker:
 
     async def check(self, spec: ServiceSpec, inputs: dict[str, Any]) -> None:
         """Raise :class:`InvalidInput` naming every failing path."""
-        self.check_bounds(inputs)
+        await self._check(spec, inputs, inputs, "/inputs")
+
+    async def check_legacy(self, spec: ServiceSpec, misc: dict[str, Any]) -> None:
+        """:meth:`check` for the ``misc`` of an old route, whose parameters are all text: a
+        top-level string is taken, as the worker's model takes it, where the schema wants a
+        number, an integer or a boolean it spells (``delay=5``, ``fast=true``)."""
+        properties = spec.inputs.get("properties")
+        view = dict(misc)
+        if isinstance(properties, dict):
+            for name, value in misc.items():
+                schema = properties.get(name)
+                if isinstance(value, str) and isinstance(schema, dict):
+                    view[name] = _as_scalar(value, schema.get("type"))
+        await self._check(spec, view, misc, "/misc")
+
+    async def _check(
+        self, spec: ServiceSpec, view: dict[str, Any], inputs: dict[str, Any], root: str
+    ) -> None:
+        self.check_bounds(inputs, root=root)
         token = _seen_urls.set([])
         try:
             problems = sorted(
-                self._validators[spec.id].iter_errors(inputs), key=lambda e: list(e.path)
+                self._validators[spec.id].iter_errors(view), key=lambda e: list(e.path)
             )
             urls = list(_seen_urls.get() or [])
         finally:
             _seen_urls.reset(token)
         errors = [
             FieldError(
-                path="/inputs/" + "/".join(str(p) for p in e.path),
+                path="/".join([root, *(str(p) for p in e.path)]),
                 message=f"{e.message}: {e.cause}" if e.cause else e.message,
             )
             for e in problems
@@ -101,7 +148,8 @@ class InputChecker:
         if urls and not errors:
             for url, refusal in (await self.check_urls(urls)).items():
                 errors.extend(
-                    FieldError(path=path, message=str(refusal)) for path in _paths_of(inputs, url)
+                    FieldError(path=path, message=str(refusal))
+                    for path in _paths_of(inputs, url, root)
                 )
         if errors:
             raise _invalid(errors, "the inputs do not match the process's schema")

@@ -159,10 +159,10 @@ class JobService:
                 if earlier.reason != Reason.PUBLISH_FAILED:
                     return earlier, True
                 # Its first attempt was never queued, and its key is released: this one queues.
-        if legacy is None:  # the old routes had no schema; their URLs are checked by the route
+        if legacy is None:
             await self._inputs.check(spec, inputs)
-        else:
-            self._inputs.check_bounds(inputs, root="/misc")
+        else:  # the route checked its URL parameters; the schema judges the rest
+            await self._inputs.check_legacy(spec, inputs)
         if subscriber is not None:
             await self._subscriptions.check(subscriber)
         await self.admit(spec, principal)

@@ -27,6 +27,7 @@ from gateway.api.legacy_status import legacy_state, running_version, status_xml
 from gateway.applier import version_mismatch
 from gateway.auth import Principal
 from gateway.errors import (
+    InvalidInput,
     UnknownJob,
 )
 from gateway.negotiation import best_match
@@ -170,14 +171,24 @@ async def _submit(
     spec = _service(runtime, service)
     principal = await _principal(runtime, request)
     misc, legacy = await _legacy_request(runtime, request, spec, route, storage_doc_id)
-    record, _ = await runtime.jobs.submit(spec, misc, principal=principal, legacy=legacy)
+    try:
+        record, _ = await runtime.jobs.submit(spec, misc, principal=principal, legacy=legacy)
+    except InvalidInput as exc:
+        raise LegacyError(
+            400,
+            105,
+            f"{exc.detail} (the old routes give the {spec.id!r} service misc as its inputs: "
+            "the JSON body, every query and form value, doc_url and upload_url)",
+        ) from exc
     return JSONResponse({"uuid": str(record.id)})
 
 
 SUBMIT_DOC: dict[str, Any] = {
     "responses": {200: {"description": '`{"uuid": "<job id>"}`'}, **LEGACY_ERRORS},
     "description": "Submits a job the old way: `doc_url` (or a storage id), `ann_doc_id`, "
-    "`storage_<t>_id`, `*_url` and any other value go to the task's `misc`. Needs a token.",
+    "`storage_<t>_id`, `*_url` and any other value go to the task's `misc`, which must pass "
+    "the service's input schema (text taken where it spells a wanted number or boolean): "
+    "else 400, code 105. Needs a token.",
     "openapi_extra": {"security": [{"bearer": []}]},
 }
 

@@ -404,6 +404,42 @@ async def test_deep_and_surrogate_old_bodies_are_400(
     assert await gateway.runtime.store.page_jobs(JobQuery(owner=None)) == []
 
 
+async def test_misc_the_schema_refuses_is_400_before_the_job_exists(
+    gateway: Gateway, old_client: httpx.AsyncClient
+) -> None:
+    """What the worker's model would refuse is refused at the edge, in the old format: the
+    job used to be queued and then failed by the worker with a raw validation message."""
+    cases = [
+        ({"text": "x" * 101}, "/misc/text"),  # longer than echo's schema allows
+        ({"delay": "soon"}, "/misc/delay"),  # no number
+        ({"url": "http://10.0.0.1/x"}, "/misc/url"),  # fetcher's URI input: the URL policy
+    ]
+    for params, path in cases:
+        service = "fetcher" if "url" in params else "echo"
+        response = await old_client.post(
+            f"/{service}/process",
+            params={"doc_url": "http://93.184.216.34/doc.txt", **params},
+            headers=JSON,
+        )
+        assert response.status_code == 400, params
+        vesta = response.json()["vesta"]
+        assert vesta["code"] == 105
+        assert path in vesta["message"]
+        assert "misc as its inputs" in vesta["message"]
+    assert await gateway.runtime.store.page_jobs(JobQuery(owner=None)) == []
+
+
+async def test_text_that_spells_a_typed_input_is_queued_as_sent(
+    old_client: httpx.AsyncClient, namespace: str
+) -> None:
+    response = await old_client.post(
+        "/echo/process", params={"doc_url": "http://93.184.216.34/doc.txt", "delay": "0"}
+    )
+    assert response.status_code == 200, response.text
+    task = await queued_task(namespace, "echo")
+    assert (task.misc or {})["delay"] == "0"  # the worker's model reads it as a number
+
+
 async def test_a_task_no_worker_can_read_fails_its_job_at_once(
     gateway: Gateway, namespace: str, run_worker: Callable[..., Any]
 ) -> None:
