@@ -94,11 +94,17 @@ def _urls_in(value: Any, key: str = "") -> list[str]:
 
 async def _read(request: Request, route: str) -> tuple[dict[str, str], dict[str, Any]]:
     """The query and form values, and (``process`` only) the JSON body that starts ``misc``."""
-    values: dict[str, str] = dict(request.query_params)
+    # As Werkzeug's ``request.values`` read them: a name's first value, the query's before
+    # the form's.
+    values: dict[str, str] = {}
+    for key, value in request.query_params.multi_items():
+        values.setdefault(key, value)
     # The media type as Werkzeug reads it: lower case, without its parameters.
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        values.update({k: v for k, v in (await request.form()).items() if isinstance(v, str)})
+        for key, field in (await request.form()).multi_items():
+            if isinstance(field, str):
+                values.setdefault(key, field)
     misc: dict[str, Any] = {}
     is_json = media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
@@ -228,6 +234,7 @@ async def annotate_stored(
 async def _job(
     runtime: Runtime, request: Request, spec: ServiceSpec, uuid: str | None, action: str
 ) -> tuple[UUID, Principal | None]:
+    uuid = next(iter(request.query_params.getlist("uuid")), uuid)  # the first, as Werkzeug's
     if uuid is None:
         raise LegacyError(
             400, 206, f"A GET on the URI '/{action}' requires the following parameter : uuid"

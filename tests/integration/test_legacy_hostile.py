@@ -440,6 +440,28 @@ async def test_text_that_spells_a_typed_input_is_queued_as_sent(
     assert (task.misc or {})["delay"] == "0"  # the worker's model reads it as a number
 
 
+async def test_a_repeated_parameter_is_read_as_werkzeug_read_it(
+    old_client: httpx.AsyncClient, namespace: str
+) -> None:
+    """Its first value, the query's before the form's (Flask's ``request.values``)."""
+    response = await old_client.post(
+        "/echo/process?doc_url=http://93.184.216.34/a.txt&lang=fr&lang=en"
+        "&doc_url=http://93.184.216.34/b.txt",
+        content=b"lang=de&mode=fast&mode=slow",
+        headers={"Content-Type": URLENCODED},
+    )
+    assert response.status_code == 200, response.text
+    job = response.json()["uuid"]
+    task = await queued_task(namespace, "echo")
+    assert task.document is not None
+    assert task.document.url == "http://93.184.216.34/a.txt"
+    misc = task.misc or {}
+    assert (misc["doc_url"], misc["lang"], misc["mode"]) == (task.document.url, "fr", "fast")
+    status = await old_client.get("/echo/status", params=[("uuid", job), ("uuid", "nonsense")])
+    assert status.status_code == 200, status.text
+    assert status.json()["uuid"] == job
+
+
 async def test_a_task_no_worker_can_read_fails_its_job_at_once(
     gateway: Gateway, namespace: str, run_worker: Callable[..., Any]
 ) -> None:
