@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from gateway.api.head import get_and_head
 from gateway.auth import Principal
 from gateway.capacity import ServiceCapacity
 from gateway.errors import Forbidden, StoreUnavailable, Unauthorized, UnknownProcess, responses
@@ -122,7 +123,8 @@ def _admin(principal: Principal) -> None:
         raise Forbidden("the capacity API needs the admin scope")
 
 
-@router.get(
+@get_and_head(
+    router,
     "/capacity",
     response_model=CapacityReport,
     summary="Capacity of every process (admin)",
@@ -141,7 +143,8 @@ async def capacity(runtime: RuntimeDep, principal: PrincipalDep) -> CapacityRepo
     )
 
 
-@router.get(
+@get_and_head(
+    router,
     "/processes/{processID}/capacity",
     response_model=ProcessCapacity,
     summary="Capacity of a process (admin)",

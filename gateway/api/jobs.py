@@ -16,6 +16,7 @@ from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from gateway.api import listing
 from gateway.api.execution import results_response
 from gateway.api.fast import status_of
+from gateway.api.head import get_and_head
 from gateway.api.html import html_response
 from gateway.api.schemas import (
     HTML,
@@ -60,7 +61,8 @@ _HTML: dict[int | str, dict[str, Any]] = {
 MAX_LIMIT = 1000
 
 
-@router.get(
+@get_and_head(
+    router,
     "/jobs",
     response_model=JobList,
     summary="List your jobs",
@@ -169,7 +171,8 @@ async def list_jobs(
     return Response(body.model_dump_json(exclude_none=True), media_type=JSON)
 
 
-@router.get(
+@get_and_head(
+    router,
     "/jobs/{jobID}",
     response_model=StatusInfo,
     summary="Job status",
@@ -217,7 +220,8 @@ async def dismiss_job(
     return present(await jobs.dismiss(job_id, principal)).response()
 
 
-@router.get(
+@get_and_head(
+    router,
     "/jobs/{jobID}/results",
     summary="Job results",
     operation_id="getResult",
@@ -251,7 +255,8 @@ async def job_results(
     return results_response(job, runtime.catalogue.get(job.service))
 
 
-@router.get(
+@get_and_head(
+    router,
     "/jobs/{jobID}/webhooks",
     response_model=WebhookList,
     summary="Job webhooks",

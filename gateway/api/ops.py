@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from gateway.api.head import get_and_head
 from gateway.api.html import html_response
 from gateway.api.listing import wants_html
 from gateway.api.schemas import HTML, JSON, OGC_REL, Health, Link
@@ -48,7 +49,8 @@ class Conformance(BaseModel):
     conformsTo: list[str]
 
 
-@router.get(
+@get_and_head(
+    router,
     "/",
     summary="Landing page",
     operation_id="getLandingPage",
@@ -84,7 +86,8 @@ async def landing(
     return JSONResponse(body.model_dump(mode="json", exclude_none=True))
 
 
-@router.get(
+@get_and_head(
+    router,
     "/conformance",
     summary="Conformance classes",
     operation_id="getConformance",
@@ -95,7 +98,8 @@ async def conformance() -> Conformance:
     return Conformance(conformsTo=CONFORMANCE)
 
 
-@router.get(
+@get_and_head(
+    router,
     "/api",
     summary="The API definition",
     operation_id="getAPI",
@@ -120,13 +124,14 @@ async def api_definition(
     return Response(document, media_type=OPENAPI_30)
 
 
-@router.get("/healthz", summary="Liveness", response_model=Health)
+@get_and_head(router, "/healthz", summary="Liveness", response_model=Health)
 async def healthz() -> Health:
     """The process is alive and serving HTTP; says nothing about its dependencies."""
     return Health(status="ok")
 
 
-@router.get(
+@get_and_head(
+    router,
     "/metrics",
     summary="Prometheus metrics",
     response_class=PlainTextResponse,
@@ -155,7 +160,8 @@ async def metrics(runtime: RuntimeDep) -> Response:
     return Response(generate_latest(instruments.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get(
+@get_and_head(
+    router,
     "/readyz",
     summary="Readiness",
     response_model=Health,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from gateway.api.execution import delivery, execution_mode, prefer_header, results_response
+from gateway.api.head import get_and_head
 from gateway.api.html import html_response
 from gateway.api.listing import query_string, wants_html
 from gateway.api.schemas import (
@@ -61,7 +62,8 @@ _LISTED: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get(
+@get_and_head(
+    router,
     "/processes",
     response_model=ProcessList,
     summary="List the processes",
@@ -102,7 +104,8 @@ async def list_processes(
     return JSONResponse(body.model_dump(mode="json", exclude_none=True))
 
 
-@router.get(
+@get_and_head(
+    router,
     "/processes/{processID}",
     response_model=ProcessDescription,
     summary="Describe a process",

@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
+from gateway.api.head import get_and_head
 from gateway.auth import Principal
 from gateway.errors import StoreUnavailable, Unauthorized, UnknownProcess, responses
 from gateway.runtime import PrincipalDep, RuntimeDep
@@ -65,7 +66,8 @@ ProcessId = Annotated[
 _ERRORS = responses(Unauthorized, UnknownProcess, StoreUnavailable)
 
 
-@router.get(
+@get_and_head(
+    router,
     "/workers",
     response_model=WorkerList,
     summary="Live workers",
@@ -82,7 +84,8 @@ async def list_workers(
     return await _workers(runtime, principal, process_id)
 
 
-@router.get(
+@get_and_head(
+    router,
     "/processes/{processID}/workers",
     response_model=WorkerList,
     summary="Live workers of a process",
