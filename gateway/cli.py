@@ -11,7 +11,9 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ByteSize, TypeAdapter, ValidationError
 from rich.console import Console
@@ -25,6 +27,8 @@ from worker_sdk import Autoscale, UnknownService, Worker
 from worker_sdk.wire import MAX_CONCURRENCY, TopologyMismatch
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 from worker_sdk.wire.supervisor import BrokerUnreachable
+
+log = logging.getLogger("gateway.cli")
 
 
 def _settings(console: Console, env_file: Path | None = None) -> Settings | None:
@@ -248,12 +252,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except ImportError:
         console.print("[red]--loop uvloop: uvloop is not installed[/red]")
         return 2
-    if args.shutdown_grace is not None:
-        worker.shutdown_grace = args.shutdown_grace
-    if args.max_jobs_per_child is not None:
-        worker.max_jobs_per_child = args.max_jobs_per_child
-    if args.max_memory_per_child is not None:
-        worker.max_memory_per_child = args.max_memory_per_child
+    for option in ("shutdown_grace", "max_jobs_per_child", "max_memory_per_child"):
+        if (value := getattr(args, option)) is not None:
+            setattr(worker, option, value)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -272,6 +273,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+        if worker.lingering:
+            _exit_leaving(worker.lingering)
 
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -280,6 +283,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
         console.print(f"[red]{exc}[/red]", markup=False)
         return 3
     return 0
+
+
+def _exit_leaving(handlers: int) -> NoReturn:
+    """End the worker's process now, its stop done but ``handlers`` abandoned handlers still
+    running: the interpreter would wait for such a thread at exit, and the event loop's close
+    for such a task, for ever. Their runs have ended and their jobs were reported; logs and
+    output are flushed first."""
+    log.error("%d abandoned handler(s) still running: exiting without waiting for them", handlers)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -226,3 +226,28 @@ async def echo_any_handler(ctx: JobContext, inputs: dict[str, Any]) -> dict[str,
     if inputs.get("fail") is not None:
         raise HandlerError(str(inputs["fail"]), code="echo_failure")
     return {k: v for k, v in inputs.items() if k not in {"delay", "fail"}}
+
+
+# Handlers that never stop when asked: a thread (which nothing can stop) and an async handler
+# that swallows every cancellation. Each writes its ``started`` file, then runs for ever.
+stuck_thread = Worker("spin", version="1.0.0", cancel_grace=0.2, shutdown_grace=0.2)
+
+
+@stuck_thread.handler(isolation="thread")
+def stuck_thread_handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+    Path(inputs["started"]).touch()
+    while True:
+        time.sleep(0.05)
+
+
+stuck_task = Worker("spin", version="1.0.0", cancel_grace=0.2, shutdown_grace=0.2)
+
+
+@stuck_task.handler
+async def stuck_task_handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
+    Path(inputs["started"]).touch()
+    while True:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            pass

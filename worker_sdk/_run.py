@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -144,6 +144,7 @@ class Run:
         # Resolved when the handler is done, or abandoned (an async handler that outlives its
         # cancellation too): the run ends then, without waiting for it.
         self.settled: asyncio.Future[None] | None = None
+        self.thread: Future[Any] | None = None  # a thread handler's work
 
 
 class Runs:
@@ -218,6 +219,7 @@ class Runs:
         error: ErrorInfo | None = None
         delay: float | None = None
         run.handler = asyncio.create_task(self._invoke(task, pump, run))
+        self._worker._track(run.handler)
         self._runs[task.job_id] = run
         timer = (
             asyncio.get_running_loop().call_later(task.time_limit, self.stop, run, "time_limit")
@@ -347,8 +349,10 @@ class Runs:
         run.context = ctx
         try:
             if handler.isolation == "thread":
-                loop = asyncio.get_running_loop()
-                value = await loop.run_in_executor(self._threads, handler.fn, ctx, inputs)
+                assert self._threads is not None
+                run.thread = self._threads.submit(handler.fn, ctx, inputs)
+                self._worker._track(run.thread)
+                value = await asyncio.wrap_future(run.thread)
             else:
                 value = await handler.fn(ctx, inputs)
         except asyncio.CancelledError:

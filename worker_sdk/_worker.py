@@ -6,8 +6,10 @@ good the worker starts over on a new one, until :meth:`Worker.stop`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, TypeVar, overload
 
 from ._autoscale import Autoscale
@@ -22,6 +24,8 @@ from .wire.urls import UrlPolicy
 log = logging.getLogger("worker_sdk")
 
 F = TypeVar("F", bound=Callable[..., Any])
+# A handler running: its thread's work, or its task.
+Handling = Future[Any] | asyncio.Future[Any]
 
 __all__ = ["Isolation", "UnknownService", "Worker"]
 
@@ -107,6 +111,7 @@ class Worker:
         self._handler: Handler | None = None
         self._sessions: set[Session] = set()
         self._stopping = False
+        self._handlers: set[Handling] = set()  # handlers running, their runs ended or not
 
     @overload
     def handler(self, fn: F, /) -> F: ...
@@ -221,3 +226,17 @@ class Worker:
         self._stopping = True
         for session in self._sessions:
             session.stop()
+
+    @property
+    def lingering(self) -> int:
+        """Handlers still running. Once :meth:`run` has returned, each was abandoned: a
+        thread, which nothing can stop, or an async handler that swallowed its cancellation;
+        their runs have ended (their tasks handed back or their jobs reported) without them.
+        The interpreter waits for such a thread at exit, and ``asyncio.run`` for such a task,
+        for ever: ``sgw worker`` exits without waiting for them."""
+        return len(self._handlers)
+
+    def _track(self, handler: Handling) -> None:
+        """Count ``handler`` in :attr:`lingering` until it is done."""
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)

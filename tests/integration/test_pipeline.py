@@ -364,3 +364,23 @@ async def test_a_task_handed_back_after_its_queue_ttl_runs_on_another_worker(
     gate.touch()
     done = await wait_status(gateway.client, job["jobID"], "successful", "failed")
     assert done["status"] == "successful", done  # the first worker had stopped: the second's
+
+
+@pytest.mark.parametrize("reference", ["tests.workers:stuck_thread", "tests.workers:stuck_task"])
+async def test_a_worker_stopped_exits_though_a_handler_never_stops(
+    client: httpx.AsyncClient, spawn_worker: SpawnWorker, tmp_path: Path, reference: str
+) -> None:
+    """SIGTERM ends the process once the grace is over, whatever its handler does: the
+    interpreter would wait for the thread, and the event loop's close for the task, for ever,
+    and a supervisor would have to kill the worker."""
+    started = tmp_path / "started"
+    worker = spawn_worker(reference)
+    job = (await submit(client, "spin", {"started": str(started)})).json()
+
+    async def running() -> bool:
+        return started.exists()
+
+    await eventually(running, what="the handler's start")
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 20) == 0
+    assert (await job_state(client, job["jobID"]))["status"] != "successful"
