@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -245,9 +246,21 @@ stuck_task = Worker("spin", version="1.0.0", cancel_grace=0.2, shutdown_grace=0.
 
 @stuck_task.handler
 async def stuck_task_handler(ctx: JobContext, inputs: dict[str, Any]) -> None:
-    Path(inputs["started"]).touch()
+    Path(inputs["started"]).touch()  # noqa: ASYNC240 - a file the test process waits for
     while True:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(0.05)
-        except asyncio.CancelledError:
-            pass
+
+
+# ``slow``'s gate, counting the runs that entered the handler, per job.
+entered: Counter[str] = Counter()
+gated = Worker("slow", version="1.0.0", shutdown_grace=30)
+
+
+@gated.handler
+async def gated_handler(ctx: JobContext, inputs: GateInputs) -> dict[str, Any]:
+    entered[str(ctx.job_id)] += 1
+    async with asyncio.timeout(30):
+        while inputs.gate and not Path(inputs.gate).exists():  # noqa: ASYNC110, ASYNC240 - a cross-process file
+            await asyncio.sleep(0.01)
+    return {"entered": entered[str(ctx.job_id)]}

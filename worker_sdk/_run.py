@@ -292,7 +292,8 @@ class Runs:
             timer.cancel()
         if run.supervisor is not None:
             run.supervisor.cancel()
-        self._runs.pop(run.task.job_id, None)
+        if self._runs.get(run.task.job_id) is run:
+            del self._runs[run.task.job_id]
         await pump.close()
         await announcer.settle()
 
@@ -362,6 +363,11 @@ class Runs:
         except BaseException as exc:  # noqa: BLE001 - see HandlerExited
             raise HandlerExited(exc) from None
         return to_json(value)
+
+    def running(self, task: Task) -> bool:
+        """Whether this attempt of the task's job runs here now."""
+        run = self._runs.get(task.job_id)
+        return run is not None and run.task.attempt == task.attempt
 
     def cancel(self, job_id: uuid.UUID) -> None:
         """Stop the job if it runs here, and skip it if it arrives later."""

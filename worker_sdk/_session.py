@@ -327,10 +327,16 @@ class Session(Heartbeats):
             log.info("job %s: its outcome was already reported; acking the redelivery", task.job_id)
             await settle(delivery, "ack")
             return
+        assert self._runs is not None
+        if self._runs.running(task):
+            # A second copy (a recovery pass republished it): the run's own delivery stays
+            # unacked until its end is confirmed, so the broker still holds the task.
+            log.info("job %s: a copy of its task runs here already; acking this one", task.job_id)
+            await settle(delivery, "ack")
+            return
         current = asyncio.current_task()
         if current is not None:
             self._jobs[current] = task.job_id
-        assert self._runs is not None
         ended: TerminalEvent | None = None
         try:
             outcome = await self._runs.execute(task)

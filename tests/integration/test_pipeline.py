@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -19,9 +20,10 @@ import pytest
 from examples.echo import worker as echo_worker
 from tests import workers
 from tests.conftest import AMQP_URL, Gateway
-from tests.support import eventually, job_state, submit, wait_status
+from tests.support import eventually, job_state, message, submit, wait_status
 from worker_sdk import JobContext, Worker
 from worker_sdk.wire import (
+    TASK,
     Event,
     Heartbeat,
     Outcomes,
@@ -384,3 +386,40 @@ async def test_a_worker_stopped_exits_though_a_handler_never_stops(
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 20) == 0
     assert (await job_state(client, job["jobID"]))["status"] != "successful"
+
+
+async def test_two_copies_of_a_task_at_one_worker_run_once(
+    client: httpx.AsyncClient,
+    namespace: str,
+    run_worker: Callable[..., asyncio.Task[None]],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A second copy of a task (a recovery pass republished it while the first was queued)
+    that reaches the worker running the first is acked at once: the first's delivery, unacked
+    until its end is confirmed, still holds the task. The handler ran twice, and the second
+    run's end removed the first from the runs a cancel finds."""
+    gate = tmp_path / "gate"
+    job = (await submit(client, "slow", {"gate": str(gate)})).json()["jobID"]
+    queue_name = Topology(namespace).task_queue("slow")
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name)
+        original = await queue.get(no_ack=True, fail=True)
+        for _ in range(2):
+            copy = message(original.body, type=TASK, correlation_id=job)
+            await channel.default_exchange.publish(copy, routing_key=queue_name)
+    worker = run_worker(workers.gated, concurrency=4)
+
+    async def both_handled() -> bool:
+        skipped = any("runs here already" in r.getMessage() for r in caplog.records)
+        return skipped or workers.entered[job] >= 2
+
+    with caplog.at_level(logging.INFO, logger="worker_sdk"):
+        await eventually(both_handled, what="both copies handled")
+    gate.touch()
+    assert (await wait_status(client, job, "successful"))["status"] == "successful"
+    workers.gated.stop()
+    await worker
+    assert workers.entered[job] == 1
