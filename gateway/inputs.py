@@ -11,14 +11,13 @@ request full of URLs cannot hold the gateway.
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import suppress
 from contextvars import ContextVar
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
+from pydantic import TypeAdapter, ValidationError
 
 from gateway.errors import FieldError, InvalidInput
 from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
@@ -26,6 +25,8 @@ from worker_sdk.wire.urls import UrlPolicy, UrlRefused, check_urls
 from worker_sdk.wire.values import check_value
 
 _seen_urls: ContextVar[list[str] | None] = ContextVar("seen_urls", default=None)
+# URLs of the request the policy has judged already, or the gateway's own.
+_trusted: ContextVar[frozenset[str]] = ContextVar("trusted_urls", default=frozenset())
 
 
 def _paths_of(value: Any, target: str, path: str) -> Iterator[str]:
@@ -39,30 +40,48 @@ def _paths_of(value: Any, target: str, path: str) -> Iterator[str]:
             yield from _paths_of(item, target, f"{path}/{index}")
 
 
-# The text pydantic's lax mode takes for a boolean (a worker's generated model reads so).
-_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
-_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
-_INTEGER = re.compile(r"[+-]?[0-9]+(?:_[0-9]+)*", re.ASCII)
+# How a worker's generated (pydantic) model reads text where it wants each scalar type.
+_SCALARS: dict[str, TypeAdapter[Any]] = {
+    "integer": TypeAdapter(int),
+    "number": TypeAdapter(float),
+    "boolean": TypeAdapter(bool),
+}
+# Longer text spells no scalar worth parsing (a 64-bit integer takes 20 characters).
+_SCALAR_TEXT = 64
+# Characters of a value a refusal repeats: jsonschema's messages hold the whole value.
+_MESSAGE = 300
 
 
-def _as_scalar(text: str, wanted: object) -> Any:
-    """``text`` as the first scalar type of ``wanted`` (a schema's ``type``) that it spells, a
-    string being kept first; else ``text`` itself, for the schema to judge."""
-    types = [wanted] if isinstance(wanted, str) else wanted if isinstance(wanted, list) else []
-    if "string" in types:
+def _types(schema: dict[str, Any]) -> list[str]:
+    """The types a property's schema names: its own ``type``, and its ``anyOf`` or
+    ``oneOf`` branches'."""
+    found: list[str] = []
+    branches = [b for k in ("anyOf", "oneOf") for b in _listed(schema.get(k))]
+    for part in (schema, *branches):
+        wanted = part.get("type") if isinstance(part, dict) else None
+        found.extend([wanted] if isinstance(wanted, str) else _listed(wanted))
+    return [t for t in found if isinstance(t, str)]
+
+
+def _listed(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _as_scalar(text: str, schema: dict[str, Any]) -> Any:
+    """``text`` as the worker's model reads it where the schema wants a number, an integer
+    or a boolean (a string being kept first); else ``text`` itself, for the schema to judge."""
+    types = _types(schema)
+    if "string" in types or len(text) > _SCALAR_TEXT:
         return text
-    spelled = text.strip().lower()
     for kind in types:
-        if kind == "boolean" and (spelled in _TRUE or spelled in _FALSE):
-            return spelled in _TRUE
-        if kind == "integer" and _INTEGER.fullmatch(spelled) and len(spelled) <= 4300:
-            return int(spelled)
-        if kind == "number":
-            with suppress(ValueError):
-                number = float(spelled)
-                if math.isfinite(number):
-                    return number
+        if (adapter := _SCALARS.get(kind)) is not None:
+            with suppress(ValidationError):
+                return adapter.validate_python(text)
     return text
+
+
+def _brief(text: str) -> str:
+    return text if len(text) <= _MESSAGE else text[: _MESSAGE - 1] + "…"
 
 
 def _invalid(errors: list[FieldError], what: str) -> InvalidInput:
@@ -90,7 +109,7 @@ class InputChecker:
 
         @checker.checks("uri", raises=UrlRefused)
         def uri(value: object) -> bool:
-            if isinstance(value, str):
+            if isinstance(value, str) and value not in _trusted.get():
                 policy.check_literal(value)
                 seen = _seen_urls.get()
                 if seen is not None:
@@ -111,42 +130,76 @@ class InputChecker:
 
     async def check(self, spec: ServiceSpec, inputs: dict[str, Any]) -> None:
         """Raise :class:`InvalidInput` naming every failing path."""
-        await self._check(spec, inputs, inputs, "/inputs")
+        await self._check(spec, inputs, "/inputs")
 
-    async def check_legacy(self, spec: ServiceSpec, misc: dict[str, Any]) -> None:
+    async def check_legacy(
+        self,
+        spec: ServiceSpec,
+        misc: dict[str, Any],
+        *,
+        checked: Collection[str] = (),
+        own: Collection[str] = (),
+    ) -> None:
         """:meth:`check` for the ``misc`` of an old route, whose parameters are all text: a
-        top-level string is taken, as the worker's model takes it, where the schema wants a
-        number, an integer or a boolean it spells (``delay=5``, ``fast=true``)."""
+        top-level string is read as the worker's model reads it where the schema wants a
+        number, an integer or a boolean (``delay=5``, ``fast=true``). ``checked``: the URLs
+        the route has checked against the policy (counted in its limit); ``own``: the
+        gateway's own (the upload and storage URLs its settings give), which the policy does
+        not judge."""
         properties = spec.inputs.get("properties")
+        properties = properties if isinstance(properties, dict) else {}
+        if spec.inputs.get("additionalProperties") is False and not {
+            "doc_url",
+            "upload_url",
+        } <= set(properties):
+            message = (
+                "its inputs take no property but those its schema names, and the old routes "
+                "always add doc_url and upload_url"
+            )
+            raise _invalid(
+                [FieldError(path="/misc", message=message)],
+                f"the {spec.id!r} service cannot be called on the old routes",
+            )
         view = dict(misc)
-        if isinstance(properties, dict):
-            for name, value in misc.items():
-                schema = properties.get(name)
-                if isinstance(value, str) and isinstance(schema, dict):
-                    view[name] = _as_scalar(value, schema.get("type"))
-        await self._check(spec, view, misc, "/misc")
+        for name, value in misc.items():
+            schema = properties.get(name)
+            if isinstance(value, str) and isinstance(schema, dict):
+                view[name] = _as_scalar(value, schema)
+        skip = frozenset(checked) | frozenset(own)
+        await self._check(spec, view, "/misc", skip=skip, counted=len(set(checked)))
 
     async def _check(
-        self, spec: ServiceSpec, view: dict[str, Any], inputs: dict[str, Any], root: str
+        self,
+        spec: ServiceSpec,
+        inputs: dict[str, Any],
+        root: str,
+        *,
+        skip: frozenset[str] = frozenset(),
+        counted: int = 0,
     ) -> None:
+        """The bounds (an integer read from text among them: past 64 bits it would reach
+        jsonschema's arithmetic), the schema, then the URLs the schema names (but ``skip``),
+        within the request's limit less the ``counted`` already checked."""
         self.check_bounds(inputs, root=root)
-        token = _seen_urls.set([])
+        seen = _seen_urls.set([])
+        passed = _trusted.set(skip)
         try:
             problems = sorted(
-                self._validators[spec.id].iter_errors(view), key=lambda e: list(e.path)
+                self._validators[spec.id].iter_errors(inputs), key=lambda e: list(e.path)
             )
             urls = list(_seen_urls.get() or [])
         finally:
-            _seen_urls.reset(token)
+            _trusted.reset(passed)
+            _seen_urls.reset(seen)
         errors = [
             FieldError(
                 path="/".join([root, *(str(p) for p in e.path)]),
-                message=f"{e.message}: {e.cause}" if e.cause else e.message,
+                message=_brief(f"{e.message}: {e.cause}" if e.cause else e.message),
             )
             for e in problems
         ]
         if urls and not errors:
-            for url, refusal in (await self.check_urls(urls)).items():
+            for url, refusal in (await self.check_urls(urls, counted=counted)).items():
                 errors.extend(
                     FieldError(path=path, message=str(refusal))
                     for path in _paths_of(inputs, url, root)
@@ -154,12 +207,17 @@ class InputChecker:
         if errors:
             raise _invalid(errors, "the inputs do not match the process's schema")
 
-    async def check_urls(self, urls: Iterable[str]) -> dict[str, UrlRefused]:
+    async def check_urls(self, urls: Iterable[str], *, counted: int = 0) -> dict[str, UrlRefused]:
         """The whole policy for each URL (shape, scheme, resolved addresses), concurrently and
-        within the per-request caps; the refusals by URL."""
+        within the per-request caps (less the ``counted`` URLs of the request checked
+        already); the refusals by URL."""
         refused: dict[str, UrlRefused] = {}
         resolvable = []
-        for url in dict.fromkeys(urls):
+        distinct = list(dict.fromkeys(urls))
+        if distinct and counted + len(distinct) > self._max_urls:
+            too_many = UrlRefused(f"more than {self._max_urls} URLs in one request")
+            return dict.fromkeys(distinct, too_many)
+        for url in distinct:
             try:
                 self.policy.check_literal(url)
                 resolvable.append(url)
@@ -169,7 +227,7 @@ class InputChecker:
             await check_urls(
                 self.policy,
                 resolvable,
-                limit=self._max_urls,
+                limit=self._max_urls - counted,
                 deadline=self._url_deadline,
                 unresolvable=True,
             )

@@ -161,8 +161,8 @@ class JobService:
                 # Its first attempt was never queued, and its key is released: this one queues.
         if legacy is None:
             await self._inputs.check(spec, inputs)
-        else:  # the route checked its URL parameters; the schema judges the rest
-            await self._inputs.check_legacy(spec, inputs)
+        else:  # the old routes check their misc themselves (InputChecker.check_legacy)
+            self._inputs.check_bounds(inputs, root="/misc")
         if subscriber is not None:
             await self._subscriptions.check(subscriber)
         await self.admit(spec, principal)

@@ -143,6 +143,7 @@ async def _legacy_request(
             )
         if document_url is not None:
             to_check.append(_shaped(document_url))
+    own = {settings.legacy_upload_url}  # the gateway's URLs: the policy does not judge them
     for key, value in values.items():
         storage = STORAGE_ID.match(key)
         if storage is not None:
@@ -151,6 +152,7 @@ async def _legacy_request(
                 misc[f"{kind}_url"] = _from_template(
                     settings.legacy_storage_url, storage_doc_id=value
                 )
+                own.add(misc[f"{kind}_url"])
         elif key.endswith("_url"):
             to_check.append(_shaped(value))
     refused = await runtime.inputs.check_urls(to_check)
@@ -159,6 +161,15 @@ async def _legacy_request(
         raise _invalid_url(url, str(why))
     misc.update(values)  # URL parameters override the JSON body
     misc["upload_url"] = settings.legacy_upload_url
+    try:
+        await runtime.inputs.check_legacy(spec, misc, checked=to_check, own=own)
+    except InvalidInput as exc:
+        raise LegacyError(
+            400,
+            105,
+            f"{exc.detail} (the old routes give the {spec.id!r} service misc as its inputs: "
+            "the JSON body, every query and form value, doc_url and upload_url)",
+        ) from exc
     annotation_url = None
     if "ann_doc_id" in values:
         annotation_url = _from_template(
@@ -177,15 +188,7 @@ async def _submit(
     spec = _service(runtime, service)
     principal = await _principal(runtime, request)
     misc, legacy = await _legacy_request(runtime, request, spec, route, storage_doc_id)
-    try:
-        record, _ = await runtime.jobs.submit(spec, misc, principal=principal, legacy=legacy)
-    except InvalidInput as exc:
-        raise LegacyError(
-            400,
-            105,
-            f"{exc.detail} (the old routes give the {spec.id!r} service misc as its inputs: "
-            "the JSON body, every query and form value, doc_url and upload_url)",
-        ) from exc
+    record, _ = await runtime.jobs.submit(spec, misc, principal=principal, legacy=legacy)
     return JSONResponse({"uuid": str(record.id)})
 
 
