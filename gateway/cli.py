@@ -10,10 +10,8 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from pydantic import ByteSize, TypeAdapter, ValidationError
 from rich.console import Console
@@ -23,12 +21,11 @@ from gateway import client_cli
 from gateway.logs import configure, uvicorn_logging
 from gateway.settings import Settings, load_settings
 from gateway.settings_file import SettingsFileMissing
+from gateway.worker_process import exit_leaving, loop_factory
 from worker_sdk import Autoscale, UnknownService, Worker
 from worker_sdk.wire import MAX_CONCURRENCY, TopologyMismatch
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
 from worker_sdk.wire.supervisor import BrokerUnreachable
-
-log = logging.getLogger("gateway.cli")
 
 
 def _settings(console: Console, env_file: Path | None = None) -> Settings | None:
@@ -248,7 +245,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         console.print(f"[red]{exc}[/red]", markup=False)
         return 2
     try:
-        loop_factory = _loop_factory(args.loop)
+        new_loop = loop_factory(args.loop)
     except ImportError:
         console.print("[red]--loop uvloop: uvloop is not installed[/red]")
         return 2
@@ -274,42 +271,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         if worker.lingering:
-            _exit_leaving(worker.lingering)
+            exit_leaving(worker.lingering)
 
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(main())
     except (TopologyMismatch, BrokerUnreachable) as exc:
         console.print(f"[red]{exc}[/red]", markup=False)
         return 3
     return 0
-
-
-def _exit_leaving(handlers: int) -> NoReturn:
-    """End the worker's process now, its stop done but ``handlers`` abandoned handlers still
-    running: the interpreter would wait for such a thread at exit, and the event loop's close
-    for such a task, for ever. Their runs have ended and their jobs were reported; logs and
-    output are flushed first."""
-    log.error("%d abandoned handler(s) still running: exiting without waiting for them", handlers)
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(Exception):
-            stream.flush()
-    os._exit(0)
-
-
-def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The worker's event loop, chosen as uvicorn chooses the gateway's (``--loop``): uvloop
-    when installed (a tenth less CPU per job for a no-op service), else asyncio's own."""
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise
-        return None
-    return uvloop.new_event_loop
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -50,16 +50,17 @@ def test_the_event_loop_is_uvloop_unless_asked_otherwise(
 ) -> None:
     import uvloop
 
-    from gateway.cli import _loop_factory, main
+    from gateway.cli import main
+    from gateway.worker_process import loop_factory
 
     assert parse().loop == "auto"
-    assert _loop_factory("auto") is _loop_factory("uvloop") is uvloop.new_event_loop
-    assert _loop_factory("asyncio") is None
+    assert loop_factory("auto") is loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None
     with pytest.raises(SystemExit):
         parse("--loop", "trio")
     monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed
-    assert _loop_factory("auto") is None
+    assert loop_factory("auto") is None
     with pytest.raises(ImportError):
-        _loop_factory("uvloop")
+        loop_factory("uvloop")
     assert main(["worker", "examples.echo:worker", "--loop", "uvloop"]) == 2
     assert "uvloop is not installed" in capsys.readouterr().err
