@@ -36,11 +36,27 @@ def model_name(spec: ServiceSpec) -> str:
 
 
 def _schema(spec: ServiceSpec) -> dict[str, Any]:
-    schema = dict(spec.inputs)
+    """The service's schema as it sits in the one document of every service: at
+    ``#/$defs/<model>``, where its own references (``#/$defs/U``) must point."""
+    schema: dict[str, Any] = _rooted(dict(spec.inputs), f"#/$defs/{model_name(spec)}")
     # JSON Schema allows members it does not name unless it says otherwise; so must the model.
     schema.setdefault("additionalProperties", True)
     schema.setdefault("description", f"Inputs of {spec.title} ({spec.id}).")
     return schema
+
+
+def _rooted(value: Any, root: str) -> Any:
+    """``value`` with each local ``$ref`` (``#...``) made to point below ``root``."""
+    if isinstance(value, dict):
+        return {
+            key: root + item[1:]
+            if key == "$ref" and isinstance(item, str) and item.startswith("#")
+            else _rooted(item, root)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_rooted(item, root) for item in value]
+    return value
 
 
 def generate_models(catalogue: Catalogue, *, output: str) -> str:
@@ -72,7 +88,8 @@ def generate_models(catalogue: Catalogue, *, output: str) -> str:
     assert isinstance(body, str)
     body = body.split("\n", 3)[3]  # its own header names a temporary input
     body = re.sub(r"\n+class Model\(RootModel\[Any\]\):\n    root: Any\n", "\n", body)
-    body = body.replace(", RootModel", "")
+    if "(RootModel[" not in body:  # the document's own root was the only one
+        body = body.replace(", RootModel", "")
     digests = "\n".join(
         f"    {model_name(spec)!r}: ({spec.id!r}, {spec.inputs_digest!r})," for spec in services
     )
