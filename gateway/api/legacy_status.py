@@ -24,6 +24,7 @@ VESTA_CODES = {
     "UploadError": 302,
 }
 REASON_CODES: dict[str, int] = {
+    Reason.INVALID_INPUT: 105,  # the worker's model refused it: a ValueError to the old table
     Reason.PUBLISH_FAILED: 205,
     Reason.WORKER_LOST: 306,
     Reason.TIME_LIMIT: 306,
