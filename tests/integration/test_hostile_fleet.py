@@ -17,7 +17,7 @@ import aio_pika
 import httpx
 import pytest
 
-from gateway.store import JobRecord, JobStatus
+from gateway.store import JobQuery, JobRecord, JobStatus
 from gateway.ui.monitor import SHOWN_RUNNING, SHOWN_WORKERS
 from tests.conftest import AMQP_URL, Gateway
 from tests.integration.test_dashboard import _signed_in
@@ -186,7 +186,9 @@ async def test_a_run_recorded_decades_long_leaves_statuses_answerable(
     for _ in range(8):  # 50 at a time: 400 at once outwait the confirm timeout on a busy host
         queued += await asyncio.gather(*(submit(gateway.client, "echo", {}) for _ in range(50)))
     assert [answer.status_code for answer in queued] == [201] * 400
-    last = max((answer.json() for answer in queued), key=lambda body: body["created"])
+    # The last in the queue's order (created, then id): an answer's created is to the second.
+    [newest] = await gateway.runtime.store.page_jobs(JobQuery(owner=None, limit=1))
+    last = {"jobID": str(newest.id)}
     status = await gateway.client.get(f"/jobs/{last['jobID']}")
     assert status.status_code == 200, status.text
     assert status.json()["queuePosition"] == 400
