@@ -7,7 +7,6 @@ import asyncio
 import importlib
 import logging
 import os
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from gateway import client_cli
 from gateway.logs import configure, uvicorn_logging
 from gateway.settings import Settings, load_settings
 from gateway.settings_file import SettingsFileMissing
-from gateway.worker_process import exit_leaving, loop_factory
+from gateway.worker_process import loop_factory, run_worker
 from worker_sdk import Autoscale, UnknownService, Worker
 from worker_sdk.wire import MAX_CONCURRENCY, TopologyMismatch
 from worker_sdk.wire.catalogue import Catalogue, CatalogueError, load_catalogue, size_problems
@@ -253,29 +252,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if (value := getattr(args, option)) is not None:
             setattr(worker, option, value)
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        try:
-            await worker.run(
-                amqp_url=settings.amqp_url,
-                catalogue=catalogue,
-                namespace=settings.namespace,
-                concurrency=args.concurrency,
-                burst=args.burst,
-                url_policy=settings.url_policy(),
-                autoscale=args.autoscale,
-            )
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
-        if worker.lingering:
-            exit_leaving(worker.lingering)
-
     try:
         with asyncio.Runner(loop_factory=new_loop) as runner:
-            runner.run(main())
+            runner.run(
+                run_worker(
+                    worker,
+                    amqp_url=settings.amqp_url,
+                    catalogue=catalogue,
+                    namespace=settings.namespace,
+                    concurrency=args.concurrency,
+                    burst=args.burst,
+                    url_policy=settings.url_policy(),
+                    autoscale=args.autoscale,
+                )
+            )
     except (TopologyMismatch, BrokerUnreachable) as exc:
         console.print(f"[red]{exc}[/red]", markup=False)
         return 3

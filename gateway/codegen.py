@@ -25,6 +25,10 @@ Regenerate after changing an input schema: ``sgw models --output {output}``.
 '''
 
 
+# Keywords whose values are data, not schemas: a "$ref" in them is no reference.
+_DATA = frozenset({"default", "const", "enum", "examples"})
+
+
 class CodegenUnavailable(RuntimeError):
     """datamodel-code-generator is not installed (``pip install 'service-gateway[models]'``)."""
 
@@ -46,11 +50,14 @@ def _schema(spec: ServiceSpec) -> dict[str, Any]:
 
 
 def _rooted(value: Any, root: str) -> Any:
-    """``value`` with each local ``$ref`` (``#...``) made to point below ``root``."""
+    """``value`` with each local ``$ref`` (``#`` or ``#/...``) made to point below ``root``;
+    the values of data keywords (``default``, ``enum``, ...) kept as they are."""
     if isinstance(value, dict):
         return {
             key: root + item[1:]
-            if key == "$ref" and isinstance(item, str) and item.startswith("#")
+            if key == "$ref" and isinstance(item, str) and (item == "#" or item.startswith("#/"))
+            else item
+            if key in _DATA
             else _rooted(item, root)
             for key, item in value.items()
         }

@@ -11,10 +11,11 @@ request full of URLs cannot hold the gateway.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import suppress
 from contextvars import ContextVar
 from typing import Any
+from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import TypeAdapter, ValidationError
@@ -48,29 +49,51 @@ _SCALARS: dict[str, TypeAdapter[Any]] = {
 }
 # Longer text spells no scalar worth parsing (a 64-bit integer takes 20 characters).
 _SCALAR_TEXT = 64
+# References followed from one property's schema at most (a definition may name itself).
+_REF_DEPTH = 8
 # Characters of a value a refusal repeats: jsonschema's messages hold the whole value.
 _MESSAGE = 300
 
 
-def _types(schema: dict[str, Any]) -> list[str]:
-    """The types a property's schema names: its own ``type``, and its ``anyOf`` or
-    ``oneOf`` branches'."""
-    found: list[str] = []
-    branches = [b for k in ("anyOf", "oneOf") for b in _listed(schema.get(k))]
-    for part in (schema, *branches):
-        wanted = part.get("type") if isinstance(part, dict) else None
-        found.extend([wanted] if isinstance(wanted, str) else _listed(wanted))
+def _types(schema: object, root: Mapping[str, Any], depth: int = 0) -> list[str]:
+    """The types a property's schema names: its own ``type``, its ``anyOf``, ``oneOf`` and
+    ``allOf`` branches', and those of the definitions its local ``$ref`` names (within
+    ``root``, the inputs schema)."""
+    if not isinstance(schema, dict) or depth > _REF_DEPTH:
+        return []
+    wanted = schema.get("type")
+    found = [wanted] if isinstance(wanted, str) else list(_listed(wanted))
+    for key in ("anyOf", "oneOf", "allOf"):
+        for branch in _listed(schema.get(key)):
+            found.extend(_types(branch, root, depth + 1))
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        found.extend(_types(_pointed(root, ref[1:]), root, depth + 1))
     return [t for t in found if isinstance(t, str)]
+
+
+def _pointed(root: Mapping[str, Any], pointer: str) -> object:
+    """What a JSON pointer (``/$defs/U``) names in ``root``; ``None`` if nothing."""
+    target: object = root
+    for token in pointer.split("/")[1:] if pointer else []:
+        key = unquote(token).replace("~1", "/").replace("~0", "~")
+        if isinstance(target, Mapping):
+            target = target.get(key)
+        elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
+            target = target[int(key)]
+        else:
+            return None
+    return target
 
 
 def _listed(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _as_scalar(text: str, schema: dict[str, Any]) -> Any:
+def _as_scalar(text: str, schema: dict[str, Any], root: Mapping[str, Any]) -> Any:
     """``text`` as the worker's model reads it where the schema wants a number, an integer
     or a boolean (a string being kept first); else ``text`` itself, for the schema to judge."""
-    types = _types(schema)
+    types = _types(schema, root)
     if "string" in types or len(text) > _SCALAR_TEXT:
         return text
     for kind in types:
@@ -148,10 +171,11 @@ class InputChecker:
         not judge."""
         properties = spec.inputs.get("properties")
         properties = properties if isinstance(properties, dict) else {}
-        if spec.inputs.get("additionalProperties") is False and not {
-            "doc_url",
-            "upload_url",
-        } <= set(properties):
+        if (
+            spec.inputs.get("additionalProperties") is False
+            and not spec.inputs.get("patternProperties")
+            and not {"doc_url", "upload_url"} <= set(properties)
+        ):
             message = (
                 "its inputs take no property but those its schema names, and the old routes "
                 "always add doc_url and upload_url"
@@ -164,7 +188,7 @@ class InputChecker:
         for name, value in misc.items():
             schema = properties.get(name)
             if isinstance(value, str) and isinstance(schema, dict):
-                view[name] = _as_scalar(value, schema)
+                view[name] = _as_scalar(value, schema, spec.inputs)
         skip = frozenset(checked) | frozenset(own)
         await self._check(spec, view, "/misc", skip=skip, counted=len(set(checked)))
 

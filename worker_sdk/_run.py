@@ -364,11 +364,6 @@ class Runs:
             raise HandlerExited(exc) from None
         return to_json(value)
 
-    def running(self, task: Task) -> bool:
-        """Whether this attempt of the task's job runs here now."""
-        run = self._runs.get(task.job_id)
-        return run is not None and run.task.attempt == task.attempt
-
     def cancel(self, job_id: uuid.UUID) -> None:
         """Stop the job if it runs here, and skip it if it arrives later."""
         self._cancelled[job_id] = None

@@ -110,6 +110,7 @@ class Session(Heartbeats):
         self._jobs: dict[asyncio.Task[None], uuid.UUID] = {}
         self._retry_queues: dict[int, str] = {}
         self._finished: OrderedDict[tuple[uuid.UUID, int], None] = OrderedDict()
+        self._in_hand: set[tuple[uuid.UUID, int]] = set()  # runs here, from start to settle
         self._exchanges: CoreExchanges | None = None
         self._runs: Runs | None = None
         self._reporter = Reporter(
@@ -327,16 +328,27 @@ class Session(Heartbeats):
             log.info("job %s: its outcome was already reported; acking the redelivery", task.job_id)
             await settle(delivery, "ack")
             return
-        assert self._runs is not None
-        if self._runs.running(task):
+        if run_key in self._in_hand and not delivery.redelivered:
             # A second copy (a recovery pass republished it): the run's own delivery stays
-            # unacked until its end is confirmed, so the broker still holds the task.
+            # unacked until its end is confirmed, so the broker still holds the task. A copy
+            # the broker requeued (redelivered: its channel closed under the run) may be the
+            # only one left: it runs.
             log.info("job %s: a copy of its task runs here already; acking this one", task.job_id)
             await settle(delivery, "ack")
             return
         current = asyncio.current_task()
         if current is not None:
             self._jobs[current] = task.job_id
+        self._in_hand.add(run_key)
+        try:
+            await self._run_and_report(delivery, task, run_key)
+        finally:
+            self._in_hand.discard(run_key)
+
+    async def _run_and_report(
+        self, delivery: AbstractIncomingMessage, task: Task, run_key: tuple[uuid.UUID, int]
+    ) -> None:
+        assert self._runs is not None
         ended: TerminalEvent | None = None
         try:
             outcome = await self._runs.execute(task)

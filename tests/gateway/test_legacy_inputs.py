@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.errors import InvalidInput
-from gateway.inputs import InputChecker
+from gateway.inputs import InputChecker, _types
 from worker_sdk.wire.catalogue import ServiceSpec, parse_catalogue
 from worker_sdk.wire.urls import UrlPolicy
 
@@ -39,6 +39,10 @@ services:
         text: {type: string, maxLength: 10}
         upload_url: {type: string, format: uri}
         source: {type: string, format: uri}
+        level: {$ref: "#/$defs/Level"}
+        both: {allOf: [{type: integer}, {minimum: 1}]}
+      $defs:
+        Level: {type: integer, maximum: 5}
 """
 OLD = {"doc_url": "http://93.184.216.34/a.txt", "upload_url": "http://localhost:5002/add"}
 OWN = {"http://localhost:5002/add"}
@@ -78,6 +82,7 @@ async def test_a_closed_schema_cannot_be_called_on_the_old_routes(checker: Input
         {"either": "007"},  # a string is taken as a string where the schema takes one
         {"maybe": "5"},  # a branch's type
         {"half": "1.5"},
+        {"level": "5", "both": "2"},  # through a definition, and allOf
     ],
 )
 async def test_text_is_taken_where_the_worker_s_model_reads_it(
@@ -104,6 +109,7 @@ async def test_text_is_taken_where_the_worker_s_model_reads_it(
         ({"top": "9" * 5000}, "/misc/top"),
         ({"count": "1" + "0" * 40}, "/misc/count"),  # past 64 bits: before multipleOf divides
         ({"fast": "maybe"}, "/misc/fast"),
+        ({"level": "6"}, "/misc/level"),
     ],
 )
 async def test_text_that_spells_no_valid_value_is_refused(
@@ -138,3 +144,10 @@ async def test_a_refusal_repeats_a_long_value_only_in_part(checker: InputChecker
     with pytest.raises(InvalidInput) as caught:
         await checker.check(_spec("typed"), {"text": "x" * 900_000})
     assert len(caught.value.detail) < 1000
+
+
+def test_a_definition_naming_itself_is_followed_a_few_times_only() -> None:
+    root = {"$defs": {"Loop": {"$ref": "#/$defs/Loop"}, "N": {"type": "integer"}}}
+    assert _types({"$ref": "#/$defs/Loop"}, root) == []
+    assert _types({"$ref": "#/$defs/N"}, root) == ["integer"]
+    assert _types({"$ref": "#/$defs/Missing"}, root) == []
