@@ -183,9 +183,8 @@ class JobService:
             webhook_open=subscriber is not None,
         )
         task = task_for(record, spec)
-        counter = f"{SUBMISSIONS}{spec.id}"
         try:
-            counted = await self._store.insert(record, count=counter)
+            await self._store.insert(record)
         except DuplicateJob:
             # A concurrent submission with the same key won the insert: answer with its job.
             assert idempotency_key is not None
@@ -193,9 +192,8 @@ class JobService:
             if earlier is None:
                 raise StoreUnavailable("the job holding this idempotency key vanished") from None
             return await self._ended_within(earlier, wait), True
-        # A count the store did not keep with the job need not precede the task: it is
-        # written while the broker confirms.
-        counting = None if counted else self._tally.add(counter)
+        # The usage counter need not precede the task: count while the broker confirms.
+        counting = self._tally.add(f"{SUBMISSIONS}{spec.id}")
         try:
             if not wait:
                 await self._publish(record, task, spec)
@@ -208,8 +206,7 @@ class JobService:
                 except TimeoutError:
                     return record, False
         finally:
-            if counting is not None:
-                await counting
+            await counting
 
     async def _ended_within(self, record: JobRecord, wait: float | None) -> JobRecord:
         """A replayed job as a first submission would be answered: once it ends, within

@@ -185,9 +185,9 @@ class OutageStore(SQLiteStore):
             self.failures[what] = self.failures.get(what, 0) + 1
             raise StoreError(f"{what}: the store is down")
 
-    async def insert(self, record: JobRecord, *, count: str | None = None) -> bool:
+    async def insert(self, record: JobRecord) -> None:
         self._outage("insert")
-        return await super().insert(record, count=count)
+        await super().insert(record)
 
     async def finish(self, job_id: uuid.UUID, **fields: Any) -> JobRecord | None:
         self._outage("finish")

@@ -105,13 +105,8 @@ class JobStore(Protocol):
     async def ping(self) -> None:
         """Raise :class:`StoreError` when the store cannot answer."""
 
-    async def insert(self, record: JobRecord, *, count: str | None = None) -> bool:
-        """Add a new job; :class:`DuplicateJob` when its owner's idempotency key is taken.
-
-        With ``count``, the store may also add one to that usage counter in the same write,
-        as :meth:`bump` would: whether it did (a store that did not leaves the count to the
-        caller). A job refused is never counted.
-        """
+    async def insert(self, record: JobRecord) -> None:
+        """Add a new job; :class:`DuplicateJob` when its owner's idempotency key is taken."""
 
     async def get(self, job_id: UUID) -> JobRecord | None:
         """The job, or ``None``."""

@@ -108,12 +108,9 @@ class MongoStore(MongoWebhooks, MongoRecovery):
         except PyMongoError as exc:
             raise StoreError(f"MongoDB unavailable: {exc}") from exc
 
-    async def insert(self, record: JobRecord, *, count: str | None = None) -> bool:
-        """The job alone: a count in the same write would take a transaction (a replica
-        set's); the caller's batched counts cost less."""
+    async def insert(self, record: JobRecord) -> None:
         with driver_errors():
             await self._collection.insert_one(to_document(record))
-        return False
 
     async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
         with driver_errors():

@@ -623,17 +623,6 @@ async def test_usage_counters_add_up(store: JobStore) -> None:
     assert await store.counters("nothing:") == {}
 
 
-async def test_a_job_counted_with_its_insert_is_counted_once(store: JobStore) -> None:
-    """A store that counts a job with its insert counts it once, and never a job it refused;
-    one that does not says so, and the counter is untouched."""
-    await store.bump("submissions:echo", by=2)
-    counted = await store.insert(_record(idempotency_key="k"), count="submissions:echo")
-    with pytest.raises(DuplicateJob):
-        await store.insert(_record(idempotency_key="k"), count="submissions:echo")
-    assert not await store.insert(_record())  # nothing to count
-    assert await store.counters("submissions:") == {"submissions:echo": 3 if counted else 2}
-
-
 async def test_an_idempotency_key_is_unique_per_owner(store: JobStore) -> None:
     first = _record(owner="erin", idempotency_key="k")
     await store.insert(first)
