@@ -75,6 +75,49 @@ def test_an_invalid_input_schema_is_refused_with_its_location() -> None:
     assert "properties/n/type" in problem
 
 
+LOOPING = {
+    "a definition naming itself": (
+        "      properties:\n        item: {$ref: '#/$defs/L'}\n"
+        "      $defs:\n        L: {$ref: '#/$defs/L'}\n",
+        "$defs/L",
+    ),
+    "the root in its own allOf": ("      allOf: [{$ref: '#'}]\n", "(root)"),
+    "two definitions through anyOf and not": (
+        "      properties:\n        item: {$ref: '#/$defs/A'}\n"
+        "      $defs:\n        A: {anyOf: [{$ref: '#/$defs/B'}]}\n"
+        "        B: {not: {$ref: '#/$defs/A'}}\n",
+        "$defs/A",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", LOOPING)
+def test_a_schema_applying_itself_without_end_is_refused(case: str) -> None:
+    """jsonschema would recurse until the stack ran out: every submission a 500."""
+    body, where = LOOPING[case]
+    text = "services:\n  s:\n    title: S\n    version: '1'\n    inputs:\n" + body
+    with pytest.raises(CatalogueError) as caught:
+        parse_catalogue(text)
+    (problem,) = caught.value.problems
+    assert f"schema at {where} applies itself" in problem
+
+
+def test_a_schema_recursing_through_its_members_is_a_tree() -> None:
+    text = (
+        "services:\n  s:\n    title: S\n    version: '1'\n    inputs:\n"
+        "      type: object\n"
+        "      properties:\n"
+        "        node: {$ref: '#/$defs/Node'}\n"
+        "        note: {type: object, default: {$ref: '#'}}\n"
+        "      $defs:\n"
+        "        Node:\n"
+        "          type: object\n"
+        "          properties: {children: {type: array, items: {$ref: '#/$defs/Node'}}}\n"
+    )
+    spec = parse_catalogue(text).get("s")
+    assert spec is not None
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from .canarie import CanarieInfo, PlatformInfo
+from .schema_loops import in_place_loop
 from .topology import DEFAULT_DELIVERY_LIMIT, TaskQueueOptions
 
 DEFAULT_RETENTION = 7 * 86400
@@ -118,6 +119,15 @@ def _check_schema(value: Mapping[str, Any]) -> None:
         raise _SchemaProblem(
             f"not a valid JSON Schema at {where}: {exc.message}", tuple(exc.path)
         ) from exc
+    loop = in_place_loop(value)
+    if loop is not None:
+        where = "/".join(loop) or "(root)"
+        raise _SchemaProblem(
+            f"the schema at {where} applies itself to its own value again ($ref, allOf, "
+            "anyOf, ...) without descending into a member or an item: no value's "
+            "validation would end",
+            loop,
+        )
 
 
 def _is_output_map(outputs: Mapping[str, Any]) -> bool:
