@@ -15,13 +15,13 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import suppress
 from contextvars import ContextVar
 from typing import Any
-from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import TypeAdapter, ValidationError
 
 from gateway.errors import FieldError, InvalidInput
 from worker_sdk.wire.catalogue import Catalogue, ServiceSpec
+from worker_sdk.wire.schema_loops import at, local_ref
 from worker_sdk.wire.urls import UrlPolicy, UrlRefused, check_urls
 from worker_sdk.wire.values import check_value
 
@@ -66,24 +66,10 @@ def _types(schema: object, root: Mapping[str, Any], depth: int = 0) -> list[str]
     for key in ("anyOf", "oneOf", "allOf"):
         for branch in _listed(schema.get(key)):
             found.extend(_types(branch, root, depth + 1))
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#"):
-        found.extend(_types(_pointed(root, ref[1:]), root, depth + 1))
+    target = local_ref(schema.get("$ref"))
+    if target is not None:
+        found.extend(_types(at(root, target), root, depth + 1))
     return [t for t in found if isinstance(t, str)]
-
-
-def _pointed(root: Mapping[str, Any], pointer: str) -> object:
-    """What a JSON pointer (``/$defs/U``) names in ``root``; ``None`` if nothing."""
-    target: object = root
-    for token in pointer.split("/")[1:] if pointer else []:
-        key = unquote(token).replace("~1", "/").replace("~0", "~")
-        if isinstance(target, Mapping):
-            target = target.get(key)
-        elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
-            target = target[int(key)]
-        else:
-            return None
-    return target
 
 
 def _listed(value: object) -> list[Any]:

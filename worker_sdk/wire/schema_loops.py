@@ -69,20 +69,22 @@ def _applied(
     dependent = node.get("dependentSchemas")
     if isinstance(dependent, Mapping):
         yield from ((*path, "dependentSchemas", str(name)) for name in dependent)
-    ref = node.get("$ref")
-    if isinstance(ref, str) and (ref == "#" or ref.startswith("#/")):
-        target = (
-            tuple(
-                unquote(token).replace("~1", "/").replace("~0", "~") for token in ref[2:].split("/")
-            )
-            if ref != "#"
-            else ()
-        )
-        if isinstance(_at(root, target), Mapping):
-            yield target
+    target = local_ref(node.get("$ref"))
+    if target is not None and isinstance(at(root, target), Mapping):
+        yield target
 
 
-def _at(root: object, path: tuple[str, ...]) -> object:
+def local_ref(ref: object) -> tuple[str, ...] | None:
+    """The path a local reference (``#``, ``#/$defs/U``) names in its schema; ``None`` for
+    any other."""
+    if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+        return None
+    tokens = ref[2:].split("/") if ref != "#" else []
+    return tuple(unquote(token).replace("~1", "/").replace("~0", "~") for token in tokens)
+
+
+def at(root: object, path: tuple[str, ...]) -> object:
+    """What ``path`` names in ``root`` (members and indexes); ``None`` if nothing."""
     node = root
     for token in path:
         if isinstance(node, Mapping):
