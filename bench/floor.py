@@ -6,17 +6,18 @@ measured here with nothing done at either end, into a process that was idle for
 :data:`IDLE` seconds (as each process of a job waits between its turns):
 
 - ``http``: one httpx client's request to a trivial ASGI app under uvicorn (uvloop and
-  httptools, the gateway's server), answered at once; sent → answered;
+  httptools, the gateway's server), answered at once; sent → answered; and ``http_wrk``, the
+  same request from wrk (a C client: the least a client adds), when wrk is installed;
 - ``task``: a persistent message published with confirms to a task queue declared as the
   gateway declares one (quorum, its arguments) → received by another process's consumer;
 - ``event``: a persistent message published with confirms to the events exchange, which
   routes it to the events queue (quorum, consumed and acked) and to an exclusive classic
   queue bound as the gateway's tap → the tap's copy received by another process.
 
-The sum of their medians is the floor of our p50; what our p50 has above it is the gateway's
-and the worker's own work (two store commits among it). Run as ``python -m bench.floor
-consume NAMESPACE`` it is that other process: it consumes both queues of the namespace and
-prints, per message, the message's sequence number and the wall-clock time it arrived.
+The sum of their medians is the floor of our p50 (with each client); what our p50 has above
+it is the gateway's and the worker's own work (two store commits among it). Run as ``python
+-m bench.floor consume NAMESPACE`` it is that other process: it consumes both queues of the
+namespace and prints, per message, the message's sequence number and the wall-clock time it arrived.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from starlette.types import Receive, Scope, Send
 
 from bench.broker import delete_namespace
+from bench.load import wrk_latency
 from bench.support import AMQP_URL, BODY, HEADERS, ROOT, free_port, wait_ready
 from worker_sdk.wire import TaskQueueOptions, Topology, declare_task_queue, declare_topology
 
@@ -49,18 +51,27 @@ WARMUP = 30
 
 @dataclass(frozen=True)
 class Floor:
-    """Median milliseconds of each crossing, and their sum."""
+    """Median milliseconds of each crossing, and their sum: with the httpx client's HTTP
+    crossing, and with wrk's when it was measured."""
 
     http: float
     task: float
     event: float
+    http_wrk: float | None = None
 
     @property
     def total(self) -> float:
         return self.http + self.task + self.event
 
-    def note(self) -> str:
-        return f"HTTP {self.http:.2f} + task {self.task:.2f} + event {self.event:.2f}"
+    @property
+    def total_wrk(self) -> float | None:
+        return None if self.http_wrk is None else self.http_wrk + self.task + self.event
+
+    def note(self, http: float | None = None) -> str:
+        """The sum's terms, with ``http`` as the HTTP crossing (the httpx client's by
+        default)."""
+        http = self.http if http is None else http
+        return f"HTTP {http:.2f} + task {self.task:.2f} + event {self.event:.2f}"
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,12 +90,14 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 def measure(samples: int) -> Floor:
     """Each crossing ``samples`` times (after a warm-up), sequentially."""
     namespace = f"bench-floor-{uuid.uuid4().hex[:8]}"
-    return Floor(http=http_round_trip(samples), **asyncio.run(crossings(namespace, samples)))
+    http, http_wrk = http_round_trip(samples)
+    return Floor(http=http, http_wrk=http_wrk, **asyncio.run(crossings(namespace, samples)))
 
 
-def http_round_trip(samples: int) -> float:
+def http_round_trip(samples: int) -> tuple[float, float | None]:
     """The ``http`` crossing (median ms): the trivial app served by uvicorn in a process of
-    its own, stopped after."""
+    its own, stopped after; from an httpx client, then from wrk for as long as the httpx
+    client took (``None`` without wrk)."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "bench.floor:app", "--port", str(port)]
     command += ["--loop", "uvloop", "--http", "httptools", "--lifespan", "off"]
@@ -93,7 +106,11 @@ def http_round_trip(samples: int) -> float:
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_ready(url, within=60)
-        return asyncio.run(_requests(url, samples))
+        start = time.perf_counter()
+        by_httpx = asyncio.run(_requests(url, samples))
+        seconds = max(1.0, time.perf_counter() - start)
+        by_wrk = wrk_latency(url, seconds, waited=False, idle_ms=IDLE * 1000)
+        return by_httpx, None if by_wrk is None else by_wrk.p50
     finally:
         server.terminate()
         server.wait()

@@ -13,11 +13,12 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from bench.support import BODY, HEADERS, TOKEN
+from bench.support import BODY, HEADERS, TOKEN, Phase
 
 # Tries of one submit answered 503 or 429 (0.5 s apart).
 RETRIES = 60
@@ -219,6 +220,101 @@ async def wait_latency(url: str, count: int, warmup: int = 20) -> tuple[list[flo
             else:
                 samples.append(elapsed * 1000)
     return samples, job
+
+
+# The wrk script of :func:`wrk_latency`: one request after another, the run's p50 and p99
+# printed in microseconds; waited, with the answers that do not hold a finished job (ours:
+# 200 naming the job at Location; the baseline: 200 with the status "successful") counted.
+_LATENCY_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{body}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+{prefer}
+local threads = {{}}
+function setup(thread) table.insert(threads, thread) end
+unfinished = 0
+{check}
+function done(summary, latency, requests)
+  local bad = 0
+  for _, thread in ipairs(threads) do bad = bad + thread:get("unfinished") end
+  io.write(string.format("latency %d %d %d %d\\n", latency:percentile(50),
+    latency:percentile(99), summary.requests, bad))
+end
+"""
+_FINISHED_CHECK = """
+function response(status, headers, body)
+  local named = headers["location"] or headers["Location"]
+  if status ~= 200 or not (named or string.find(body, '"successful"', 1, true)) then
+    unfinished = unfinished + 1
+  end
+end
+"""
+
+
+@dataclass(frozen=True)
+class Latency:
+    """What :func:`wrk_latency` measured: p50 and p99 in ms, the answers counted, and those
+    that did not hold a finished job."""
+
+    p50: float
+    p99: float
+    answers: int
+    unfinished: int
+
+
+def wrk_latency(
+    url: str, seconds: float, *, waited: bool = True, idle_ms: float = 0
+) -> Latency | None:
+    """Sequential requests on one wrk connection for ``seconds``: waited no-op submissions
+    (``waited``: with ``Prefer: wait=10``, each answer checked for a finished job), each sent
+    once the last is answered, or ``idle_ms`` after; ``None`` without wrk.
+
+    A client's own time is part of every latency it measures: wrk, a C client, adds the
+    least. An httpx client's POST to a trivial app takes about 0.8 ms on this kind of
+    machine, wrk's 0.1 ms.
+    """
+    if not have_wrk():
+        return None
+    text = _LATENCY_SCRIPT.format(
+        body=BODY.decode(),
+        token=TOKEN,
+        prefer='wrk.headers["Prefer"] = "wait=10"' if waited else "",
+        check=_FINISHED_CHECK if waited else "",
+    )
+    if idle_ms:
+        text += f"function delay() return {idle_ms:g} end\n"
+    script = Path(tempfile.mkstemp(prefix="sg-bench-", suffix=".lua")[1])
+    script.write_text(text)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t1", "-c1", f"-d{seconds:g}s", "-s", str(script), url],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    finally:
+        script.unlink()
+    found = re.search(r"^latency (\d+) (\d+) (\d+) (\d+)$", out, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"wrk said:\n{out}")
+    p50, p99, answers, unfinished = (int(n) for n in found.groups())
+    return Latency(p50 / 1000, p99 / 1000, answers, unfinished)
+
+
+def record_latency(phase: Phase, measured: Latency | None, floor: float | None = None) -> None:
+    """wrk's latency rows (``p50-wrk``, ``p99-wrk``), their note the answers counted, those
+    that did not hold a finished job, and the p50 against ``floor``."""
+    if measured is None:
+        return
+    phase.values["p50-wrk"] = measured.p50
+    phase.values["p99-wrk"] = measured.p99
+    parts = [f"{measured.answers:,} jobs"]
+    if measured.unfinished:
+        parts.append(f"{measured.unfinished:,} failed")
+    if floor:
+        parts.append(f"{measured.p50 / floor:.2f} × the floor")
+    phase.notes["p50-wrk"] = ", ".join(parts)
 
 
 def _finished_job(r: httpx.Response) -> str:

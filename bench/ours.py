@@ -8,7 +8,7 @@ import subprocess
 
 from bench import drain, floor
 from bench.broker import purge
-from bench.load import hammer, wait_latency
+from bench.load import hammer, record_latency, wait_latency, wrk_latency
 from bench.procfs import pids_named
 from bench.stack import TERMINAL, Gateway, count_jobs, last_rowid
 from bench.support import Phase, Sizes, outcome, percentile, step
@@ -42,6 +42,11 @@ def measure(sizes: Sizes, gateway: Gateway) -> Phase:
         phase.values["p50"] = percentile(samples, 0.5)
         phase.notes["p50"] = f"{phase.values['p50'] / least.total:.2f} × the floor"
         phase.values["p99"] = percentile(samples, 0.99)
+        if least.total_wrk is not None:
+            phase.values["floor-wrk"] = least.total_wrk
+            phase.notes["floor-wrk"] = least.note(least.http_wrk)
+        measured = wrk_latency(submit_url, sizes.latency_seconds)
+        record_latency(phase, measured, least.total_wrk)
         _status_reads(sizes, gateway, job, phase, "status")
         run, failed = _sustained(sizes, gateway, workers)
     phase.values["sustained"] = run.rate

@@ -140,6 +140,7 @@ class Sizes:
     connections: int = 32
     raw_messages: int = 10_000
     latency_samples: int = 500
+    latency_seconds: float = 5  # the wrk latency run
     sustained_jobs: int = 5_000
     sse_streams: int = 10_000
     window: float = 10  # each process-handler and scale-out measure
@@ -155,6 +156,7 @@ class Sizes:
             seconds=3,
             raw_messages=2_000,
             latency_samples=100,
+            latency_seconds=2,
             sustained_jobs=1_000,
             sse_streams=1_000,
             window=3,

@@ -64,33 +64,60 @@ def build(sizes: Sizes, raw: float, ours: Phase, base: Phase) -> list[Row]:
         ),
         *_cpu_rows(sizes, ours, base),
         Row(
-            "no-op latency p50, 1 client",
+            "no-op latency p50, 1 wrk connection",
+            "ms",
+            o.get("p50-wrk"),
+            b.get("p50-wrk"),
+            decimals=2,
+            note=ours.notes.get("p50-wrk", ""),
+            how=f"Sequential no-op jobs for {sizes.latency_seconds:g} s on one wrk connection "
+            "(a C client: the least a client adds to what it measures), each sent as the last "
+            "is answered, request sent → answer holding the finished job. Ours: Prefer: "
+            "wait=10 (the gateway is told of the end). Celery: the same request to a Flask "
+            "route that submits and then polls AsyncResult.get every 1 ms (the database "
+            "backend cannot push): the fairest equivalent, since a client polling over HTTP "
+            "would add a request per poll.",
+        ),
+        Row(
+            "no-op latency p99, 1 wrk connection",
+            "ms",
+            o.get("p99-wrk"),
+            b.get("p99-wrk"),
+            decimals=2,
+        ),
+        Row(
+            "no-op latency floor (wrk), p50s added",
+            "ms",
+            o.get("floor-wrk"),
+            decimals=2,
+            note=ours.notes.get("floor-wrk", ""),
+            how="Measured just before our latency, each crossing with nothing done at either "
+            "end, into a process idle for 2 ms: HTTP, a POST to a trivial ASGI app under "
+            "uvicorn (uvloop, httptools), sent → answered; task, a persistent message "
+            "published with confirms to a task queue declared as ours (quorum) → received by "
+            "another process; event, the same to the events exchange (routed to the quorum "
+            "events queue and to a classic queue bound as the gateway's tap) → the tap's copy "
+            "received by another process. Our p50 above the floor is the gateway's and the "
+            "workers' own work, two store commits among it (bench/floor.py).",
+        ),
+        Row(
+            "no-op latency p50, 1 httpx client",
             "ms",
             o.get("p50"),
             b.get("p50"),
             decimals=2,
             note=ours.notes.get("p50", ""),
-            how=f"{sizes.latency_samples} sequential no-op jobs from one httpx client, request "
-            "sent → answer holding the finished job. Ours: Prefer: wait=10 (the gateway is told "
-            "of the end). Celery: the same request to a Flask route that submits and then "
-            "polls AsyncResult.get every 1 ms (the database backend cannot push): the fairest "
-            "equivalent, since a client polling over HTTP would add a request per poll.",
+            how=f"As the wrk row, {sizes.latency_samples} jobs from one httpx client (asyncio, "
+            "a Python client's cost: its POST to the trivial app takes about 0.8 ms where "
+            "wrk's takes 0.1 ms); the floor with its HTTP crossing from the same client.",
         ),
-        Row("no-op latency p99, 1 client", "ms", o.get("p99"), b.get("p99"), decimals=2),
+        Row("no-op latency p99, 1 httpx client", "ms", o.get("p99"), b.get("p99"), decimals=2),
         Row(
-            "no-op latency floor, p50s added",
+            "no-op latency floor (httpx), p50s added",
             "ms",
             o.get("floor"),
             decimals=2,
             note=ours.notes.get("floor", ""),
-            how="Measured just before our latency, each crossing with nothing done at either "
-            "end, into a process idle for 2 ms: HTTP, an httpx client's POST to a trivial ASGI "
-            "app under uvicorn (uvloop, httptools), sent → answered; task, a persistent "
-            "message published with confirms to a task queue declared as ours (quorum) → "
-            "received by another process; event, the same to the events exchange (routed to "
-            "the quorum events queue and to a classic queue bound as the gateway's tap) → the "
-            "tap's copy received by another process. Our p50 above the floor is the gateway's "
-            "and the workers' own work, two store commits among it (bench/floor.py).",
         ),
         Row(
             f"sustained no-op jobs/s, {ECHO_WORKERS} workers",

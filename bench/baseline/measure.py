@@ -15,7 +15,7 @@ from celery.backends.database import DatabaseBackend
 
 from bench.baseline.tasks import make_celery
 from bench.broker import delete_names, purge
-from bench.load import hammer, wait_latency
+from bench.load import hammer, record_latency, wait_latency, wrk_latency
 from bench.procfs import pids_named
 from bench.support import (
     AMQP_URL,
@@ -82,6 +82,7 @@ def measure(sizes: Sizes, workdir: Path, log: IO[bytes]) -> Phase:
                 samples, job = asyncio.run(wait_latency(submit_url, sizes.latency_samples))
                 phase.values["p50"] = percentile(samples, 0.5)
                 phase.values["p99"] = percentile(samples, 0.99)
+                record_latency(phase, wrk_latency(submit_url, sizes.latency_seconds))
                 rate, bad, tool = hammer(f"{base}/jobs/{job}", "GET", sizes.seconds, 32)
                 phase.values["status"] = rate
                 phase.notes["status"] = outcome(tool, bad)

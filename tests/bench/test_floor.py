@@ -3,6 +3,8 @@ the broker, and nothing of them stays on it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import aio_pika
@@ -11,7 +13,8 @@ import pytest
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from bench import floor
-from bench.support import AMQP_URL
+from bench.load import have_wrk, wrk_latency
+from bench.support import AMQP_URL, ROOT, free_port, wait_ready
 from worker_sdk.wire import Topology
 
 
@@ -43,5 +46,39 @@ def test_the_floor_adds_its_crossings() -> None:
     assert least.note() == "HTTP 1.50 + task 1.25 + event 0.75"
 
 
-def test_the_http_crossing_is_served_by_uvicorn_in_another_process() -> None:
-    assert 0 < floor.http_round_trip(samples=3) < 30_000
+def test_the_floor_with_wrk_adds_wrks_http_crossing() -> None:
+    least = floor.Floor(http=1.5, task=1.25, event=0.75, http_wrk=0.25)
+    assert least.total_wrk == 2.25
+    assert least.note(least.http_wrk) == "HTTP 0.25 + task 1.25 + event 0.75"
+    assert floor.Floor(http=1.5, task=1.25, event=0.75).total_wrk is None
+
+
+@pytest.mark.skipif(not have_wrk(), reason="wrk is not installed (apt-get install wrk)")
+def test_the_http_crossing_is_served_by_uvicorn_in_another_process_to_both_clients() -> None:
+    by_httpx, by_wrk = floor.http_round_trip(samples=3)
+    assert 0 < by_httpx < 30_000
+    assert by_wrk is not None
+    assert 0 < by_wrk < 30_000
+
+
+@pytest.mark.skipif(not have_wrk(), reason="wrk is not installed (apt-get install wrk)")
+def test_wrk_counts_the_answers_that_hold_no_finished_job() -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "bench.floor:app", "--port", str(port)]
+    server = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_ready(url, within=60)
+        plain = wrk_latency(url, 1, waited=False)
+        waited = wrk_latency(url, 1, idle_ms=5)
+    finally:
+        server.terminate()
+        server.wait()
+    assert plain is not None
+    assert waited is not None
+    assert plain.answers > 0
+    assert plain.unfinished == 0
+    assert 0 < plain.p50 <= plain.p99
+    # The trivial app's {} names no job: every waited answer counts as unfinished; 5 ms apart,
+    # a second holds at most 200 of them.
+    assert 0 < waited.answers == waited.unfinished <= 200
