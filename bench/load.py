@@ -288,7 +288,8 @@ def wrk_latency(
     script.write_text(text)
     try:
         out = subprocess.run(
-            ["wrk", "-t1", "-c1", f"-d{seconds:g}s", "-s", str(script), url],
+            # wrk takes whole seconds
+            ["wrk", "-t1", "-c1", f"-d{max(1, round(seconds))}s", "-s", str(script), url],
             check=True,
             capture_output=True,
             text=True,

@@ -69,7 +69,7 @@ def test_wrk_counts_the_answers_that_hold_no_finished_job() -> None:
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_ready(url, within=60)
-        plain = wrk_latency(url, 1, waited=False)
+        plain = wrk_latency(url, 1.4, waited=False)  # wrk takes whole seconds
         waited = wrk_latency(url, 1, idle_ms=5)
     finally:
         server.terminate()
@@ -79,6 +79,7 @@ def test_wrk_counts_the_answers_that_hold_no_finished_job() -> None:
     assert plain.answers > 0
     assert plain.unfinished == 0
     assert 0 < plain.p50 <= plain.p99
-    # The trivial app's {} names no job: every waited answer counts as unfinished; 5 ms apart,
-    # a second holds at most 200 of them.
-    assert 0 < waited.answers == waited.unfinished <= 200
+    # The trivial app's {} names no job: every waited answer counts as unfinished. 5 ms apart,
+    # wrk's second (which ends a little after it) holds some 200 of them, back to back
+    # thousands.
+    assert 0 < waited.answers == waited.unfinished <= 300
