@@ -183,8 +183,9 @@ class JobService:
             webhook_open=subscriber is not None,
         )
         task = task_for(record, spec)
+        counter = f"{SUBMISSIONS}{spec.id}"
         try:
-            await self._store.insert(record)
+            counted = await self._store.insert(record, counter=counter)
         except DuplicateJob:
             # A concurrent submission with the same key won the insert: answer with its job.
             assert idempotency_key is not None
@@ -193,7 +194,7 @@ class JobService:
                 raise StoreUnavailable("the job holding this idempotency key vanished") from None
             return await self._ended_within(earlier, wait), True
         # The usage counter need not precede the task: count while the broker confirms.
-        counting = self._tally.add(f"{SUBMISSIONS}{spec.id}")
+        counting = None if counted else self._tally.add(counter)
         try:
             if not wait:
                 await self._publish(record, task, spec)
@@ -206,7 +207,8 @@ class JobService:
                 except TimeoutError:
                     return record, False
         finally:
-            await counting
+            if counting is not None:
+                await counting
 
     async def _ended_within(self, record: JobRecord, wait: float | None) -> JobRecord:
         """A replayed job as a first submission would be answered: once it ends, within

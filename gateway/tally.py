@@ -4,7 +4,8 @@ Every submission counts itself on its service's counter (the CANARIE monitoring 
 the sum) and its answer waits until the count is stored, so a client that submits and then
 reads the statistics sees its own job. The counts that arrive while one write is on its way
 are added up and written by the next, as ``bump(name, by=n)``: under load, one statement serves
-tens of submissions instead of one each.
+tens of submissions instead of one each. A submission the store counted with its insert (a
+quiet gateway's, see :meth:`gateway.store.JobStore.insert`) is not counted here.
 """
 
 from __future__ import annotations

@@ -185,9 +185,9 @@ class OutageStore(SQLiteStore):
             self.failures[what] = self.failures.get(what, 0) + 1
             raise StoreError(f"{what}: the store is down")
 
-    async def insert(self, record: JobRecord) -> None:
+    async def insert(self, record: JobRecord, *, counter: str | None = None) -> bool:
         self._outage("insert")
-        await super().insert(record)
+        return await super().insert(record, counter=counter)
 
     async def finish(self, job_id: uuid.UUID, **fields: Any) -> JobRecord | None:
         self._outage("finish")

@@ -109,10 +109,18 @@ class GroupCommit:
                 await asyncio.get_running_loop().run_in_executor(thread, db.close)
             thread.shutdown(wait=True)
 
-    async def run(self, statement: Callable[[sqlite3.Connection], T], *, quick: bool = False) -> T:
+    async def run(
+        self,
+        statement: Callable[[sqlite3.Connection], T],
+        *,
+        quick: bool = False,
+        alone: Callable[[sqlite3.Connection], T] | None = None,
+    ) -> T:
         """Queue ``statement`` for the next transaction and wait for its result; a ``quick``
-        one runs at once when nothing else is in flight."""
-        return await self._queue(statement, writes=True, quick=quick)
+        one runs at once when nothing else is in flight, as ``alone`` when given: a statement
+        that does more where its commit is its own (what it adds costs a page or two of a
+        commit written anyway, where a group commit would write it once per statement)."""
+        return await self._queue(statement, writes=True, quick=quick, alone=alone)
 
     async def read(self, statement: Callable[[sqlite3.Connection], T], *, quick: bool = False) -> T:
         """Queue ``statement``, which only reads, for the next batch and wait for its result;
@@ -120,12 +128,17 @@ class GroupCommit:
         return await self._queue(statement, writes=False, quick=quick)
 
     async def _queue(
-        self, statement: Callable[[sqlite3.Connection], T], *, writes: bool, quick: bool
+        self,
+        statement: Callable[[sqlite3.Connection], T],
+        *,
+        writes: bool,
+        quick: bool,
+        alone: Callable[[sqlite3.Connection], T] | None = None,
     ) -> T:
         if self.db is None or self._thread is None:
             raise StoreError("the SQLite store is not open")
         if quick and self._idle(writes):
-            done, outcome = self._at_once(statement, writes)
+            done, outcome = self._at_once(alone or statement, writes)
             if done:
                 if isinstance(outcome, BaseException):
                     raise outcome

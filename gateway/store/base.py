@@ -105,8 +105,12 @@ class JobStore(Protocol):
     async def ping(self) -> None:
         """Raise :class:`StoreError` when the store cannot answer."""
 
-    async def insert(self, record: JobRecord) -> None:
-        """Add a new job; :class:`DuplicateJob` when its owner's idempotency key is taken."""
+    async def insert(self, record: JobRecord, *, counter: str | None = None) -> bool:
+        """Add a new job; :class:`DuplicateJob` when its owner's idempotency key is taken.
+
+        With ``counter``, the store may add one to that usage counter in the same write,
+        where it costs the store less than a :meth:`bump` of its own; it says whether it
+        did, and the caller counts the job otherwise."""
 
     async def get(self, job_id: UUID) -> JobRecord | None:
         """The job, or ``None``."""

@@ -108,9 +108,12 @@ class MongoStore(MongoWebhooks, MongoRecovery):
         except PyMongoError as exc:
             raise StoreError(f"MongoDB unavailable: {exc}") from exc
 
-    async def insert(self, record: JobRecord) -> None:
+    async def insert(self, record: JobRecord, *, counter: str | None = None) -> bool:
+        """The job's document; the count is the caller's (batched, one update per counter
+        for many submissions: a count here would be a second write of the request's)."""
         with driver_errors():
             await self._collection.insert_one(to_document(record))
+        return False
 
     async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
         with driver_errors():

@@ -29,6 +29,11 @@ from .model import ACTIVE, JobRecord, JobStatus, WorkerInfo, WorkerState
 
 # Ids per statement where a list of ids is looked up (SQLite allows 32,766 parameters).
 _ID_BATCH = 500
+# A usage counter raised (made at ``by``, counting since ``now``, when it is new).
+_BUMP = (
+    "INSERT INTO counters (name, value, since) VALUES (:name, :by, :now) "
+    "ON CONFLICT (name) DO UPDATE SET value = value + :by"
+)
 
 
 class SQLiteStore(SQLiteWebhooks, SQLiteRecovery):
@@ -72,17 +77,36 @@ class SQLiteStore(SQLiteWebhooks, SQLiteRecovery):
     async def ping(self) -> None:
         await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
-    async def insert(self, record: JobRecord) -> None:
+    async def insert(self, record: JobRecord, *, counter: str | None = None) -> bool:
+        """The job's row, committed with ``counter``'s count when it commits on its own (a
+        quiet gateway's insert, on the event loop): one commit per submission where the
+        count's own write, batched by :class:`~gateway.tally.Tally`, took a second one on the
+        store's thread while the task crossed the broker. Under load the inserts commit in
+        groups, and the count stays the caller's: counted in every insert of a group, it
+        cost a fifth of the submissions a second."""
         row = encode(record)
         columns = ", ".join(row)
         marks = ", ".join(f":{name}" for name in row)
         sql = f"INSERT INTO jobs ({columns}) VALUES ({marks})"
+
+        def insert(db: sqlite3.Connection) -> bool:
+            db.execute(sql, row)
+            return False
+
+        def insert_counted(db: sqlite3.Connection) -> bool:
+            db.execute(sql, row)
+            db.execute(_BUMP, {"name": counter, "by": 1, "now": ts(record.created)})
+            return True
+
         try:
-            await self._run(lambda db: db.execute(sql, row), quick=True)
+            counted: bool = await self._run(
+                insert, quick=True, alone=insert_counted if counter is not None else None
+            )
         except StoreError as exc:
             if "UNIQUE" in str(exc) and record.idempotency_key is not None:
                 raise DuplicateJob(str(exc)) from exc
             raise
+        return counted
 
     async def find_by_key(self, owner: str, key: str) -> JobRecord | None:
         return await self._one(
@@ -263,12 +287,8 @@ class SQLiteStore(SQLiteWebhooks, SQLiteRecovery):
         return found
 
     async def bump(self, counter: str, by: int = 1) -> None:
-        sql = (
-            "INSERT INTO counters (name, value, since) VALUES (:name, :by, :now) "
-            "ON CONFLICT (name) DO UPDATE SET value = value + :by"
-        )
         params = {"name": counter, "by": by, "now": ts(datetime.now(UTC))}
-        await self._run(lambda db: db.execute(sql, params), quick=True)
+        await self._run(lambda db: db.execute(_BUMP, params), quick=True)
 
     async def counter_since(self, counter: str) -> datetime | None:
         def statement(db: sqlite3.Connection) -> datetime | None:

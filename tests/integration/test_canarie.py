@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from examples.echo import worker as echo_worker
+from gateway.store import JobRecord, SQLiteStore, _sqlite_executor
+from gateway.store._sqlite_executor import QUIET
 from tests.conftest import Gateway
 from tests.support import eventually, submit
 
@@ -64,6 +66,40 @@ async def test_stats_count_submissions(gateway: Gateway, public: httpx.AsyncClie
     platform = (await public.get("/platform/stats", headers=JSON)).json()
     assert platform["invocations"] == 4
     assert (await public.get("/service/stats", headers=JSON)).json() == platform
+
+
+async def test_stats_count_each_submission_once_alone_or_among_many(
+    gateway: Gateway, public: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alone, a submission is counted in its insert's commit; in a flood, by the batched
+    tally."""
+    store = gateway.runtime.store
+    assert isinstance(store, SQLiteStore)
+    counted: list[bool] = []
+    insert = store.insert
+
+    async def noted(record: JobRecord, *, counter: str | None = None) -> bool:
+        counted.append(await insert(record, counter=counter))
+        return counted[-1]
+
+    monkeypatch.setattr(store, "insert", noted)
+    executor = store._executor
+
+    async def quiet() -> bool:  # nothing in flight, no write for QUIET seconds
+        flusher = executor._flusher
+        idle = flusher is None or flusher.done()
+        return idle and _sqlite_executor._clock() - executor._last_write >= QUIET
+
+    for _ in range(2):
+        await eventually(quiet, what="a quiet store")
+        await submit(gateway.client, "echo", {})
+    # A flood: every write within QUIET seconds of the last, whatever the machine's pace.
+    monkeypatch.setattr(_sqlite_executor, "_clock", lambda: 0.0)
+    answers = await asyncio.gather(*(submit(gateway.client, "echo", {}) for _ in range(40)))
+    assert {r.status_code for r in answers} == {201}
+    stats = (await public.get("/echo/stats", headers=JSON)).json()
+    assert stats["invocations"] == 42
+    assert counted == [True, True] + [False] * 40
 
 
 async def test_stats_answer_503_when_the_broker_is_down(

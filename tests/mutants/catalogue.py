@@ -105,9 +105,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "publish before persist",
         "gateway/jobs.py",
-        "        try:\n            await self._store.insert(record)\n",
+        "        try:\n            counted = await self._store.insert(record, counter=counter)\n",
         "        await self._broker.publish_task(task, spec)\n"
-        "        try:\n            await self._store.insert(record)\n",
+        "        try:\n            counted = await self._store.insert(record, counter=counter)\n",
         (f"{GUARANTEES}::test_a_failing_store_insert_is_503_and_queues_nothing",),
     ),
     Mutant(

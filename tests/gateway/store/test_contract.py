@@ -101,6 +101,13 @@ async def test_insert_then_get_returns_the_same_record(store: JobStore) -> None:
     assert await store.get(record.id) == record
 
 
+async def test_an_insert_that_says_it_counted_its_job_raised_the_counter(store: JobStore) -> None:
+    counted = [await store.insert(_record(), counter="submissions:echo") for _ in range(3)]
+    assert await store.counters("submissions:") == (
+        {"submissions:echo": sum(counted)} if any(counted) else {}
+    )
+
+
 async def test_get_unknown_is_none(store: JobStore) -> None:
     assert await store.get(uuid.uuid4()) is None
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from gateway.store import (
+    DuplicateJob,
     JobRecord,
     JobStatus,
     SQLiteStore,
@@ -151,6 +152,62 @@ async def test_writes_close_together_commit_in_groups_on_the_thread(
         assert sum(batches) == 50
         assert len(batches) < 50
         assert await asyncio.gather(*(store.get(r.id) for r in records)) == records
+    finally:
+        await store.close()
+
+
+async def test_a_quick_write_runs_as_alone_only_where_it_commits_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(_sqlite_executor, "_clock", lambda: now[0])
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    executor = store._executor
+
+    def alone(db: sqlite3.Connection) -> str:
+        return f"alone on {_where(db)}"
+
+    loop_thread = threading.current_thread().name
+    try:
+        assert await executor.run(_where, quick=True, alone=alone) == f"alone on {loop_thread}"
+        now[0] += QUIET / 2  # load: the thread runs the statement itself, in a group
+        assert (await executor.run(_where, quick=True, alone=alone)).startswith("sqlite")
+    finally:
+        await store.close()
+
+
+async def test_a_quiet_insert_counts_its_job_in_its_own_commit_and_a_busy_one_leaves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An insert alone on the loop raises its counter in its commit (one commit per
+    submission, not two); inserts close together commit in groups and leave the count to
+    the caller (the batched tally), which a count in each would slow."""
+    now = [100.0]
+    monkeypatch.setattr(_sqlite_executor, "_clock", lambda: now[0])
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        first = _job()
+        assert await store.insert(first, counter="submissions:echo") is True
+        assert await store.counters() == {"submissions:echo": 1}
+        assert await store.counter_since("submissions:echo") == first.created
+        now[0] += QUIET * 2
+        assert await store.insert(_job(), counter="submissions:echo") is True
+        assert await store.counters() == {"submissions:echo": 2}
+        now[0] += QUIET / 2
+        assert await store.insert(_job(), counter="submissions:echo") is False
+        assert await store.insert(_job()) is False
+        assert await store.counters() == {"submissions:echo": 2}
+        # a duplicate key is refused whole: neither the row nor the count
+        now[0] += QUIET * 2
+        keyed = _job().model_copy(update={"idempotency_key": "k", "request_hash": "h"})
+        assert await store.insert(keyed, counter="submissions:echo") is True
+        now[0] += QUIET * 2
+        again = _job().model_copy(update={"idempotency_key": "k", "request_hash": "h"})
+        with pytest.raises(DuplicateJob):
+            await store.insert(again, counter="submissions:echo")
+        assert await store.counters() == {"submissions:echo": 3}
     finally:
         await store.close()
 
