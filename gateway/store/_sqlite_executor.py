@@ -20,10 +20,22 @@ writes to the file, 0.1-0.2 ms in all), where a group commit's jobs share most o
 under load every write goes to the thread. Any other statement (a page of jobs, a sweep) may
 take milliseconds: it always runs on the thread, and the loop keeps serving meanwhile. The
 loop's connection never waits: it is told not to wait for a lock (a write lock held by
-another gateway process sends the statement to the thread, which waits for it) and not to
-checkpoint (one write in :data:`THREAD_EVERY` goes to the thread, whose commit checkpoints
-the WAL as SQLite does past 1,000 pages). An in-memory database has no second connection:
-everything runs on the thread.
+another gateway process sends the statement to the thread, which waits for it). An in-memory
+database has no second connection: everything runs on the thread.
+
+Neither connection checkpoints the WAL. A third, on a thread of its own, runs a passive
+checkpoint every :data:`CHECKPOINT_EVERY` commits, which copies the WAL's pages into the
+database file while the writes go on. SQLite checkpoints after a commit once the WAL holds
+1,000 pages, in that commit's call: on the writing thread, the writes that came meanwhile
+waited behind it (a checkpoint writes and syncs megabytes), a few milliseconds once every few
+dozen jobs, most of the no-op latency's p99. A WAL is rewound only by a write transaction
+that begins after a checkpoint copied all of it, while no reader still uses it; a checkpoint
+racing a flood of commits never lets one. When a checkpoint finds more than
+:data:`WAL_LIMIT` pages in the WAL, the next commit goes to the thread and checkpoints after
+it, this process's writes that come meanwhile waiting (as behind SQLite's own): the WAL is
+copied whole unless another process writes or reads meanwhile, and then the next checkpoint
+tries again. Several processes writing one file without pause may keep the WAL from
+rewinding all the same, as they did with SQLite's own checkpoints.
 
 Another process's write lock (the other gateway processes on the same file) is waited for
 on the thread, first in pauses of tens to hundreds of microseconds (:data:`LOCK_PAUSES`), then
@@ -35,6 +47,7 @@ waiting job a whole one or more, which on a two-process gateway was most jobs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -45,11 +58,16 @@ from typing import Any, TypeVar, cast
 
 from .base import StoreError, StoreRejected
 
+log = logging.getLogger("gateway.store")
+
 T = TypeVar("T")
 Statement = Callable[[sqlite3.Connection], Any]
-# Writes at once on the loop between two on the thread, whose commit checkpoints: a job's
-# insert adds about 12 pages to the WAL, so it stays near SQLite's own 1,000-page threshold.
-THREAD_EVERY = 64
+# Commits between two passive checkpoints: a job's insert adds about 12 pages to the WAL,
+# so a checkpoint comes near SQLite's own 1,000-page threshold.
+CHECKPOINT_EVERY = 64
+# Pages the WAL may hold (not rewound: every checkpoint raced commits) before the next commit
+# on the thread checkpoints after it, the other writes waiting: about 32 MiB.
+WAL_LIMIT = 8_000
 # Seconds since the last write before a quick write may run on the loop. Writes closer
 # together than this are load: they go to the thread and commit in groups. A commit of its
 # own appends every page the job's row and indexes touch to the WAL (about a dozen), where a
@@ -83,22 +101,40 @@ class GroupCommit:
         self._thread: ThreadPoolExecutor | None = None
         self._pending: _Batch | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._inline_writes = 0  # since the last write on the thread
         self._last_write = -QUIET  # _clock() when the last quick write came
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpoint_db: sqlite3.Connection | None = None
+        self._checkpoint: asyncio.Future[bool] | None = None
+        self._commits = 0  # since the last checkpoint began
+        self._wal_full = False  # the next commit on the thread checkpoints after it
 
     async def open(self, connect: Callable[[], sqlite3.Connection], path: Path | None) -> None:
         """Start the thread and make the connection on it (``connect`` may raise); then,
         given the database file's ``path``, the event loop's connection."""
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
-        self.db = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        loop = asyncio.get_running_loop()
+        self.db = await loop.run_in_executor(self._thread, connect)
         if path is not None:
+            await loop.run_in_executor(self._thread, _no_autocheckpoint, self.db)
             self._inline = _connect_inline(path)
+            self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-checkpoint")
+            self._checkpoint_db = _connect_inline(path)
 
     async def close(self) -> None:
-        # A statement queued while the last batch ends starts another flusher: drain them all.
-        while self._flusher is not None and not self._flusher.done():
-            await asyncio.gather(self._flusher, return_exceptions=True)
-        self._flusher = None
+        # A statement queued while the last batch ends starts another flusher, and a commit
+        # another checkpoint: drain them all, then close with no await until the store is
+        # shut to new statements.
+        while running := [
+            work for work in (self._flusher, self._checkpoint) if work and not work.done()
+        ]:
+            await asyncio.gather(*running, return_exceptions=True)
+        self._flusher = self._checkpoint = None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.shutdown(wait=True)
+        if self._checkpoint_db is not None:
+            self._checkpoint_db.close()
+            self._checkpoint_db = None
         if self._inline is not None:
             self._inline.close()
             self._inline = None
@@ -158,8 +194,8 @@ class GroupCommit:
         """Whether a statement may run at once on the loop: a read whenever the loop has its
         connection (it sees the last commit, whatever the thread is writing meanwhile); a
         write when the last one came at least :data:`QUIET` seconds ago, nothing is queued
-        or running, and the thread's turn to checkpoint has not come. A write's arrival is
-        noted here, wherever it then runs."""
+        or running, and the thread is not to checkpoint (:data:`WAL_LIMIT`). A write's
+        arrival is noted here, wherever it then runs."""
         if self._inline is None:
             return False
         if not writes:
@@ -170,7 +206,7 @@ class GroupCommit:
             return False
         if self._flusher is not None and not self._flusher.done():
             return False
-        return self._inline_writes < THREAD_EVERY
+        return not self._wal_full
 
     def _at_once(self, statement: Statement, writes: bool) -> tuple[bool, Any]:
         """Run ``statement`` on the loop's connection: (True, its outcome), or (False, None)
@@ -202,7 +238,7 @@ class GroupCommit:
                     with suppress(sqlite3.Error):
                         db.close()
                 return True, outcome
-            self._inline_writes += 1
+            self._committed()
         if isinstance(outcome, StoreError) and not isinstance(outcome, StoreRejected):
             return False, None  # busy or unwell: undone, and the thread waits where it may
         return True, outcome
@@ -211,14 +247,16 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         while self._pending is not None and self.db is not None and self._thread is not None:
             batch, self._pending = self._pending, None
+            work = _read
             if batch.writes:
-                self._inline_writes = 0  # this commit checkpoints as SQLite sees fit
+                work = _write_checkpointed if self._wal_full else _write
+                self._wal_full = False
             try:
-                outcomes = await loop.run_in_executor(
-                    self._thread, _write if batch.writes else _read, self.db, batch.statements
-                )
+                outcomes = await loop.run_in_executor(self._thread, work, self.db, batch.statements)
             except Exception as exc:  # noqa: BLE001 - every waiter must hear how its batch ended
                 outcomes = [StoreError(f"SQLite transaction failed: {exc!r}")] * len(batch.futures)
+            if batch.writes:
+                self._committed()
             for future, outcome in zip(batch.futures, outcomes, strict=True):
                 if future.done():
                     continue
@@ -226,6 +264,51 @@ class GroupCommit:
                     future.set_exception(outcome)
                 else:
                     future.set_result(outcome)
+
+    def _committed(self) -> None:
+        """A write transaction ended: every :data:`CHECKPOINT_EVERY`, a passive checkpoint
+        on the checkpoint thread, unless one runs."""
+        self._commits += 1
+        if self._commits < CHECKPOINT_EVERY or self._checkpointer is None or self._wal_full:
+            return
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        self._commits = 0
+        loop = asyncio.get_running_loop()
+        self._checkpoint = loop.run_in_executor(
+            self._checkpointer, _checkpoint, self._checkpoint_db
+        )
+        self._checkpoint.add_done_callback(self._checkpointed)
+
+    def _checkpointed(self, done: asyncio.Future[bool]) -> None:
+        if not done.cancelled() and done.exception() is None and done.result():
+            self._wal_full = True
+
+
+def _no_autocheckpoint(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def _checkpoint(db: sqlite3.Connection | None) -> bool:
+    """A passive checkpoint: copies what it can of the WAL, waiting for no one. Whether the
+    WAL holds more than :data:`WAL_LIMIT` pages (commits came during every checkpoint)."""
+    if db is None:
+        return False
+    try:
+        _, pages, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    except sqlite3.Error as exc:  # the disk is full, the file unreadable...
+        log.warning("SQLite checkpoint failed: %s", exc)
+        return False
+    return bool(pages > WAL_LIMIT)
+
+
+def _write_checkpointed(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
+    """:func:`_write`, then a checkpoint on the same thread, the writes that come meanwhile
+    waiting for it: the WAL is copied whole, and the next commit rewinds it."""
+    outcomes = _write(db, statements)
+    with suppress(sqlite3.Error):  # as a commit's own checkpoint, it fails nothing
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return outcomes
 
 
 def _classify(exc: Exception) -> StoreError:
@@ -321,7 +404,8 @@ def _read(db: sqlite3.Connection, statements: list[Statement]) -> list[Any]:
 
 
 def _connect_inline(path: Path) -> sqlite3.Connection:
-    """The event loop's connection: never waits for a lock, never checkpoints."""
+    """The event loop's (and the checkpoint thread's) connection: never waits for a lock,
+    never checkpoints on its own."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA synchronous=NORMAL")

@@ -7,12 +7,13 @@ import asyncio
 import sqlite3
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.store import SQLiteStore, StoreError
+from gateway.store import SQLiteStore, StoreError, _sqlite_executor
 from tests.gateway.store.test_write_path import _job, _where
 
 # Another process rebuilding the WAL index: it holds the write and recovery locks of the
@@ -143,3 +144,47 @@ async def test_a_statement_queued_as_the_store_closes_is_answered(tmp_path: Path
     assert len(late) == 1
     assert late[0].done()
     assert late[0].result().startswith("sqlite")
+
+
+async def test_statements_queued_while_the_store_closes_during_a_checkpoint_are_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Close waits for the checkpoint in progress; statements queued meanwhile (one whose
+    batch runs on the thread when the checkpoint ends, one queued behind it) are answered
+    before the store shuts."""
+    monkeypatch.setattr(_sqlite_executor, "QUIET", 0.0)
+    monkeypatch.setattr(_sqlite_executor, "CHECKPOINT_EVERY", 2)
+    release = threading.Event()
+    checkpoint = _sqlite_executor._checkpoint
+
+    def held(db: sqlite3.Connection | None) -> bool:
+        assert release.wait(30)
+        return checkpoint(db)
+
+    monkeypatch.setattr(_sqlite_executor, "_checkpoint", held)
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    executor = store._executor
+    await store.insert(_job())
+    await store.insert(_job())  # the second commit starts the (held) checkpoint
+    checkpointing = executor._checkpoint
+    assert checkpointing is not None
+    closing = asyncio.ensure_future(store.close())
+    await asyncio.sleep(0)  # close now waits for the checkpoint
+    go_on = threading.Event()
+
+    def slow(db: sqlite3.Connection) -> str:  # a page of jobs, a sweep
+        assert go_on.wait(30)
+        return _where(db)
+
+    first = asyncio.ensure_future(executor.run(slow))
+    await asyncio.sleep(0)  # its batch runs on the thread
+    second = asyncio.ensure_future(executor.run(_where))
+    await asyncio.sleep(0)  # queued behind it
+    release.set()
+    await asyncio.wait([checkpointing])  # close resumed before this task does
+    go_on.set()
+    await asyncio.wait_for(closing, 30)
+    assert (await first).startswith("sqlite")
+    assert second.done()
+    assert second.result().startswith("sqlite")

@@ -27,7 +27,7 @@ from gateway.store import (
     _sqlite_executor,
     new_job_id,
 )
-from gateway.store._sqlite_executor import BUSY_TIMEOUT_MS, LOCK_PAUSES, QUIET, THREAD_EVERY
+from gateway.store._sqlite_executor import BUSY_TIMEOUT_MS, LOCK_PAUSES, QUIET
 from gateway.store._sqlite_schema import SCHEMA, decode, encode
 from gateway.store.model import Delivery, LegacyFields
 from worker_sdk.wire import ErrorInfo
@@ -338,23 +338,100 @@ async def test_a_lock_held_past_the_pauses_is_waited_for_as_sqlite_waits(
 async def test_the_wal_stays_bounded_while_writes_run_on_the_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The loop's connection never checkpoints; one write in THREAD_EVERY + 1 goes to the
-    thread, whose commit does. Without it the WAL would grow by every write (about 50 MB
-    here). Every write here finds the store quiet."""
+    """Every write here finds the store quiet and commits on the loop, whose connection never
+    checkpoints: the checkpoint thread's checkpoints rewind the WAL, or, where each races the
+    next commits (a disk slower to sync), a commit on the thread past WAL_LIMIT pages does.
+    Without either the WAL would hold every write (about 30 MB here)."""
     monkeypatch.setattr(_sqlite_executor, "QUIET", 0.0)
+    monkeypatch.setattr(_sqlite_executor, "CHECKPOINT_EVERY", 16)
+    monkeypatch.setattr(_sqlite_executor, "WAL_LIMIT", 1_000)
     store = SQLiteStore(tmp_path / "jobs.db")
     await store.open()
+    loop_thread = threading.current_thread().name
+    places: list[str] = []
     try:
-        for _ in range(6 * THREAD_EVERY):
+        for _ in range(600):
             await store.insert(_job())
-        assert (tmp_path / "jobs.db-wal").stat().st_size < 8 * 2**20
-        assert (await store._executor.run(_where)).startswith("sqlite")  # the count restarts
-        probes = 3 * (THREAD_EVERY + 1)
-        places = [await store._executor.run(_where, quick=True) for _ in range(probes)]
-        on_thread = [i for i, place in enumerate(places, 1) if place.startswith("sqlite")]
-        assert on_thread == [THREAD_EVERY + 1, 2 * (THREAD_EVERY + 1), probes]
+            places.append(await store._executor.run(_where, quick=True))
+            await asyncio.sleep(0)  # a turn of the loop, as between two requests
+        # the file keeps the largest size the WAL reached (4 KiB and a 24-byte header a page)
+        assert (tmp_path / "jobs.db-wal").stat().st_size < 3_000 * 4_120
+        assert places.count(loop_thread) > 500
     finally:
         await store.close()
+
+
+async def test_a_wal_past_its_limit_is_checkpointed_whole_after_the_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint that finds the WAL past WAL_LIMIT (here: one that copies nothing and says
+    so, as one racing every commit leaves it never rewound) sends the next write to the
+    thread, which checkpoints after its commit; the write after it rewinds the WAL."""
+    monkeypatch.setattr(_sqlite_executor, "QUIET", 0.0)
+    monkeypatch.setattr(_sqlite_executor, "CHECKPOINT_EVERY", 2)
+    monkeypatch.setattr(_sqlite_executor, "_checkpoint", lambda db: True)
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    executor = store._executor
+    loop_thread = threading.current_thread().name
+    other = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+
+    def wal_pages() -> int:  # a passive checkpoint of its own reports the WAL's frames
+        return int(other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+    try:
+        for _ in range(20):
+            await store.insert(_job())
+        assert await executor.run(_where, quick=True) == loop_thread
+        assert executor._checkpoint is not None
+        await asyncio.wait([executor._checkpoint])
+        assert executor._wal_full
+        assert (await executor.run(_where, quick=True)).startswith("sqlite")
+        assert not executor._wal_full
+        before = wal_pages()
+        await store.insert(_job())  # on the loop
+        assert wal_pages() < 20 < before  # rewound: only the last insert's pages
+    finally:
+        other.close()
+        await store.close()
+
+
+async def test_a_checkpoint_in_progress_holds_up_no_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint runs on a thread and a connection of its own: writes on the loop and on
+    the store's thread commit while it copies the WAL (here held until they are done)."""
+    monkeypatch.setattr(_sqlite_executor, "QUIET", 0.0)
+    monkeypatch.setattr(_sqlite_executor, "CHECKPOINT_EVERY", 2)
+    started = threading.Event()
+    release = threading.Event()
+    checkpoint = _sqlite_executor._checkpoint
+
+    def held(db: sqlite3.Connection | None) -> bool:
+        started.set()
+        assert release.wait(30)
+        return checkpoint(db)
+
+    monkeypatch.setattr(_sqlite_executor, "_checkpoint", held)
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    loop_thread = threading.current_thread().name
+    try:
+        await store.insert(_job())
+        await store.insert(_job())  # the second commit starts the checkpoint
+        assert await asyncio.to_thread(started.wait, 30)
+        records = [_job() for _ in range(20)]
+        for record in records:
+            await store.insert(record)
+        assert await store._executor.run(_where, quick=True) == loop_thread
+        assert (await store._executor.run(_where)).startswith("sqlite")
+        assert await asyncio.gather(*(store.get(r.id) for r in records)) == records
+        assert store._executor._checkpoint is not None
+        assert not store._executor._checkpoint.done()
+    finally:
+        release.set()
+        await store.close()
+    assert (tmp_path / "jobs.db-wal").exists() is False  # the last connection checkpointed
 
 
 async def test_a_row_decodes_by_position_whatever_else_the_query_selects(tmp_path: Path) -> None:
