@@ -88,7 +88,7 @@ async def test_stats_count_each_submission_once_alone_or_among_many(
     async def quiet() -> bool:  # nothing in flight, no write for QUIET seconds
         flusher = executor._flusher
         idle = flusher is None or flusher.done()
-        return idle and _sqlite_executor._clock() - executor._last_write >= QUIET
+        return idle and _sqlite_executor._clock() - executor._last_writes[1] >= QUIET
 
     for _ in range(2):
         await eventually(quiet, what="a quiet store")

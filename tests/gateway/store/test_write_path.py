@@ -122,9 +122,11 @@ async def test_a_quick_statement_runs_at_once_only_on_a_quiet_store(tmp_path: Pa
 async def test_writes_close_together_commit_in_groups_on_the_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A quick write within QUIET seconds of the last is load: it goes to the thread, and
-    those of a flood commit together, where each would have committed alone on the loop
-    (every page its row and indexes touch appended to the WAL again)."""
+    """A quick write within QUIET seconds of the one before the last is load: it goes to the
+    thread, and those of a flood commit together, where each would have committed alone on
+    the loop (every page its row and indexes touch appended to the WAL again). One other
+    write within QUIET is a conversation (a waiting client's next job, inserted just after
+    the last one's end was written): it runs on the loop."""
     now = [100.0]
     monkeypatch.setattr(_sqlite_executor, "_clock", lambda: now[0])
     batches: list[int] = []
@@ -142,15 +144,19 @@ async def test_writes_close_together_commit_in_groups_on_the_thread(
     try:
         assert await executor.run(_where, quick=True) == loop_thread  # a quiet store
         now[0] += QUIET / 2
-        assert (await executor.run(_where, quick=True)).startswith("sqlite")
+        assert await executor.run(_where, quick=True) == loop_thread  # a conversation
+        now[0] += QUIET / 4
+        assert (await executor.run(_where, quick=True)).startswith("sqlite")  # load
+        now[0] += QUIET / 2
+        assert (await executor.run(_where, quick=True)).startswith("sqlite")  # still load
         now[0] += QUIET
         assert await executor.run(_where, quick=True) == loop_thread  # quiet again
         assert await executor.read(_where, quick=True) == loop_thread  # reads: always
         batches.clear()
         records = [_job() for _ in range(50)]
         await asyncio.gather(*(store.insert(r) for r in records))  # all within QUIET
-        assert sum(batches) == 50
-        assert len(batches) < 50
+        assert sum(batches) == 49  # the first is the last write's conversation: on the loop
+        assert len(batches) < 49
         assert await asyncio.gather(*(store.get(r.id) for r in records)) == records
     finally:
         await store.close()
@@ -171,7 +177,9 @@ async def test_a_quick_write_runs_as_alone_only_where_it_commits_on_its_own(
     loop_thread = threading.current_thread().name
     try:
         assert await executor.run(_where, quick=True, alone=alone) == f"alone on {loop_thread}"
-        now[0] += QUIET / 2  # load: the thread runs the statement itself, in a group
+        now[0] += QUIET / 2
+        assert await executor.run(_where, quick=True, alone=alone) == f"alone on {loop_thread}"
+        now[0] += QUIET / 4  # load: the thread runs the statement itself, in a group
         assert (await executor.run(_where, quick=True, alone=alone)).startswith("sqlite")
     finally:
         await store.close()
@@ -195,10 +203,11 @@ async def test_a_quiet_insert_counts_its_job_in_its_own_commit_and_a_busy_one_le
         now[0] += QUIET * 2
         assert await store.insert(_job(), counter="submissions:echo") is True
         assert await store.counters() == {"submissions:echo": 2}
-        now[0] += QUIET / 2
+        now[0] += QUIET / 2  # one other write within QUIET: still on its own
+        assert await store.insert(_job(), counter="submissions:echo") is True
         assert await store.insert(_job(), counter="submissions:echo") is False
         assert await store.insert(_job()) is False
-        assert await store.counters() == {"submissions:echo": 2}
+        assert await store.counters() == {"submissions:echo": 3}
         # a duplicate key is refused whole: neither the row nor the count
         now[0] += QUIET * 2
         keyed = _job().model_copy(update={"idempotency_key": "k", "request_hash": "h"})
@@ -207,7 +216,7 @@ async def test_a_quiet_insert_counts_its_job_in_its_own_commit_and_a_busy_one_le
         again = _job().model_copy(update={"idempotency_key": "k", "request_hash": "h"})
         with pytest.raises(DuplicateJob):
             await store.insert(again, counter="submissions:echo")
-        assert await store.counters() == {"submissions:echo": 3}
+        assert await store.counters() == {"submissions:echo": 4}
     finally:
         await store.close()
 
